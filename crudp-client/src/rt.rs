@@ -1,0 +1,56 @@
+//! The few things the client needs from an async runtime: spawn, sleep, yield, randomness.
+
+use std::time::Duration;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    #[cfg(feature = "native")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(task);
+        return Ok(());
+    }
+    drop(task);
+    Err("no async runtime to send the call on: make calls from inside a Tokio runtime".into())
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn spawn(task: impl Future<Output = ()> + 'static) -> Result<(), String> {
+    wasm_bindgen_futures::spawn_local(task);
+    Ok(())
+}
+
+pub(crate) async fn sleep(duration: Duration) {
+    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+    tokio::time::sleep(duration).await;
+    #[cfg(target_arch = "wasm32")]
+    gloo_timers::future::sleep(duration).await;
+    #[cfg(not(any(feature = "native", target_arch = "wasm32")))]
+    let _ = duration;
+}
+
+/// Lets every other ready task run once, so calls made in the same tick join one batch.
+pub(crate) async fn yield_now() {
+    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+    tokio::task::yield_now().await;
+    #[cfg(target_arch = "wasm32")]
+    sleep(Duration::ZERO).await;
+}
+
+/// 64 random bits, for client IDs and back-off jitter.
+pub(crate) fn random_u64() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let high = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        let low = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        (high << 32) | low
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        #[cfg(feature = "native")]
+        if let Ok(value) = getrandom::u64() {
+            return value;
+        }
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    }
+}

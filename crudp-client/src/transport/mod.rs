@@ -1,0 +1,59 @@
+//! How batches reach the server: the [`Transport`] seam and its implementations.
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;
+
+use std::{future::Future, pin::Pin};
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub use native::ReqwestTransport;
+
+/// A boxed future; `Send` on native targets, where transports run on a thread pool.
+#[cfg(not(target_arch = "wasm32"))]
+pub type TransportFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future; `Send` on native targets, where transports run on a thread pool.
+#[cfg(target_arch = "wasm32")]
+pub type TransportFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// `Send + Sync` on native targets, nothing on wasm32 where everything runs on one thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync + ?Sized> MaybeSendSync for T {}
+/// `Send + Sync` on native targets, nothing on wasm32 where everything runs on one thread.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSendSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSendSync for T {}
+
+/// Carries postcard bodies to the server's endpoints.
+pub trait Transport: MaybeSendSync + 'static {
+    /// POSTs `body` (`application/octet-stream`) to `url` and returns the body of a `2xx` answer.
+    fn post(&self, url: &str, body: Vec<u8>) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
+}
+
+/// Why a request did not get a `2xx` answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No answer: the network or the server is down.
+    #[error("the server could not be reached: {0}")]
+    Unreachable(String),
+    /// The server answered with an error status.
+    #[error("the server answered {status}: {message}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The answer's body, which says why.
+        message: String,
+    },
+}
+
+impl TransportError {
+    /// Whether sending the same request later may succeed: no answer, `408`, `429` or `5xx`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Unreachable(_) => true,
+            TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `{Trait}Server<S>`: the dispatch glue between the wire and the application's implementation.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::{Names, carried_attributes, wire_type_checks};
+use crate::ast::Module;
+
+pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
+    let krate = &module.args.krate;
+    let private = quote!(#krate::__private);
+    let vis = &module.original.vis;
+    let tr = &module.original.ident;
+    let Names { module: name, server, .. } = names;
+    let cfg = carried_attributes(module).collect::<Vec<_>>();
+    let doc = format!(
+        " Serves [`{name}`] on a CRUDP server: mount it with `Crudp::builder().handler({server}::new(implementation))`."
+    );
+
+    let arms = module.actions().map(|(action, method)| {
+        let variant = action.variant();
+        let ident = method.ident;
+        let vars: Vec<_> = (0..method.wire_params().count()).map(|i| format_ident!("__crudp_arg{i}")).collect();
+        let types = method.wire_params().map(|p| p.ty);
+        quote! {
+            #private::Action::#variant => #private::Box::pin(async move {
+                match #private::decode_args::<(#(#types,)*)>(args, descriptor, #private::Action::#variant) {
+                    ::core::result::Result::Ok((#(#vars,)*)) => {
+                        #private::encode_result(<S as #tr>::#ident(&self.inner, ctx, #(#vars),*).await)
+                    }
+                    ::core::result::Result::Err(rejection) => rejection,
+                }
+            }),
+        }
+    });
+    let fallback_arm = (module.actions().count() < 4).then(|| {
+        quote! {
+            action => #private::Box::pin(::core::future::ready(#private::unknown_action(descriptor, action))),
+        }
+    });
+    let checks = wire_type_checks(module);
+
+    quote! {
+        #(#cfg)*
+        #[doc = #doc]
+        #[derive(Clone, Debug, Default)]
+        #vis struct #server<S> {
+            inner: S,
+        }
+
+        #(#cfg)*
+        impl<S> #server<S> {
+            /// Serves the module with `inner`, the application's implementation of it.
+            pub fn new(inner: S) -> Self {
+                Self { inner }
+            }
+
+            /// The application's implementation.
+            pub fn inner(&self) -> &S {
+                &self.inner
+            }
+
+            /// Gives the application's implementation back.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+
+        #(#cfg)*
+        const _: () = {
+            #[automatically_derived]
+            impl<S> #private::Dispatch for #server<S>
+            where
+                S: #tr + ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                fn descriptor(&self) -> &'static #private::ModuleDescriptor {
+                    &<Self as #private::Module>::DESCRIPTOR
+                }
+
+                fn dispatch<'__crudp>(
+                    &'__crudp self,
+                    ctx: &'__crudp #private::Context,
+                    action: #private::Action,
+                    args: &'__crudp [u8],
+                ) -> #private::BoxFuture<'__crudp, #private::Outcome> {
+                    let descriptor = &<Self as #private::Module>::DESCRIPTOR;
+                    match action {
+                        #(#arms)*
+                        #fallback_arm
+                    }
+                }
+            }
+
+            #checks
+        };
+    }
+}

@@ -1,0 +1,112 @@
+//! The seam between the server and the generated module servers.
+
+use std::{future::Future, pin::Pin};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    context::Context,
+    error::CallError,
+    module::ModuleDescriptor,
+    protocol::{Action, Outcome, RejectCode},
+};
+
+/// A boxed future that can move between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs the calls of one module. `#[crudp::module]` implements it for `{Trait}Server<S>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a CRUDP module server",
+    label = "expected a generated `{{Trait}}Server`",
+    note = "wrap the implementation in the server that `#[crudp::module]` generates, e.g. `TodosServer::new(store)`"
+)]
+pub trait Dispatch: Send + Sync + 'static {
+    /// The module this server runs.
+    fn descriptor(&self) -> &'static ModuleDescriptor;
+
+    /// Runs `action` with the postcard-encoded argument tuple `args`.
+    ///
+    /// Undecodable arguments and actions the module does not have are
+    /// [rejected](Outcome::Rejected); the handler's `Ok` and `Err` become [`Outcome::Ok`] and
+    /// [`Outcome::AppError`].
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a Context,
+        action: Action,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, Outcome>;
+}
+
+impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
+    fn descriptor(&self) -> &'static ModuleDescriptor {
+        (**self).descriptor()
+    }
+
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a Context,
+        action: Action,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, Outcome> {
+        (**self).dispatch(ctx, action, args)
+    }
+}
+
+/// Decodes an action's argument tuple; a rejection naming the method if it does not decode.
+pub fn decode_args<A: DeserializeOwned>(
+    args: &[u8],
+    module: &ModuleDescriptor,
+    action: Action,
+) -> Result<A, Outcome> {
+    let reject = |reason: String| Outcome::Rejected {
+        code: RejectCode::BadArguments,
+        message: format!("the arguments of `{}::{action}` do not decode: {reason}", module.name),
+    };
+    match postcard::take_from_bytes(args) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(reject(format!("{} unexpected trailing bytes", rest.len()))),
+        Err(e) => Err(reject(e.to_string())),
+    }
+}
+
+/// Encodes a handler's result as an [`Outcome`].
+pub fn encode_result<T: Serialize, E: Serialize>(result: Result<T, E>) -> Outcome {
+    let encoded = match &result {
+        Ok(value) => postcard::to_stdvec(value).map(Outcome::Ok),
+        Err(error) => postcard::to_stdvec(error).map(Outcome::AppError),
+    };
+    encoded.unwrap_or_else(|e| Outcome::Rejected {
+        code: RejectCode::Internal,
+        message: format!("the handler's result does not encode: {e}"),
+    })
+}
+
+/// The rejection for an action the module does not have.
+pub fn unknown_action(module: &ModuleDescriptor, action: Action) -> Outcome {
+    Outcome::Rejected {
+        code: RejectCode::UnknownAction,
+        message: format!("module {module} has no `{action}` action"),
+    }
+}
+
+impl Outcome {
+    /// Decodes the outcome of a call whose method returns `Result<T, E>`.
+    pub fn decode<T: DeserializeOwned, E: DeserializeOwned>(self) -> Result<T, CallError<E>> {
+        fn value<V: DeserializeOwned, E>(bytes: &[u8]) -> Result<V, CallError<E>> {
+            match postcard::take_from_bytes(bytes) {
+                Ok((value, [])) => Ok(value),
+                Ok((_, rest)) => {
+                    Err(CallError::Decode(format!("{} unexpected trailing bytes", rest.len())))
+                }
+                Err(e) => Err(CallError::Decode(e.to_string())),
+            }
+        }
+        match self {
+            Outcome::Ok(bytes) => value(&bytes),
+            Outcome::AppError(bytes) => Err(CallError::App(value(&bytes)?)),
+            Outcome::Rejected { code, message } => Err(CallError::Rejected { code, message }),
+            Outcome::Unavailable { message } => Err(CallError::Unavailable { message }),
+            Outcome::Expired => Err(CallError::Expired),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The CRUDP runtime: the wire protocol, the dispatch seam and, with the `server` feature,
+//! the axum server.
+//!
+//! Applications use it through the `crudp` crate; this crate always compiles for
+//! `wasm32-unknown-unknown` without `server`, so an API crate shared by a server and a browser
+//! front end can depend on it.
+
+mod context;
+mod dispatch;
+mod error;
+mod module;
+pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
+
+pub use context::{Context, User};
+pub use dispatch::{BoxFuture, Dispatch, decode_args, encode_result, unknown_action};
+pub use error::CallError;
+pub use module::{Module, ModuleDescriptor, module_id};
+pub use protocol::{
+    Action, Batch, ClientId, Outcome, Packet, PacketResult, RejectCode, RequestId, Results,
+};

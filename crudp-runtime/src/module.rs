@@ -1,0 +1,67 @@
+//! Module descriptors and their stable wire IDs.
+
+use crate::protocol::Action;
+
+/// What both sides know about a module: its wire ID and the actions it has.
+///
+/// `#[crudp::module]` generates one per trait and exposes it through [`Module`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleDescriptor {
+    /// The module's wire ID: the trait's `#[crudp::module(id = N)]`, or [`module_id`] of its name.
+    pub id: u32,
+    /// The trait's name.
+    pub name: &'static str,
+    /// The Rust module path the trait is defined in.
+    pub path: &'static str,
+    /// The actions the trait declares, in wire order.
+    pub actions: &'static [Action],
+}
+
+impl ModuleDescriptor {
+    /// Whether the module declares `action`.
+    pub fn has(&self, action: Action) -> bool {
+        self.actions.contains(&action)
+    }
+}
+
+impl std::fmt::Display for ModuleDescriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}::{}` (ID {})", self.path, self.name, self.id)
+    }
+}
+
+/// A type generated for a CRUDP module: its server or its client.
+pub trait Module {
+    /// The module's descriptor.
+    const DESCRIPTOR: ModuleDescriptor;
+}
+
+/// The default wire ID of a module: the 32-bit FNV-1a hash of its trait's name.
+///
+/// It depends on nothing but the name, so it is the same on every target and in every build.
+/// Two modules whose IDs collide are refused when the server is built; pin one with
+/// `#[crudp::module(id = N)]`.
+pub const fn module_id(name: &str) -> u32 {
+    let bytes = name.as_bytes();
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_id;
+
+    #[test]
+    fn ids_are_fnv1a_of_the_name() {
+        assert_eq!(module_id(""), 0x811c_9dc5);
+        assert_eq!(module_id("a"), 0xe40c_292c);
+        assert_eq!(module_id("foobar"), 0xbf9c_f968);
+        assert_ne!(module_id("Todos"), module_id("Users"));
+    }
+}

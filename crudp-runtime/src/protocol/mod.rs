@@ -1,0 +1,165 @@
+//! The wire protocol: batches of packets going up, results coming back.
+//!
+//! Everything is [postcard]; the first byte of every message is [`PROTOCOL_VERSION`].
+
+mod codec;
+
+pub use codec::{
+    DecodeError, decode_batch, decode_results, encode_batch, encode_results,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks; the first byte of every batch and result set.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// One of the four operations a CRUDP module can expose.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Make a new record.
+    Create,
+    /// Read one or more records.
+    Read,
+    /// Change a record.
+    Update,
+    /// Remove a record.
+    Delete,
+}
+
+impl Action {
+    /// All actions, in wire order.
+    pub const ALL: [Action; 4] = [Action::Create, Action::Read, Action::Update, Action::Delete];
+
+    /// The action's method name: `create`, `read`, `update` or `delete`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Read => "read",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client's random identity. It belongs to one user and is never shared by two tabs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The identity of one call: the client that made it and its sequence number.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    /// The calling client.
+    pub client: ClientId,
+    /// The call's sequence number; it only grows within a client.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.client, self.seq)
+    }
+}
+
+/// What a client sends: its calls, in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u8,
+    /// The sending client.
+    pub client: ClientId,
+    /// The calls, in the order the client made them.
+    pub packets: Vec<Packet>,
+}
+
+/// One call inside a [`Batch`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// The call's sequence number within its client.
+    pub seq: u64,
+    /// The module's stable ID (see [`ModuleDescriptor::id`](crate::ModuleDescriptor::id)).
+    pub handler: u32,
+    /// Which of the module's methods to run.
+    pub action: Action,
+    /// The postcard encoding of the method's argument tuple.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+}
+
+/// What a server answers: one result per executed or refused packet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Results {
+    /// One entry per packet, in batch order.
+    pub results: Vec<PacketResult>,
+}
+
+/// The outcome of one packet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PacketResult {
+    /// The packet's sequence number.
+    pub seq: u64,
+    /// What happened to it.
+    pub outcome: Outcome,
+}
+
+/// What happened to one call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded; the postcard encoding of its value.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The handler returned its own typed error; the postcard encoding of that error.
+    AppError(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The call was refused for good (unknown handler or action, undecodable arguments,
+    /// forbidden, or a handler fault). Sending it again gives the same answer.
+    Rejected {
+        /// Why, for programs.
+        code: RejectCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// The call was not executed; sending it again later is safe.
+    Unavailable {
+        /// Why, for people.
+        message: String,
+    },
+    /// The call was executed earlier and its result is no longer kept.
+    Expired,
+}
+
+/// Why a packet was [rejected](Outcome::Rejected).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// No module with this ID is mounted on the server.
+    UnknownHandler,
+    /// The module exists but does not have this action.
+    UnknownAction,
+    /// The arguments do not decode as the action's argument types.
+    BadArguments,
+    /// The user may not make this call.
+    Forbidden,
+    /// The handler panicked or its result could not be encoded.
+    Internal,
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejectCode::UnknownHandler => "unknown handler",
+            RejectCode::UnknownAction => "unknown action",
+            RejectCode::BadArguments => "bad arguments",
+            RejectCode::Forbidden => "forbidden",
+            RejectCode::Internal => "internal error",
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! The todo example's API: one module, shared by the server and every client.
+
+use serde::{Deserialize, Serialize};
+
+/// A task on the shared board.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Todo {
+    /// Assigned by the server.
+    pub id: u64,
+    /// What to do.
+    pub title: String,
+    /// Whether it is done.
+    pub done: bool,
+}
+
+/// Why a todo call failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum TodoError {
+    /// No todo has this ID.
+    NotFound,
+    /// The input was refused; the reason says why.
+    Invalid(String),
+}
+
+impl std::fmt::Display for TodoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TodoError::NotFound => f.write_str("no such todo"),
+            TodoError::Invalid(reason) => write!(f, "invalid todo: {reason}"),
+        }
+    }
+}
+
+/// The todo board: create, read, update and delete todos.
+#[crudp::module]
+pub trait Todos {
+    /// Adds a todo with this title.
+    async fn create(&self, ctx: &crudp::Context, title: String) -> Result<Todo, TodoError>;
+    /// The todo with this ID.
+    async fn read(&self, ctx: &crudp::Context, id: u64) -> Result<Todo, TodoError>;
+    /// Replaces a todo's title and done flag.
+    async fn update(&self, ctx: &crudp::Context, todo: Todo) -> Result<Todo, TodoError>;
+    /// Removes a todo.
+    async fn delete(&self, ctx: &crudp::Context, id: u64) -> Result<(), TodoError>;
+}
