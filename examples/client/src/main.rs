@@ -1,1 +1,38 @@
-fn main() {}
+//! A native client of the todo example: it creates, reads, updates and deletes todos.
+//!
+//! `cargo run -p example-client -- [URL]` (default `http://127.0.0.1:3000/crudp`).
+
+use crudp::{CallError, Client};
+use example_api::{TodoError, TodosClient};
+
+#[tokio::main]
+async fn main() -> Result<(), CallError<TodoError>> {
+    let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:3000/crudp".into());
+    let client = Client::new(&url);
+    let todos = TodosClient::new(&client);
+    println!("client {} talking to {url}", client.id());
+
+    // Three calls made together leave in one batch.
+    let (milk, eggs, empty) = tokio::join!(
+        todos.create("milk".into()),
+        todos.create("eggs".into()),
+        todos.create("  ".into()),
+    );
+    let (milk, eggs) = (milk?, eggs?);
+    println!("created {milk:?} and {eggs:?}");
+    match empty {
+        Err(CallError::App(TodoError::Invalid(reason))) => println!("an empty title is refused: {reason}"),
+        other => println!("unexpected answer to an empty title: {other:?}"),
+    }
+
+    let done = todos.update(example_api::Todo { done: true, ..milk.clone() }).await?;
+    println!("updated {done:?}");
+    println!("read back {:?}", todos.read(milk.id).await?);
+
+    todos.delete(eggs.id).await?;
+    match todos.read(eggs.id).await {
+        Err(CallError::App(TodoError::NotFound)) => println!("deleted todo {}", eggs.id),
+        other => println!("unexpected answer after delete: {other:?}"),
+    }
+    Ok(())
+}
