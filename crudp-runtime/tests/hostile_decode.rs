@@ -1,0 +1,133 @@
+//! The decoders against hostile input: no panic, no allocation beyond the input's size.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use crudp_runtime::{
+    Action, Batch, ClientId, Outcome, Packet, PacketResult, Results,
+    protocol::{PROTOCOL_VERSION, decode_batch, decode_results, encode_batch, encode_results},
+};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Tests run on parallel threads; measurements must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Bytes allocated at the peak of `f`, above what was held before it.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let baseline = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed) - baseline
+}
+
+const MAX_U32_VARINT: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 0x0f];
+const MAX_U64_VARINT: [u8; 10] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+
+#[test]
+fn huge_length_prefixes_fail_without_allocating() {
+    let mut claims = Vec::new();
+    for prefix in [&MAX_U32_VARINT[..], &MAX_U64_VARINT[..]] {
+        // A packet count of 4 GiB (and of 2^64 - 1), with a limit that lets it through.
+        let mut count = vec![PROTOCOL_VERSION, 1];
+        count.extend_from_slice(prefix);
+        count.extend_from_slice(&[1, 7, 0, 0]);
+        claims.push(count);
+        // One packet whose args claim 4 GiB.
+        let mut args = vec![PROTOCOL_VERSION, 1, 1, 1, 7, 0];
+        args.extend_from_slice(prefix);
+        args.extend_from_slice(&[0; 32]);
+        claims.push(args);
+    }
+    for claim in &claims {
+        let grew = peak_of(|| assert!(decode_batch(claim, usize::MAX).is_err()));
+        assert!(grew < 1024, "decoding {claim:?} allocated {grew} bytes");
+    }
+
+    let mut results = vec![PROTOCOL_VERSION];
+    results.extend_from_slice(&MAX_U32_VARINT);
+    results.extend_from_slice(&[1, 0]);
+    let grew = peak_of(|| assert!(decode_results(&results, usize::MAX).is_err()));
+    assert!(grew < 1024, "decoding results allocated {grew} bytes");
+}
+
+#[test]
+fn random_and_mutated_input_never_panics() {
+    let batch = encode_batch(&Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(u64::MAX),
+        packets: (0..8)
+            .map(|i| Packet {
+                seq: i,
+                handler: i as u32 * 1000,
+                action: Action::Update,
+                args: vec![i as u8; i as usize],
+            })
+            .collect(),
+    });
+    let results = encode_results(&Results {
+        results: vec![
+            PacketResult { seq: 1, outcome: Outcome::Ok(vec![1, 2]) },
+            PacketResult { seq: 2, outcome: Outcome::Unavailable { message: "later".into() } },
+        ],
+    });
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut decoded = 0;
+    for round in 0..20_000 {
+        let input: Vec<u8> = match round % 3 {
+            0 => (0..next() % 64).map(|_| next() as u8).collect(),
+            1 => {
+                let mut bytes = batch.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = next() as usize % bytes.len();
+                    bytes[at] = next() as u8;
+                }
+                bytes
+            }
+            _ => {
+                let mut bytes = results.clone();
+                let at = next() as usize % bytes.len();
+                bytes[at] = next() as u8;
+                bytes.truncate(1 + next() as usize % bytes.len());
+                bytes
+            }
+        };
+        let grew = peak_of(|| {
+            decoded += usize::from(decode_batch(&input, 4096).is_ok());
+            decoded += usize::from(decode_results(&input, 4096).is_ok());
+        });
+        assert!(grew <= 64 * input.len() + 1024, "{input:?} made the decoder allocate {grew} bytes");
+    }
+    assert!(decoded > 0, "some mutations should still decode");
+}

@@ -1,0 +1,170 @@
+//! Hostile bodies on `POST /call`: each gets a readable 400 (or 413), nothing panics or
+//! allocates beyond the limits, and the server answers the next good request.
+
+mod support;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use crudp::{
+    Action, ClientId,
+    protocol::{Batch, PROTOCOL_VERSION, Packet, encode_batch},
+};
+use support::*;
+
+/// Counts the bytes this process holds, and the peak since the last reset.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The tests of this file run one at a time, so that one's allocations do not count in another's.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn good_batch() -> Vec<u8> {
+    encode_batch(&Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(42),
+        packets: vec![Packet {
+            seq: 1,
+            handler: 7,
+            action: Action::Read,
+            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap(),
+        }],
+    })
+}
+
+/// The 4 GiB claims: a packet count and an args length of 2^32 - 1, as postcard varints.
+fn huge_count() -> Vec<u8> {
+    let mut body = vec![PROTOCOL_VERSION, 42];
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    body.extend_from_slice(&[1, 7, 1]);
+    body
+}
+
+fn huge_args() -> Vec<u8> {
+    // version, client 42, one packet: seq 1, handler 7, action Read, args length 2^32 - 1.
+    let mut body = vec![PROTOCOL_VERSION, 42, 1, 1, 7, 1];
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    body.extend_from_slice(b"only a few bytes");
+    body
+}
+
+async fn post(server: &Server, body: Vec<u8>) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/call", server.url()))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn assert_still_serving(server: &Server) {
+    let (status, _) = post(server, good_batch()).await;
+    assert_eq!(status, 200, "the server must answer the next good request");
+}
+
+#[tokio::test]
+async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
+    let _serial = serial();
+    let server = Server::start().await;
+    let good = good_batch();
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 3);
+    let mut unknown_version = good.clone();
+    unknown_version[0] = 200;
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"garbage");
+    let mut random = vec![PROTOCOL_VERSION];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    random.extend((0..512).map(|_| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as u8
+    }));
+
+    let cases: [(&str, Vec<u8>, &str); 7] = [
+        ("empty body", Vec::new(), "empty body"),
+        ("random bytes", random, "invalid batch"),
+        ("truncated batch", truncated, "invalid batch"),
+        ("4 GiB packet count", huge_count(), "4294967295"),
+        ("4 GiB args length", huge_args(), "packet 0 is malformed"),
+        ("unknown version", unknown_version, "unsupported protocol version 200"),
+        ("trailing garbage", trailing, "7 unexpected bytes"),
+    ];
+    for (name, body, expected) in cases {
+        let (status, message) = post(&server, body).await;
+        assert_eq!(status, 400, "{name}: {message}");
+        assert!(message.contains(expected), "{name}: {message:?} should mention {expected:?}");
+        assert_still_serving(&server).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    let _serial = serial();
+    let server = Server::start_with(|b| b.max_body_bytes(1024)).await;
+    let (status, message) = post(&server, vec![PROTOCOL_VERSION; 4096]).await;
+    assert_eq!(status, 413);
+    assert!(message.contains("1024 bytes"), "{message}");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn too_many_packets_get_400() {
+    let _serial = serial();
+    let server = Server::start_with(|b| b.max_packets(2)).await;
+    let batch = Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(1),
+        packets: (1..=3)
+            .map(|seq| Packet { seq, handler: 7, action: Action::Read, args: vec![0] })
+            .collect(),
+    };
+    let (status, message) = post(&server, encode_batch(&batch)).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("at most 2"), "{message}");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_4_gib_length_prefix_does_not_allocate() {
+    let _serial = serial();
+    let server = Server::start().await;
+    assert_still_serving(&server).await;
+    for body in [huge_count(), huge_args()] {
+        let baseline = CURRENT.load(Ordering::Relaxed);
+        PEAK.store(baseline, Ordering::Relaxed);
+        let (status, _) = post(&server, body).await;
+        let grew = PEAK.load(Ordering::Relaxed) - baseline;
+        assert_eq!(status, 400);
+        assert!(grew < 4 << 20, "a 4 GiB claim made the process grow by {grew} bytes");
+    }
+}
