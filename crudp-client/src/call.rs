@@ -26,7 +26,10 @@ pub struct CallFuture<T, E> {
 
 impl<T, E> CallFuture<T, E> {
     pub(crate) fn new(reply: oneshot::Receiver<Reply>) -> Self {
-        Self { reply, _result: PhantomData }
+        Self {
+            reply,
+            _result: PhantomData,
+        }
     }
 }
 

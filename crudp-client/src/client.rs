@@ -74,7 +74,10 @@ impl Client {
                 id: ClientId(rt::random_u64()),
                 transport: Box::new(transport),
                 max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
-                state: Mutex::new(State { next_seq: 1, ..State::default() }),
+                state: Mutex::new(State {
+                    next_seq: 1,
+                    ..State::default()
+                }),
             }),
         }
     }
@@ -110,7 +113,15 @@ impl Client {
             let mut state = self.inner.state();
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.queue.push_back(Pending { packet: Packet { seq, handler, action, args }, reply });
+            state.queue.push_back(Pending {
+                packet: Packet {
+                    seq,
+                    handler,
+                    action,
+                    args,
+                },
+                reply,
+            });
             !std::mem::replace(&mut state.sending, true)
         };
         if start_sender {
@@ -150,15 +161,31 @@ impl Inner {
                     return;
                 }
                 let n = state.queue.len().min(self.max_batch_packets);
-                state.queue.iter().take(n).map(|p| p.packet.clone()).collect()
+                state
+                    .queue
+                    .iter()
+                    .take(n)
+                    .map(|p| p.packet.clone())
+                    .collect()
             };
             let sent = packets.len();
-            let body = encode_batch(&Batch { version: PROTOCOL_VERSION, client: self.id, packets });
-            let answer = self.transport.post(&self.call_url, body).await.and_then(|bytes| {
-                decode_results(&bytes, self.max_batch_packets).map_err(|e| {
-                    TransportError::Status { status: 200, message: format!("undecodable results: {e}") }
-                })
+            let body = encode_batch(&Batch {
+                version: PROTOCOL_VERSION,
+                client: self.id,
+                packets,
             });
+            let answer = self
+                .transport
+                .post(&self.call_url, body)
+                .await
+                .and_then(|bytes| {
+                    decode_results(&bytes, self.max_batch_packets).map_err(|e| {
+                        TransportError::Status {
+                            status: 200,
+                            message: format!("undecodable results: {e}"),
+                        }
+                    })
+                });
             match answer {
                 Ok(results) => {
                     backoff.reset();
@@ -179,8 +206,11 @@ impl Inner {
 
     /// Hands each result to its call and drops the `sent` calls from the queue.
     fn deliver(&self, sent: usize, results: Results) {
-        let mut outcomes: HashMap<u64, Outcome> =
-            results.results.into_iter().map(|r| (r.seq, r.outcome)).collect();
+        let mut outcomes: HashMap<u64, Outcome> = results
+            .results
+            .into_iter()
+            .map(|r| (r.seq, r.outcome))
+            .collect();
         let answered: Vec<Pending> = self.state().queue.drain(..sent).collect();
         for pending in answered {
             let reply = outcomes
@@ -215,7 +245,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(seed: u64) -> Self {
-        Self { attempt: 0, seed: seed | 1 }
+        Self {
+            attempt: 0,
+            seed: seed | 1,
+        }
     }
 
     fn reset(&mut self) {
@@ -223,7 +256,9 @@ impl Backoff {
     }
 
     fn next(&mut self) -> Duration {
-        let ceiling = BACKOFF_MIN.saturating_mul(1 << self.attempt.min(16)).min(BACKOFF_MAX);
+        let ceiling = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
         self.attempt += 1;
         // xorshift64: cheap jitter that needs no shared generator.
         self.seed ^= self.seed << 13;
@@ -242,7 +277,11 @@ mod tests {
     fn backoff_grows_to_its_ceiling_with_jitter() {
         let mut backoff = Backoff::new(42);
         let delays: Vec<_> = (0..20).map(|_| backoff.next()).collect();
-        assert!(delays.iter().all(|d| *d >= BACKOFF_MIN / 2 && *d <= BACKOFF_MAX));
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= BACKOFF_MIN / 2 && *d <= BACKOFF_MAX)
+        );
         assert!(delays[15..].iter().any(|d| *d > Duration::from_secs(5)));
         assert!(delays.windows(2).any(|w| w[0] != w[1]));
         backoff.reset();

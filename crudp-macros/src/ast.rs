@@ -95,7 +95,12 @@ impl<'a> Module<'a> {
                 other => others.push(other),
             }
         }
-        Self { original, args, methods, others }
+        Self {
+            original,
+            args,
+            methods,
+            others,
+        }
     }
 
     /// The methods that name an action, with it.
@@ -113,8 +118,13 @@ impl<'a> Method<'a> {
         for input in &sig.inputs {
             match input {
                 FnArg::Receiver(r) => {
-                    let shared = r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none();
-                    receiver = if shared { Receiver::Shared } else { Receiver::Other(r) };
+                    let shared =
+                        r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none();
+                    receiver = if shared {
+                        Receiver::Shared
+                    } else {
+                        Receiver::Other(r)
+                    };
                 }
                 FnArg::Typed(pat) => params.push(Param {
                     original: pat,
@@ -182,12 +192,16 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 
 /// `T` and `E` of `Result<T, E>` (in any spelling of its path).
 fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
-    let Type::Path(TypePath { qself: None, path }) = ty else { return None };
+    let Type::Path(TypePath { qself: None, path }) = ty else {
+        return None;
+    };
     let last = path.segments.last()?;
     if last.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     let mut types = args.args.iter().filter_map(|a| match a {
         GenericArgument::Type(t) => Some(t),
         _ => None,

@@ -13,7 +13,10 @@ pub(crate) struct Args {
 
 impl Default for Args {
     fn default() -> Self {
-        Self { id: None, krate: syn::parse_quote!(::crudp) }
+        Self {
+            id: None,
+            krate: syn::parse_quote!(::crudp),
+        }
     }
 }
 
@@ -45,7 +48,13 @@ impl Args {
                     }
                 }
                 _ => {
-                    let name = meta.path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::");
+                    let name = meta
+                        .path
+                        .segments
+                        .iter()
+                        .map(|s| s.ident.to_string())
+                        .collect::<Vec<_>>()
+                        .join("::");
                     errors.push(meta.error(format!("unknown argument `{name}`, {EXPECTED}")));
                     if meta.input.peek(syn::Token![=]) {
                         meta.value()?.parse::<Expr>()?;
@@ -71,7 +80,9 @@ impl Args {
 fn parse_id(meta: &ParseNestedMeta<'_>) -> syn::Result<u32> {
     let value: Expr = meta.value()?.parse()?;
     match &value {
-        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => parse_u32(int),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => parse_u32(int),
         other => Err(syn::Error::new_spanned(
             other,
             "`id` takes an integer literal, e.g. `#[crudp::module(id = 7)]`",
@@ -81,9 +92,15 @@ fn parse_id(meta: &ParseNestedMeta<'_>) -> syn::Result<u32> {
 
 fn parse_u32(int: &LitInt) -> syn::Result<u32> {
     if !int.suffix().is_empty() && int.suffix() != "u32" {
-        return Err(syn::Error::new(int.span(), "`id` is a `u32`: remove the suffix"));
+        return Err(syn::Error::new(
+            int.span(),
+            "`id` is a `u32`: remove the suffix",
+        ));
     }
     int.base10_parse::<u32>().map_err(|_| {
-        syn::Error::new(int.span(), format!("`id` must fit in a `u32` (0 to {})", u32::MAX))
+        syn::Error::new(
+            int.span(),
+            format!("`id` must fit in a `u32` (0 to {})", u32::MAX),
+        )
     })
 }

@@ -9,7 +9,15 @@ pub(crate) fn expand(item: TokenStream, errors: syn::Error) -> TokenStream {
     let errors = errors.to_compile_error();
     let item = match syn::parse2::<ItemTrait>(item.clone()) {
         Ok(mut definition) => {
-            // A second method of the same name is already reported; rustc would report it again.
+            // A second method of the same name, and the body of a method, are already reported;
+            // rustc would report the first again, and warn about unused parameters in the second.
+            for item in &mut definition.items {
+                if let TraitItem::Fn(f) = item {
+                    if f.default.take().is_some() {
+                        f.semi_token = Some(Default::default());
+                    }
+                }
+            }
             let mut seen = Vec::new();
             definition.items.retain(|i| match i {
                 TraitItem::Fn(f) if seen.contains(&f.sig.ident) => false,

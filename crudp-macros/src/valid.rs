@@ -38,10 +38,16 @@ impl Module<'_> {
         let tr = self.original;
         let name = &tr.ident;
         if let Some(unsafety) = &tr.unsafety {
-            errors.push(unsafety, "a CRUDP module cannot be an `unsafe trait`; remove `unsafe`");
+            errors.push(
+                unsafety,
+                "a CRUDP module cannot be an `unsafe trait`; remove `unsafe`",
+            );
         }
         if let Some(auto) = &tr.auto_token {
-            errors.push(auto, "a CRUDP module cannot be an `auto trait`; remove `auto`");
+            errors.push(
+                auto,
+                "a CRUDP module cannot be an `auto trait`; remove `auto`",
+            );
         }
         if !tr.generics.params.is_empty() || tr.generics.where_clause.is_some() {
             errors.push_tokens(
@@ -65,12 +71,23 @@ impl Module<'_> {
         if self.methods.is_empty() {
             errors.push(
                 name,
-                format!("`{name}` has no methods: a CRUDP module declares at least one of {ACTIONS}"),
+                format!(
+                    "`{name}` has no methods: a CRUDP module declares at least one of {ACTIONS}"
+                ),
             );
         }
-        for attr in tr.attrs.iter().chain(self.methods.iter().flat_map(|m| &m.original.attrs)) {
-            if attr.path().is_ident("crudp") || attr.path().segments.iter().any(|s| s.ident == "module") {
-                errors.push_tokens(attr, "`#[crudp::module]` is applied once, to the trait; remove this attribute");
+        for attr in tr
+            .attrs
+            .iter()
+            .chain(self.methods.iter().flat_map(|m| &m.original.attrs))
+        {
+            if attr.path().is_ident("crudp")
+                || attr.path().segments.iter().any(|s| s.ident == "module")
+            {
+                errors.push_tokens(
+                    attr,
+                    "`#[crudp::module]` is applied once, to the trait; remove this attribute",
+                );
             }
         }
         let mut seen: Vec<(Action, &Method<'_>)> = Vec::new();
@@ -110,13 +127,19 @@ impl Method<'_> {
             }
         }
         if sig.asyncness.is_none() {
-            errors.push(sig.fn_token, "CRUDP methods must be `async fn`; add `async`");
+            errors.push(
+                sig.fn_token,
+                "CRUDP methods must be `async fn`; add `async`",
+            );
         }
         if let Some(constness) = &sig.constness {
             errors.push(constness, "CRUDP methods cannot be `const`; remove `const`");
         }
         if let Some(unsafety) = &sig.unsafety {
-            errors.push(unsafety, "CRUDP methods cannot be `unsafe`; remove `unsafe`");
+            errors.push(
+                unsafety,
+                "CRUDP methods cannot be `unsafe`; remove `unsafe`",
+            );
         }
         if let Some(abi) = &sig.abi {
             errors.push_tokens(abi, "CRUDP methods use the Rust ABI; remove the `extern`");
@@ -138,13 +161,21 @@ impl Method<'_> {
         }
         match &self.receiver {
             Receiver::Shared => {}
-            Receiver::Other(r) => errors.push_tokens(
-                r,
-                format!("CRUDP methods take `&self`; replace `{}` with `&self`", r.to_token_stream()),
-            ),
+            Receiver::Other(r) => {
+                let written = match (&r.reference, &r.mutability, &r.colon_token) {
+                    (_, _, Some(_)) => "this receiver".to_owned(),
+                    (Some(_), Some(_), None) => "`&mut self`".to_owned(),
+                    (None, Some(_), None) => "`mut self`".to_owned(),
+                    _ => "`self`".to_owned(),
+                };
+                errors.push_tokens(
+                    r,
+                    format!("CRUDP methods take `&self`; replace {written} with `&self`"),
+                );
+            }
             Receiver::None => errors.push(
                 sig.paren_token.span.join(),
-                "CRUDP methods take `&self` first; add `&self, ctx: &crudp::Context`",
+                "CRUDP methods take `&self` first; add `&self` before the other parameters",
             ),
         }
         self.validate_params(errors);
@@ -170,7 +201,10 @@ impl Method<'_> {
             }
         }
         for (_, extra) in contexts {
-            errors.push_tokens(extra.original, "a CRUDP method takes one context; remove this parameter");
+            errors.push_tokens(
+                extra.original,
+                "a CRUDP method takes one context; remove this parameter",
+            );
         }
         for param in self.wire_params() {
             check_wire_type(param.ty, "arguments", errors);
@@ -185,7 +219,9 @@ impl Method<'_> {
                 check_wire_type(ok, "results", errors);
                 check_wire_type(err, "errors", errors);
             }
-            Output::Other(ty) => errors.push_tokens(ty, format!("{fix}; write this as `Result<T, E>`")),
+            Output::Other(ty) => {
+                errors.push_tokens(ty, format!("{fix}; write this as `Result<T, E>`"))
+            }
             Output::Unit => errors.push(
                 sig.paren_token.span.close(),
                 format!("{fix}; add a return type, e.g. `-> Result<(), MyError>`"),
@@ -197,9 +233,10 @@ impl Method<'_> {
 fn check_context_reference(param: &Param<'_>, errors: &mut Errors) {
     match param.ty {
         Type::Reference(r) if r.mutability.is_none() && r.lifetime.is_none() => {}
-        Type::Reference(r) if r.mutability.is_some() => {
-            errors.push_tokens(param.ty, "the context is shared; take it as `&crudp::Context`, not `&mut`")
-        }
+        Type::Reference(r) if r.mutability.is_some() => errors.push_tokens(
+            param.ty,
+            "the context is shared; take it as `&crudp::Context`, not `&mut`",
+        ),
         Type::Reference(_) => errors.push_tokens(
             param.ty,
             "write the context without a lifetime: `&crudp::Context`",

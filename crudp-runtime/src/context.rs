@@ -16,7 +16,10 @@ pub struct User {
 impl User {
     /// A user with this ID and role.
     pub fn new(id: impl Into<String>, role: impl Into<String>) -> Self {
-        Self { id: id.into(), role: role.into() }
+        Self {
+            id: id.into(),
+            role: role.into(),
+        }
     }
 
     /// The user of a server that authenticates nobody: ID and role `anonymous`.
@@ -49,7 +52,14 @@ impl Context {
     /// The server makes these; servers, tests and benchmarks that call a module in-process
     /// can make their own, then one per call with [`Context::for_seq`].
     pub fn new(user: User, client: ClientId, parts: http::request::Parts) -> Self {
-        Self { request: Arc::new(RequestInfo { user, client, parts }), seq: 0 }
+        Self {
+            request: Arc::new(RequestInfo {
+                user,
+                client,
+                parts,
+            }),
+            seq: 0,
+        }
     }
 
     /// A context for an in-process call, with an empty HTTP request.
@@ -59,7 +69,10 @@ impl Context {
 
     /// The same request's context for the call with sequence number `seq`.
     pub fn for_seq(&self, seq: u64) -> Self {
-        Self { request: Arc::clone(&self.request), seq }
+        Self {
+            request: Arc::clone(&self.request),
+            seq,
+        }
     }
 
     /// The user making the call.
@@ -74,7 +87,10 @@ impl Context {
 
     /// The call's ID: its client and sequence number.
     pub fn request_id(&self) -> RequestId {
-        RequestId { client: self.request.client, seq: self.seq }
+        RequestId {
+            client: self.request.client,
+            seq: self.seq,
+        }
     }
 
     /// The raw parts (method, URI, headers, extensions) of the HTTP request that carried the call.

@@ -60,7 +60,10 @@ pub fn decode_args<A: DeserializeOwned>(
 ) -> Result<A, Outcome> {
     let reject = |reason: String| Outcome::Rejected {
         code: RejectCode::BadArguments,
-        message: format!("the arguments of `{}::{action}` do not decode: {reason}", module.name),
+        message: format!(
+            "the arguments of `{}::{action}` do not decode: {reason}",
+            module.name
+        ),
     };
     match postcard::take_from_bytes(args) {
         Ok((value, [])) => Ok(value),
@@ -95,9 +98,10 @@ impl Outcome {
         fn value<V: DeserializeOwned, E>(bytes: &[u8]) -> Result<V, CallError<E>> {
             match postcard::take_from_bytes(bytes) {
                 Ok((value, [])) => Ok(value),
-                Ok((_, rest)) => {
-                    Err(CallError::Decode(format!("{} unexpected trailing bytes", rest.len())))
-                }
+                Ok((_, rest)) => Err(CallError::Decode(format!(
+                    "{} unexpected trailing bytes",
+                    rest.len()
+                ))),
                 Err(e) => Err(CallError::Decode(e.to_string())),
             }
         }

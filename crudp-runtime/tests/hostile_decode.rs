@@ -92,8 +92,16 @@ fn random_and_mutated_input_never_panics() {
     });
     let results = encode_results(&Results {
         results: vec![
-            PacketResult { seq: 1, outcome: Outcome::Ok(vec![1, 2]) },
-            PacketResult { seq: 2, outcome: Outcome::Unavailable { message: "later".into() } },
+            PacketResult {
+                seq: 1,
+                outcome: Outcome::Ok(vec![1, 2]),
+            },
+            PacketResult {
+                seq: 2,
+                outcome: Outcome::Unavailable {
+                    message: "later".into(),
+                },
+            },
         ],
     });
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -127,7 +135,10 @@ fn random_and_mutated_input_never_panics() {
             decoded += usize::from(decode_batch(&input, 4096).is_ok());
             decoded += usize::from(decode_results(&input, 4096).is_ok());
         });
-        assert!(grew <= 64 * input.len() + 1024, "{input:?} made the decoder allocate {grew} bytes");
+        assert!(
+            grew <= 64 * input.len() + 1024,
+            "{input:?} made the decoder allocate {grew} bytes"
+        );
     }
     assert!(decoded > 0, "some mutations should still decode");
 }

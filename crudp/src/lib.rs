@@ -46,8 +46,8 @@ pub use crudp_macros::module;
 
 pub use crudp_client::{CallFuture, Client, Transport, TransportError, transport};
 pub use crudp_runtime::{
-    Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode,
-    RequestId, User, module_id, protocol,
+    Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,
+    User, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.

@@ -116,13 +116,20 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
         ("truncated batch", truncated, "invalid batch"),
         ("4 GiB packet count", huge_count(), "4294967295"),
         ("4 GiB args length", huge_args(), "packet 0 is malformed"),
-        ("unknown version", unknown_version, "unsupported protocol version 200"),
+        (
+            "unknown version",
+            unknown_version,
+            "unsupported protocol version 200",
+        ),
         ("trailing garbage", trailing, "7 unexpected bytes"),
     ];
     for (name, body, expected) in cases {
         let (status, message) = post(&server, body).await;
         assert_eq!(status, 400, "{name}: {message}");
-        assert!(message.contains(expected), "{name}: {message:?} should mention {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{name}: {message:?} should mention {expected:?}"
+        );
         assert_still_serving(&server).await;
     }
 }
@@ -145,7 +152,12 @@ async fn too_many_packets_get_400() {
         version: PROTOCOL_VERSION,
         client: ClientId(1),
         packets: (1..=3)
-            .map(|seq| Packet { seq, handler: 7, action: Action::Read, args: vec![0] })
+            .map(|seq| Packet {
+                seq,
+                handler: 7,
+                action: Action::Read,
+                args: vec![0],
+            })
             .collect(),
     };
     let (status, message) = post(&server, encode_batch(&batch)).await;
@@ -165,6 +177,9 @@ async fn a_4_gib_length_prefix_does_not_allocate() {
         let (status, _) = post(&server, body).await;
         let grew = PEAK.load(Ordering::Relaxed) - baseline;
         assert_eq!(status, 400);
-        assert!(grew < 4 << 20, "a 4 GiB claim made the process grow by {grew} bytes");
+        assert!(
+            grew < 4 << 20,
+            "a 4 GiB claim made the process grow by {grew} bytes"
+        );
     }
 }

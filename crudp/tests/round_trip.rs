@@ -13,7 +13,14 @@ async fn all_four_actions_round_trip() {
     let todos = TodosClient::new(&client);
 
     let milk = todos.create("milk".into()).await.unwrap();
-    assert_eq!(milk, Todo { id: 1, title: "milk".into(), done: false });
+    assert_eq!(
+        milk,
+        Todo {
+            id: 1,
+            title: "milk".into(),
+            done: false
+        }
+    );
     assert_eq!(todos.read(1).await.unwrap(), milk);
 
     let done = Todo { done: true, ..milk };
@@ -21,7 +28,10 @@ async fn all_four_actions_round_trip() {
     assert_eq!(todos.read(1).await.unwrap(), done);
 
     todos.delete(1).await.unwrap();
-    assert_eq!(todos.read(1).await, Err(CallError::App(TodoError::NotFound)));
+    assert_eq!(
+        todos.read(1).await,
+        Err(CallError::App(TodoError::NotFound))
+    );
     assert!(server.store.todos.lock().unwrap().is_empty());
 }
 
@@ -43,7 +53,10 @@ async fn a_read_only_module_has_only_read() {
     let forged: crudp::CallFuture<u32, String> =
         client.call(7, crudp::Action::Create, &("apple".to_owned(),));
     match forged.await {
-        Err(CallError::Rejected { code: RejectCode::UnknownAction, message }) => {
+        Err(CallError::Rejected {
+            code: RejectCode::UnknownAction,
+            message,
+        }) => {
             assert!(message.contains("no `create` action"), "{message}");
         }
         other => panic!("expected an unknown-action rejection, got {other:?}"),
@@ -59,7 +72,13 @@ async fn a_handler_error_arrives_typed() {
         Err(CallError::App(TodoError::Invalid("empty title".into())))
     );
     assert_eq!(
-        todos.update(Todo { id: 99, title: "x".into(), done: false }).await,
+        todos
+            .update(Todo {
+                id: 99,
+                title: "x".into(),
+                done: false
+            })
+            .await,
         Err(CallError::App(TodoError::NotFound))
     );
 }
@@ -69,8 +88,14 @@ async fn a_module_the_server_does_not_mount_is_rejected() {
     let server = Server::start().await;
     let unmounted = UnmountedClient::new(&Client::new(server.url()));
     match unmounted.create(1).await {
-        Err(CallError::Rejected { code: RejectCode::UnknownHandler, message }) => {
-            assert!(message.contains(&UnmountedClient::DESCRIPTOR.id.to_string()), "{message}");
+        Err(CallError::Rejected {
+            code: RejectCode::UnknownHandler,
+            message,
+        }) => {
+            assert!(
+                message.contains(&UnmountedClient::DESCRIPTOR.id.to_string()),
+                "{message}"
+            );
         }
         other => panic!("expected an unknown-handler rejection, got {other:?}"),
     }
@@ -84,7 +109,10 @@ async fn arguments_of_the_wrong_type_are_rejected() {
     let wrong: crudp::CallFuture<Todo, TodoError> =
         client.call(id, crudp::Action::Update, &("not a todo".to_owned(),));
     match wrong.await {
-        Err(CallError::Rejected { code: RejectCode::BadArguments, message }) => {
+        Err(CallError::Rejected {
+            code: RejectCode::BadArguments,
+            message,
+        }) => {
             assert!(message.contains("`Todos::update`"), "{message}");
         }
         other => panic!("expected a bad-arguments rejection, got {other:?}"),
@@ -97,13 +125,23 @@ async fn one_batch_fails_in_the_middle_and_succeeds_around_it() {
     let server = Server::start().await;
     let todos = TodosClient::new(&Client::new(server.url()));
 
-    let (first, second, third) =
-        tokio::join!(todos.create("a".into()), todos.create(String::new()), todos.create("c".into()));
+    let (first, second, third) = tokio::join!(
+        todos.create("a".into()),
+        todos.create(String::new()),
+        todos.create("c".into())
+    );
 
     assert_eq!(first.unwrap().title, "a");
-    assert_eq!(second, Err(CallError::App(TodoError::Invalid("empty title".into()))));
+    assert_eq!(
+        second,
+        Err(CallError::App(TodoError::Invalid("empty title".into())))
+    );
     assert_eq!(third.unwrap().title, "c");
-    assert_eq!(server.requests(), 1, "the three calls must leave in one batch");
+    assert_eq!(
+        server.requests(),
+        1,
+        "the three calls must leave in one batch"
+    );
     assert_eq!(server.executions(), 3);
     assert_eq!(server.store.todos.lock().unwrap().len(), 2);
 }
@@ -113,14 +151,20 @@ async fn a_thousand_calls_leave_in_one_batch() {
     let server = Server::start().await;
     let todos = TodosClient::new(&Client::new(server.url()));
 
-    let calls: Vec<_> = (0..1000).map(|i| todos.create(format!("todo {i}"))).collect();
+    let calls: Vec<_> = (0..1000)
+        .map(|i| todos.create(format!("todo {i}")))
+        .collect();
     let results = join_all(calls).await;
 
     assert_eq!(server.requests(), 1);
     for (i, result) in results.into_iter().enumerate() {
         let todo = result.unwrap();
         assert_eq!(todo.title, format!("todo {i}"));
-        assert_eq!(todo.id, i as u64 + 1, "calls run in the order they were made");
+        assert_eq!(
+            todo.id,
+            i as u64 + 1,
+            "calls run in the order they were made"
+        );
     }
     assert_eq!(server.store.todos.lock().unwrap().len(), 1000);
 }
@@ -141,18 +185,28 @@ async fn a_panicking_handler_fails_its_own_packet_only() {
     let fragile = FragileClient::new(&client);
     let todos = TodosClient::new(&client);
 
-    let (before, broken, after) =
-        tokio::join!(fragile.create(), fragile.delete("boom".into()), todos.create("still here".into()));
+    let (before, broken, after) = tokio::join!(
+        fragile.create(),
+        fragile.delete("boom".into()),
+        todos.create("still here".into())
+    );
 
     assert_eq!(before, Ok(1));
     match broken {
-        Err(CallError::Rejected { code: RejectCode::Internal, message }) => {
+        Err(CallError::Rejected {
+            code: RejectCode::Internal,
+            message,
+        }) => {
             assert!(message.contains("panicked"), "{message}");
         }
         other => panic!("expected an internal rejection, got {other:?}"),
     }
     assert_eq!(after.unwrap().title, "still here");
-    assert_eq!(todos.read(1).await.unwrap().title, "still here", "the server keeps serving");
+    assert_eq!(
+        todos.read(1).await.unwrap().title,
+        "still here",
+        "the server keeps serving"
+    );
 }
 
 #[tokio::test]
@@ -174,20 +228,35 @@ async fn two_modules_with_one_id_are_refused_at_build() {
             .handler(ClashServer::new(Nothing))
     };
     let message = builder().try_build().unwrap_err().to_string();
-    assert!(message.contains("Catalog") && message.contains("Clash"), "{message}");
-    assert!(message.contains("id = N"), "the message says how to fix it: {message}");
+    assert!(
+        message.contains("Catalog") && message.contains("Clash"),
+        "{message}"
+    );
+    assert!(
+        message.contains("id = N"),
+        "the message says how to fix it: {message}"
+    );
 
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder().build()))
         .expect_err("build() panics on a duplicate ID");
     let panic = panic.downcast_ref::<String>().unwrap();
-    assert!(panic.contains("Catalog") && panic.contains("Clash"), "{panic}");
+    assert!(
+        panic.contains("Catalog") && panic.contains("Clash"),
+        "{panic}"
+    );
 }
 
 #[test]
 fn ids_are_stable_hashes_of_the_trait_name() {
     assert_eq!(TodosClient::DESCRIPTOR.id, crudp::module_id("Todos"));
     assert_eq!(TodosClient::DESCRIPTOR.id, 0xf5e3_1faa);
-    assert_eq!(<TodosServer<()> as Module>::DESCRIPTOR, TodosClient::DESCRIPTOR);
+    assert_eq!(
+        <TodosServer<()> as Module>::DESCRIPTOR,
+        TodosClient::DESCRIPTOR
+    );
     assert_eq!(TodosClient::DESCRIPTOR.actions, &crudp::Action::ALL);
-    assert_eq!(FragileClient::DESCRIPTOR.actions, &[crudp::Action::Create, crudp::Action::Delete]);
+    assert_eq!(
+        FragileClient::DESCRIPTOR.actions,
+        &[crudp::Action::Create, crudp::Action::Delete]
+    );
 }

@@ -29,7 +29,11 @@ impl<T: ?Sized> MaybeSendSync for T {}
 /// Carries postcard bodies to the server's endpoints.
 pub trait Transport: MaybeSendSync + 'static {
     /// POSTs `body` (`application/octet-stream`) to `url` and returns the body of a `2xx` answer.
-    fn post(&self, url: &str, body: Vec<u8>) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
+    fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
 }
 
 /// Why a request did not get a `2xx` answer.

@@ -22,7 +22,11 @@ impl ReqwestTransport {
 }
 
 impl Transport for ReqwestTransport {
-    fn post(&self, url: &str, body: Vec<u8>) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
+    fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
         let request = self
             .http
             .post(url)

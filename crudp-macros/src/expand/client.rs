@@ -10,7 +10,11 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let krate = &module.args.krate;
     let private = quote!(#krate::__private);
     let vis = &module.original.vis;
-    let Names { module: name, client, .. } = names;
+    let Names {
+        module: name,
+        client,
+        ..
+    } = names;
     let cfg = carried_attributes(module).collect::<Vec<_>>();
     let doc = format!(
         " Calls [`{name}`] on a CRUDP server. Each method queues its call at once, even offline; \
@@ -20,15 +24,27 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let methods = module.actions().filter_map(|(action, method)| {
         let variant = action.variant();
         let ident = method.ident;
-        let Output::Result { ok, err } = &method.output else { return None };
+        let Output::Result { ok, err } = &method.output else {
+            return None;
+        };
         let params: Vec<_> = method
             .wire_params()
             .enumerate()
-            .map(|(i, p)| (p.name.cloned().unwrap_or_else(|| format_ident!("__crudp_arg{i}")), p.ty))
+            .map(|(i, p)| {
+                (
+                    p.name
+                        .cloned()
+                        .unwrap_or_else(|| format_ident!("__crudp_arg{i}")),
+                    p.ty,
+                )
+            })
             .collect();
         let names = params.iter().map(|(n, _)| n);
         let inputs = params.iter().map(|(n, ty)| quote!(#n: #ty));
-        let summary = format!(" Calls [`{name}::{}`] on the server.", ident.to_string().trim_start_matches("r#"));
+        let summary = format!(
+            " Calls [`{name}::{}`] on the server.",
+            ident.to_string().trim_start_matches("r#")
+        );
         let user_docs: Vec<_> = docs(method).collect();
         let separator = (!user_docs.is_empty()).then(|| quote!(#[doc = ""]));
         Some(quote! {

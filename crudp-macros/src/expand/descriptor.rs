@@ -9,7 +9,11 @@ use crate::ast::Module;
 pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let krate = &module.args.krate;
     let private = quote!(#krate::__private);
-    let Names { module: name, server, client } = names;
+    let Names {
+        module: name,
+        server,
+        client,
+    } = names;
     let id = match module.args.id {
         Some(id) => quote!(#id),
         None => quote!(#private::module_id(#name)),

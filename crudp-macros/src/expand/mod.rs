@@ -42,11 +42,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
     let names = Names::new(&original.ident);
     let definition = trait_definition(&module);
+    let checks = wire_type_checks(&module);
     let descriptor = descriptor::expand(&module, &names);
     let server = server::expand(&module, &names);
     let client = client::expand(&module, &names);
     Ok(quote! {
         #definition
+        #checks
         #descriptor
         #server
         #client
@@ -76,7 +78,9 @@ impl Names {
 fn trait_definition(module: &Module<'_>) -> TokenStream {
     let mut definition = module.original.clone();
     for item in &mut definition.items {
-        let TraitItem::Fn(method) = item else { continue };
+        let TraitItem::Fn(method) = item else {
+            continue;
+        };
         if method.sig.asyncness.take().is_none() {
             continue;
         }
@@ -93,7 +97,9 @@ fn trait_definition(module: &Module<'_>) -> TokenStream {
 }
 
 /// The attributes of the trait that its generated items carry too: `#[cfg]` and friends.
-pub(crate) fn carried_attributes<'a>(module: &'a Module<'_>) -> impl Iterator<Item = &'a Attribute> {
+pub(crate) fn carried_attributes<'a>(
+    module: &'a Module<'_>,
+) -> impl Iterator<Item = &'a Attribute> {
     module
         .original
         .attrs
@@ -103,7 +109,11 @@ pub(crate) fn carried_attributes<'a>(module: &'a Module<'_>) -> impl Iterator<It
 
 /// The doc attributes of a method.
 pub(crate) fn docs<'a>(method: &'a Method<'_>) -> impl Iterator<Item = &'a Attribute> {
-    method.original.attrs.iter().filter(|a| a.path().is_ident("doc"))
+    method
+        .original
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
 }
 
 /// Asserts at compile time that every type crossing the wire is a serde type, each check
@@ -120,11 +130,15 @@ pub(crate) fn wire_type_checks(module: &Module<'_>) -> TokenStream {
             quote_spanned! {ty.span()=> #krate::__private::assert_wire_type::<#ty>(); }
         })
     });
+    let cfg = carried_attributes(module);
     quote! {
-        #[allow(dead_code)]
-        fn __crudp_wire_types() {
-            #(#checks)*
-        }
+        #(#cfg)*
+        const _: () = {
+            #[allow(dead_code)]
+            fn __crudp_wire_types() {
+                #(#checks)*
+            }
+        };
     }
 }
 
@@ -144,5 +158,8 @@ fn not_a_trait(item: &Item) -> syn::Error {
     } else {
         ": declare the module's methods in a trait, e.g. `trait Todos { async fn read(&self, ctx: &crudp::Context, id: u64) -> Result<Todo, TodoError>; }`"
     };
-    syn::Error::new_spanned(tokens, format!("`#[crudp::module]` goes on a trait, not on {kind}{hint}"))
+    syn::Error::new_spanned(
+        tokens,
+        format!("`#[crudp::module]` goes on a trait, not on {kind}{hint}"),
+    )
 }

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{Names, carried_attributes, wire_type_checks};
+use super::{Names, carried_attributes};
 use crate::ast::Module;
 
 pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
@@ -11,7 +11,11 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let private = quote!(#krate::__private);
     let vis = &module.original.vis;
     let tr = &module.original.ident;
-    let Names { module: name, server, .. } = names;
+    let Names {
+        module: name,
+        server,
+        ..
+    } = names;
     let cfg = carried_attributes(module).collect::<Vec<_>>();
     let doc = format!(
         " Serves [`{name}`] on a CRUDP server: mount it with `Crudp::builder().handler({server}::new(implementation))`."
@@ -38,7 +42,6 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             action => #private::Box::pin(::core::future::ready(#private::unknown_action(descriptor, action))),
         }
     });
-    let checks = wire_type_checks(module);
 
     quote! {
         #(#cfg)*
@@ -90,8 +93,6 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
                     }
                 }
             }
-
-            #checks
         };
     }
 }

@@ -18,7 +18,9 @@ const MIN_RESULT_LEN: usize = 2;
 #[non_exhaustive]
 pub enum DecodeError {
     /// Nothing was sent.
-    #[error("empty body: expected a postcard-encoded message starting with protocol version {PROTOCOL_VERSION}")]
+    #[error(
+        "empty body: expected a postcard-encoded message starting with protocol version {PROTOCOL_VERSION}"
+    )]
     Empty,
     /// The first byte is not a version this side speaks.
     #[error("unsupported protocol version {0}: this side speaks version {PROTOCOL_VERSION}")]
@@ -34,7 +36,9 @@ pub enum DecodeError {
         max: usize,
     },
     /// The message claims more items than the remaining bytes could hold.
-    #[error("{what} claims {count} items but only {remaining} bytes follow: the message is truncated or corrupt")]
+    #[error(
+        "{what} claims {count} items but only {remaining} bytes follow: the message is truncated or corrupt"
+    )]
     Truncated {
         /// `batch` or `results`.
         what: &'static str,
@@ -75,7 +79,11 @@ pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeErr
     let client = ClientId(reader.take("the client ID")?);
     let packets = reader.take_seq::<Packet>("batch", "packet", max_packets, MIN_PACKET_LEN)?;
     reader.finish()?;
-    Ok(Batch { version: PROTOCOL_VERSION, client, packets })
+    Ok(Batch {
+        version: PROTOCOL_VERSION,
+        client,
+        packets,
+    })
 }
 
 /// Decodes a result set, refusing more than `max_results` results.
@@ -126,7 +134,11 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::TooMany { what, count, max });
         }
         if count > (self.rest.len() / min_item_len) as u64 {
-            return Err(DecodeError::Truncated { what, count, remaining: self.rest.len() });
+            return Err(DecodeError::Truncated {
+                what,
+                count,
+                remaining: self.rest.len(),
+            });
         }
         let count = count as usize;
         let mut items = Vec::with_capacity(count);
@@ -154,8 +166,18 @@ mod tests {
             version: PROTOCOL_VERSION,
             client: ClientId(0xdead_beef),
             packets: vec![
-                Packet { seq: 1, handler: 7, action: Action::Create, args: vec![1, 2, 3] },
-                Packet { seq: 2, handler: 7, action: Action::Delete, args: vec![] },
+                Packet {
+                    seq: 1,
+                    handler: 7,
+                    action: Action::Create,
+                    args: vec![1, 2, 3],
+                },
+                Packet {
+                    seq: 2,
+                    handler: 7,
+                    action: Action::Delete,
+                    args: vec![],
+                },
             ],
         }
     }
@@ -171,11 +193,20 @@ mod tests {
     fn results_round_trip() {
         let results = Results {
             results: vec![
-                PacketResult { seq: 1, outcome: Outcome::Ok(vec![9]) },
-                PacketResult { seq: 2, outcome: Outcome::Expired },
+                PacketResult {
+                    seq: 1,
+                    outcome: Outcome::Ok(vec![9]),
+                },
+                PacketResult {
+                    seq: 2,
+                    outcome: Outcome::Expired,
+                },
                 PacketResult {
                     seq: 3,
-                    outcome: Outcome::Rejected { code: RejectCode::Forbidden, message: "no".into() },
+                    outcome: Outcome::Rejected {
+                        code: RejectCode::Forbidden,
+                        message: "no".into(),
+                    },
                 },
             ],
         };
@@ -189,7 +220,11 @@ mod tests {
         let bytes = encode_batch(&sample());
         assert_eq!(
             decode_batch(&bytes, 1).unwrap_err(),
-            DecodeError::TooMany { what: "batch", count: 2, max: 1 }
+            DecodeError::TooMany {
+                what: "batch",
+                count: 2,
+                max: 1
+            }
         );
     }
 
@@ -197,7 +232,10 @@ mod tests {
     fn every_truncation_is_an_error() {
         let bytes = encode_batch(&sample());
         for len in 0..bytes.len() {
-            assert!(decode_batch(&bytes[..len], 10).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                decode_batch(&bytes[..len], 10).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 
@@ -205,7 +243,10 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode_batch(&sample());
         bytes.extend_from_slice(&[0, 0]);
-        assert_eq!(decode_batch(&bytes, 10).unwrap_err(), DecodeError::Trailing(2));
+        assert_eq!(
+            decode_batch(&bytes, 10).unwrap_err(),
+            DecodeError::Trailing(2)
+        );
     }
 
     #[test]

@@ -4,9 +4,7 @@
 
 mod codec;
 
-pub use codec::{
-    DecodeError, decode_batch, decode_results, encode_batch, encode_results,
-};
+pub use codec::{DecodeError, decode_batch, decode_results, encode_batch, encode_results};
 
 use serde::{Deserialize, Serialize};
 

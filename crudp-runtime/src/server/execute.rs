@@ -20,7 +20,10 @@ impl Crudp {
         let mut results = Vec::with_capacity(packets.len());
         for packet in packets {
             let outcome = self.execute_packet(&ctx.for_seq(packet.seq), &packet).await;
-            results.push(PacketResult { seq: packet.seq, outcome });
+            results.push(PacketResult {
+                seq: packet.seq,
+                outcome,
+            });
         }
         Results { results }
     }
@@ -29,7 +32,10 @@ impl Crudp {
         let Some(module) = self.shared.modules.get(&packet.handler) else {
             return Outcome::Rejected {
                 code: RejectCode::UnknownHandler,
-                message: format!("no module with ID {} is mounted on this server", packet.handler),
+                message: format!(
+                    "no module with ID {} is mounted on this server",
+                    packet.handler
+                ),
             };
         };
         let descriptor = module.descriptor();

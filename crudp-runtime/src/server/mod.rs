@@ -116,7 +116,10 @@ impl CrudpBuilder {
         for module in self.modules {
             let descriptor = module.descriptor();
             if let Some(first) = modules.get(&descriptor.id) {
-                return Err(BuildError::DuplicateId { first: *first.descriptor(), second: *descriptor });
+                return Err(BuildError::DuplicateId {
+                    first: *first.descriptor(),
+                    second: *descriptor,
+                });
             }
             modules.insert(descriptor.id, module);
         }

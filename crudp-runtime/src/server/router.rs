@@ -22,7 +22,9 @@ impl Crudp {
     /// - `POST /call`: a postcard [`Batch`](crate::Batch) in, `200 OK` with the postcard
     ///   [`Results`](crate::Results) out.
     pub fn router(&self) -> Router {
-        Router::new().route("/call", post(call)).with_state(self.clone())
+        Router::new()
+            .route("/call", post(call))
+            .with_state(self.clone())
     }
 }
 
@@ -43,7 +45,11 @@ async fn call(State(crudp): State<Crudp>, request: Request) -> Response {
     };
     let ctx = Context::new(user, batch.client, parts);
     let results = crudp.execute(&ctx, batch.packets).await;
-    ([(header::CONTENT_TYPE, "application/octet-stream")], encode_results(&results)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        encode_results(&results),
+    )
+        .into_response()
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
@@ -56,7 +62,10 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(e) if is_length_limit(&e) => Err(too_large()),
-        Err(e) => Err(refuse(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )),
     }
 }
 
@@ -73,5 +82,10 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 fn refuse(status: StatusCode, message: String) -> Response {
     tracing::debug!(%status, "refused a request: {message}");
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
 }

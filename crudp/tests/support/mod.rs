@@ -71,14 +71,23 @@ impl Todos for Arc<Store> {
             return Err(TodoError::Invalid("empty title".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        let todo = Todo { id, title, done: false };
+        let todo = Todo {
+            id,
+            title,
+            done: false,
+        };
         self.todos.lock().unwrap().insert(id, todo.clone());
         Ok(todo)
     }
 
     async fn read(&self, _: &Context, id: u64) -> Result<Todo, TodoError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
-        self.todos.lock().unwrap().get(&id).cloned().ok_or(TodoError::NotFound)
+        self.todos
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or(TodoError::NotFound)
     }
 
     async fn update(&self, _: &Context, todo: Todo) -> Result<Todo, TodoError> {
@@ -91,7 +100,12 @@ impl Todos for Arc<Store> {
 
     async fn delete(&self, _: &Context, id: u64) -> Result<(), TodoError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
-        self.todos.lock().unwrap().remove(&id).map(drop).ok_or(TodoError::NotFound)
+        self.todos
+            .lock()
+            .unwrap()
+            .remove(&id)
+            .map(drop)
+            .ok_or(TodoError::NotFound)
     }
 }
 
@@ -146,22 +160,30 @@ impl Server {
         .build();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&requests);
-        let app = axum::Router::new().nest("/crudp", api.router()).layer(
-            axum::middleware::from_fn(move |request: Request, next: Next| {
-                let counter = Arc::clone(&counter);
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let response: Response = next.run(request).await;
-                    response
-                }
-            }),
-        );
+        let app =
+            axum::Router::new()
+                .nest("/crudp", api.router())
+                .layer(axum::middleware::from_fn(
+                    move |request: Request, next: Next| {
+                        let counter = Arc::clone(&counter);
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let response: Response = next.run(request).await;
+                            response
+                        }
+                    },
+                ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { addr, store, requests, task }
+        Self {
+            addr,
+            store,
+            requests,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {

@@ -7,7 +7,9 @@ use example_api::{TodoError, TodosClient};
 
 #[tokio::main]
 async fn main() -> Result<(), CallError<TodoError>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:3000/crudp".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:3000/crudp".into());
     let client = Client::new(&url);
     let todos = TodosClient::new(&client);
     println!("client {} talking to {url}", client.id());
@@ -21,11 +23,18 @@ async fn main() -> Result<(), CallError<TodoError>> {
     let (milk, eggs) = (milk?, eggs?);
     println!("created {milk:?} and {eggs:?}");
     match empty {
-        Err(CallError::App(TodoError::Invalid(reason))) => println!("an empty title is refused: {reason}"),
+        Err(CallError::App(TodoError::Invalid(reason))) => {
+            println!("an empty title is refused: {reason}")
+        }
         other => println!("unexpected answer to an empty title: {other:?}"),
     }
 
-    let done = todos.update(example_api::Todo { done: true, ..milk.clone() }).await?;
+    let done = todos
+        .update(example_api::Todo {
+            done: true,
+            ..milk.clone()
+        })
+        .await?;
     println!("updated {done:?}");
     println!("read back {:?}", todos.read(milk.id).await?);
 

@@ -22,14 +22,18 @@ struct Board {
 
 impl Board {
     fn todos(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Todo>> {
-        self.todos.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.todos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 fn check_title(title: &str) -> Result<(), TodoError> {
     match title.trim() {
         "" => Err(TodoError::Invalid("the title is empty".into())),
-        t if t.len() > 200 => Err(TodoError::Invalid("the title is longer than 200 bytes".into())),
+        t if t.len() > 200 => Err(TodoError::Invalid(
+            "the title is longer than 200 bytes".into(),
+        )),
         _ => Ok(()),
     }
 }
@@ -38,7 +42,11 @@ impl Todos for Board {
     async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError> {
         check_title(&title)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let todo = Todo { id, title, done: false };
+        let todo = Todo {
+            id,
+            title,
+            done: false,
+        };
         self.todos().insert(id, todo.clone());
         tracing::info!(user = %ctx.user().id, id, "created a todo");
         Ok(todo)
@@ -60,7 +68,10 @@ impl Todos for Board {
     }
 
     async fn delete(&self, _: &Context, id: u64) -> Result<(), TodoError> {
-        self.todos().remove(&id).map(drop).ok_or(TodoError::NotFound)
+        self.todos()
+            .remove(&id)
+            .map(drop)
+            .ok_or(TodoError::NotFound)
     }
 }
 
@@ -72,13 +83,20 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| "info,crudp_runtime=debug".into()),
         )
         .init();
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
 
-    let api = Crudp::builder().handler(TodosServer::new(Board::default())).build();
+    let api = Crudp::builder()
+        .handler(TodosServer::new(Board::default()))
+        .build();
     let app = axum::Router::new().nest("/crudp", api.router());
 
     let listener = tokio::net::TcpListener::bind(&address).await?;
-    println!("todo server listening on http://{}/crudp", listener.local_addr()?);
+    println!(
+        "todo server listening on http://{}/crudp",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,6 @@
+#[crudp::module(id = 7, id = 8)]
+pub trait Todos {
+    async fn read(&self, ctx: &crudp::Context, id: u64) -> Result<String, ()>;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[crudp::module]
+pub struct Todos {
+    pub title: String,
+}
+
+fn main() {}

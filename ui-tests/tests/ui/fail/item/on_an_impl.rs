@@ -1,0 +1,7 @@
+pub trait Todos {}
+pub struct Store;
+
+#[crudp::module]
+impl Todos for Store {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[crudp::module]
+pub trait Todos {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[crudp::module]
+pub trait Todos {
+    async fn list(&self, ctx: &crudp::Context) -> Result<Vec<String>, ()>;
+}
+
+fn main() {}

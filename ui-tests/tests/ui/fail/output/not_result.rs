@@ -1,0 +1,6 @@
+#[crudp::module]
+pub trait Todos {
+    async fn read(&self, ctx: &crudp::Context, id: u64) -> Option<String>;
+}
+
+fn main() {}
