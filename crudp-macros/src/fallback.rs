@@ -12,10 +12,10 @@ pub(crate) fn expand(item: TokenStream, errors: syn::Error) -> TokenStream {
             // A second method of the same name, and the body of a method, are already reported;
             // rustc would report the first again, and warn about unused parameters in the second.
             for item in &mut definition.items {
-                if let TraitItem::Fn(f) = item {
-                    if f.default.take().is_some() {
-                        f.semi_token = Some(Default::default());
-                    }
+                if let TraitItem::Fn(f) = item
+                    && f.default.take().is_some()
+                {
+                    f.semi_token = Some(Default::default());
                 }
             }
             let mut seen = Vec::new();

@@ -5,10 +5,7 @@ mod support;
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::{
-        Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use crudp::{
@@ -16,6 +13,7 @@ use crudp::{
     protocol::{Batch, PROTOCOL_VERSION, Packet, encode_batch},
 };
 use support::*;
+use tokio::sync::{Mutex, MutexGuard};
 
 /// Counts the bytes this process holds, and the peak since the last reset.
 struct Counting;
@@ -40,9 +38,9 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// The tests of this file run one at a time, so that one's allocations do not count in another's.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+async fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 fn good_batch() -> Vec<u8> {
@@ -92,7 +90,7 @@ async fn assert_still_serving(server: &Server) {
 
 #[tokio::test]
 async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = Server::start().await;
     let good = good_batch();
     let mut truncated = good.clone();
@@ -136,7 +134,7 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = Server::start_with(|b| b.max_body_bytes(1024)).await;
     let (status, message) = post(&server, vec![PROTOCOL_VERSION; 4096]).await;
     assert_eq!(status, 413);
@@ -146,7 +144,7 @@ async fn a_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn too_many_packets_get_400() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = Server::start_with(|b| b.max_packets(2)).await;
     let batch = Batch {
         version: PROTOCOL_VERSION,
@@ -168,7 +166,7 @@ async fn too_many_packets_get_400() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_4_gib_length_prefix_does_not_allocate() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = Server::start().await;
     assert_still_serving(&server).await;
     for body in [huge_count(), huge_args()] {
