@@ -163,3 +163,79 @@ fn not_a_trait(item: &Item) -> syn::Error {
         format!("`#[crudp::module]` goes on a trait, not on {kind}{hint}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::expand;
+
+    fn error_count(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> usize {
+        match expand(args, item) {
+            Ok(_) => 0,
+            Err(e) => e.into_iter().count(),
+        }
+    }
+
+    #[test]
+    fn a_valid_trait_expands_to_its_server_client_and_descriptor() {
+        let tokens = expand(
+            quote!(id = 7),
+            quote! {
+                pub trait Todos {
+                    async fn read(&self, ctx: &crudp::Context, id: u64) -> Result<String, ()>;
+                }
+            },
+        )
+        .unwrap()
+        .to_string();
+        for expected in [
+            "pub struct TodosServer",
+            "pub struct TodosClient",
+            "id : 7u32",
+            "Action :: Read",
+        ] {
+            assert!(
+                tokens.contains(expected),
+                "missing `{expected}` in {tokens}"
+            );
+        }
+        assert!(
+            !tokens.contains("async fn"),
+            "the trait's methods return `Send` futures"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_one_pass() {
+        let item = quote! {
+            pub trait Todos {
+                fn list(&mut self) -> bool;
+            }
+        };
+        // not async, not CRUD, receiver, missing context, return type; plus the bad argument.
+        assert_eq!(error_count(quote!(magic = 1), item), 6);
+    }
+
+    #[test]
+    fn a_non_trait_item_is_refused() {
+        assert_eq!(
+            error_count(
+                quote!(),
+                quote!(
+                    struct Todos;
+                )
+            ),
+            1
+        );
+        assert_eq!(
+            error_count(
+                quote!(id = 1, id = 2),
+                quote!(
+                    struct Todos;
+                )
+            ),
+            2
+        );
+    }
+}
