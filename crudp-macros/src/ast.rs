@@ -118,8 +118,8 @@ impl<'a> Method<'a> {
         for input in &sig.inputs {
             match input {
                 FnArg::Receiver(r) => {
-                    let shared =
-                        r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none();
+                    let shared = matches!(r.kind, syn::ReceiverKind::Reference(_, _, None))
+                        && r.mutability.is_none();
                     receiver = if shared {
                         Receiver::Shared
                     } else {
@@ -181,7 +181,7 @@ fn is_context(ty: &Type) -> bool {
 
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     match ty {
-        Type::Path(TypePath { qself: None, path }) => {
+        Type::Path(TypePath { qself: None, path, .. }) => {
             path.segments.last().is_some_and(|s| s.ident == name)
         }
         Type::Group(g) => last_segment_is(&g.elem, name),
@@ -192,7 +192,7 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 
 /// `T` and `E` of `Result<T, E>` (in any spelling of its path).
 fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
-    let Type::Path(TypePath { qself: None, path }) = ty else {
+    let Type::Path(TypePath { qself: None, path, .. }) = ty else {
         return None;
     };
     let last = path.segments.last()?;

@@ -43,7 +43,7 @@ impl Module<'_> {
                 "a CRUDP module cannot be an `unsafe trait`; remove `unsafe`",
             );
         }
-        if let Some(auto) = &tr.auto_token {
+        if let Some(auto) = &tr.modifiers.auto_token {
             errors.push(
                 auto,
                 "a CRUDP module cannot be an `auto trait`; remove `auto`",
@@ -135,7 +135,7 @@ impl Method<'_> {
         if let Some(constness) = &sig.constness {
             errors.push(constness, "CRUDP methods cannot be `const`; remove `const`");
         }
-        if let Some(unsafety) = &sig.unsafety {
+        if let syn::Safety::Unsafe(unsafety) = &sig.safety {
             errors.push(
                 unsafety,
                 "CRUDP methods cannot be `unsafe`; remove `unsafe`",
@@ -162,11 +162,11 @@ impl Method<'_> {
         match &self.receiver {
             Receiver::Shared => {}
             Receiver::Other(r) => {
-                let written = match (&r.reference, &r.mutability, &r.colon_token) {
-                    (_, _, Some(_)) => "this receiver".to_owned(),
-                    (Some(_), Some(_), None) => "`&mut self`".to_owned(),
-                    (None, Some(_), None) => "`mut self`".to_owned(),
-                    _ => "`self`".to_owned(),
+                let written = match (&r.kind, &r.mutability) {
+                    (syn::ReceiverKind::Reference(_, _, Some(_)), _) => "`&mut self`",
+                    (syn::ReceiverKind::Value, Some(_)) => "`mut self`",
+                    (syn::ReceiverKind::Value, None) => "`self`",
+                    _ => "this receiver",
                 };
                 errors.push_tokens(
                     r,
