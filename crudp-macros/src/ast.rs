@@ -181,9 +181,9 @@ fn is_context(ty: &Type) -> bool {
 
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     match ty {
-        Type::Path(TypePath { qself: None, path, .. }) => {
-            path.segments.last().is_some_and(|s| s.ident == name)
-        }
+        Type::Path(TypePath {
+            qself: None, path, ..
+        }) => path.segments.last().is_some_and(|s| s.ident == name),
         Type::Group(g) => last_segment_is(&g.elem, name),
         Type::Paren(p) => last_segment_is(&p.elem, name),
         _ => false,
@@ -192,7 +192,10 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 
 /// `T` and `E` of `Result<T, E>` (in any spelling of its path).
 fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
-    let Type::Path(TypePath { qself: None, path, .. }) = ty else {
+    let Type::Path(TypePath {
+        qself: None, path, ..
+    }) = ty
+    else {
         return None;
     };
     let last = path.segments.last()?;

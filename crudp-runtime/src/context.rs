@@ -1,8 +1,28 @@
 //! What a handler knows about the call it serves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::protocol::{ClientId, RequestId};
+
+/// Who else receives a successful call's result, besides the calling client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Every connection.
+    All,
+    /// The connections of every user with this role.
+    Role(String),
+    /// Every connection (every tab) of this user.
+    User(String),
+}
+
+/// What a handler asked for while it ran; read by the server after the handler returns.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Where to publish the call's result if it succeeds.
+    pub broadcast: Vec<Target>,
+    /// Set when the handler asked to be run again later.
+    pub retry_later: Option<String>,
+}
 
 /// The authenticated user a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,6 +57,7 @@ impl User {
 pub struct Context {
     request: Arc<RequestInfo>,
     seq: u64,
+    effects: Arc<Mutex<Effects>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +80,7 @@ impl Context {
                 parts,
             }),
             seq: 0,
+            effects: Arc::default(),
         }
     }
 
@@ -72,6 +94,7 @@ impl Context {
         Self {
             request: Arc::clone(&self.request),
             seq,
+            effects: Arc::default(),
         }
     }
 
@@ -106,5 +129,30 @@ impl Context {
     /// A typed value that a middleware layer put in the request's extensions.
     pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.request.parts.extensions.get::<T>()
+    }
+
+    /// After this call succeeds, also publish its result to `target`, as an
+    /// `event: broadcast` that the clients' `on_<action>` listeners receive. The calling
+    /// client gets the result as its own and is left out of the broadcast.
+    pub fn broadcast(&self, target: Target) {
+        self.effects().broadcast.push(target);
+    }
+
+    /// Asks the server to treat this call as not executed: the client gets
+    /// [`Outcome::Unavailable`](crate::Outcome::Unavailable) and sends it again later, and the
+    /// rest of its batch waits. For transient failures (a database that is briefly
+    /// unreachable); whatever the handler returns is discarded, so it must not have changed
+    /// anything.
+    pub fn retry_later(&self, reason: impl Into<String>) {
+        self.effects().retry_later = Some(reason.into());
+    }
+
+    /// Takes what the handler asked for; the server calls this once the handler returns.
+    pub fn take_effects(&self) -> Effects {
+        std::mem::take(&mut *self.effects())
+    }
+
+    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
+        self.effects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

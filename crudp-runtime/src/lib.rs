@@ -5,18 +5,25 @@
 //! `wasm32-unknown-unknown` without `server`, so an API crate shared by a server and a browser
 //! front end can depend on it.
 
+#[cfg(feature = "server")]
+mod auth;
 mod context;
 mod dispatch;
 mod error;
+#[cfg(feature = "server")]
+pub mod hub;
 mod module;
+#[cfg(feature = "server")]
+pub mod outcomes;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use context::{Context, User};
+pub use context::{Context, Effects, Target, User};
 pub use dispatch::{BoxFuture, Dispatch, decode_args, encode_result, unknown_action};
 pub use error::CallError;
 pub use module::{Module, ModuleDescriptor, module_id};
 pub use protocol::{
-    Action, Batch, ClientId, Outcome, Packet, PacketResult, RejectCode, RequestId, Results,
+    Action, Batch, Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode,
+    RequestId, Results,
 };

@@ -161,3 +161,69 @@ impl std::fmt::Display for RejectCode {
         })
     }
 }
+
+/// The kinds of event on the SSE stream; each is the `event:` field of its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// [`Results`] of one of this client's batches.
+    Results,
+    /// A [`Broadcast`]: another call's result, published to this connection's user, role or everyone.
+    Broadcast,
+    /// The requested `Last-Event-ID` is unknown or older than the replay buffer: events may
+    /// have been missed. Data: [`Position`].
+    Reset,
+    /// The stream is open and every replayed event has been sent. Data: [`Position`].
+    Ready,
+}
+
+impl EventKind {
+    /// The `event:` name: `results`, `broadcast`, `reset` or `ready`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Results => "results",
+            EventKind::Broadcast => "broadcast",
+            EventKind::Reset => "reset",
+            EventKind::Ready => "ready",
+        }
+    }
+
+    /// The kind with this `event:` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "results" => EventKind::Results,
+            "broadcast" => EventKind::Broadcast,
+            "reset" => EventKind::Reset,
+            "ready" => EventKind::Ready,
+            _ => return None,
+        })
+    }
+}
+
+/// The result of a successful call, published to other connections (`event: broadcast`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Broadcast {
+    /// The module's wire ID.
+    pub handler: u32,
+    /// The action that produced the value.
+    pub action: Action,
+    /// The postcard encoding of the action's `Ok` value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Where a stream stands (`event: ready` and `event: reset`): the ID of the last event
+/// published before it, from which a reconnection resumes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The last event ID.
+    pub last_event_id: u64,
+}
+
+/// The answer of `POST /token`: a short-lived token for `GET /events`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The token, for the `token` query parameter.
+    pub token: String,
+    /// When it expires, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}

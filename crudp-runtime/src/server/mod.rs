@@ -1,21 +1,45 @@
-//! The axum server: the [`Crudp`] builder, authentication and the HTTP router.
+//! The axum server: the [`Crudp`] builder, the batch queue and executor, and the endpoints.
 
-mod auth;
+mod events;
 mod execute;
+mod queue;
 mod router;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-pub use auth::{Anonymous, AuthError, Authenticator};
+use serde::Serialize;
 
-use crate::{dispatch::Dispatch, module::ModuleDescriptor};
+pub use crate::{
+    auth::{Anonymous, AuthError, Authenticator, Claims, TokenError, TokenKey},
+    hub::{
+        Channel, Frame, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription,
+        memory::{DEFAULT_CONNECTION_BUFFER, DEFAULT_CONNECTIONS_PER_USER, DEFAULT_REPLAY_BUFFER},
+    },
+    outcomes::{Claim, DEFAULT_OUTCOME_CACHE, MemoryOutcomes, OutcomeStore, Recall, StoreError},
+};
+use crate::{
+    context::{Target, User},
+    dispatch::Dispatch,
+    module::ModuleDescriptor,
+    protocol::{Action, Broadcast, ClientId, EventKind},
+};
 
 /// Default for [`CrudpBuilder::max_body_bytes`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 /// Default for [`CrudpBuilder::max_packets`]: 4,096 packets per batch.
 pub const DEFAULT_MAX_PACKETS: usize = 4096;
+/// Default for [`CrudpBuilder::queue_depth`]: 1,024 batches.
+pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// Default for [`CrudpBuilder::workers`]: 16 batches at once.
+pub const DEFAULT_WORKERS: usize = 16;
+/// Default for [`CrudpBuilder::token_ttl`]: 10 minutes.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Default for [`CrudpBuilder::heartbeat`]: a `: ping` comment every 30 seconds.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Default for [`CrudpBuilder::retry_hint`]: browsers reconnect after 2 seconds.
+pub const DEFAULT_RETRY_HINT: Duration = Duration::from_secs(2);
 
-/// A CRUDP server: its modules, its authenticator and its limits.
+/// A CRUDP server: its modules, authentication, limits, queue, hub and outcome store.
 ///
 /// ```no_run
 /// # async fn doc(todos: impl crudp_runtime::Dispatch) -> std::io::Result<()> {
@@ -28,22 +52,44 @@ pub const DEFAULT_MAX_PACKETS: usize = 4096;
 /// # }
 /// ```
 ///
-/// Cloning is cheap: clones share the modules.
+/// Cloning is cheap: clones share everything.
 #[derive(Clone)]
 pub struct Crudp {
     shared: Arc<Shared>,
 }
 
+/// A connection event for [`CrudpBuilder::on_connect`] and [`CrudpBuilder::on_disconnect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The connection's user.
+    pub user: User,
+    /// The connection's client.
+    pub client: ClientId,
+}
+
+type Hook = Box<dyn Fn(&Connection) + Send + Sync>;
+
 struct Shared {
     modules: HashMap<u32, Box<dyn Dispatch>>,
     authenticator: Box<dyn Authenticator>,
+    hub: Box<dyn Hub>,
+    outcomes: Box<dyn OutcomeStore>,
+    tokens: TokenKey,
     limits: Limits,
+    on_connect: Option<Hook>,
+    on_disconnect: Option<Hook>,
+    queue: queue::Queue,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     max_body_bytes: usize,
     max_packets: usize,
+    queue_depth: usize,
+    workers: usize,
+    token_ttl: Duration,
+    heartbeat: Duration,
+    retry_hint: Duration,
 }
 
 impl Crudp {
@@ -52,16 +98,73 @@ impl Crudp {
         CrudpBuilder {
             modules: Vec::new(),
             authenticator: Box::new(Anonymous),
+            hub: None,
+            outcomes: None,
+            tokens: None,
             limits: Limits {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_packets: DEFAULT_MAX_PACKETS,
+                queue_depth: DEFAULT_QUEUE_DEPTH,
+                workers: DEFAULT_WORKERS,
+                token_ttl: DEFAULT_TOKEN_TTL,
+                heartbeat: DEFAULT_HEARTBEAT,
+                retry_hint: DEFAULT_RETRY_HINT,
             },
+            replay_buffer: DEFAULT_REPLAY_BUFFER,
+            connection_buffer: DEFAULT_CONNECTION_BUFFER,
+            connections_per_user: DEFAULT_CONNECTIONS_PER_USER,
+            outcome_cache: DEFAULT_OUTCOME_CACHE,
+            on_connect: None,
+            on_disconnect: None,
         }
     }
 
     /// The descriptors of the mounted modules, in no particular order.
     pub fn modules(&self) -> impl Iterator<Item = &'static ModuleDescriptor> + '_ {
         self.shared.modules.values().map(|m| m.descriptor())
+    }
+
+    /// Publishes `value` as the result of `action` of `module` to `target`, from server code
+    /// outside handlers: the clients' `on_<action>` listeners receive it.
+    ///
+    /// ```ignore
+    /// api.broadcast(&TodosClient::DESCRIPTOR, Action::Update, &todo, Target::All).await?;
+    /// ```
+    pub async fn broadcast<T: Serialize>(
+        &self,
+        module: &ModuleDescriptor,
+        action: Action,
+        value: &T,
+        target: Target,
+    ) -> Result<(), HubError> {
+        let value = postcard::to_stdvec(value)
+            .map_err(|e| HubError::Unavailable(format!("the value does not encode: {e}")))?;
+        self.publish_broadcast(
+            Broadcast {
+                handler: module.id,
+                action,
+                value,
+            },
+            target.into(),
+            None,
+        )
+        .await
+    }
+
+    async fn publish_broadcast(
+        &self,
+        broadcast: Broadcast,
+        channel: Channel,
+        except: Option<ClientId>,
+    ) -> Result<(), HubError> {
+        let data = postcard::to_stdvec(&broadcast).expect("a broadcast always encodes");
+        let publication = Publication {
+            channel,
+            kind: EventKind::Broadcast,
+            data,
+            except,
+        };
+        self.shared.hub.publish(publication).await.map(drop)
     }
 }
 
@@ -74,12 +177,21 @@ impl std::fmt::Debug for Crudp {
     }
 }
 
-/// Builds a [`Crudp`] server; made by [`Crudp::builder`].
+/// Builds a [`Crudp`] server; made by [`Crudp::builder`]. Every limit has a safe default.
 #[must_use]
 pub struct CrudpBuilder {
     modules: Vec<Box<dyn Dispatch>>,
     authenticator: Box<dyn Authenticator>,
+    hub: Option<Box<dyn Hub>>,
+    outcomes: Option<Box<dyn OutcomeStore>>,
+    tokens: Option<TokenKey>,
     limits: Limits,
+    replay_buffer: usize,
+    connection_buffer: usize,
+    connections_per_user: usize,
+    outcome_cache: usize,
+    on_connect: Option<Hook>,
+    on_disconnect: Option<Hook>,
 }
 
 impl CrudpBuilder {
@@ -90,9 +202,34 @@ impl CrudpBuilder {
     }
 
     /// Sets how requests are authenticated. The default, [`Anonymous`], lets everyone in as
-    /// [`User::anonymous`](crate::User::anonymous).
+    /// [`User::anonymous`].
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// Replaces the in-memory hub, e.g. with a shared backend for several server processes.
+    pub fn hub(mut self, hub: impl Hub) -> Self {
+        self.hub = Some(Box::new(hub));
+        self
+    }
+
+    /// Replaces the in-memory outcome store, e.g. with a shared backend.
+    pub fn outcome_store(mut self, store: impl OutcomeStore) -> Self {
+        self.outcomes = Some(Box::new(store));
+        self
+    }
+
+    /// The secret that signs event-stream tokens; servers behind one load balancer share it.
+    /// Default: a random secret per process.
+    pub fn token_secret(mut self, secret: &[u8]) -> Self {
+        self.tokens = Some(TokenKey::new(secret));
+        self
+    }
+
+    /// How long an event-stream token lives. Default: [`DEFAULT_TOKEN_TTL`].
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.limits.token_ttl = ttl;
         self
     }
 
@@ -110,6 +247,71 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most batches waiting to run; beyond it requests get `503` with `Retry-After`.
+    /// Default: [`DEFAULT_QUEUE_DEPTH`].
+    pub fn queue_depth(mut self, batches: usize) -> Self {
+        self.limits.queue_depth = batches;
+        self
+    }
+
+    /// How many batches (of different clients) run at once. Default: [`DEFAULT_WORKERS`].
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.limits.workers = workers.max(1);
+        self
+    }
+
+    /// How many events the in-memory hub keeps for `Last-Event-ID` replay.
+    /// Default: [`DEFAULT_REPLAY_BUFFER`].
+    pub fn replay_buffer(mut self, events: usize) -> Self {
+        self.replay_buffer = events;
+        self
+    }
+
+    /// How many events may wait for one slow connection before it is closed (it recovers by
+    /// replay). Default: [`DEFAULT_CONNECTION_BUFFER`].
+    pub fn connection_buffer(mut self, events: usize) -> Self {
+        self.connection_buffer = events;
+        self
+    }
+
+    /// How many event streams one user may hold open; more get `429`.
+    /// Default: [`DEFAULT_CONNECTIONS_PER_USER`].
+    pub fn connections_per_user(mut self, connections: usize) -> Self {
+        self.connections_per_user = connections;
+        self
+    }
+
+    /// How many recent outcomes the in-memory store keeps per client for re-sent packets.
+    /// Default: [`DEFAULT_OUTCOME_CACHE`].
+    pub fn outcome_cache(mut self, outcomes: usize) -> Self {
+        self.outcome_cache = outcomes;
+        self
+    }
+
+    /// The interval of the `: ping` heartbeat comment. Default: [`DEFAULT_HEARTBEAT`].
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.limits.heartbeat = interval;
+        self
+    }
+
+    /// The `retry:` hint sent when a stream opens. Default: [`DEFAULT_RETRY_HINT`].
+    pub fn retry_hint(mut self, delay: Duration) -> Self {
+        self.limits.retry_hint = delay;
+        self
+    }
+
+    /// Called when an event stream opens, e.g. to track presence.
+    pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Called when an event stream closes.
+    pub fn on_disconnect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.on_disconnect = Some(Box::new(hook));
+        self
+    }
+
     /// Builds the server, or says which two modules share a wire ID.
     pub fn try_build(self) -> Result<Crudp, BuildError> {
         let mut modules: HashMap<u32, Box<dyn Dispatch>> = HashMap::new();
@@ -123,11 +325,27 @@ impl CrudpBuilder {
             }
             modules.insert(descriptor.id, module);
         }
+        let hub = self.hub.unwrap_or_else(|| {
+            Box::new(MemoryHub::new(
+                self.replay_buffer,
+                self.connection_buffer,
+                self.connections_per_user,
+            ))
+        });
+        let outcomes = self
+            .outcomes
+            .unwrap_or_else(|| Box::new(MemoryOutcomes::new(self.outcome_cache)));
         Ok(Crudp {
             shared: Arc::new(Shared {
                 modules,
                 authenticator: self.authenticator,
+                hub,
+                outcomes,
+                tokens: self.tokens.unwrap_or_else(TokenKey::random),
                 limits: self.limits,
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
+                queue: queue::Queue::new(self.limits.queue_depth),
             }),
         })
     }

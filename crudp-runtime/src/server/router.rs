@@ -1,67 +1,164 @@
-//! The HTTP endpoints.
+//! The HTTP endpoints: `POST /call`, `POST /sync`, `POST /token` and `GET /events`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::{
     Router,
     body::Body,
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
+use tokio::sync::oneshot;
 
-use super::Crudp;
+use super::{Crudp, queue::Job};
 use crate::{
-    context::Context,
-    protocol::{decode_batch, encode_results},
+    auth::Claims,
+    context::{Context, User},
+    outcomes::Claim,
+    protocol::{Batch, ClientId, TokenGrant, decode_batch, encode_results},
 };
 
 impl Crudp {
     /// The axum router with the CRUDP endpoints; nest it under a prefix of your choice,
     /// e.g. `Router::new().nest("/crudp", api.router())`.
     ///
-    /// - `POST /call`: a postcard [`Batch`](crate::Batch) in, `200 OK` with the postcard
+    /// - `POST /call`: a postcard [`Batch`] in, `200 OK` with the postcard
     ///   [`Results`](crate::Results) out.
+    /// - `POST /sync`: a [`Batch`] in, `202 Accepted` at once; the results come as an
+    ///   `event: results` on the client's event stream.
+    /// - `POST /token`: the postcard [`ClientId`] in, a [`TokenGrant`] out: a short-lived token
+    ///   for `GET /events`.
+    /// - `GET /events?token=…&lastEventId=…`: the event stream (Server-Sent Events).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/call", post(call))
+            .route("/sync", post(sync))
+            .route("/token", post(token))
+            .route("/events", get(super::events::events))
             .with_state(self.clone())
+    }
+
+    /// Authenticates a request and reads its body (at most `max_body_bytes`).
+    async fn admit(&self, request: Request) -> Result<(Parts, User, bytes::Bytes), Response> {
+        let (parts, body) = request.into_parts();
+        let user = match self.shared.authenticator.authenticate(&parts).await {
+            Ok(user) => user,
+            Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+        };
+        let body = read_body(body, self.shared.limits.max_body_bytes).await?;
+        Ok((parts, user, body))
+    }
+
+    /// Checks that `client` is `user`'s: a client ID belongs to the first user that uses it.
+    async fn claim(&self, client: ClientId, user: &User) -> Result<(), Response> {
+        match self.shared.outcomes.claim(client, &user.id).await {
+            Ok(Claim::Granted) => Ok(()),
+            Ok(Claim::Foreign) => Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "client {client} belongs to another user; each client makes its own random ID"
+                ),
+            )),
+            Err(e) => Err(unavailable(e.to_string())),
+        }
+    }
+
+    /// Admits, decodes and queues a batch.
+    async fn enqueue(
+        &self,
+        request: Request,
+        reply: Option<oneshot::Sender<crate::Results>>,
+    ) -> Result<(), Response> {
+        let (parts, user, body) = self.admit(request).await?;
+        let Batch {
+            client, packets, ..
+        } = decode_batch(&body, self.shared.limits.max_packets)
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")))?;
+        self.claim(client, &user).await?;
+        let job = Job {
+            ctx: Context::new(user, client, parts),
+            packets,
+            reply,
+        };
+        self.shared
+            .queue
+            .push(&self.shared, job)
+            .map_err(|_| unavailable("the server's batch queue is full; retry shortly".into()))
+    }
+
+    /// Signs a token for `client` of `user`.
+    fn grant(&self, user: User, client: ClientId) -> TokenGrant {
+        let expires_at = unix_now() + self.shared.limits.token_ttl.as_secs().max(1);
+        let claims = Claims {
+            user: user.id,
+            role: user.role,
+            client,
+            exp: expires_at,
+        };
+        TokenGrant {
+            token: self.shared.tokens.sign(&claims),
+            expires_at,
+        }
     }
 }
 
 async fn call(State(crudp): State<Crudp>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let limits = crudp.shared.limits;
-    let user = match crudp.shared.authenticator.authenticate(&parts).await {
-        Ok(user) => user,
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
-    };
-    let bytes = match read_body(body, limits.max_body_bytes).await {
-        Ok(bytes) => bytes,
+    let (reply, results) = oneshot::channel();
+    if let Err(response) = crudp.enqueue(request, Some(reply)).await {
+        return response;
+    }
+    match results.await {
+        Ok(results) => octets(encode_results(&results)),
+        Err(_) => unavailable("the server stopped before the batch ran".into()),
+    }
+}
+
+async fn sync(State(crudp): State<Crudp>, request: Request) -> Response {
+    match crudp.enqueue(request, None).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
+    let (_, user, body) = match crudp.admit(request).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let batch = match decode_batch(&bytes, limits.max_packets) {
-        Ok(batch) => batch,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")),
+    let client: ClientId = match postcard::from_bytes(&body) {
+        Ok(client) => client,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be the postcard-encoded client ID: {e}"),
+            );
+        }
     };
-    let ctx = Context::new(user, batch.client, parts);
-    let results = crudp.execute(&ctx, batch.packets).await;
-    (
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        encode_results(&results),
-    )
-        .into_response()
+    if let Err(response) = crudp.claim(client, &user).await {
+        return response;
+    }
+    octets(postcard::to_stdvec(&crudp.grant(user, client)).expect("a grant always encodes"))
+}
+
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn octets(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    let too_large = || {
-        refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body exceeds the limit of {limit} bytes"),
-        )
-    };
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
-        Err(e) if is_length_limit(&e) => Err(too_large()),
+        Err(e) if is_length_limit(&e) => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )),
         Err(e) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("the request body could not be read: {e}"),
@@ -80,7 +177,17 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-fn refuse(status: StatusCode, message: String) -> Response {
+/// `503 Service Unavailable` with `Retry-After: 1`.
+pub(super) fn unavailable(message: String) -> Response {
+    let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A plain-text refusal. Messages never include the request's URI, which may carry a token.
+pub(super) fn refuse(status: StatusCode, message: String) -> Response {
     tracing::debug!(%status, "refused a request: {message}");
     (
         status,

@@ -1,4 +1,9 @@
-//! Who is calling: the application's [`Authenticator`].
+//! Who is calling: the application's [`Authenticator`], and the short-lived tokens that
+//! authenticate event streams.
+
+mod token;
+
+pub use token::{Claims, TokenError, TokenKey};
 
 use http::request::Parts;
 

@@ -1,0 +1,397 @@
+//! The in-process hub: one lock over the connection index and the replay ring, so that a new
+//! connection is registered and its replay cut at the same instant.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::{Frame, Hub, HubError, Publication, Start, Subscriber, Subscription, event_frame};
+use crate::{dispatch::BoxFuture, protocol::ClientId};
+
+/// Default for [`MemoryHub::new`]'s replay buffer: the last 4,096 events.
+pub const DEFAULT_REPLAY_BUFFER: usize = 4096;
+/// Default for the per-connection buffer: 256 events.
+pub const DEFAULT_CONNECTION_BUFFER: usize = 256;
+/// Default for the open streams one user may hold: 32.
+pub const DEFAULT_CONNECTIONS_PER_USER: usize = 32;
+
+/// The in-memory [`Hub`]: for one server process.
+///
+/// Event IDs start from the current time in microseconds, so the IDs of a restarted server
+/// are above any that clients kept from the previous one, and those clients get `reset`.
+pub struct MemoryHub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    replay_capacity: usize,
+    connection_buffer: usize,
+    connections_per_user: usize,
+}
+
+struct State {
+    next_id: u64,
+    ring: VecDeque<Stored>,
+    next_connection: u64,
+    connections: HashMap<u64, Connection>,
+    by_channel: HashMap<String, HashSet<u64>>,
+    per_user: HashMap<String, usize>,
+}
+
+struct Stored {
+    frame: Frame,
+    channel: String,
+    except: Option<ClientId>,
+}
+
+struct Connection {
+    sender: mpsc::Sender<Frame>,
+    channels: [String; 4],
+    client: ClientId,
+    user: String,
+}
+
+impl Default for MemoryHub {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_REPLAY_BUFFER,
+            DEFAULT_CONNECTION_BUFFER,
+            DEFAULT_CONNECTIONS_PER_USER,
+        )
+    }
+}
+
+impl MemoryHub {
+    /// A hub that keeps the last `replay_buffer` events for replay, buffers up to
+    /// `connection_buffer` events per connection before closing it, and lets each user hold
+    /// `connections_per_user` streams.
+    pub fn new(
+        replay_buffer: usize,
+        connection_buffer: usize,
+        connections_per_user: usize,
+    ) -> Self {
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    next_id: start.max(1),
+                    ring: VecDeque::with_capacity(replay_buffer.min(1024)),
+                    next_connection: 1,
+                    connections: HashMap::new(),
+                    by_channel: HashMap::new(),
+                    per_user: HashMap::new(),
+                }),
+                replay_capacity: replay_buffer.max(1),
+                connection_buffer: connection_buffer.max(1),
+                connections_per_user,
+            }),
+        }
+    }
+
+    /// The number of open connections.
+    pub fn connections(&self) -> usize {
+        self.shared.state().connections.len()
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        for channel in &connection.channels {
+            if let Some(ids) = self.by_channel.get_mut(channel) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_channel.remove(channel);
+                }
+            }
+        }
+        if let Some(count) = self.per_user.get_mut(&connection.user) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(&connection.user);
+            }
+        }
+    }
+
+    /// The buffered events after `last`, or `None` if `last` is unknown or evicted.
+    fn since(&self, last: u64) -> Option<impl Iterator<Item = &Stored>> {
+        let first = self.next_id - self.ring.len() as u64;
+        if last > self.last_id() || last.saturating_add(1) < first {
+            return None;
+        }
+        Some(self.ring.range((last + 1 - first) as usize..))
+    }
+}
+
+impl Hub for MemoryHub {
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<u64, HubError>> {
+        let Publication {
+            channel,
+            kind,
+            data,
+            except,
+        } = publication;
+        let channel = channel.key();
+        let mut state = self.shared.state();
+        let id = state.next_id;
+        state.next_id += 1;
+        let frame = Frame {
+            id,
+            bytes: event_frame(id, kind, &data),
+        };
+
+        let mut overrun = Vec::new();
+        if let Some(ids) = state.by_channel.get(&channel) {
+            for connection_id in ids {
+                let Some(connection) = state.connections.get(connection_id) else {
+                    continue;
+                };
+                if Some(connection.client) == except {
+                    continue;
+                }
+                match connection.sender.try_send(frame.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
+                        overrun.push(*connection_id)
+                    }
+                }
+            }
+        }
+        for connection_id in overrun {
+            // Dropping the sender ends the stream; the client reconnects and catches up by replay.
+            tracing::debug!(
+                connection = connection_id,
+                "closing an event stream that fell behind"
+            );
+            state.remove(connection_id);
+        }
+
+        if state.ring.len() == self.shared.replay_capacity {
+            state.ring.pop_front();
+        }
+        state.ring.push_back(Stored {
+            frame,
+            channel,
+            except,
+        });
+        Box::pin(std::future::ready(Ok(id)))
+    }
+
+    fn subscribe(
+        &self,
+        subscriber: Subscriber,
+        last_event_id: Option<u64>,
+    ) -> BoxFuture<'_, Result<Subscription, HubError>> {
+        let result = (|| {
+            let mut state = self.shared.state();
+            let user = subscriber.user.id.clone();
+            let open = state.per_user.get(&user).copied().unwrap_or(0);
+            if open >= self.shared.connections_per_user {
+                return Err(HubError::TooManyConnections {
+                    user,
+                    max: self.shared.connections_per_user,
+                });
+            }
+            let channels = subscriber.channels().map(|c| c.key());
+            let start = match last_event_id {
+                None => Start::Replay(Vec::new()),
+                Some(last) => match state.since(last) {
+                    None => Start::Reset,
+                    Some(missed) => Start::Replay(
+                        missed
+                            .filter(|e| {
+                                e.except != Some(subscriber.client) && channels.contains(&e.channel)
+                            })
+                            .map(|e| e.frame.clone())
+                            .collect(),
+                    ),
+                },
+            };
+            let id = state.next_connection;
+            state.next_connection += 1;
+            let (sender, live) = mpsc::channel(self.shared.connection_buffer);
+            for channel in &channels {
+                state
+                    .by_channel
+                    .entry(channel.clone())
+                    .or_default()
+                    .insert(id);
+            }
+            *state.per_user.entry(user.clone()).or_default() += 1;
+            state.connections.insert(
+                id,
+                Connection {
+                    sender,
+                    channels,
+                    client: subscriber.client,
+                    user,
+                },
+            );
+            Ok(Subscription {
+                start,
+                position: state.last_id(),
+                live,
+                guard: Box::new(Registration {
+                    hub: Arc::downgrade(&self.shared),
+                    id,
+                }),
+            })
+        })();
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Unregisters a connection when its stream is dropped.
+struct Registration {
+    hub: Weak<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.state().remove(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{context::User, hub::Channel, protocol::EventKind};
+
+    fn subscriber(user: &str, role: &str, client: u64) -> Subscriber {
+        Subscriber {
+            user: User::new(user, role),
+            client: ClientId(client),
+        }
+    }
+
+    fn publish(hub: &MemoryHub, channel: Channel, data: u8) -> u64 {
+        let publication = Publication {
+            channel,
+            kind: EventKind::Broadcast,
+            data: vec![data],
+            except: None,
+        };
+        futures_util::FutureExt::now_or_never(hub.publish(publication))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn subscribe(hub: &MemoryHub, who: Subscriber, last: Option<u64>) -> Subscription {
+        futures_util::FutureExt::now_or_never(hub.subscribe(who, last))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn ids(start: &Start) -> Vec<u64> {
+        match start {
+            Start::Replay(frames) => frames.iter().map(|f| f.id).collect(),
+            Start::Reset => panic!("expected a replay"),
+        }
+    }
+
+    #[test]
+    fn replay_holds_exactly_the_missed_events_of_the_connections_channels() {
+        let hub = MemoryHub::new(16, 16, 4);
+        let before = publish(&hub, Channel::All, 0);
+        let mine = publish(&hub, Channel::User("ann".into()), 1);
+        publish(&hub, Channel::User("bob".into()), 2);
+        let admins = publish(&hub, Channel::Role("admin".into()), 3);
+        publish(&hub, Channel::Role("guest".into()), 4);
+        let all = publish(&hub, Channel::All, 5);
+
+        let sub = subscribe(&hub, subscriber("ann", "admin", 1), Some(before));
+        assert_eq!(ids(&sub.start), vec![mine, admins, all]);
+        assert_eq!(sub.position, all);
+    }
+
+    #[test]
+    fn an_unknown_or_evicted_id_gets_a_reset() {
+        let hub = MemoryHub::new(2, 16, 4);
+        let first = publish(&hub, Channel::All, 0);
+        publish(&hub, Channel::All, 1);
+        let last = publish(&hub, Channel::All, 2);
+        assert!(matches!(
+            subscribe(&hub, subscriber("a", "r", 1), Some(first - 1)).start,
+            Start::Reset
+        ));
+        assert!(matches!(
+            subscribe(&hub, subscriber("a", "r", 1), Some(last + 1)).start,
+            Start::Reset
+        ));
+        assert_eq!(
+            ids(&subscribe(&hub, subscriber("a", "r", 1), Some(first)).start),
+            vec![first + 1, last]
+        );
+        assert_eq!(
+            ids(&subscribe(&hub, subscriber("a", "r", 1), Some(last)).start),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn a_connection_that_falls_behind_is_closed_without_blocking_the_publisher() {
+        let hub = MemoryHub::new(64, 2, 4);
+        let mut slow = subscribe(&hub, subscriber("a", "r", 1), None);
+        let mut fast = subscribe(&hub, subscriber("b", "r", 2), None);
+        for i in 0..3 {
+            publish(&hub, Channel::All, i);
+            assert!(fast.live.try_recv().is_ok());
+        }
+        assert!(slow.live.try_recv().is_ok());
+        assert!(slow.live.try_recv().is_ok());
+        assert!(matches!(
+            slow.live.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(hub.connections(), 1);
+    }
+
+    #[test]
+    fn the_sender_is_left_out_and_connections_are_limited_per_user() {
+        let hub = MemoryHub::new(64, 8, 2);
+        let mut own = subscribe(&hub, subscriber("a", "r", 1), None);
+        let mut other_tab = subscribe(&hub, subscriber("a", "r", 2), None);
+        let publication = Publication {
+            channel: Channel::User("a".into()),
+            kind: EventKind::Broadcast,
+            data: vec![],
+            except: Some(ClientId(1)),
+        };
+        futures_util::FutureExt::now_or_never(hub.publish(publication))
+            .unwrap()
+            .unwrap();
+        assert!(own.live.try_recv().is_err());
+        assert!(other_tab.live.try_recv().is_ok());
+        let third =
+            futures_util::FutureExt::now_or_never(hub.subscribe(subscriber("a", "r", 3), None))
+                .unwrap();
+        assert!(matches!(
+            third,
+            Err(HubError::TooManyConnections { max: 2, .. })
+        ));
+        drop(own);
+        assert_eq!(hub.connections(), 1);
+    }
+}

@@ -1,0 +1,178 @@
+//! `GET /events`: the Server-Sent Events stream of one connection.
+//!
+//! Frames are written by hand (see `hub::frame`): each event is framed once and its bytes are
+//! shared by every connection it reaches.
+
+use std::{collections::VecDeque, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{
+    Connection, Crudp,
+    router::{refuse, unavailable, unix_now},
+};
+use crate::{
+    auth::TokenError,
+    context::User,
+    hub::{Frame, HubError, PING, Start, Subscriber, event_frame, retry_frame},
+    protocol::{EventKind, Position},
+};
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    token: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+pub(super) async fn events(
+    State(crudp): State<Crudp>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = query.token.as_deref().or(bearer) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "an event stream needs a token: get one from `POST /token` and pass it as `?token=`"
+                .into(),
+        );
+    };
+    let claims = match crudp.shared.tokens.verify(token, unix_now()) {
+        Ok(claims) => claims,
+        Err(e @ (TokenError::Expired | TokenError::Forged | TokenError::Malformed)) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("{e}; get a new one from `POST /token`"),
+            );
+        }
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(query.last_event_id.as_deref())
+        .filter(|id| !id.is_empty())
+        // An ID that is not a number is one this server never sent: the client gets `reset`.
+        .map(|id| id.trim().parse::<u64>().unwrap_or(u64::MAX));
+
+    let connection = Connection {
+        user: User::new(claims.user, claims.role),
+        client: claims.client,
+    };
+    let subscriber = Subscriber {
+        user: connection.user.clone(),
+        client: connection.client,
+    };
+    let subscription = match crudp.shared.hub.subscribe(subscriber, last_event_id).await {
+        Ok(subscription) => subscription,
+        Err(e @ HubError::TooManyConnections { .. }) => {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+        }
+        Err(e) => return unavailable(e.to_string()),
+    };
+
+    let position = postcard::to_stdvec(&Position {
+        last_event_id: subscription.position,
+    })
+    .expect("a position always encodes");
+    let mut head = VecDeque::new();
+    head.push_back(retry_frame(
+        crudp.shared.limits.retry_hint.as_millis() as u64
+    ));
+    match subscription.start {
+        Start::Reset => head.push_back(event_frame(
+            subscription.position,
+            EventKind::Reset,
+            &position,
+        )),
+        Start::Replay(frames) => head.extend(frames.into_iter().map(|f| f.bytes)),
+    }
+    head.push_back(event_frame(
+        subscription.position,
+        EventKind::Ready,
+        &position,
+    ));
+
+    if let Some(hook) = &crudp.shared.on_connect {
+        hook(&connection);
+    }
+    let heartbeat = crudp.shared.limits.heartbeat;
+    let expires = Instant::now() + Duration::from_secs(claims.exp.saturating_sub(unix_now()));
+    let state = Stream {
+        head,
+        live: subscription.live,
+        ping: tokio::time::interval_at(Instant::now() + heartbeat, heartbeat),
+        expires,
+        _registration: subscription.guard,
+        _presence: Presence {
+            crudp: crudp.clone(),
+            connection,
+        },
+    };
+    let body = stream::unfold(state, |mut state| async move {
+        let next = state.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(next), state))
+    });
+
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct Stream {
+    head: VecDeque<Bytes>,
+    live: mpsc::Receiver<Frame>,
+    ping: tokio::time::Interval,
+    expires: Instant,
+    _registration: Box<dyn Send + Sync>,
+    _presence: Presence,
+}
+
+impl Stream {
+    /// The next bytes to send, or `None` to end the stream: when the hub closed the
+    /// connection (it fell behind) or its token expired. The client then reconnects with
+    /// `Last-Event-ID` and misses nothing.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(bytes) = self.head.pop_front() {
+            return Some(bytes);
+        }
+        tokio::select! {
+            biased;
+            frame = self.live.recv() => frame.map(|f| f.bytes),
+            () = tokio::time::sleep_until(self.expires) => None,
+            _ = self.ping.tick() => Some(Bytes::from_static(PING)),
+        }
+    }
+}
+
+/// Calls the disconnect hook when the stream is dropped.
+struct Presence {
+    crudp: Crudp,
+    connection: Connection,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        if let Some(hook) = &self.crudp.shared.on_disconnect {
+            hook(&self.connection);
+        }
+    }
+}
