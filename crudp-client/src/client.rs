@@ -1,84 +1,226 @@
-//! The client: a queue of calls, drained in batches by one sender task at a time.
+//! The client: a queue of calls, a sender that drains it in batches, and (in the default
+//! mode) an event stream that brings the results back.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::Duration,
 };
 
 use crudp_runtime::{
-    Action, Batch, ClientId, Outcome, Packet, RejectCode, Results,
+    Action, Batch, ClientId, Outcome, RejectCode, Results,
     protocol::{PROTOCOL_VERSION, decode_results, encode_batch},
 };
-use futures_channel::oneshot;
-use serde::Serialize;
+use futures_channel::{mpsc, oneshot};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    call::{CallFuture, Reply},
+    call::CallFuture,
+    events::{self, ListenerFn, Listeners},
+    queue::{Call, Calls},
     rt,
-    transport::{Transport, TransportError},
+    status::{Connection, Status},
+    transport::{MaybeSendSync, Transport, TransportError},
 };
 
-/// Default for the most packets one batch carries: 1,000.
+/// Default for [`ClientBuilder::max_batch_packets`]: 1,000.
 pub const DEFAULT_MAX_BATCH_PACKETS: usize = 1000;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Consecutive failures after which the client reports [`Connection::Offline`].
+const OFFLINE_AFTER: u32 = 3;
+
+/// How results come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Batches go to `POST /sync` (answered `202` at once) and results come over the event
+    /// stream, together with broadcasts. The default.
+    #[default]
+    Sync,
+    /// Batches go to `POST /call` and results come in its answer; no event stream, so no
+    /// broadcasts. For environments without SSE.
+    Call,
+}
 
 /// A connection to one CRUDP server, shared by the generated `{Trait}Client` stubs.
 ///
-/// Every call is queued at once; the queue is sent as one batch as soon as the current task
-/// yields, so calls made together (for instance under `join!`) leave in one request. While the
-/// server is unreachable the batch is sent again with exponential back-off and jitter; calls
-/// keep their sequence numbers, so the server never runs one twice.
+/// Every call is queued at once, even offline, and the queue leaves as one batch as soon as
+/// the current task yields, so calls made together (for instance under `join!`) share one
+/// request. While the server is unreachable the client retries with exponential back-off and
+/// jitter; calls keep their sequence numbers, and the server never runs one twice.
 ///
-/// Cloning is cheap: clones share the queue.
+/// Cloning is cheap: clones share the queue, the event stream and the listeners.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    call_url: String,
-    id: ClientId,
-    transport: Box<dyn Transport>,
+/// Configures a [`Client`]; made by [`Client::builder`].
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    transport: Option<Box<dyn Transport>>,
+    mode: Mode,
+    max_batch_packets: usize,
+}
+
+pub(crate) struct Inner {
+    base: String,
+    pub(crate) id: ClientId,
+    pub(crate) transport: Box<dyn Transport>,
+    mode: Mode,
     max_batch_packets: usize,
     state: Mutex<State>,
+    pub(crate) listeners: Listeners,
+    watchers: Mutex<Watchers>,
+    /// Wakes the event stream from its back-off, for [`Client::sync`].
+    kick: mpsc::UnboundedSender<()>,
+    /// Dropped with the client, which ends the event stream.
+    _shutdown: oneshot::Sender<()>,
+    /// Handed to the event stream when it starts.
+    pending_stream: Mutex<Option<(oneshot::Receiver<()>, mpsc::UnboundedReceiver<()>)>>,
 }
+
+struct State {
+    calls: Calls,
+    sending: bool,
+    connection: Connection,
+    failures: u32,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+type StatusFn = dyn Fn(Status) + Send + Sync;
+#[cfg(target_arch = "wasm32")]
+type StatusFn = dyn Fn(Status);
 
 #[derive(Default)]
-struct State {
-    next_seq: u64,
-    queue: VecDeque<Pending>,
-    sending: bool,
+struct Watchers {
+    next_id: u64,
+    last: Option<Status>,
+    list: Vec<(u64, Arc<StatusFn>)>,
 }
 
-struct Pending {
-    packet: Packet,
-    reply: oneshot::Sender<Reply>,
+/// A registered listener; [`remove`](Listener::remove) unregisters it. Dropping it keeps the
+/// listener registered.
+#[must_use = "dropping the handle keeps the listener; call `remove` to unregister it"]
+pub struct Listener {
+    client: Weak<Inner>,
+    kind: ListenerKind,
+}
+
+enum ListenerKind {
+    Action {
+        handler: u32,
+        action: Action,
+        id: u64,
+    },
+    Status {
+        id: u64,
+    },
+}
+
+impl Listener {
+    /// Unregisters the listener.
+    pub fn remove(self) {
+        let Some(inner) = self.client.upgrade() else {
+            return;
+        };
+        match self.kind {
+            ListenerKind::Action {
+                handler,
+                action,
+                id,
+            } => inner.listeners.remove(handler, action, id),
+            ListenerKind::Status { id } => inner.watchers().list.retain(|(i, _)| *i != id),
+        }
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Sends through `transport` instead of the platform's default.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Box::new(transport));
+        self
+    }
+
+    /// How results come back. Default: [`Mode::Sync`].
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The most calls one batch carries; keep it at or below the server's `max_packets`.
+    /// Default: [`DEFAULT_MAX_BATCH_PACKETS`].
+    pub fn max_batch_packets(mut self, packets: usize) -> Self {
+        self.max_batch_packets = packets.max(1);
+        self
+    }
+
+    /// Builds the client. Nothing is sent until the first call.
+    ///
+    /// # Panics
+    ///
+    /// On a target without a default transport (none is built in for wasm32 yet) when no
+    /// transport was given.
+    pub fn build(self) -> Client {
+        let transport = self.transport.unwrap_or_else(default_transport);
+        let (shutdown, shutdown_receiver) = oneshot::channel();
+        let (kick, kicks) = mpsc::unbounded();
+        Client {
+            inner: Arc::new(Inner {
+                base: self.url.trim_end_matches('/').to_owned(),
+                id: ClientId(rt::random_u64()),
+                transport,
+                mode: self.mode,
+                max_batch_packets: self.max_batch_packets,
+                state: Mutex::new(State {
+                    calls: Calls::new(),
+                    sending: false,
+                    connection: Connection::Reconnecting,
+                    failures: 0,
+                }),
+                listeners: Listeners::default(),
+                watchers: Mutex::default(),
+                kick,
+                _shutdown: shutdown,
+                pending_stream: Mutex::new(Some((shutdown_receiver, kicks))),
+            }),
+        }
+    }
+}
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+fn default_transport() -> Box<dyn Transport> {
+    Box::new(crate::transport::ReqwestTransport::new())
+}
+
+#[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
+fn default_transport() -> Box<dyn Transport> {
+    panic!(
+        "no default transport on this target: pass one with `Client::builder(url).transport(..)`"
+    )
 }
 
 impl Client {
-    /// A client for the CRUDP server mounted at `url`, e.g. `http://127.0.0.1:3000/crudp`.
+    /// A client for the CRUDP server mounted at `url`, e.g. `http://127.0.0.1:3000/crudp`,
+    /// with the default transport and [`Mode::Sync`].
     #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
     pub fn new(url: impl Into<String>) -> Self {
-        Self::with_transport(url, crate::transport::ReqwestTransport::new())
+        Self::builder(url).build()
     }
 
-    /// A client that sends its batches through `transport`.
-    pub fn with_transport(url: impl Into<String>, transport: impl Transport) -> Self {
-        let url = url.into();
-        let base = url.trim_end_matches('/');
-        Self {
-            inner: Arc::new(Inner {
-                call_url: format!("{base}/call"),
-                id: ClientId(rt::random_u64()),
-                transport: Box::new(transport),
-                max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
-                state: Mutex::new(State {
-                    next_seq: 1,
-                    ..State::default()
-                }),
-            }),
+    /// Configures a client for the CRUDP server mounted at `url`.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            transport: None,
+            mode: Mode::default(),
+            max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
         }
     }
 
@@ -87,9 +229,28 @@ impl Client {
         self.inner.id
     }
 
-    /// The number of calls queued or in flight, not yet answered.
-    pub fn pending(&self) -> usize {
-        self.inner.state().queue.len()
+    /// The link to the server and the calls waiting for it.
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// Calls `watcher` with the new [`Status`] whenever it changes, e.g. to drive a Leptos
+    /// signal or a Yew state.
+    pub fn on_status(&self, watcher: impl Fn(Status) + MaybeSendSync + 'static) -> Listener {
+        let mut watchers = self.inner.watchers();
+        watchers.next_id += 1;
+        let id = watchers.next_id;
+        watchers.list.push((id, Arc::new(watcher)));
+        Listener {
+            client: Arc::downgrade(&self.inner),
+            kind: ListenerKind::Status { id },
+        }
+    }
+
+    /// Sends what is queued now, and retries at once if the server was unreachable.
+    pub fn sync(&self) {
+        let _ = self.inner.kick.unbounded_send(());
+        Inner::start_sender(&self.inner);
     }
 
     /// Queues a call of `action` on the module with wire ID `handler`, with the argument
@@ -109,36 +270,60 @@ impl Client {
                 return CallFuture::new(receiver);
             }
         };
-        let start_sender = {
+        {
             let mut state = self.inner.state();
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            state.queue.push_back(Pending {
-                packet: Packet {
-                    seq,
-                    handler,
-                    action,
-                    args,
-                },
-                reply,
+            let seq = state.calls.next_seq();
+            let packet = crudp_runtime::Packet {
+                seq,
+                handler,
+                action,
+                args,
+            };
+            state.calls.push(Call {
+                packet,
+                reply: Some(reply),
             });
-            !std::mem::replace(&mut state.sending, true)
-        };
-        if start_sender {
-            let inner = Arc::clone(&self.inner);
-            if let Err(message) = rt::spawn(async move { inner.send_all().await }) {
-                self.inner.fail_all(&message);
-            }
         }
+        self.inner.notify_status();
+        self.inner.start_stream();
+        Inner::start_sender(&self.inner);
         CallFuture::new(receiver)
+    }
+
+    /// Calls `listener` with every successful result of `action` on the module with wire ID
+    /// `handler`: this client's own calls and the broadcasts of others. The generated
+    /// `on_<action>` methods call this.
+    pub fn listen<T, F>(&self, handler: u32, action: Action, listener: F) -> Listener
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + MaybeSendSync + 'static,
+    {
+        let decode = move |bytes: &[u8]| match postcard::from_bytes::<T>(bytes) {
+            Ok(value) => listener(value),
+            Err(e) => {
+                tracing::warn!(handler, %action, "a result does not decode for its listener: {e}")
+            }
+        };
+        let listener: Arc<ListenerFn> = Arc::new(decode);
+        let id = self.inner.listeners.add(handler, action, listener);
+        self.inner.start_stream();
+        Listener {
+            client: Arc::downgrade(&self.inner),
+            kind: ListenerKind::Action {
+                handler,
+                action,
+                id,
+            },
+        }
     }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("url", &self.inner.call_url)
+            .field("url", &self.inner.base)
             .field("id", &self.inner.id)
+            .field("mode", &self.inner.mode)
             .finish_non_exhaustive()
     }
 }
@@ -148,114 +333,267 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends the queue, batch after batch, until it is empty. Only one runs at a time, so a
-    /// client's batches reach the server in order.
-    async fn send_all(&self) {
+    fn watchers(&self) -> MutexGuard<'_, Watchers> {
+        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.base)
+    }
+
+    fn status(&self) -> Status {
+        let state = self.state();
+        Status {
+            connection: state.connection,
+            queued: state.calls.queued(),
+            in_flight: state.calls.in_flight(),
+        }
+    }
+
+    /// Tells the status watchers, if the status changed.
+    fn notify_status(&self) {
+        let status = self.status();
+        let watchers: Vec<_> = {
+            let mut watchers = self.watchers();
+            if watchers.last == Some(status) {
+                return;
+            }
+            watchers.last = Some(status);
+            watchers.list.iter().map(|(_, w)| Arc::clone(w)).collect()
+        };
+        for watcher in watchers {
+            watcher(status);
+        }
+    }
+
+    /// Starts the event stream on first use ([`Mode::Sync`] only).
+    fn start_stream(self: &Arc<Self>) {
+        if self.mode != Mode::Sync {
+            return;
+        }
+        let Some((shutdown, kicks)) = self
+            .pending_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let stream = events::run(Arc::downgrade(self), shutdown, kicks, self.id.0);
+        if let Err(message) = rt::spawn(stream) {
+            self.fail_all(&message);
+        }
+    }
+
+    /// Starts the sender if there is something to send, it may send, and it is not running.
+    fn start_sender(self: &Arc<Self>) {
+        let start = {
+            let mut state = self.state();
+            let may_send = self.mode == Mode::Call || state.connection == Connection::Online;
+            let start = may_send && !state.sending && state.calls.queued() > 0;
+            state.sending |= start;
+            start
+        };
+        if start {
+            let inner = Arc::clone(self);
+            if let Err(message) = rt::spawn(async move { inner.send_all().await }) {
+                self.state().sending = false;
+                self.fail_all(&message);
+            }
+        }
+    }
+
+    /// Sends the queue, batch after batch, until it is empty or the server unreachable. Only
+    /// one runs at a time, so a client's batches reach the server in order.
+    async fn send_all(self: Arc<Self>) {
         rt::yield_now().await;
-        let mut backoff = Backoff::new(self.id.0);
+        let mut guard = SendingGuard(Some(Arc::clone(&self)));
+        let mut backoff = Backoff::new(self.id.0 ^ 0x5eed);
         loop {
-            let packets: Vec<Packet> = {
+            let packets = {
                 let mut state = self.state();
-                if state.queue.is_empty() {
+                let may_send = self.mode == Mode::Call || state.connection == Connection::Online;
+                if !may_send || state.calls.queued() == 0 {
                     state.sending = false;
+                    guard.0 = None;
                     return;
                 }
-                let n = state.queue.len().min(self.max_batch_packets);
-                state
-                    .queue
-                    .iter()
-                    .take(n)
-                    .map(|p| p.packet.clone())
-                    .collect()
+                state.calls.take_batch(self.max_batch_packets)
             };
-            let sent = packets.len();
+            self.notify_status();
+            let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
             let body = encode_batch(&Batch {
                 version: PROTOCOL_VERSION,
                 client: self.id,
                 packets,
             });
-            let answer = self
-                .transport
-                .post(&self.call_url, body)
-                .await
-                .and_then(|bytes| {
-                    decode_results(&bytes, self.max_batch_packets).map_err(|e| {
-                        TransportError::Status {
-                            status: 200,
-                            message: format!("undecodable results: {e}"),
-                        }
-                    })
-                });
-            match answer {
+            let sent = match self.mode {
+                Mode::Sync => self
+                    .transport
+                    .post(&self.url("sync"), body)
+                    .await
+                    .map(|_| None),
+                Mode::Call => {
+                    self.transport
+                        .post(&self.url("call"), body)
+                        .await
+                        .and_then(|bytes| {
+                            decode_results(&bytes, usize::MAX).map(Some).map_err(|e| {
+                                TransportError::Status {
+                                    status: 200,
+                                    message: format!("undecodable results: {e}"),
+                                }
+                            })
+                        })
+                }
+            };
+            match sent {
                 Ok(results) => {
                     backoff.reset();
-                    self.deliver(sent, results);
+                    if self.mode == Mode::Call {
+                        self.connection_ready_quietly();
+                    }
+                    if let Some(results) = results {
+                        self.deliver(results);
+                    }
                 }
                 Err(e) if e.is_retryable() => {
-                    let delay = backoff.next();
-                    tracing::debug!(error = %e, ?delay, "batch not delivered; retrying");
-                    rt::sleep(delay).await;
+                    tracing::debug!(error = %e, "batch not delivered; it will be sent again");
+                    self.state().calls.requeue(Some(&seqs));
+                    if self.mode == Mode::Call {
+                        self.connection_failed();
+                    } else {
+                        self.notify_status();
+                    }
+                    rt::sleep(backoff.next()).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "batch refused");
-                    self.fail_first(sent, &e.to_string());
+                    let refused = self.state().calls.remove_in_flight(&seqs);
+                    self.notify_status();
+                    for call in refused {
+                        call.resolve(Err(e.to_string()));
+                    }
                 }
             }
         }
     }
 
-    /// Hands each result to its call and drops the `sent` calls from the queue.
-    fn deliver(&self, sent: usize, results: Results) {
-        let mut outcomes: HashMap<u64, Outcome> = results
-            .results
-            .into_iter()
-            .map(|r| (r.seq, r.outcome))
-            .collect();
-        let answered: Vec<Pending> = self.state().queue.drain(..sent).collect();
-        for pending in answered {
-            let reply = outcomes
-                .remove(&pending.packet.seq)
-                .ok_or_else(|| "the server did not answer this call".to_owned());
-            let _ = pending.reply.send(reply);
+    /// Hands results to their calls and listeners; `Unavailable` ones are sent again later.
+    pub(crate) fn deliver(self: &Arc<Self>, results: Results) {
+        let mut answered = Vec::with_capacity(results.results.len());
+        let mut retry = Vec::new();
+        {
+            let mut state = self.state();
+            for result in results.results {
+                if Calls::is_final(&result.outcome) {
+                    if let Some(call) = state.calls.answer(result.seq) {
+                        answered.push((call, result.outcome));
+                    }
+                } else {
+                    retry.push(result.seq);
+                }
+            }
+            state.calls.requeue(Some(&retry));
+        }
+        self.notify_status();
+        for (call, outcome) in answered {
+            if let Outcome::Ok(value) = &outcome {
+                self.listeners
+                    .notify(call.packet.handler, call.packet.action, value);
+            }
+            call.resolve(Ok(outcome));
+        }
+        if !retry.is_empty() {
+            let inner = Arc::clone(self);
+            let _ = rt::spawn(async move {
+                rt::sleep(BACKOFF_MIN * 4).await;
+                Inner::start_sender(&inner);
+            });
         }
     }
 
-    fn fail_first(&self, n: usize, message: &str) {
-        let failed: Vec<_> = self.state().queue.drain(..n).collect();
-        for pending in failed {
-            let _ = pending.reply.send(Err(message.to_owned()));
+    /// The event stream is open and caught up: calls still in flight lost their results, so
+    /// they are sent again (the server answers them without running them twice).
+    pub(crate) fn connection_ready(self: &Arc<Self>) {
+        self.state().calls.requeue(None);
+        self.connection_ready_quietly();
+        Inner::start_sender(self);
+    }
+
+    fn connection_ready_quietly(&self) {
+        {
+            let mut state = self.state();
+            state.connection = Connection::Online;
+            state.failures = 0;
         }
+        self.notify_status();
+    }
+
+    pub(crate) fn connection_lost(&self) {
+        self.state().connection = Connection::Reconnecting;
+        self.notify_status();
+    }
+
+    pub(crate) fn connection_failed(&self) {
+        {
+            let mut state = self.state();
+            state.failures += 1;
+            state.connection = if state.failures >= OFFLINE_AFTER {
+                Connection::Offline
+            } else {
+                Connection::Reconnecting
+            };
+        }
+        self.notify_status();
     }
 
     fn fail_all(&self, message: &str) {
-        let n = {
+        let calls: Vec<Call> = {
             let mut state = self.state();
-            state.sending = false;
-            state.queue.len()
+            state.calls.requeue(None);
+            let n = state.calls.queued();
+            let packets = state.calls.take_batch(n);
+            let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
+            state.calls.remove_in_flight(&seqs)
         };
-        self.fail_first(n, message);
+        self.notify_status();
+        for call in calls {
+            call.resolve(Err(message.to_owned()));
+        }
+    }
+}
+
+/// Clears the `sending` flag if the sender is cancelled or panics, so later calls start a new one.
+struct SendingGuard(Option<Arc<Inner>>);
+
+impl Drop for SendingGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.state().sending = false;
+        }
     }
 }
 
 /// Exponential back-off with "equal jitter": half the ceiling fixed, half random.
-struct Backoff {
+pub(crate) struct Backoff {
     attempt: u32,
     seed: u64,
 }
 
 impl Backoff {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             attempt: 0,
             seed: seed | 1,
         }
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let ceiling = BACKOFF_MIN
             .saturating_mul(1 << self.attempt.min(16))
             .min(BACKOFF_MAX);

@@ -1,13 +1,18 @@
-//! The CRUDP client: a queue of typed calls, sent in batches over a [`Transport`].
+//! The CRUDP client: a queue of typed calls, sent in batches over a [`Transport`], with
+//! results and broadcasts coming back over Server-Sent Events.
 //!
 //! Applications use it through the `crudp` crate: make one [`Client`] per server, then one
 //! generated `{Trait}Client` stub per module on top of it.
 
 mod call;
 mod client;
+mod events;
+mod queue;
 mod rt;
+mod status;
 pub mod transport;
 
 pub use call::CallFuture;
-pub use client::{Client, DEFAULT_MAX_BATCH_PACKETS};
-pub use transport::{Transport, TransportError};
+pub use client::{Client, ClientBuilder, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode};
+pub use status::{Connection, Status};
+pub use transport::{MaybeSendSync, Transport, TransportError};

@@ -10,7 +10,11 @@ pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Result<(
         return Ok(());
     }
     drop(task);
-    Err("no async runtime to send the call on: make calls from inside a Tokio runtime".into())
+    if cfg!(feature = "native") {
+        Err("no async runtime to send the call on: make calls from inside a Tokio runtime".into())
+    } else {
+        Err("no async runtime: enable the `native` feature of crudp-client".into())
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -52,5 +56,19 @@ pub(crate) fn random_u64() -> u64 {
         }
         use std::hash::{BuildHasher, RandomState};
         RandomState::new().hash_one(std::time::SystemTime::now())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (js_sys::Date::now() / 1000.0) as u64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 }

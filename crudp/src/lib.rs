@@ -62,7 +62,7 @@ pub mod server {
 pub mod __private {
     pub use std::boxed::Box;
 
-    pub use crudp_client::{CallFuture, Client};
+    pub use crudp_client::{CallFuture, Client, Listener, MaybeSendSync};
     pub use crudp_runtime::{
         Action, BoxFuture, Context, Dispatch, Module, ModuleDescriptor, Outcome, decode_args,
         encode_result, module_id, unknown_action,

@@ -5,6 +5,8 @@ mod native;
 
 use std::{future::Future, pin::Pin};
 
+use futures_util::Stream;
+
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub use native::ReqwestTransport;
 
@@ -26,7 +28,25 @@ pub trait MaybeSendSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSendSync for T {}
 
-/// Carries postcard bodies to the server's endpoints.
+/// A stream of server-sent events; `Send` on native targets.
+#[cfg(not(target_arch = "wasm32"))]
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, TransportError>> + Send>>;
+/// A stream of server-sent events; `Send` on native targets.
+#[cfg(target_arch = "wasm32")]
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, TransportError>>>>;
+
+/// One event of an SSE stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `id:` field.
+    pub id: Option<String>,
+    /// The `event:` field.
+    pub event: Option<String>,
+    /// The `data:` field.
+    pub data: String,
+}
+
+/// Carries postcard bodies to the server's endpoints and opens its event stream.
 pub trait Transport: MaybeSendSync + 'static {
     /// POSTs `body` (`application/octet-stream`) to `url` and returns the body of a `2xx` answer.
     fn post(
@@ -34,6 +54,14 @@ pub trait Transport: MaybeSendSync + 'static {
         url: &str,
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
+
+    /// Opens the SSE stream at `url`, sending `Last-Event-ID` if given. The stream ends or
+    /// fails when the connection does; the client then reconnects.
+    fn events(
+        &self,
+        url: &str,
+        last_event_id: Option<u64>,
+    ) -> TransportFuture<'_, Result<EventStream, TransportError>>;
 }
 
 /// Why a request did not get a `2xx` answer.
@@ -58,6 +86,14 @@ impl TransportError {
         match self {
             TransportError::Unreachable(_) => true,
             TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TransportError::Unreachable(_) => None,
+            TransportError::Status { status, .. } => Some(*status),
         }
     }
 }

@@ -1,6 +1,9 @@
-//! The native transport: reqwest over a keep-alive connection pool.
+//! The native transport: reqwest over a keep-alive connection pool, and a streaming SSE parser.
 
-use super::{Transport, TransportError, TransportFuture};
+use futures_util::{StreamExt, TryStreamExt};
+use sse_stream::SseByteStream;
+
+use super::{EventStream, SseEvent, Transport, TransportError, TransportFuture};
 
 /// Sends batches with [`reqwest`]; the default transport of [`Client::new`](crate::Client::new)
 /// on native targets.
@@ -15,10 +18,27 @@ impl ReqwestTransport {
         Self::default()
     }
 
-    /// A transport that shares an existing reqwest client (its pool, proxies and TLS set-up).
+    /// A transport that shares an existing reqwest client: its pool, default headers (for
+    /// the server's authenticator), proxies and TLS set-up.
     pub fn with_client(http: reqwest::Client) -> Self {
         Self { http }
     }
+}
+
+fn unreachable(e: reqwest::Error) -> TransportError {
+    TransportError::Unreachable(e.to_string())
+}
+
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, TransportError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await.map_err(unreachable)?;
+    Err(TransportError::Status {
+        status: status.as_u16(),
+        message: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 impl Transport for ReqwestTransport {
@@ -33,18 +53,40 @@ impl Transport for ReqwestTransport {
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
         Box::pin(async move {
-            let unreachable = |e: reqwest::Error| TransportError::Unreachable(e.to_string());
-            let response = request.send().await.map_err(unreachable)?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(unreachable)?;
-            if status.is_success() {
-                Ok(body.into())
-            } else {
-                Err(TransportError::Status {
-                    status: status.as_u16(),
-                    message: String::from_utf8_lossy(&body).into_owned(),
-                })
-            }
+            let response = check(request.send().await.map_err(unreachable)?).await?;
+            Ok(response.bytes().await.map_err(unreachable)?.into())
+        })
+    }
+
+    fn events(
+        &self,
+        url: &str,
+        last_event_id: Option<u64>,
+    ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
+        let mut request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        Box::pin(async move {
+            let response = check(request.send().await.map_err(unreachable)?).await?;
+            let events = SseByteStream::new(response.bytes_stream())
+                .map_err(|e| TransportError::Unreachable(e.to_string()))
+                .filter_map(|event| async move {
+                    match event {
+                        // Comments (the heartbeat) and `retry:` hints carry no event.
+                        Ok(sse) if sse.data.is_none() => None,
+                        Ok(sse) => Some(Ok(SseEvent {
+                            id: sse.id,
+                            event: sse.event,
+                            data: sse.data.unwrap_or_default(),
+                        })),
+                        Err(e) => Some(Err(e)),
+                    }
+                });
+            Ok(Box::pin(events) as EventStream)
         })
     }
 }

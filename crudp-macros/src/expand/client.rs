@@ -41,6 +41,11 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             .collect();
         let names = params.iter().map(|(n, _)| n);
         let inputs = params.iter().map(|(n, ty)| quote!(#n: #ty));
+        let on_ident = quote::format_ident!("on_{}", ident.to_string().trim_start_matches("r#"));
+        let on_doc = format!(
+            " Calls `listener` with every successful result of [`{name}::{}`]: this client's own calls and the broadcasts of others.",
+            ident.to_string().trim_start_matches("r#")
+        );
         let summary = format!(
             " Calls [`{name}::{}`] on the server.",
             ident.to_string().trim_start_matches("r#")
@@ -56,6 +61,18 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
                     <Self as #private::Module>::DESCRIPTOR.id,
                     #private::Action::#variant,
                     &(#(#names,)*),
+                )
+            }
+
+            #[doc = #on_doc]
+            pub fn #on_ident(
+                &self,
+                listener: impl ::core::ops::Fn(#ok) + #private::MaybeSendSync + 'static,
+            ) -> #private::Listener {
+                self.client.listen(
+                    <Self as #private::Module>::DESCRIPTOR.id,
+                    #private::Action::#variant,
+                    listener,
                 )
             }
         })

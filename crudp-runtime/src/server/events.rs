@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    Connection, Crudp,
+    Crudp, Peer,
     router::{refuse, unavailable, unix_now},
 };
 use crate::{
@@ -67,7 +67,7 @@ pub(super) async fn events(
         // An ID that is not a number is one this server never sent: the client gets `reset`.
         .map(|id| id.trim().parse::<u64>().unwrap_or(u64::MAX));
 
-    let connection = Connection {
+    let connection = Peer {
         user: User::new(claims.user, claims.role),
         client: claims.client,
     };
@@ -166,7 +166,7 @@ impl Stream {
 /// Calls the disconnect hook when the stream is dropped.
 struct Presence {
     crudp: Crudp,
-    connection: Connection,
+    connection: Peer,
 }
 
 impl Drop for Presence {

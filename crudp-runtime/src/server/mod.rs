@@ -58,16 +58,16 @@ pub struct Crudp {
     shared: Arc<Shared>,
 }
 
-/// A connection event for [`CrudpBuilder::on_connect`] and [`CrudpBuilder::on_disconnect`].
+/// The peer of an event stream, for [`CrudpBuilder::on_connect`] and [`CrudpBuilder::on_disconnect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Connection {
+pub struct Peer {
     /// The connection's user.
     pub user: User,
     /// The connection's client.
     pub client: ClientId,
 }
 
-type Hook = Box<dyn Fn(&Connection) + Send + Sync>;
+type Hook = Box<dyn Fn(&Peer) + Send + Sync>;
 
 struct Shared {
     modules: HashMap<u32, Box<dyn Dispatch>>,
@@ -301,13 +301,13 @@ impl CrudpBuilder {
     }
 
     /// Called when an event stream opens, e.g. to track presence.
-    pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+    pub fn on_connect(mut self, hook: impl Fn(&Peer) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Box::new(hook));
         self
     }
 
     /// Called when an event stream closes.
-    pub fn on_disconnect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+    pub fn on_disconnect(mut self, hook: impl Fn(&Peer) + Send + Sync + 'static) -> Self {
         self.on_disconnect = Some(Box::new(hook));
         self
     }

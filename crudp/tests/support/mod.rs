@@ -136,7 +136,7 @@ impl Fragile for Glass {
 pub struct Server {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
-    /// Requests that reached the CRUDP router.
+    /// Batches that reached the CRUDP router (`POST /sync` and `POST /call`).
     pub requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -166,8 +166,11 @@ impl Server {
                 .layer(axum::middleware::from_fn(
                     move |request: Request, next: Next| {
                         let counter = Arc::clone(&counter);
-                        async move {
+                        let path = request.uri().path();
+                        if path.ends_with("/sync") || path.ends_with("/call") {
                             counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        async move {
                             let response: Response = next.run(request).await;
                             response
                         }

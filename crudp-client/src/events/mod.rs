@@ -1,0 +1,146 @@
+//! The event stream: results of this client's batches, broadcasts for its listeners, and the
+//! reconnection that keeps it open.
+
+mod listeners;
+
+use std::sync::{Arc, Weak};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crudp_runtime::{
+    Broadcast, EventKind,
+    protocol::{TokenGrant, decode_results},
+};
+use futures_channel::{mpsc, oneshot};
+use futures_util::{
+    StreamExt,
+    future::{Either, select},
+};
+
+pub(crate) use listeners::{ListenerFn, Listeners};
+
+use crate::{
+    client::{Backoff, Inner},
+    rt,
+    transport::{EventStream, SseEvent, TransportError},
+};
+
+/// Seconds before expiry at which a token is renewed rather than used.
+const TOKEN_MARGIN: u64 = 5;
+
+/// Keeps the event stream open until the client is dropped (`shutdown` resolves).
+pub(crate) async fn run(
+    client: Weak<Inner>,
+    mut shutdown: oneshot::Receiver<()>,
+    mut kicks: mpsc::UnboundedReceiver<()>,
+    seed: u64,
+) {
+    let mut token: Option<TokenGrant> = None;
+    let mut last_event_id: Option<u64> = None;
+    let mut backoff = Backoff::new(seed);
+    loop {
+        let Some(inner) = client.upgrade() else {
+            return;
+        };
+        let had_token = token.is_some();
+        let stream = match connect(&inner, &mut token, last_event_id).await {
+            Ok(stream) => stream,
+            Err(e) if e.status() == Some(401) && had_token => {
+                // The token expired or the server restarted with a new key: get a new one now.
+                tracing::debug!("event stream refused its token; renewing it");
+                token = None;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "event stream not connected");
+                inner.connection_failed();
+                drop(inner);
+                let delay = rt::sleep(backoff.next());
+                match select(select(Box::pin(delay), kicks.next()), &mut shutdown).await {
+                    Either::Left(_) => continue,
+                    Either::Right(_) => return,
+                }
+            }
+        };
+        drop(inner);
+        let mut stream: EventStream = stream;
+        loop {
+            let event = match select(stream.next(), &mut shutdown).await {
+                Either::Left((event, _)) => event,
+                Either::Right(_) => return,
+            };
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            match event {
+                Some(Ok(event)) => {
+                    if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
+                        last_event_id = Some(id);
+                    }
+                    if handle(&inner, event) == Some(EventKind::Ready) {
+                        backoff.reset();
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "event stream broke");
+                    inner.connection_lost();
+                    break;
+                }
+                None => {
+                    inner.connection_lost();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    inner: &Inner,
+    token: &mut Option<TokenGrant>,
+    last_event_id: Option<u64>,
+) -> Result<EventStream, TransportError> {
+    let current = match token.take() {
+        Some(grant) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
+        _ => {
+            let body = postcard::to_stdvec(&inner.id).expect("a client ID always encodes");
+            let answer = inner.transport.post(&inner.url("token"), body).await?;
+            postcard::from_bytes(&answer).map_err(|e| TransportError::Status {
+                status: 200,
+                message: format!("the token grant does not decode: {e}"),
+            })?
+        }
+    };
+    let url = format!("{}?token={}", inner.url("events"), current.token);
+    *token = Some(current);
+    inner.transport.events(&url, last_event_id).await
+}
+
+/// Acts on one event; returns its kind.
+fn handle(inner: &Arc<Inner>, event: SseEvent) -> Option<EventKind> {
+    let kind = EventKind::from_name(event.event.as_deref()?)?;
+    let data = match URL_SAFE_NO_PAD.decode(event.data.trim()) {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::warn!("an event's data is not base64url: {e}");
+            return Some(kind);
+        }
+    };
+    match kind {
+        EventKind::Results => match decode_results(&data, usize::MAX) {
+            Ok(results) => inner.deliver(results),
+            Err(e) => tracing::warn!("undecodable results event: {e}"),
+        },
+        EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
+            Ok(broadcast) => {
+                inner
+                    .listeners
+                    .notify(broadcast.handler, broadcast.action, &broadcast.value)
+            }
+            Err(e) => tracing::warn!("undecodable broadcast event: {e}"),
+        },
+        // Results missed before a reset are asked for again when the stream is ready.
+        EventKind::Reset => tracing::debug!("event stream reset: events may have been missed"),
+        EventKind::Ready => inner.connection_ready(),
+    }
+    Some(kind)
+}

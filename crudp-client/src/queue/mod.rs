@@ -1,0 +1,151 @@
+//! The calls of one client, from the moment they are made until their outcome is known.
+//!
+//! A call is `queued` until it is sent, then `in flight` until its result arrives. Calls that
+//! lose their result (a dropped connection, a `reset`) go back to the queue, in order, and are
+//! sent again under the same sequence numbers, which the server never runs twice.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crudp_runtime::{Outcome, Packet};
+use futures_channel::oneshot;
+
+use crate::call::Reply;
+
+pub(crate) struct Call {
+    pub(crate) packet: Packet,
+    pub(crate) reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl Call {
+    /// Resolves the call's future, if anyone still holds it.
+    pub(crate) fn resolve(mut self, reply: Reply) {
+        if let Some(sender) = self.reply.take() {
+            let _ = sender.send(reply);
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Calls {
+    next_seq: u64,
+    queued: VecDeque<Call>,
+    in_flight: BTreeMap<u64, Call>,
+}
+
+impl Calls {
+    pub(crate) fn new() -> Self {
+        Self {
+            next_seq: 1,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    pub(crate) fn push(&mut self, call: Call) {
+        self.queued.push_back(call);
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.len()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Moves up to `max` queued calls in flight and returns their packets.
+    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<Packet> {
+        let n = self.queued.len().min(max);
+        let mut packets = Vec::with_capacity(n);
+        for call in self.queued.drain(..n) {
+            packets.push(call.packet.clone());
+            self.in_flight.insert(call.packet.seq, call);
+        }
+        packets
+    }
+
+    /// Puts the in-flight calls among `seqs` (all of them if `None`) back in the queue, in
+    /// sequence order, to be sent again.
+    pub(crate) fn requeue(&mut self, seqs: Option<&[u64]>) {
+        let mut back: Vec<Call> = match seqs {
+            None => std::mem::take(&mut self.in_flight).into_values().collect(),
+            Some(seqs) => seqs
+                .iter()
+                .filter_map(|s| self.in_flight.remove(s))
+                .collect(),
+        };
+        if back.is_empty() {
+            return;
+        }
+        back.extend(self.queued.drain(..));
+        back.sort_by_key(|c| c.packet.seq);
+        self.queued = back.into();
+    }
+
+    /// The call with this sequence number, removed, whether in flight or queued again.
+    pub(crate) fn answer(&mut self, seq: u64) -> Option<Call> {
+        if let Some(call) = self.in_flight.remove(&seq) {
+            return Some(call);
+        }
+        let index = self.queued.iter().position(|c| c.packet.seq == seq)?;
+        self.queued.remove(index)
+    }
+
+    /// Removes the in-flight calls among `seqs`.
+    pub(crate) fn remove_in_flight(&mut self, seqs: &[u64]) -> Vec<Call> {
+        seqs.iter()
+            .filter_map(|s| self.in_flight.remove(s))
+            .collect()
+    }
+
+    /// Whether an outcome settles a call: everything but `Unavailable`.
+    pub(crate) fn is_final(outcome: &Outcome) -> bool {
+        !matches!(outcome, Outcome::Unavailable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crudp_runtime::Action;
+
+    use super::*;
+
+    fn call(calls: &mut Calls) -> u64 {
+        let seq = calls.next_seq();
+        calls.push(Call {
+            packet: Packet {
+                seq,
+                handler: 1,
+                action: Action::Read,
+                args: vec![],
+            },
+            reply: None,
+        });
+        seq
+    }
+
+    #[test]
+    fn requeued_calls_go_back_in_order_before_newer_ones() {
+        let mut calls = Calls::new();
+        let seqs: Vec<_> = (0..5).map(|_| call(&mut calls)).collect();
+        let first = calls.take_batch(2);
+        let second = calls.take_batch(2);
+        assert_eq!(
+            (first.len(), second.len(), calls.queued(), calls.in_flight()),
+            (2, 2, 1, 4)
+        );
+        assert!(calls.answer(seqs[1]).is_some());
+        calls.requeue(None);
+        let again: Vec<_> = calls.take_batch(10).iter().map(|p| p.seq).collect();
+        assert_eq!(again, vec![seqs[0], seqs[2], seqs[3], seqs[4]]);
+        assert!(
+            calls.answer(seqs[1]).is_none(),
+            "an answered call is answered once"
+        );
+    }
+}
