@@ -44,10 +44,13 @@
 /// name); `crate = "path"` names the `crudp` crate when it is renamed.
 pub use crudp_macros::module;
 
-pub use crudp_client::{CallFuture, Client, Transport, TransportError, transport};
+pub use crudp_client::{
+    CallFuture, Client, ClientBuilder, Connection, Listener, Mode, Status, Transport,
+    TransportError, transport,
+};
 pub use crudp_runtime::{
     Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,
-    User, module_id, protocol,
+    Target, User, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.

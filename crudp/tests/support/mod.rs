@@ -1,4 +1,5 @@
-//! A real axum server on 127.0.0.1 for the tests, with a count of the requests it served.
+//! A real axum server on 127.0.0.1 for the tests, with a count of the batches it received, an
+//! authenticator that trusts an `x-user: <id>:<role>` header, and raw SSE readers.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,11 +10,19 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{extract::Request, middleware::Next, response::Response};
-use crudp::{Context, server::Crudp};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crudp::{
+    ClientId, Context, Target, User,
+    protocol::TokenGrant,
+    server::{AuthError, Crudp, CrudpBuilder},
+};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Todo {
@@ -56,19 +65,51 @@ pub trait Unmounted {
     async fn create(&self, ctx: &Context, x: u8) -> Result<u8, ()>;
 }
 
-#[derive(Default)]
+/// The todo store. Titles steer it:
+/// - `shout…`: the created todo is broadcast to everyone;
+/// - `gated…`: creating waits for a permit of [`Store::gate`];
+/// - `busy…`: the first attempt asks to be retried later.
+/// Updates are broadcast to the `admin` role.
 pub struct Store {
     next_id: AtomicU64,
     pub todos: Mutex<BTreeMap<u64, Todo>>,
     /// Handler executions, counted where they take effect.
     pub executions: AtomicUsize,
+    pub gate: Semaphore,
+    busy_once: Mutex<Vec<String>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            next_id: AtomicU64::new(0),
+            todos: Mutex::default(),
+            executions: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+            busy_once: Mutex::default(),
+        }
+    }
 }
 
 impl Todos for Arc<Store> {
-    async fn create(&self, _: &Context, title: String) -> Result<Todo, TodoError> {
+    async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError> {
+        if title.starts_with("gated") {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        if title.starts_with("busy") {
+            let mut busy = self.busy_once.lock().unwrap();
+            if !busy.contains(&title) {
+                busy.push(title);
+                ctx.retry_later("the store is busy");
+                return Err(TodoError::Invalid("discarded".into()));
+            }
+        }
         self.executions.fetch_add(1, Ordering::SeqCst);
         if title.is_empty() {
             return Err(TodoError::Invalid("empty title".into()));
+        }
+        if title.starts_with("shout") {
+            ctx.broadcast(Target::All);
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
         let todo = Todo {
@@ -90,11 +131,12 @@ impl Todos for Arc<Store> {
             .ok_or(TodoError::NotFound)
     }
 
-    async fn update(&self, _: &Context, todo: Todo) -> Result<Todo, TodoError> {
+    async fn update(&self, ctx: &Context, todo: Todo) -> Result<Todo, TodoError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         let mut todos = self.todos.lock().unwrap();
         let stored = todos.get_mut(&todo.id).ok_or(TodoError::NotFound)?;
         *stored = todo.clone();
+        ctx.broadcast(Target::Role("admin".into()));
         Ok(todo)
     }
 
@@ -132,10 +174,22 @@ impl Fragile for Glass {
     }
 }
 
+/// Trusts `x-user: <id>:<role>`; without it the user is anonymous, with `x-user: nobody` 401.
+fn header_user(parts: &http::request::Parts) -> Result<User, AuthError> {
+    match parts.headers.get("x-user").and_then(|v| v.to_str().ok()) {
+        None => Ok(User::anonymous()),
+        Some(value) => match value.split_once(':') {
+            Some((id, role)) => Ok(User::new(id, role)),
+            None => Err(AuthError::new("sign in first")),
+        },
+    }
+}
+
 /// A running test server.
 pub struct Server {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
+    pub api: Crudp,
     /// Batches that reached the CRUDP router (`POST /sync` and `POST /call`).
     pub requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -147,12 +201,11 @@ impl Server {
         Self::start_with(|builder| builder).await
     }
 
-    pub async fn start_with(
-        configure: impl FnOnce(crudp::server::CrudpBuilder) -> crudp::server::CrudpBuilder,
-    ) -> Self {
+    pub async fn start_with(configure: impl FnOnce(CrudpBuilder) -> CrudpBuilder) -> Self {
         let store = Arc::new(Store::default());
         let api = configure(
             Crudp::builder()
+                .authenticator(header_user)
                 .handler(TodosServer::new(Arc::clone(&store)))
                 .handler(CatalogServer::new(Prices))
                 .handler(FragileServer::new(Glass)),
@@ -160,22 +213,19 @@ impl Server {
         .build();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&requests);
-        let app =
-            axum::Router::new()
-                .nest("/crudp", api.router())
-                .layer(axum::middleware::from_fn(
-                    move |request: Request, next: Next| {
-                        let counter = Arc::clone(&counter);
-                        let path = request.uri().path();
-                        if path.ends_with("/sync") || path.ends_with("/call") {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        }
-                        async move {
-                            let response: Response = next.run(request).await;
-                            response
-                        }
-                    },
-                ));
+        let count_batches = move |request: Request, next: Next| {
+            let path = request.uri().path();
+            if path.ends_with("/sync") || path.ends_with("/call") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            async move {
+                let response: Response = next.run(request).await;
+                response
+            }
+        };
+        let app = axum::Router::new()
+            .nest("/crudp", api.router())
+            .layer(axum::middleware::from_fn(count_batches));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -184,6 +234,7 @@ impl Server {
         Self {
             addr,
             store,
+            api,
             requests,
             task,
         }
@@ -200,10 +251,146 @@ impl Server {
     pub fn executions(&self) -> usize {
         self.store.executions.load(Ordering::SeqCst)
     }
+
+    /// A client signed in as `user` with `role`, in the default (SSE) mode.
+    pub fn client_as(&self, user: &str, role: &str) -> crudp::Client {
+        crudp::Client::builder(self.url())
+            .transport(transport_as(user, role))
+            .build()
+    }
+
+    /// A token for `client` of `user`, from `POST /token`.
+    pub async fn token(&self, user: &str, role: &str, client: ClientId) -> String {
+        let response = http_as(user, role)
+            .post(format!("{}/token", self.url()))
+            .body(postcard::to_stdvec(&client).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        let grant: TokenGrant = postcard::from_bytes(&response.bytes().await.unwrap()).unwrap();
+        grant.token
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+pub fn http_as(user: &str, role: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-user", format!("{user}:{role}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+pub fn transport_as(user: &str, role: &str) -> crudp::transport::ReqwestTransport {
+    crudp::transport::ReqwestTransport::with_client(http_as(user, role))
+}
+
+/// One event as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub id: u64,
+    pub event: String,
+    /// The base64url-decoded data.
+    pub data: Vec<u8>,
+}
+
+/// A raw SSE connection that records every byte it receives.
+pub struct Spy {
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spy {
+    /// Connects to `url` (with its query) and records until dropped.
+    pub async fn connect(url: String, last_event_id_header: Option<u64>) -> Self {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id_header {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bytes);
+        let task = tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                sink.lock().unwrap().extend_from_slice(&chunk);
+            }
+        });
+        Self { bytes, task }
+    }
+
+    pub fn raw(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+
+    /// The events received so far (comments and `retry:` left out).
+    pub fn events(&self) -> Vec<RawEvent> {
+        parse_events(&self.raw())
+    }
+
+    /// Waits until `done` holds for the events received, or panics after 20 s.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[RawEvent]) -> bool) -> Vec<RawEvent> {
+        for _ in 0..2000 {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}; got {:?}", self.events());
+    }
+
+    /// Whether the server closed the stream.
+    pub fn closed(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Spy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn parse_events(raw: &[u8]) -> Vec<RawEvent> {
+    let text = String::from_utf8(raw.to_vec()).expect("an SSE stream is UTF-8");
+    text.split("\n\n")
+        .filter_map(|block| {
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.parse().unwrap());
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(URL_SAFE_NO_PAD.decode(v).unwrap());
+                }
+            }
+            Some(RawEvent {
+                id: id?,
+                event: event?,
+                data: data?,
+            })
+        })
+        .collect()
+}
+
+/// Waits until `done()` holds, or panics after 20 s.
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
 }

@@ -1,0 +1,501 @@
+//! Batches over `POST /sync`, results and broadcasts over SSE: routing, replay, overruns,
+//! tokens and exactly-once delivery, against a real server.
+
+mod support;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crudp::{
+    Action, CallError, ClientId, Connection, Module, Target,
+    protocol::{Broadcast, PROTOCOL_VERSION, Position, decode_results, encode_batch},
+};
+use futures_util::future::join_all;
+use support::*;
+
+/// Everything a listener received.
+fn collect<T: Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Fn(T) + Send + Sync + 'static) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    (seen, move |value| sink.lock().unwrap().push(value))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The raw bytes and decoded payloads of every event a spy saw.
+fn everything(spy: &Spy) -> Vec<u8> {
+    let mut all = spy.raw();
+    for event in spy.events() {
+        all.extend(event.data);
+    }
+    all
+}
+
+#[tokio::test]
+async fn results_reach_only_their_tab_and_role_broadcasts_only_that_role() {
+    let server = Server::start().await;
+    let tabs = [
+        ("ann", "admin", server.client_as("ann", "admin")),
+        ("ann", "admin", server.client_as("ann", "admin")),
+        ("bob", "guest", server.client_as("bob", "guest")),
+        ("bob", "guest", server.client_as("bob", "guest")),
+    ];
+    let mut spies = Vec::new();
+    let mut heard = Vec::new();
+    for (user, role, client) in &tabs {
+        let token = server.token(user, role, client.id()).await;
+        spies.push(Spy::connect(format!("{}/events?token={token}", server.url()), None).await);
+        let (seen, listener) = collect::<Todo>();
+        let _ = TodosClient::new(client).on_update(listener);
+        heard.push(seen);
+    }
+
+    let ann = TodosClient::new(&tabs[0].2);
+    let secret = ann.create("ann-private-note".into()).await.unwrap();
+    let bob = TodosClient::new(&tabs[2].2);
+    let bobs = bob.create("bob-private-list".into()).await.unwrap();
+    let shared = Todo {
+        title: "bob-edited".into(),
+        done: true,
+        ..bobs
+    };
+    assert_eq!(bob.update(shared.clone()).await.unwrap(), shared);
+
+    // The update went to the admins' tabs (ann's two) and to bob's own tab as its result.
+    eventually("the admins hear the update", || {
+        heard[0].lock().unwrap().len() == 1 && heard[1].lock().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(heard[0].lock().unwrap()[0], shared);
+    assert_eq!(
+        heard[2].lock().unwrap().as_slice(),
+        [shared.clone()],
+        "its own result"
+    );
+    assert!(
+        heard[3].lock().unwrap().is_empty(),
+        "bob's other tab is not an admin"
+    );
+
+    // On the wire: ann's results only on ann's first tab, bob's only on bob's first tab.
+    spies[0]
+        .wait_for("ann's results", |e| e.iter().any(|e| e.event == "results"))
+        .await;
+    spies[2]
+        .wait_for("bob's results", |e| {
+            e.iter().filter(|e| e.event == "results").count() == 2
+        })
+        .await;
+    spies[1]
+        .wait_for("the broadcast", |e| {
+            e.iter().any(|e| e.event == "broadcast")
+        })
+        .await;
+    let walls: Vec<Vec<u8>> = spies.iter().map(everything).collect();
+    assert!(contains(&walls[0], b"ann-private-note"));
+    for other in [1, 2, 3] {
+        assert!(
+            !contains(&walls[other], b"ann-private-note"),
+            "tab {other} saw ann's note"
+        );
+    }
+    assert!(contains(&walls[2], b"bob-private-list"));
+    for other in [0, 1, 3] {
+        assert!(
+            !contains(&walls[other], b"bob-private-list"),
+            "tab {other} saw bob's list"
+        );
+    }
+    assert!(contains(&walls[0], b"bob-edited") && contains(&walls[1], b"bob-edited"));
+    assert!(
+        !contains(&walls[3], b"bob-edited"),
+        "a guest tab saw an admin broadcast"
+    );
+    for (tab, wall) in walls.iter().enumerate() {
+        for target in [&b"role:"[..], b"user:", b"client:", b"admin", b"guest"] {
+            assert!(
+                !contains(wall, target),
+                "tab {tab}'s stream names a routing target"
+            );
+        }
+    }
+    let _ = secret;
+}
+
+#[tokio::test]
+async fn a_reconnection_replays_every_missed_event_once_in_order() {
+    let server = Server::start().await;
+    let client = ClientId(77);
+    let token = server.token("ann", "admin", client).await;
+    let url = format!("{}/events?token={token}", server.url());
+    let publish = |n: u32| {
+        let api = server.api.clone();
+        async move {
+            api.broadcast(&TodosClient::DESCRIPTOR, Action::Read, &n, Target::All)
+                .await
+                .unwrap();
+        }
+    };
+
+    let first = Spy::connect(url.clone(), None).await;
+    publish(0).await;
+    let seen = first
+        .wait_for("event 0", |e| e.iter().any(|e| e.event == "broadcast"))
+        .await;
+    let last = seen
+        .iter()
+        .filter(|e| e.event == "broadcast")
+        .last()
+        .unwrap()
+        .id;
+    drop(first);
+    for n in 1..=5 {
+        publish(n).await;
+    }
+
+    for form in ["header", "query"] {
+        let spy = match form {
+            "header" => Spy::connect(url.clone(), Some(last)).await,
+            _ => Spy::connect(format!("{url}&lastEventId={last}"), None).await,
+        };
+        let events = spy
+            .wait_for("the replay", |e| e.iter().any(|e| e.event == "ready"))
+            .await;
+        let values: Vec<u32> = events
+            .iter()
+            .filter(|e| e.event == "broadcast")
+            .map(|e| {
+                let b: Broadcast = postcard::from_bytes(&e.data).unwrap();
+                postcard::from_bytes(&b.value).unwrap()
+            })
+            .collect();
+        assert_eq!(values, vec![1, 2, 3, 4, 5], "replayed with the {form}");
+        let ids: Vec<u64> = events
+            .iter()
+            .filter(|e| e.event == "broadcast")
+            .map(|e| e.id)
+            .collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gap: {ids:?}");
+        let ready = events.last().unwrap();
+        let position: Position = postcard::from_bytes(&ready.data).unwrap();
+        assert_eq!(position.last_event_id, *ids.last().unwrap());
+    }
+
+    // Live events continue right after the replay: no gap, no duplicate.
+    let spy = Spy::connect(url.clone(), Some(last)).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    publish(6).await;
+    let events = spy
+        .wait_for("event 6", |e| {
+            e.iter().filter(|e| e.event == "broadcast").count() == 6
+        })
+        .await;
+    let ids: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event == "broadcast")
+        .map(|e| e.id)
+        .collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    assert!(String::from_utf8(spy.raw()).unwrap().starts_with("retry: "));
+}
+
+#[tokio::test]
+async fn an_unknown_event_id_gets_a_reset() {
+    let server = Server::start().await;
+    let token = server.token("ann", "admin", ClientId(5)).await;
+    for id in ["1", "not-a-number"] {
+        let spy = Spy::connect(
+            format!("{}/events?token={token}&lastEventId={id}", server.url()),
+            None,
+        )
+        .await;
+        let events = spy
+            .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+            .await;
+        assert_eq!(events[0].event, "reset", "{id}: {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_overrun_connection_is_closed_and_recovers_by_replay() {
+    let server = Server::start_with(|b| b.connection_buffer(2).replay_buffer(1000)).await;
+    let client = server.client_as("ann", "admin");
+    let (seen, listener) = collect::<u32>();
+    let _ = CatalogClient::new(&client).on_read(listener);
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&statuses);
+    let _ = client.on_status(move |s| sink.lock().unwrap().push(s.connection));
+    eventually("online", || {
+        client.status().connection == Connection::Online
+    })
+    .await;
+
+    // Published without a pause: the connection's buffer of 2 overflows at once.
+    for n in 0..300u32 {
+        server
+            .api
+            .broadcast(&CatalogClient::DESCRIPTOR, Action::Read, &n, Target::All)
+            .await
+            .unwrap();
+    }
+    eventually("every event", || seen.lock().unwrap().len() >= 300).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..300).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    let statuses = statuses.lock().unwrap();
+    let dropped = statuses
+        .windows(2)
+        .any(|w| w == [Connection::Online, Connection::Reconnecting]);
+    assert!(dropped, "the overrun connection was closed: {statuses:?}");
+}
+
+#[tokio::test]
+async fn after_a_reset_calls_are_sent_again_and_run_exactly_once() {
+    let server = Server::start_with(|b| b.connection_buffer(2).replay_buffer(4)).await;
+    let client = server.client_as("ann", "admin");
+    let todos = TodosClient::new(&client);
+    let calls: Vec<_> = (0..5).map(|i| todos.create(format!("gated {i}"))).collect();
+    eventually("the batch to start", || {
+        server.store.todos.lock().unwrap().is_empty() && server.requests() == 1
+    })
+    .await;
+    // While the batch waits at the gate, a flood overruns the connection and the replay
+    // buffer: the batch's results will be evicted before the client can replay them.
+    for n in 0..50u32 {
+        server
+            .api
+            .broadcast(&CatalogClient::DESCRIPTOR, Action::Read, &n, Target::All)
+            .await
+            .unwrap();
+    }
+    server.store.gate.add_permits(5);
+    for n in 0..50u32 {
+        server
+            .api
+            .broadcast(&CatalogClient::DESCRIPTOR, Action::Read, &n, Target::All)
+            .await
+            .unwrap();
+    }
+
+    let results = tokio::time::timeout(Duration::from_secs(30), join_all(calls))
+        .await
+        .unwrap();
+    let titles: Vec<String> = results.into_iter().map(|r| r.unwrap().title).collect();
+    assert_eq!(
+        titles,
+        (0..5).map(|i| format!("gated {i}")).collect::<Vec<_>>()
+    );
+    assert!(
+        server.requests() >= 2,
+        "the calls whose results were lost were sent again"
+    );
+    assert_eq!(server.executions(), 5, "every create ran exactly once");
+    assert_eq!(server.store.todos.lock().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn the_first_unavailable_stops_the_rest_of_the_batch() {
+    let server = Server::start().await;
+    let client = server.client_as("ann", "admin");
+    let todos = TodosClient::new(&client);
+    let (a, busy, b) = tokio::join!(
+        todos.create("a".into()),
+        todos.create("busy b".into()),
+        todos.create("c".into())
+    );
+    let (a, busy, b) = (a.unwrap(), busy.unwrap(), b.unwrap());
+    assert!(
+        a.id < busy.id && busy.id < b.id,
+        "order is kept across the retry: {a:?} {busy:?} {b:?}"
+    );
+    assert_eq!(server.executions(), 3);
+    assert!(server.requests() >= 2, "the stopped calls were sent again");
+}
+
+#[tokio::test]
+async fn a_token_that_expires_mid_stream_is_rotated_and_nothing_is_missed() {
+    let server = Server::start_with(|b| b.token_ttl(Duration::from_secs(1))).await;
+    let client = server.client_as("ann", "admin");
+    let (seen, listener) = collect::<u32>();
+    let _ = CatalogClient::new(&client).on_read(listener);
+    eventually("online", || {
+        client.status().connection == Connection::Online
+    })
+    .await;
+    for n in 0..40u32 {
+        server
+            .api
+            .broadcast(&CatalogClient::DESCRIPTOR, Action::Read, &n, Target::All)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("every event", || seen.lock().unwrap().len() >= 40).await;
+    assert_eq!(*seen.lock().unwrap(), (0..40).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn forged_tokens_get_401_and_foreign_clients_get_403() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let token = server.token("ann", "admin", ClientId(1)).await;
+    let (body, tag) = token.split_once('.').unwrap();
+    let mut forged_tag = tag.to_owned().into_bytes();
+    forged_tag[0] = if forged_tag[0] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{body}.{}", String::from_utf8(forged_tag).unwrap());
+    for bad in [forged.as_str(), "garbage", ""] {
+        let response = http
+            .get(format!("{}/events?token={bad}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{bad:?}");
+        assert!(response.text().await.unwrap().contains("token"));
+    }
+
+    let batch = encode_batch(&crudp::protocol::Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(1),
+        packets: vec![],
+    });
+    let bob = http_as("bob", "guest");
+    for endpoint in ["sync", "call"] {
+        let response = bob
+            .post(format!("{}/{endpoint}", server.url()))
+            .body(batch.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{endpoint}");
+    }
+    let response = bob
+        .post(format!("{}/token", server.url()))
+        .body(postcard::to_stdvec(&ClientId(1)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = reqwest::Client::new()
+        .post(format!("{}/sync", server.url()))
+        .header("x-user", "nobody")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_reads_does_not_hold_up_the_others() {
+    let server = Server::start_with(|b| b.connection_buffer(16)).await;
+    let token = server.token("zed", "guest", ClientId(9)).await;
+    // Opened and never read: its socket buffers fill, then its queue, then the hub drops it.
+    let stalled = reqwest::Client::new()
+        .get(format!("{}/events?token={token}", server.url()))
+        .send()
+        .await
+        .unwrap();
+    let client = server.client_as("ann", "admin");
+    let (seen, listener) = collect::<Todo>();
+    let _ = TodosClient::new(&client).on_read(listener);
+    eventually("online", || {
+        client.status().connection == Connection::Online
+    })
+    .await;
+
+    let payload = Todo {
+        id: 1,
+        title: "x".repeat(16 * 1024),
+        done: false,
+    };
+    for _ in 0..400 {
+        server
+            .api
+            .broadcast(
+                &TodosClient::DESCRIPTOR,
+                Action::Read,
+                &payload,
+                Target::All,
+            )
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    eventually("every event at the reading client", || {
+        seen.lock().unwrap().len() == 400
+    })
+    .await;
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn call_mode_still_works_without_an_event_stream() {
+    let server = Server::start().await;
+    let client = crudp::Client::builder(server.url())
+        .transport(transport_as("ann", "admin"))
+        .mode(crudp::Mode::Call)
+        .build();
+    let todos = TodosClient::new(&client);
+    let (a, b) = tokio::join!(todos.create("a".into()), todos.create(String::new()));
+    assert_eq!(a.unwrap().title, "a");
+    assert_eq!(
+        b,
+        Err(CallError::App(TodoError::Invalid("empty title".into())))
+    );
+    assert_eq!(server.requests(), 1);
+    assert_eq!(client.status().connection, Connection::Online);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let server = Server::start_with(|b| b.queue_depth(1).workers(1)).await;
+    let http = http_as("ann", "admin");
+    let gated = |client: u64| {
+        let args = postcard::to_stdvec(&("gated".to_owned(),)).unwrap();
+        encode_batch(&crudp::protocol::Batch {
+            version: PROTOCOL_VERSION,
+            client: ClientId(client),
+            packets: vec![crudp::protocol::Packet {
+                seq: 1,
+                handler: TodosClient::DESCRIPTOR.id,
+                action: Action::Create,
+                args,
+            }],
+        })
+    };
+    let post = |client: u64| {
+        http.post(format!("{}/sync", server.url()))
+            .body(gated(client))
+            .send()
+    };
+    assert_eq!(post(1).await.unwrap().status(), 202);
+    eventually("the first batch to run", || server.requests() == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(post(2).await.unwrap().status(), 202, "one batch may wait");
+    let full = post(3).await.unwrap();
+    assert_eq!(full.status(), 503);
+    assert_eq!(full.headers()["retry-after"], "1");
+    server.store.gate.add_permits(2);
+    eventually("the queue to drain", || server.executions() == 2).await;
+    assert_eq!(
+        post(3).await.unwrap().status(),
+        202,
+        "served again once drained"
+    );
+
+    let answer = http
+        .post(format!("{}/call", server.url()))
+        .body(gated(4))
+        .send();
+    server.store.gate.add_permits(2);
+    let results = decode_results(&answer.await.unwrap().bytes().await.unwrap(), 10).unwrap();
+    assert!(matches!(results.results[0].outcome, crudp::Outcome::Ok(_)));
+}
