@@ -192,6 +192,9 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 
 /// `T` and `E` of `Result<T, E>` (in any spelling of its path).
 fn result_types(ty: &Type) -> Option<(&Type, &Type)> {
+    if let Type::Group(group) = ty {
+        return result_types(&group.elem);
+    }
     let Type::Path(TypePath {
         qself: None, path, ..
     }) = ty

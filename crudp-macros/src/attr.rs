@@ -37,7 +37,17 @@ impl Args {
                     Err(e) => errors.push(e),
                 },
                 Some("crate") => {
-                    let lit: LitStr = meta.value()?.parse()?;
+                    let lit: LitStr = match meta.value()?.parse() {
+                        Ok(lit) => lit,
+                        Err(e) => {
+                            errors.push(syn::Error::new(
+                                e.span(),
+                                "`crate` takes the path of the `crudp` crate as a string, e.g. `crate = \"::crudp\"`",
+                            ));
+                            meta.input.parse::<Expr>()?;
+                            return Ok(());
+                        }
+                    };
                     match lit.parse::<Path>() {
                         Ok(path) if krate.is_none() => krate = Some(path),
                         Ok(_) => errors.push(meta.error("duplicate argument `crate`")),

@@ -232,7 +232,8 @@ impl Method<'_> {
 
 fn check_context_reference(param: &Param<'_>, errors: &mut Errors) {
     match param.ty {
-        Type::Reference(r) if r.mutability.is_none() && r.lifetime.is_none() => {}
+        Type::Reference(r)
+            if r.mutability.is_none() && r.lifetime.as_ref().is_none_or(|l| l.ident == "_") => {}
         Type::Reference(r) if r.mutability.is_some() => errors.push_tokens(
             param.ty,
             "the context is shared; take it as `&crudp::Context`, not `&mut`",

@@ -68,7 +68,19 @@ pub fn decode_args<A: DeserializeOwned>(
     match postcard::take_from_bytes(args) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(reject(format!("{} unexpected trailing bytes", rest.len()))),
-        Err(e) => Err(reject(e.to_string())),
+        Err(e) => Err(reject(describe(e))),
+    }
+}
+
+/// A postcard error, explained; `WontImplement` comes from serde features that need a
+/// self-describing format.
+pub(crate) fn describe(error: postcard::Error) -> String {
+    match error {
+        postcard::Error::WontImplement => "the type uses a serde feature postcard cannot encode \
+            (`#[serde(untagged)]`, `#[serde(flatten)]`, or a self-describing value such as \
+            `serde_json::Value`); use plain structs and enums on the wire"
+            .to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -102,7 +114,7 @@ impl Outcome {
                     "{} unexpected trailing bytes",
                     rest.len()
                 ))),
-                Err(e) => Err(CallError::Decode(e.to_string())),
+                Err(e) => Err(CallError::Decode(describe(e))),
             }
         }
         match self {

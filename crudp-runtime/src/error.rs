@@ -32,8 +32,8 @@ pub enum CallError<E> {
     /// The call could not be delivered, or the server refused the whole request.
     #[error("the call could not be delivered: {0}")]
     Transport(String),
-    /// The server's answer does not decode as the method's result type: the client and the
-    /// server were built from different versions of the API.
+    /// The server's answer does not decode as the method's result type: usually the client
+    /// and the server were built from different versions of the API; the message says.
     #[error("the server's answer does not decode: {0}")]
     Decode(String),
 }

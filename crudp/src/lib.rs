@@ -73,4 +73,16 @@ pub mod __private {
 
     /// Fails to compile, on the user's type, unless it can cross the wire.
     pub const fn assert_wire_type<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+
+    /// Fails to compile, on the user's type, unless it is `crudp::Context`.
+    pub const fn assert_context<T: IsContext + ?Sized>() {}
+
+    #[diagnostic::on_unimplemented(
+        message = "the first parameter after `&self` must be `&crudp::Context`, not `&{Self}`",
+        label = "not `crudp::Context`",
+        note = "write `ctx: &crudp::Context`"
+    )]
+    pub trait IsContext {}
+
+    impl IsContext for Context {}
 }

@@ -73,7 +73,7 @@ async fn results_reach_only_their_tab_and_role_broadcasts_only_that_role() {
     assert_eq!(heard[0].lock().unwrap()[0], shared);
     assert_eq!(
         heard[2].lock().unwrap().as_slice(),
-        [shared.clone()],
+        std::slice::from_ref(&shared),
         "its own result"
     );
     assert!(
@@ -146,12 +146,7 @@ async fn a_reconnection_replays_every_missed_event_once_in_order() {
     let seen = first
         .wait_for("event 0", |e| e.iter().any(|e| e.event == "broadcast"))
         .await;
-    let last = seen
-        .iter()
-        .filter(|e| e.event == "broadcast")
-        .last()
-        .unwrap()
-        .id;
+    let last = seen.iter().rfind(|e| e.event == "broadcast").unwrap().id;
     drop(first);
     for n in 1..=5 {
         publish(n).await;

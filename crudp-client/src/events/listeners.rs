@@ -14,14 +14,16 @@ pub(crate) type ListenerFn = dyn Fn(&[u8]) + Send + Sync;
 #[cfg(target_arch = "wasm32")]
 pub(crate) type ListenerFn = dyn Fn(&[u8]);
 
+type ByAction = HashMap<(u32, Action), Vec<(u64, Arc<ListenerFn>)>>;
+
 #[derive(Default)]
 pub(crate) struct Listeners {
     next_id: Mutex<u64>,
-    by_action: Mutex<HashMap<(u32, Action), Vec<(u64, Arc<ListenerFn>)>>>,
+    by_action: Mutex<ByAction>,
 }
 
 impl Listeners {
-    fn map(&self) -> MutexGuard<'_, HashMap<(u32, Action), Vec<(u64, Arc<ListenerFn>)>>> {
+    fn map(&self) -> MutexGuard<'_, ByAction> {
         self.by_action
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

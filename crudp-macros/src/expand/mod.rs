@@ -96,7 +96,8 @@ fn trait_definition(module: &Module<'_>) -> TokenStream {
     definition.into_token_stream()
 }
 
-/// The attributes of the trait that its generated items carry too: `#[cfg]` and friends.
+/// The attributes of the trait that its generated items carry too: `#[cfg]`. (`#[cfg_attr]`
+/// may add attributes meant for the trait alone, so it stays there.)
 pub(crate) fn carried_attributes<'a>(
     module: &'a Module<'_>,
 ) -> impl Iterator<Item = &'a Attribute> {
@@ -104,7 +105,7 @@ pub(crate) fn carried_attributes<'a>(
         .original
         .attrs
         .iter()
-        .filter(|a| a.path().is_ident("cfg") || a.path().is_ident("cfg_attr"))
+        .filter(|a| a.path().is_ident("cfg"))
 }
 
 /// The doc attributes of a method.
@@ -116,10 +117,18 @@ pub(crate) fn docs<'a>(method: &'a Method<'_>) -> impl Iterator<Item = &'a Attri
         .filter(|a| a.path().is_ident("doc"))
 }
 
-/// Asserts at compile time that every type crossing the wire is a serde type, each check
-/// spanned on the user's type so the error points there.
+/// Asserts at compile time that every type crossing the wire is a serde type and that each
+/// context is `crudp::Context`, each check spanned on the user's type so the error points there.
 pub(crate) fn wire_type_checks(module: &Module<'_>) -> TokenStream {
     let krate = &module.args.krate;
+    let contexts = module.actions().filter_map(|(_, method)| {
+        let param = method.params.iter().find(|p| p.is_context)?;
+        let syn::Type::Reference(reference) = param.ty else {
+            return None;
+        };
+        let ty = &reference.elem;
+        Some(quote_spanned! {ty.span()=> #krate::__private::assert_context::<#ty>(); })
+    });
     let checks = module.actions().flat_map(|(_, method)| {
         let params = method.wire_params().map(|p| p.ty);
         let outputs = match &method.output {
@@ -136,6 +145,7 @@ pub(crate) fn wire_type_checks(module: &Module<'_>) -> TokenStream {
         const _: () = {
             #[allow(dead_code)]
             fn __crudp_wire_types() {
+                #(#contexts)*
                 #(#checks)*
             }
         };

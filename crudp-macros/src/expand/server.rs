@@ -30,7 +30,7 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             #private::Action::#variant => #private::Box::pin(async move {
                 match #private::decode_args::<(#(#types,)*)>(args, descriptor, #private::Action::#variant) {
                     ::core::result::Result::Ok((#(#vars,)*)) => {
-                        #private::encode_result(<S as #tr>::#ident(&self.inner, ctx, #(#vars),*).await)
+                        #private::encode_result(<__CrudpS as #tr>::#ident(&self.inner, ctx, #(#vars),*).await)
                     }
                     ::core::result::Result::Err(rejection) => rejection,
                 }
@@ -72,9 +72,9 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
         #(#cfg)*
         const _: () = {
             #[automatically_derived]
-            impl<S> #private::Dispatch for #server<S>
+            impl<__CrudpS> #private::Dispatch for #server<__CrudpS>
             where
-                S: #tr + ::core::marker::Send + ::core::marker::Sync + 'static,
+                __CrudpS: #tr + ::core::marker::Send + ::core::marker::Sync + 'static,
             {
                 fn descriptor(&self) -> &'static #private::ModuleDescriptor {
                     &<Self as #private::Module>::DESCRIPTOR

@@ -1,8 +1,8 @@
 //! Encoding and bounded decoding of batches and results.
 //!
 //! Decoding reads the item count first and checks it against both the configured maximum and
-//! the bytes that are left, so a hostile length prefix can never make it allocate more than the
-//! input it was given.
+//! the bytes that are left, so a hostile length prefix can never make it allocate more than a
+//! small multiple of the input it was given (a decoded packet is larger than its encoding).
 
 use serde::{Serialize, de::DeserializeOwned};
 

@@ -69,6 +69,7 @@ pub trait Unmounted {
 /// - `shout…`: the created todo is broadcast to everyone;
 /// - `gated…`: creating waits for a permit of [`Store::gate`];
 /// - `busy…`: the first attempt asks to be retried later.
+///
 /// Updates are broadcast to the `admin` role.
 pub struct Store {
     next_id: AtomicU64,
