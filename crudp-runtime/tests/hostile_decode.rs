@@ -2,10 +2,7 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-    },
+    cell::Cell,
 };
 
 use crudp_runtime::{
@@ -13,20 +10,41 @@ use crudp_runtime::{
     protocol::{PROTOCOL_VERSION, decode_batch, decode_results, encode_batch, encode_results},
 };
 
+/// Counts the bytes the current thread holds, and its peak since the last reset; per thread,
+/// so the test harness's own threads do not count.
 struct Counting;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static CURRENT: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn track(delta: isize) {
+    let _ = CURRENT.try_with(|current| {
+        let now = current.get() + delta;
+        current.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+fn reset_peak() -> isize {
+    let now = CURRENT.with(Cell::get);
+    PEAK.with(|peak| peak.set(now));
+    now
+}
+
+fn peak() -> isize {
+    PEAK.with(Cell::get)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
+        track(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        track(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -34,16 +52,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Tests run on parallel threads; measurements must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 /// Bytes allocated at the peak of `f`, above what was held before it.
 fn peak_of(f: impl FnOnce()) -> usize {
-    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let baseline = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(baseline, Ordering::Relaxed);
+    let baseline = reset_peak();
     f();
-    PEAK.load(Ordering::Relaxed) - baseline
+    (peak() - baseline) as usize
 }
 
 const MAX_U32_VARINT: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 0x0f];
