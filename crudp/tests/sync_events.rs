@@ -472,8 +472,14 @@ async fn a_full_queue_answers_503_with_retry_after() {
             .send()
     };
     assert_eq!(post(1).await.unwrap().status(), 202);
-    eventually("the first batch to run", || server.requests() == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the first batch to run", || {
+        server
+            .store
+            .at_gate
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
     assert_eq!(post(2).await.unwrap().status(), 202, "one batch may wait");
     let full = post(3).await.unwrap();
     assert_eq!(full.status(), 503);
@@ -493,4 +499,34 @@ async fn a_full_queue_answers_503_with_retry_after() {
     server.store.gate.add_permits(2);
     let results = decode_results(&answer.await.unwrap().bytes().await.unwrap(), 10).unwrap();
     assert!(matches!(results.results[0].outcome, crudp::Outcome::Ok(_)));
+}
+
+#[tokio::test]
+async fn presence_hooks_see_streams_open_and_close_and_streams_are_limited_per_user() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (on, off) = (Arc::clone(&log), Arc::clone(&log));
+    let server = Server::start_with(move |b| {
+        b.connections_per_user(1)
+            .on_connect(move |peer| on.lock().unwrap().push(format!("+{}", peer.user.id)))
+            .on_disconnect(move |peer| off.lock().unwrap().push(format!("-{}", peer.user.id)))
+    })
+    .await;
+    let token = server.token("ann", "admin", ClientId(1)).await;
+    let url = format!("{}/events?token={token}", server.url());
+    let spy = Spy::connect(url.clone(), None).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    assert_eq!(*log.lock().unwrap(), ["+ann"]);
+
+    let second = reqwest::get(url.clone()).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert!(second.text().await.unwrap().contains("ann"));
+
+    drop(spy);
+    eventually("the disconnect", || log.lock().unwrap().len() == 2).await;
+    assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
+    let again = Spy::connect(url, None).await;
+    again
+        .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
 }

@@ -77,6 +77,8 @@ pub struct Store {
     /// Handler executions, counted where they take effect.
     pub executions: AtomicUsize,
     pub gate: Semaphore,
+    /// Creates waiting at the gate.
+    pub at_gate: AtomicUsize,
     busy_once: Mutex<Vec<String>>,
 }
 
@@ -87,6 +89,7 @@ impl Default for Store {
             todos: Mutex::default(),
             executions: AtomicUsize::new(0),
             gate: Semaphore::new(0),
+            at_gate: AtomicUsize::new(0),
             busy_once: Mutex::default(),
         }
     }
@@ -95,7 +98,9 @@ impl Default for Store {
 impl Todos for Arc<Store> {
     async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError> {
         if title.starts_with("gated") {
+            self.at_gate.fetch_add(1, Ordering::SeqCst);
             self.gate.acquire().await.unwrap().forget();
+            self.at_gate.fetch_sub(1, Ordering::SeqCst);
         }
         if title.starts_with("busy") {
             let mut busy = self.busy_once.lock().unwrap();

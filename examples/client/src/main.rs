@@ -14,6 +14,17 @@ async fn main() -> Result<(), CallError<TodoError>> {
     let todos = TodosClient::new(&client);
     println!("client {} talking to {url}", client.id());
 
+    // Every successful create reaches this listener: this client's own and other users' broadcasts.
+    let _created =
+        todos.on_create(|todo| println!("  (listener) todo {} created: {}", todo.id, todo.title));
+    let _status = client.on_status(|status| {
+        println!(
+            "  (status) {:?}, {} pending",
+            status.connection,
+            status.pending()
+        )
+    });
+
     // Three calls made together leave in one batch.
     let (milk, eggs, empty) = tokio::join!(
         todos.create("milk".into()),
