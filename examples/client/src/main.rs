@@ -19,9 +19,8 @@ async fn main() -> Result<(), CallError<TodoError>> {
         todos.on_create(|todo| println!("  (listener) todo {} created: {}", todo.id, todo.title));
     let _status = client.on_status(|status| {
         println!(
-            "  (status) {:?}, {} pending",
-            status.connection,
-            status.pending()
+            "  (status) {:?}: {} queued, {} in flight",
+            status.connection, status.queued, status.in_flight
         )
     });
 
