@@ -2,7 +2,10 @@
 //! mode) an event stream that brings the results back.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -14,6 +17,7 @@ use futures_channel::{mpsc, oneshot};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
+    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
     call::CallFuture,
     events::{self, ListenerFn, Listeners},
     queue::{Call, Calls},
@@ -59,6 +63,7 @@ pub struct Client {
 pub struct ClientBuilder {
     url: String,
     transport: Option<Box<dyn Transport>>,
+    storage: Option<Box<dyn Storage>>,
     mode: Mode,
     max_batch_packets: usize,
 }
@@ -78,6 +83,12 @@ pub(crate) struct Inner {
     _shutdown: oneshot::Sender<()>,
     /// Handed to the event stream when it starts.
     pending_stream: Mutex<Option<(oneshot::Receiver<()>, mpsc::UnboundedReceiver<()>)>>,
+    /// Where the queue is saved until each call's outcome is known, if anywhere.
+    persistence: Option<Persistence>,
+    save_scheduled: AtomicBool,
+    /// The browser events the client listens to (`online`, `pagehide`).
+    #[cfg(target_arch = "wasm32")]
+    browser: Mutex<Option<crate::browser::Hooks>>,
 }
 
 struct State {
@@ -171,15 +182,29 @@ impl ClientBuilder {
         let transport = self.transport.unwrap_or_else(default_transport);
         let (shutdown, shutdown_receiver) = oneshot::channel();
         let (kick, kicks) = mpsc::unbounded();
-        Client {
+        let base = self.url.trim_end_matches('/').to_owned();
+        let fresh = ClientId(rt::random_u64());
+        let storage = self.storage.or_else(default_storage);
+        let (id, persistence, saved) = match storage {
+            Some(storage) => {
+                let previous = rt::previous_identity(&base);
+                let (persistence, saved) =
+                    Persistence::open(storage, &base, previous, rt::random_u64(), fresh, rt::now_ms());
+                rt::remember_identity(&base, persistence.client());
+                (persistence.client(), Some(persistence), saved)
+            }
+            None => (fresh, None, Saved::default()),
+        };
+        let restored = !saved.packets.is_empty();
+        let client = Client {
             inner: Arc::new(Inner {
-                base: self.url.trim_end_matches('/').to_owned(),
-                id: ClientId(rt::random_u64()),
+                base,
+                id,
                 transport,
                 mode: self.mode,
                 max_batch_packets: self.max_batch_packets,
                 state: Mutex::new(State {
-                    calls: Calls::new(),
+                    calls: Calls::restore(saved),
                     sending: false,
                     connection: Connection::Reconnecting,
                     failures: 0,
@@ -189,9 +214,41 @@ impl ClientBuilder {
                 kick,
                 _shutdown: shutdown,
                 pending_stream: Mutex::new(Some((shutdown_receiver, kicks))),
+                persistence,
+                save_scheduled: AtomicBool::new(false),
+                #[cfg(target_arch = "wasm32")]
+                browser: Mutex::new(None),
             }),
+        };
+        #[cfg(target_arch = "wasm32")]
+        {
+            *client.inner.browser.lock().unwrap_or_else(PoisonError::into_inner) =
+                crate::browser::Hooks::install(&client.inner);
         }
+        if restored && rt::can_spawn() {
+            client.inner.start_background();
+            Inner::start_sender(&client.inner);
+        }
+        client
     }
+
+    /// Saves the queue in `storage` until each call's outcome is known, so calls survive a
+    /// reload or a restart, and takes over a queue that a closed client left there. Default:
+    /// the browser's `localStorage` on wasm32, nothing natively.
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Box::new(storage));
+        self
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn default_storage() -> Option<Box<dyn Storage>> {
+    Some(Box::new(crate::queue::storage::LocalStorage))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_storage() -> Option<Box<dyn Storage>> {
+    None
 }
 
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
@@ -199,7 +256,12 @@ fn default_transport() -> Box<dyn Transport> {
     Box::new(crate::transport::ReqwestTransport::new())
 }
 
-#[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
+#[cfg(target_arch = "wasm32")]
+fn default_transport() -> Box<dyn Transport> {
+    Box::new(crate::transport::FetchTransport::new())
+}
+
+#[cfg(not(any(feature = "native", target_arch = "wasm32")))]
 fn default_transport() -> Box<dyn Transport> {
     panic!(
         "no default transport on this target: pass one with `Client::builder(url).transport(..)`"
@@ -209,7 +271,7 @@ fn default_transport() -> Box<dyn Transport> {
 impl Client {
     /// A client for the CRUDP server mounted at `url`, e.g. `http://127.0.0.1:3000/crudp`,
     /// with the default transport and [`Mode::Sync`].
-    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+    #[cfg(any(feature = "native", target_arch = "wasm32"))]
     pub fn new(url: impl Into<String>) -> Self {
         Self::builder(url).build()
     }
@@ -219,6 +281,7 @@ impl Client {
         ClientBuilder {
             url: url.into(),
             transport: None,
+            storage: None,
             mode: Mode::default(),
             max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
         }
@@ -249,8 +312,7 @@ impl Client {
 
     /// Sends what is queued now, and retries at once if the server was unreachable.
     pub fn sync(&self) {
-        let _ = self.inner.kick.unbounded_send(());
-        Inner::start_sender(&self.inner);
+        self.inner.network_back();
     }
 
     /// Queues a call of `action` on the module with wire ID `handler`, with the argument
@@ -285,7 +347,8 @@ impl Client {
             });
         }
         self.inner.notify_status();
-        self.inner.start_stream();
+        self.inner.schedule_save();
+        self.inner.start_background();
         Inner::start_sender(&self.inner);
         CallFuture::new(receiver)
     }
@@ -306,7 +369,7 @@ impl Client {
         };
         let listener: Arc<ListenerFn> = Arc::new(decode);
         let id = self.inner.listeners.add(handler, action, listener);
-        self.inner.start_stream();
+        self.inner.start_background();
         Listener {
             client: Arc::downgrade(&self.inner),
             kind: ListenerKind::Action {
@@ -366,11 +429,50 @@ impl Inner {
         }
     }
 
-    /// Starts the event stream on first use ([`Mode::Sync`] only).
-    fn start_stream(self: &Arc<Self>) {
-        if self.mode != Mode::Sync {
+    /// Skips the current back-off: reconnect and send now.
+    pub(crate) fn network_back(self: &Arc<Self>) {
+        let _ = self.kick.unbounded_send(());
+        self.start_background();
+        Inner::start_sender(self);
+    }
+
+    /// Saves the queue once the current task yields, so a burst of calls is saved once.
+    fn schedule_save(self: &Arc<Self>) {
+        if self.persistence.is_none() || self.save_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
+        let inner = Arc::downgrade(self);
+        let scheduled = rt::spawn(async move {
+            rt::yield_now().await;
+            if let Some(inner) = inner.upgrade() {
+                inner.save_now();
+            }
+        });
+        if scheduled.is_err() {
+            self.save_now();
+        }
+    }
+
+    /// Saves the queue now.
+    pub(crate) fn save_now(&self) {
+        self.save_scheduled.store(false, Ordering::Release);
+        if let Some(persistence) = &self.persistence {
+            let saved = self.state().calls.snapshot();
+            persistence.save(&saved);
+        }
+    }
+
+    /// Saves the queue and lets the client's ID go, for the next load of this tab or another.
+    pub(crate) fn release(&self) {
+        self.save_now();
+        if let Some(persistence) = &self.persistence {
+            persistence.release(rt::now_ms());
+        }
+    }
+
+    /// Starts, on first use, the event stream ([`Mode::Sync`] only) and the renewal of the
+    /// storage lease.
+    fn start_background(self: &Arc<Self>) {
         let Some((shutdown, kicks)) = self
             .pending_stream
             .lock()
@@ -379,6 +481,21 @@ impl Inner {
         else {
             return;
         };
+        if self.persistence.is_some() {
+            let inner = Arc::downgrade(self);
+            let _ = rt::spawn(async move {
+                loop {
+                    rt::sleep(Duration::from_millis(LEASE_RENEW_MS)).await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    if let Some(persistence) = &inner.persistence {
+                        persistence.renew(rt::now_ms());
+                    }
+                }
+            });
+        }
+        if self.mode != Mode::Sync {
+            return;
+        }
         let stream = events::run(Arc::downgrade(self), shutdown, kicks, self.id.0);
         if let Err(message) = rt::spawn(stream) {
             self.fail_all(&message);
@@ -471,6 +588,7 @@ impl Inner {
                     tracing::warn!(error = %e, "batch refused");
                     let refused = self.state().calls.remove_in_flight(&seqs);
                     self.notify_status();
+                    self.schedule_save();
                     for call in refused {
                         call.resolve(Err(e.to_string()));
                     }
@@ -497,6 +615,7 @@ impl Inner {
             state.calls.requeue(Some(&retry));
         }
         self.notify_status();
+        self.schedule_save();
         for (call, outcome) in answered {
             if let Outcome::Ok(value) = &outcome {
                 self.listeners
@@ -555,12 +674,26 @@ impl Inner {
             let n = state.calls.queued();
             let packets = state.calls.take_batch(n);
             let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
-            state.calls.remove_in_flight(&seqs)
+            let calls = state.calls.remove_in_flight(&seqs);
+            // Calls restored from storage have nobody waiting: they stay queued for later.
+            let (waiting, restored): (Vec<Call>, Vec<Call>) =
+                calls.into_iter().partition(|c| c.reply.is_some());
+            for call in restored {
+                state.calls.push(call);
+            }
+            waiting
         };
         self.notify_status();
+        self.save_now();
         for call in calls {
             call.resolve(Err(message.to_owned()));
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

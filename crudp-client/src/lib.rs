@@ -4,6 +4,8 @@
 //! Applications use it through the `crudp` crate: make one [`Client`] per server, then one
 //! generated `{Trait}Client` stub per module on top of it.
 
+#[cfg(target_arch = "wasm32")]
+mod browser;
 mod call;
 mod client;
 mod events;
@@ -14,5 +16,8 @@ pub mod transport;
 
 pub use call::CallFuture;
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode};
+pub use queue::storage::{MemoryStorage, Storage};
+#[cfg(target_arch = "wasm32")]
+pub use queue::storage::LocalStorage;
 pub use status::{Connection, Status};
 pub use transport::{MaybeSendSync, Transport, TransportError};

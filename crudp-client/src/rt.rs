@@ -72,3 +72,54 @@ pub(crate) fn unix_now() -> u64 {
             .map_or(0, |d| d.as_secs())
     }
 }
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() as u64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Whether [`spawn`] can run a task here and now.
+pub(crate) fn can_spawn() -> bool {
+    #[cfg(target_arch = "wasm32")]
+    {
+        true
+    }
+    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+    {
+        tokio::runtime::Handle::try_current().is_ok()
+    }
+    #[cfg(not(any(feature = "native", target_arch = "wasm32")))]
+    {
+        false
+    }
+}
+
+/// The client ID this tab used before a reload, where the platform remembers one.
+pub(crate) fn previous_identity(url: &str) -> Option<crudp_runtime::ClientId> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::browser::previous_identity(url)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = url;
+        None
+    }
+}
+
+/// Remembers this tab's client ID for its next load.
+pub(crate) fn remember_identity(url: &str, client: crudp_runtime::ClientId) {
+    #[cfg(target_arch = "wasm32")]
+    crate::browser::remember_identity(url, client);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (url, client);
+}

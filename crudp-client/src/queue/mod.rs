@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, VecDeque};
 use crudp_runtime::{Outcome, Packet};
 use futures_channel::oneshot;
 
+pub(crate) mod storage;
+
 use crate::call::Reply;
+use storage::Saved;
 
 pub(crate) struct Call {
     pub(crate) packet: Packet,
@@ -38,6 +41,25 @@ impl Calls {
             next_seq: 1,
             ..Self::default()
         }
+    }
+
+    /// A queue restored from storage: its calls have no futures waiting, only listeners.
+    pub(crate) fn restore(saved: Saved) -> Self {
+        let mut calls = Self::new();
+        calls.next_seq = saved.next_seq.max(1);
+        for packet in saved.packets {
+            calls.next_seq = calls.next_seq.max(packet.seq + 1);
+            calls.queued.push_back(Call { packet, reply: None });
+        }
+        calls
+    }
+
+    /// What to save: every call without an outcome, in order.
+    pub(crate) fn snapshot(&self) -> Saved {
+        let mut packets: Vec<Packet> = self.in_flight.values().map(|c| c.packet.clone()).collect();
+        packets.extend(self.queued.iter().map(|c| c.packet.clone()));
+        packets.sort_by_key(|p| p.seq);
+        Saved { next_seq: self.next_seq, packets }
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {

@@ -7,8 +7,13 @@ use std::{future::Future, pin::Pin};
 
 use futures_util::Stream;
 
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 pub use native::ReqwestTransport;
+#[cfg(target_arch = "wasm32")]
+pub use wasm::FetchTransport;
 
 /// A boxed future; `Send` on native targets, where transports run on a thread pool.
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,0 +1,281 @@
+//! Where the queue survives a reload: a key-value [`Storage`] (the browser's `localStorage` by
+//! default there), and the lease that keeps two tabs from sharing a client ID.
+//!
+//! Each client keeps its unanswered packets under `crudp:<url>:queue:<client>` and a lease
+//! under `crudp:<url>:lease:<client>`: who holds it, when it last said so, and whether it let
+//! it go. A client starting up takes, in order: its own previous ID if its lease was let go
+//! (a reload of the same tab), an ID whose lease was let go or went stale and whose queue still
+//! holds packets (a closed tab's queue is not lost), or a new random ID.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crudp_runtime::{ClientId, Packet};
+use serde::{Deserialize, Serialize};
+
+use crate::transport::MaybeSendSync;
+
+/// A lease not renewed for this long belongs to a tab that is gone.
+pub(crate) const LEASE_TTL_MS: u64 = 10_000;
+/// How often a live client renews its lease.
+pub(crate) const LEASE_RENEW_MS: u64 = 2_000;
+
+/// A string key-value store that outlives the page: `localStorage` in the browser.
+pub trait Storage: MaybeSendSync + 'static {
+    /// The value under `key`.
+    fn get(&self, key: &str) -> Option<String>;
+    /// Stores `value` under `key`.
+    fn set(&self, key: &str, value: &str);
+    /// Removes `key`.
+    fn remove(&self, key: &str);
+    /// Every key.
+    fn keys(&self) -> Vec<String>;
+}
+
+/// A [`Storage`] in memory, shared by its clones: for tests, and for native clients that
+/// hand their queue over within one process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    entries: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, key: &str) -> Option<String> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), value.to_owned());
+    }
+
+    fn remove(&self, key: &str) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+}
+
+/// The browser's `localStorage`.
+#[cfg(target_arch = "wasm32")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalStorage;
+
+#[cfg(target_arch = "wasm32")]
+impl LocalStorage {
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok().flatten()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl Storage for LocalStorage {
+    fn get(&self, key: &str) -> Option<String> {
+        Self::storage()?.get_item(key).ok().flatten()
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        if let Some(storage) = Self::storage()
+            && let Err(e) = storage.set_item(key, value)
+        {
+            tracing::warn!("the queue could not be saved: {e:?}");
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        if let Some(storage) = Self::storage() {
+            let _ = storage.remove_item(key);
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let Some(storage) = Self::storage() else { return Vec::new() };
+        let n = storage.length().unwrap_or(0);
+        (0..n).filter_map(|i| storage.key(i).ok().flatten()).collect()
+    }
+}
+
+/// What is saved of a queue.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Saved {
+    pub(crate) next_seq: u64,
+    pub(crate) packets: Vec<Packet>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Lease {
+    holder: u64,
+    renewed_ms: u64,
+    released: bool,
+}
+
+impl Lease {
+    fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split(':');
+        let lease = Lease {
+            holder: parts.next()?.parse().ok()?,
+            renewed_ms: parts.next()?.parse().ok()?,
+            released: parts.next()? == "1",
+        };
+        Some(lease)
+    }
+
+    fn free(&self, now_ms: u64) -> bool {
+        self.released || now_ms.saturating_sub(self.renewed_ms) > LEASE_TTL_MS
+    }
+}
+
+/// One client's place in a [`Storage`].
+pub(crate) struct Persistence {
+    storage: Box<dyn Storage>,
+    prefix: String,
+    client: ClientId,
+    holder: u64,
+}
+
+impl Persistence {
+    /// Picks this client's ID (see the module docs), takes its lease, and loads its queue.
+    /// `previous` is the ID this tab used before a reload, if the platform remembers one.
+    pub(crate) fn open(
+        storage: Box<dyn Storage>,
+        url: &str,
+        previous: Option<ClientId>,
+        holder: u64,
+        fresh: ClientId,
+        now_ms: u64,
+    ) -> (Self, Saved) {
+        let prefix = format!("crudp:{url}:");
+        let lease_of = |client: ClientId| {
+            storage.get(&format!("{prefix}lease:{client}")).and_then(|v| Lease::parse(&v))
+        };
+        let reusable = previous.filter(|c| lease_of(*c).is_none_or(|l| l.free(now_ms)));
+        let orphan = || {
+            let queues = format!("{prefix}queue:");
+            storage.keys().into_iter().filter_map(|key| {
+                let client = u64::from_str_radix(key.strip_prefix(&queues)?, 16).ok().map(ClientId)?;
+                lease_of(client).is_none_or(|l| l.free(now_ms)).then_some(client)
+            }).min()
+        };
+        let client = reusable.or_else(orphan).unwrap_or(fresh);
+        let persistence = Self { storage, prefix, client, holder };
+        persistence.renew(now_ms);
+        let saved = persistence.load().unwrap_or_default();
+        (persistence, saved)
+    }
+
+    pub(crate) fn client(&self) -> ClientId {
+        self.client
+    }
+
+    fn queue_key(&self) -> String {
+        format!("{}queue:{}", self.prefix, self.client)
+    }
+
+    fn lease_key(&self) -> String {
+        format!("{}lease:{}", self.prefix, self.client)
+    }
+
+    fn load(&self) -> Option<Saved> {
+        let text = self.storage.get(&self.queue_key())?;
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        postcard::from_bytes(&bytes).ok()
+    }
+
+    /// Saves the queue; an empty queue removes the key.
+    pub(crate) fn save(&self, saved: &Saved) {
+        if saved.packets.is_empty() {
+            self.storage.remove(&self.queue_key());
+            return;
+        }
+        let bytes = postcard::to_stdvec(saved).expect("a queue always encodes");
+        self.storage.set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
+    }
+
+    /// Says that this client still holds its ID.
+    pub(crate) fn renew(&self, now_ms: u64) {
+        self.storage.set(&self.lease_key(), &format!("{}:{now_ms}:0", self.holder));
+    }
+
+    /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
+    pub(crate) fn release(&self, now_ms: u64) {
+        self.storage.set(&self.lease_key(), &format!("{}:{now_ms}:1", self.holder));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crudp_runtime::Action;
+
+    use super::*;
+
+    fn open(storage: &MemoryStorage, previous: Option<u64>, fresh: u64, now: u64) -> (Persistence, Saved) {
+        Persistence::open(Box::new(storage.clone()), "u", previous.map(ClientId), fresh, ClientId(fresh), now)
+    }
+
+    fn queue(p: &Persistence, seqs: &[u64]) {
+        let packets = seqs
+            .iter()
+            .map(|&seq| Packet { seq, handler: 1, action: Action::Create, args: vec![] })
+            .collect();
+        p.save(&Saved { next_seq: seqs.last().map_or(1, |s| s + 1), packets });
+    }
+
+    #[test]
+    fn a_reload_keeps_its_id_and_queue_but_a_duplicated_tab_does_not() {
+        let storage = MemoryStorage::new();
+        let (first, _) = open(&storage, None, 1, 0);
+        queue(&first, &[1, 2]);
+
+        // A duplicated tab remembers the same ID while the first tab still holds it.
+        let (duplicate, saved) = open(&storage, Some(1), 2, 1000);
+        assert_eq!((duplicate.client(), saved), (ClientId(2), Saved::default()));
+
+        // The first tab reloads: it let its ID go on the way out and takes it back.
+        first.release(2000);
+        let (reloaded, saved) = open(&storage, Some(1), 3, 2000);
+        assert_eq!(reloaded.client(), ClientId(1));
+        assert_eq!(saved.packets.len(), 2);
+        assert_eq!(saved.next_seq, 3);
+    }
+
+    #[test]
+    fn a_closed_tabs_queue_is_adopted_by_a_new_tab_and_a_stale_lease_counts_as_closed() {
+        let storage = MemoryStorage::new();
+        let (closed, _) = open(&storage, None, 1, 0);
+        queue(&closed, &[5]);
+        let (busy, _) = open(&storage, None, 2, 0);
+        queue(&busy, &[9]);
+
+        // Both leases are fresh: a new tab gets a new ID.
+        let (new_tab, saved) = open(&storage, None, 3, 1000);
+        assert_eq!((new_tab.client(), saved.packets.len()), (ClientId(3), 0));
+
+        // Long after, nobody renewed: the oldest orphan is adopted.
+        let (late, saved) = open(&storage, None, 4, 1000 + LEASE_TTL_MS + 1);
+        assert_eq!(late.client(), ClientId(1));
+        assert_eq!(saved.packets[0].seq, 5);
+    }
+
+    #[test]
+    fn an_empty_queue_leaves_nothing_behind() {
+        let storage = MemoryStorage::new();
+        let (p, _) = open(&storage, None, 1, 0);
+        queue(&p, &[1]);
+        queue(&p, &[]);
+        assert!(storage.keys().iter().all(|k| !k.contains("queue")));
+    }
+}
