@@ -32,8 +32,12 @@ impl Hooks {
                 inner.release();
             }
         });
-        window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref()).ok()?;
-        window.add_event_listener_with_callback("pagehide", pagehide.as_ref().unchecked_ref()).ok()?;
+        window
+            .add_event_listener_with_callback("online", online.as_ref().unchecked_ref())
+            .ok()?;
+        window
+            .add_event_listener_with_callback("pagehide", pagehide.as_ref().unchecked_ref())
+            .ok()?;
         Some(Self { online, pagehide })
     }
 }
@@ -41,9 +45,14 @@ impl Hooks {
 impl Drop for Hooks {
     fn drop(&mut self) {
         if let Some(window) = web_sys::window() {
-            let _ = window.remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
-            let _ =
-                window.remove_event_listener_with_callback("pagehide", self.pagehide.as_ref().unchecked_ref());
+            let _ = window.remove_event_listener_with_callback(
+                "online",
+                self.online.as_ref().unchecked_ref(),
+            );
+            let _ = window.remove_event_listener_with_callback(
+                "pagehide",
+                self.pagehide.as_ref().unchecked_ref(),
+            );
         }
     }
 }
@@ -54,7 +63,10 @@ fn session() -> Option<web_sys::Storage> {
 
 /// The client ID this tab used before a reload.
 pub(crate) fn previous_identity(url: &str) -> Option<ClientId> {
-    let value = session()?.get_item(&format!("crudp:{url}:tab")).ok().flatten()?;
+    let value = session()?
+        .get_item(&format!("crudp:{url}:tab"))
+        .ok()
+        .flatten()?;
     u64::from_str_radix(&value, 16).ok().map(ClientId)
 }
 

@@ -17,9 +17,9 @@ use futures_channel::{mpsc, oneshot};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
     call::CallFuture,
     events::{self, ListenerFn, Listeners},
+    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
     queue::{Call, Calls},
     rt,
     status::{Connection, Status},
@@ -56,6 +56,22 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Shared by the clones the application holds, not by the client's own tasks: when the
+    /// last one goes, the client saves its queue, lets its ID go and stops its event stream.
+    _handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Weak<Inner>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.release();
+        }
+    }
 }
 
 /// Configures a [`Client`]; made by [`Client::builder`].
@@ -79,13 +95,13 @@ pub(crate) struct Inner {
     watchers: Mutex<Watchers>,
     /// Wakes the event stream from its back-off, for [`Client::sync`].
     kick: mpsc::UnboundedSender<()>,
-    /// Dropped with the client, which ends the event stream.
-    _shutdown: oneshot::Sender<()>,
     /// Handed to the event stream when it starts.
     pending_stream: Mutex<Option<(oneshot::Receiver<()>, mpsc::UnboundedReceiver<()>)>>,
     /// Where the queue is saved until each call's outcome is known, if anywhere.
     persistence: Option<Persistence>,
     save_scheduled: AtomicBool,
+    /// Set once the client let its ID go: another client may own the saved queue now.
+    released: AtomicBool,
     /// The browser events the client listens to (`online`, `pagehide`).
     #[cfg(target_arch = "wasm32")]
     browser: Mutex<Option<crate::browser::Hooks>>,
@@ -188,41 +204,57 @@ impl ClientBuilder {
         let (id, persistence, saved) = match storage {
             Some(storage) => {
                 let previous = rt::previous_identity(&base);
-                let (persistence, saved) =
-                    Persistence::open(storage, &base, previous, rt::random_u64(), fresh, rt::now_ms());
+                let (persistence, saved) = Persistence::open(
+                    storage,
+                    &base,
+                    previous,
+                    rt::random_u64(),
+                    fresh,
+                    rt::now_ms(),
+                );
                 rt::remember_identity(&base, persistence.client());
                 (persistence.client(), Some(persistence), saved)
             }
             None => (fresh, None, Saved::default()),
         };
         let restored = !saved.packets.is_empty();
-        let client = Client {
-            inner: Arc::new(Inner {
-                base,
-                id,
-                transport,
-                mode: self.mode,
-                max_batch_packets: self.max_batch_packets,
-                state: Mutex::new(State {
-                    calls: Calls::restore(saved),
-                    sending: false,
-                    connection: Connection::Reconnecting,
-                    failures: 0,
-                }),
-                listeners: Listeners::default(),
-                watchers: Mutex::default(),
-                kick,
-                _shutdown: shutdown,
-                pending_stream: Mutex::new(Some((shutdown_receiver, kicks))),
-                persistence,
-                save_scheduled: AtomicBool::new(false),
-                #[cfg(target_arch = "wasm32")]
-                browser: Mutex::new(None),
+        let inner = Arc::new(Inner {
+            base,
+            id,
+            transport,
+            mode: self.mode,
+            max_batch_packets: self.max_batch_packets,
+            state: Mutex::new(State {
+                calls: Calls::restore(saved),
+                sending: false,
+                connection: Connection::Reconnecting,
+                failures: 0,
             }),
+            listeners: Listeners::default(),
+            watchers: Mutex::default(),
+            kick,
+            pending_stream: Mutex::new(Some((shutdown_receiver, kicks))),
+            persistence,
+            save_scheduled: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            #[cfg(target_arch = "wasm32")]
+            browser: Mutex::new(None),
+        });
+        let handle = Arc::new(Handle {
+            inner: Arc::downgrade(&inner),
+            _shutdown: shutdown,
+        });
+        let client = Client {
+            inner,
+            _handle: handle,
         };
         #[cfg(target_arch = "wasm32")]
         {
-            *client.inner.browser.lock().unwrap_or_else(PoisonError::into_inner) =
+            *client
+                .inner
+                .browser
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
                 crate::browser::Hooks::install(&client.inner);
         }
         if restored && rt::can_spawn() {
@@ -456,6 +488,9 @@ impl Inner {
     /// Saves the queue now.
     pub(crate) fn save_now(&self) {
         self.save_scheduled.store(false, Ordering::Release);
+        if self.released.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(persistence) = &self.persistence {
             let saved = self.state().calls.snapshot();
             persistence.save(&saved);
@@ -465,7 +500,9 @@ impl Inner {
     /// Saves the queue and lets the client's ID go, for the next load of this tab or another.
     pub(crate) fn release(&self) {
         self.save_now();
-        if let Some(persistence) = &self.persistence {
+        if let Some(persistence) = &self.persistence
+            && !self.released.swap(true, Ordering::AcqRel)
+        {
             persistence.release(rt::now_ms());
         }
     }
@@ -487,6 +524,9 @@ impl Inner {
                 loop {
                     rt::sleep(Duration::from_millis(LEASE_RENEW_MS)).await;
                     let Some(inner) = inner.upgrade() else { return };
+                    if inner.released.load(Ordering::Acquire) {
+                        return;
+                    }
                     if let Some(persistence) = &inner.persistence {
                         persistence.renew(rt::now_ms());
                     }
@@ -688,12 +728,6 @@ impl Inner {
         for call in calls {
             call.resolve(Err(message.to_owned()));
         }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 

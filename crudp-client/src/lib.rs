@@ -16,8 +16,8 @@ pub mod transport;
 
 pub use call::CallFuture;
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode};
-pub use queue::storage::{MemoryStorage, Storage};
 #[cfg(target_arch = "wasm32")]
 pub use queue::storage::LocalStorage;
+pub use queue::storage::{MemoryStorage, Storage};
 pub use status::{Connection, Status};
 pub use transport::{MaybeSendSync, Transport, TransportError};

@@ -44,9 +44,11 @@
 /// name); `crate = "path"` names the `crudp` crate when it is renamed.
 pub use crudp_macros::module;
 
+#[cfg(target_arch = "wasm32")]
+pub use crudp_client::LocalStorage;
 pub use crudp_client::{
-    CallFuture, Client, ClientBuilder, Connection, Listener, Mode, Status, Transport,
-    TransportError, transport,
+    CallFuture, Client, ClientBuilder, Connection, Listener, MemoryStorage, Mode, Status, Storage,
+    Transport, TransportError, transport,
 };
 pub use crudp_runtime::{
     Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,

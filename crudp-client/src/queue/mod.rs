@@ -49,7 +49,10 @@ impl Calls {
         calls.next_seq = saved.next_seq.max(1);
         for packet in saved.packets {
             calls.next_seq = calls.next_seq.max(packet.seq + 1);
-            calls.queued.push_back(Call { packet, reply: None });
+            calls.queued.push_back(Call {
+                packet,
+                reply: None,
+            });
         }
         calls
     }
@@ -59,7 +62,10 @@ impl Calls {
         let mut packets: Vec<Packet> = self.in_flight.values().map(|c| c.packet.clone()).collect();
         packets.extend(self.queued.iter().map(|c| c.packet.clone()));
         packets.sort_by_key(|p| p.seq);
-        Saved { next_seq: self.next_seq, packets }
+        Saved {
+            next_seq: self.next_seq,
+            packets,
+        }
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {

@@ -51,7 +51,11 @@ impl MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn get(&self, key: &str) -> Option<String> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     fn set(&self, key: &str, value: &str) {
@@ -62,11 +66,19 @@ impl Storage for MemoryStorage {
     }
 
     fn remove(&self, key: &str) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 
     fn keys(&self) -> Vec<String> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 
@@ -103,9 +115,13 @@ impl Storage for LocalStorage {
     }
 
     fn keys(&self) -> Vec<String> {
-        let Some(storage) = Self::storage() else { return Vec::new() };
+        let Some(storage) = Self::storage() else {
+            return Vec::new();
+        };
         let n = storage.length().unwrap_or(0);
-        (0..n).filter_map(|i| storage.key(i).ok().flatten()).collect()
+        (0..n)
+            .filter_map(|i| storage.key(i).ok().flatten())
+            .collect()
     }
 }
 
@@ -160,18 +176,33 @@ impl Persistence {
     ) -> (Self, Saved) {
         let prefix = format!("crudp:{url}:");
         let lease_of = |client: ClientId| {
-            storage.get(&format!("{prefix}lease:{client}")).and_then(|v| Lease::parse(&v))
+            storage
+                .get(&format!("{prefix}lease:{client}"))
+                .and_then(|v| Lease::parse(&v))
         };
         let reusable = previous.filter(|c| lease_of(*c).is_none_or(|l| l.free(now_ms)));
         let orphan = || {
             let queues = format!("{prefix}queue:");
-            storage.keys().into_iter().filter_map(|key| {
-                let client = u64::from_str_radix(key.strip_prefix(&queues)?, 16).ok().map(ClientId)?;
-                lease_of(client).is_none_or(|l| l.free(now_ms)).then_some(client)
-            }).min()
+            storage
+                .keys()
+                .into_iter()
+                .filter_map(|key| {
+                    let client = u64::from_str_radix(key.strip_prefix(&queues)?, 16)
+                        .ok()
+                        .map(ClientId)?;
+                    lease_of(client)
+                        .is_none_or(|l| l.free(now_ms))
+                        .then_some(client)
+                })
+                .min()
         };
         let client = reusable.or_else(orphan).unwrap_or(fresh);
-        let persistence = Self { storage, prefix, client, holder };
+        let persistence = Self {
+            storage,
+            prefix,
+            client,
+            holder,
+        };
         persistence.renew(now_ms);
         let saved = persistence.load().unwrap_or_default();
         (persistence, saved)
@@ -202,17 +233,20 @@ impl Persistence {
             return;
         }
         let bytes = postcard::to_stdvec(saved).expect("a queue always encodes");
-        self.storage.set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
+        self.storage
+            .set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
     }
 
     /// Says that this client still holds its ID.
     pub(crate) fn renew(&self, now_ms: u64) {
-        self.storage.set(&self.lease_key(), &format!("{}:{now_ms}:0", self.holder));
+        self.storage
+            .set(&self.lease_key(), &format!("{}:{now_ms}:0", self.holder));
     }
 
     /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
     pub(crate) fn release(&self, now_ms: u64) {
-        self.storage.set(&self.lease_key(), &format!("{}:{now_ms}:1", self.holder));
+        self.storage
+            .set(&self.lease_key(), &format!("{}:{now_ms}:1", self.holder));
     }
 }
 
@@ -222,16 +256,36 @@ mod tests {
 
     use super::*;
 
-    fn open(storage: &MemoryStorage, previous: Option<u64>, fresh: u64, now: u64) -> (Persistence, Saved) {
-        Persistence::open(Box::new(storage.clone()), "u", previous.map(ClientId), fresh, ClientId(fresh), now)
+    fn open(
+        storage: &MemoryStorage,
+        previous: Option<u64>,
+        fresh: u64,
+        now: u64,
+    ) -> (Persistence, Saved) {
+        Persistence::open(
+            Box::new(storage.clone()),
+            "u",
+            previous.map(ClientId),
+            fresh,
+            ClientId(fresh),
+            now,
+        )
     }
 
     fn queue(p: &Persistence, seqs: &[u64]) {
         let packets = seqs
             .iter()
-            .map(|&seq| Packet { seq, handler: 1, action: Action::Create, args: vec![] })
+            .map(|&seq| Packet {
+                seq,
+                handler: 1,
+                action: Action::Create,
+                args: vec![],
+            })
             .collect();
-        p.save(&Saved { next_seq: seqs.last().map_or(1, |s| s + 1), packets });
+        p.save(&Saved {
+            next_seq: seqs.last().map_or(1, |s| s + 1),
+            packets,
+        });
     }
 
     #[test]

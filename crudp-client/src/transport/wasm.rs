@@ -39,7 +39,11 @@ impl FetchTransport {
 }
 
 impl Transport for FetchTransport {
-    fn post(&self, url: &str, body: Vec<u8>) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
+    fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
         let mut request = Request::post(url).header("content-type", "application/octet-stream");
         if self.credentials {
             request = request.credentials(RequestCredentials::Include);
@@ -47,7 +51,11 @@ impl Transport for FetchTransport {
         let request = request.body(js_sys::Uint8Array::from(&body[..]));
         Box::pin(async move {
             let unreachable = |e: gloo_net::Error| TransportError::Unreachable(e.to_string());
-            let response = request.map_err(unreachable)?.send().await.map_err(unreachable)?;
+            let response = request
+                .map_err(unreachable)?
+                .send()
+                .await
+                .map_err(unreachable)?;
             if response.ok() {
                 return response.binary().await.map_err(unreachable);
             }
@@ -70,14 +78,19 @@ impl Transport for FetchTransport {
             None => url.to_owned(),
         };
         let opened = (|| {
-            let mut source = EventSource::new(&url).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            let mut source =
+                EventSource::new(&url).map_err(|e| TransportError::Unreachable(e.to_string()))?;
             let mut events = SelectAll::new();
             for kind in ["results", "broadcast", "reset", "ready"] {
-                let subscription =
-                    source.subscribe(kind).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+                let subscription = source
+                    .subscribe(kind)
+                    .map_err(|e| TransportError::Unreachable(e.to_string()))?;
                 events.push(subscription);
             }
-            Ok(Box::pin(Events { _source: source, events }) as EventStream)
+            Ok(Box::pin(Events {
+                _source: source,
+                events,
+            }) as EventStream)
         })();
         Box::pin(async move { opened })
     }
@@ -100,7 +113,9 @@ impl Stream for Events {
                     event: Some(kind),
                     data: message.data().as_string().unwrap_or_default(),
                 }),
-                Err(e) => Err(TransportError::Unreachable(format!("{e}: the event stream closed"))),
+                Err(e) => Err(TransportError::Unreachable(format!(
+                    "{e}: the event stream closed"
+                ))),
             })
         })
     }

@@ -1,7 +1,6 @@
 //! A real axum server on 127.0.0.1 for the tests, with a count of the batches it received, an
-//! authenticator that trusts an `x-user: <id>:<role>` header, and raw SSE readers.
-
-#![allow(dead_code, unreachable_pub)]
+//! authenticator that trusts an `x-user: <id>:<role>` header, raw SSE readers, and a proxy
+//! that can take the server off the network and bring it back.
 
 use std::{
     collections::BTreeMap,
@@ -21,49 +20,9 @@ use crudp::{
     server::{AuthError, Crudp, CrudpBuilder},
 };
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Todo {
-    pub id: u64,
-    pub title: String,
-    pub done: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub enum TodoError {
-    NotFound,
-    Invalid(String),
-}
-
-/// The full CRUD module.
-#[crudp::module]
-pub trait Todos {
-    async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError>;
-    async fn read(&self, ctx: &Context, id: u64) -> Result<Todo, TodoError>;
-    async fn update(&self, ctx: &Context, todo: Todo) -> Result<Todo, TodoError>;
-    async fn delete(&self, ctx: &Context, id: u64) -> Result<(), TodoError>;
-}
-
-/// A read-only module.
-#[crudp::module(id = 7)]
-pub trait Catalog {
-    async fn read(&self, ctx: &Context, sku: String) -> Result<u32, String>;
-}
-
-/// A module whose delete panics.
-#[crudp::module]
-pub trait Fragile {
-    async fn create(&self, ctx: &Context) -> Result<u8, ()>;
-    async fn delete(&self, ctx: &Context, why: String) -> Result<(), ()>;
-}
-
-/// A module no test server mounts.
-#[crudp::module]
-pub trait Unmounted {
-    async fn create(&self, ctx: &Context, x: u8) -> Result<u8, ()>;
-}
+use crate::api::*;
 
 /// The todo store. Titles steer it:
 /// - `shout…`: the created todo is broadcast to everyone;
@@ -231,7 +190,8 @@ impl Server {
         };
         let app = axum::Router::new()
             .nest("/crudp", api.router())
-            .layer(axum::middleware::from_fn(count_batches));
+            .layer(axum::middleware::from_fn(count_batches))
+            .layer(loopback_cors());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -399,4 +359,97 @@ pub async fn eventually(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// CORS for pages served from any port of 127.0.0.1, as the browser tests are.
+pub fn loopback_cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin, _| {
+            origin.as_bytes().starts_with(b"http://127.0.0.1:")
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+        ])
+}
+
+/// A TCP proxy in front of a server that can take it off the network (refusing connections
+/// and cutting the open ones) and bring it back on the same address.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    acceptor: Option<tokio::task::JoinHandle<()>>,
+    connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy to `target` on a free port of 127.0.0.1.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            target,
+            state: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// The CRUDP mount point through the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}/crudp", self.addr)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (state, target) = (Arc::clone(&self.state), self.target);
+        let acceptor = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut state = state.lock().unwrap();
+                state.connections.retain(|c| !c.is_finished());
+                state.connections.push(connection);
+            }
+        });
+        self.state.lock().unwrap().acceptor = Some(acceptor);
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub async fn down(&self) {
+        let (acceptor, connections) = {
+            let mut state = self.state.lock().unwrap();
+            (
+                state.acceptor.take(),
+                std::mem::take(&mut state.connections),
+            )
+        };
+        for task in acceptor.into_iter().chain(connections) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Accepts connections again, on the same address.
+    pub async fn up(&self) {
+        for _ in 0..100 {
+            if let Ok(listener) = tokio::net::TcpListener::bind(self.addr).await {
+                self.serve(listener);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} could not be bound again", self.addr);
+    }
 }

@@ -1,8 +1,6 @@
 //! Batches over `POST /sync`, results and broadcasts over SSE: routing, replay, overruns,
 //! tokens and exactly-once delivery, against a real server.
 
-mod support;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -12,8 +10,8 @@ use crudp::{
     Action, CallError, ClientId, Connection, Module, Target,
     protocol::{Broadcast, PROTOCOL_VERSION, Position, decode_results, encode_batch},
 };
+use crudp_tests::*;
 use futures_util::future::join_all;
-use support::*;
 
 /// Everything a listener received.
 fn collect<T: Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Fn(T) + Send + Sync + 'static) {

@@ -1,8 +1,6 @@
 //! Hostile bodies on `POST /call`: each gets a readable 400 (or 413), nothing panics or
 //! allocates beyond the limits, and the server answers the next good request.
 
-mod support;
-
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
@@ -12,7 +10,7 @@ use crudp::{
     Action, ClientId,
     protocol::{Batch, PROTOCOL_VERSION, Packet, encode_batch},
 };
-use support::*;
+use crudp_tests::*;
 
 /// Counts the bytes this process holds, and the peak since the last reset.
 /// Counts the bytes the current thread holds, and its peak since the last reset; per thread,

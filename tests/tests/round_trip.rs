@@ -1,10 +1,8 @@
 //! The generated client against a real server over HTTP.
 
-mod support;
-
 use crudp::{CallError, Client, Module, RejectCode};
+use crudp_tests::*;
 use futures_util::future::join_all;
-use support::*;
 
 #[tokio::test]
 async fn all_four_actions_round_trip() {

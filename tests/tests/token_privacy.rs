@@ -1,14 +1,12 @@
 //! A token in a query string never reaches logs or traces, even at the `trace` level.
 
-mod support;
-
 use std::{
     io::Write,
     sync::{Arc, Mutex},
 };
 
 use crudp::ClientId;
-use support::*;
+use crudp_tests::*;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

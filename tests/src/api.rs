@@ -1,0 +1,45 @@
+//! The API the end-to-end tests use, on both sides: native servers and clients, and the browser.
+
+use crudp::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Todo {
+    pub id: u64,
+    pub title: String,
+    pub done: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum TodoError {
+    NotFound,
+    Invalid(String),
+}
+
+/// The full CRUD module.
+#[crudp::module]
+pub trait Todos {
+    async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError>;
+    async fn read(&self, ctx: &Context, id: u64) -> Result<Todo, TodoError>;
+    async fn update(&self, ctx: &Context, todo: Todo) -> Result<Todo, TodoError>;
+    async fn delete(&self, ctx: &Context, id: u64) -> Result<(), TodoError>;
+}
+
+/// A read-only module.
+#[crudp::module(id = 7)]
+pub trait Catalog {
+    async fn read(&self, ctx: &Context, sku: String) -> Result<u32, String>;
+}
+
+/// A module whose delete panics.
+#[crudp::module]
+pub trait Fragile {
+    async fn create(&self, ctx: &Context) -> Result<u8, ()>;
+    async fn delete(&self, ctx: &Context, why: String) -> Result<(), ()>;
+}
+
+/// A module no test server mounts.
+#[crudp::module]
+pub trait Unmounted {
+    async fn create(&self, ctx: &Context, x: u8) -> Result<u8, ()>;
+}

@@ -1,0 +1,134 @@
+//! Offline: calls made while the server is unreachable, and a queue that outlives its client.
+
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use crudp::{Client, Connection, MemoryStorage, Storage};
+use crudp_tests::*;
+use futures_util::future::join_all;
+
+fn collect() -> (Arc<Mutex<Vec<Todo>>>, impl Fn(Todo) + Send + Sync + 'static) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    (seen, move |todo| sink.lock().unwrap().push(todo))
+}
+
+fn client(proxy: &Proxy, storage: Option<&MemoryStorage>) -> Client {
+    let builder = Client::builder(proxy.url()).transport(transport_as("ann", "admin"));
+    match storage {
+        Some(storage) => builder.storage(storage.clone()).build(),
+        None => builder.build(),
+    }
+}
+
+#[tokio::test]
+async fn calls_made_while_the_server_is_down_are_delivered_when_it_is_back() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.down().await;
+    let client = client(&proxy, None);
+    let todos = TodosClient::new(&client);
+    let (seen, listener) = collect();
+    let _ = todos.on_create(listener);
+
+    let calls: Vec<_> = (0..3)
+        .map(|i| todos.create(format!("offline {i}")))
+        .collect();
+    eventually("offline", || {
+        client.status().connection == Connection::Offline
+    })
+    .await;
+    assert_eq!(client.status().queued, 3);
+    assert_eq!(server.executions(), 0);
+
+    proxy.up().await;
+    client.sync();
+    let results = tokio::time::timeout(Duration::from_secs(30), join_all(calls))
+        .await
+        .unwrap();
+    let titles: Vec<_> = results.into_iter().map(|r| r.unwrap().title).collect();
+    assert_eq!(titles, ["offline 0", "offline 1", "offline 2"]);
+    assert_eq!(server.executions(), 3);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(client.status().pending(), 0);
+}
+
+#[tokio::test]
+async fn a_new_client_over_the_same_storage_delivers_a_saved_queue() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.down().await;
+    let storage = MemoryStorage::new();
+
+    let first = client(&proxy, Some(&storage));
+    let todos = TodosClient::new(&first);
+    drop((todos.create("kept 0".into()), todos.create("kept 1".into())));
+    let id = first.id();
+    tokio::task::yield_now().await;
+    drop((todos, first));
+    assert!(
+        storage.keys().iter().any(|k| k.contains("queue")),
+        "the queue was saved"
+    );
+
+    proxy.up().await;
+    let second = client(&proxy, Some(&storage));
+    assert_eq!(second.id(), id, "the new client takes over the saved queue");
+    let (seen, listener) = collect();
+    let _ = TodosClient::new(&second).on_create(listener);
+    eventually("the saved calls' results", || {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    let titles: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.title.clone())
+        .collect();
+    assert_eq!(titles, ["kept 0", "kept 1"]);
+    assert_eq!(server.executions(), 2);
+    eventually("the saved queue to empty", || {
+        !storage.keys().iter().any(|k| k.contains("queue"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_queue_whose_results_were_lost_runs_exactly_once_after_the_takeover() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let storage = MemoryStorage::new();
+
+    let first = client(&proxy, Some(&storage));
+    let todos = TodosClient::new(&first);
+    drop(
+        (0..3)
+            .map(|i| todos.create(format!("gated {i}")))
+            .collect::<Vec<_>>(),
+    );
+    // The batch reaches the server and starts; then the network goes and the client closes.
+    eventually("the batch to run", || {
+        server.store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    proxy.down().await;
+    drop((todos, first));
+    server.store.gate.add_permits(3);
+    eventually("the batch to finish", || server.executions() == 3).await;
+
+    proxy.up().await;
+    let second = client(&proxy, Some(&storage));
+    let (seen, listener) = collect();
+    let _ = TodosClient::new(&second).on_create(listener);
+    eventually("the results, answered again", || {
+        seen.lock().unwrap().len() == 3
+    })
+    .await;
+    let ids: Vec<_> = seen.lock().unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(server.executions(), 3, "nothing ran twice");
+    assert_eq!(server.store.todos.lock().unwrap().len(), 3);
+}
