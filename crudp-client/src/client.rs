@@ -112,6 +112,9 @@ struct State {
     sending: bool,
     connection: Connection,
     failures: u32,
+    /// How long the sender waits before sending calls the server could not run yet.
+    hold: Option<Duration>,
+    unavailable: Backoff,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -229,6 +232,8 @@ impl ClientBuilder {
                 sending: false,
                 connection: Connection::Reconnecting,
                 failures: 0,
+                hold: None,
+                unavailable: Backoff::new(id.0 ^ 0xba11),
             }),
             listeners: Listeners::default(),
             watchers: Mutex::default(),
@@ -510,6 +515,9 @@ impl Inner {
     /// Starts, on first use, the event stream ([`Mode::Sync`] only) and the renewal of the
     /// storage lease.
     fn start_background(self: &Arc<Self>) {
+        if !rt::can_spawn() {
+            return;
+        }
         let Some((shutdown, kicks)) = self
             .pending_stream
             .lock()
@@ -567,6 +575,14 @@ impl Inner {
         let mut guard = SendingGuard(Some(Arc::clone(&self)));
         let mut backoff = Backoff::new(self.id.0 ^ 0x5eed);
         loop {
+            let hold = self.state().hold.take();
+            if let Some(delay) = hold {
+                tracing::debug!(
+                    ?delay,
+                    "waiting before sending calls the server could not run"
+                );
+                rt::sleep(delay).await;
+            }
             let packets = {
                 let mut state = self.state();
                 let may_send = self.mode == Mode::Call || state.connection == Connection::Online;
@@ -653,6 +669,11 @@ impl Inner {
                 }
             }
             state.calls.requeue(Some(&retry));
+            if retry.is_empty() {
+                state.unavailable.reset();
+            } else {
+                state.hold = Some(state.unavailable.next());
+            }
         }
         self.notify_status();
         self.schedule_save();
@@ -664,11 +685,7 @@ impl Inner {
             call.resolve(Ok(outcome));
         }
         if !retry.is_empty() {
-            let inner = Arc::clone(self);
-            let _ = rt::spawn(async move {
-                rt::sleep(BACKOFF_MIN * 4).await;
-                Inner::start_sender(&inner);
-            });
+            Inner::start_sender(self);
         }
     }
 

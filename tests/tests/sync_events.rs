@@ -528,3 +528,17 @@ async fn presence_hooks_see_streams_open_and_close_and_streams_are_limited_per_u
         .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
         .await;
 }
+
+#[tokio::test]
+async fn a_later_batch_waits_for_an_earlier_call_the_server_could_not_run() {
+    let server = Server::start().await;
+    let client = crudp::Client::builder(server.url())
+        .transport(transport_as("ann", "admin"))
+        .max_batch_packets(1)
+        .build();
+    let todos = TodosClient::new(&client);
+    let (busy, later) = tokio::join!(todos.create("busy first".into()), todos.create("later".into()));
+    let (busy, later) = (busy.unwrap(), later.unwrap());
+    assert!(busy.id < later.id, "order held across batches: {busy:?} {later:?}");
+    assert_eq!(server.executions(), 2);
+}

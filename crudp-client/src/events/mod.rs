@@ -42,54 +42,62 @@ pub(crate) async fn run(
             return;
         };
         let had_token = token.is_some();
-        let stream = match connect(&inner, &mut token, last_event_id).await {
-            Ok(stream) => stream,
+        let opened = connect(&inner, &mut token, last_event_id).await;
+        let mut ready = false;
+        match opened {
             Err(e) if e.status() == Some(401) && had_token => {
                 // The token expired or the server restarted with a new key: get a new one now.
                 tracing::debug!("event stream refused its token; renewing it");
                 token = None;
                 continue;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "event stream not connected");
-                inner.connection_failed();
+            Err(e) => tracing::debug!(error = %e, "event stream not connected"),
+            Ok(mut stream) => {
                 drop(inner);
-                let delay = rt::sleep(backoff.next());
-                match select(select(Box::pin(delay), kicks.next()), &mut shutdown).await {
-                    Either::Left(_) => continue,
-                    Either::Right(_) => return,
+                loop {
+                    let event = match select(stream.next(), &mut shutdown).await {
+                        Either::Left((event, _)) => event,
+                        Either::Right(_) => return,
+                    };
+                    let Some(inner) = client.upgrade() else {
+                        return;
+                    };
+                    match event {
+                        Some(Ok(event)) => {
+                            if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
+                                last_event_id = Some(id);
+                            }
+                            if handle(&inner, event) == Some(EventKind::Ready) {
+                                ready = true;
+                                backoff.reset();
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "event stream broke");
+                            break;
+                        }
+                        None => break,
+                    }
                 }
             }
+        }
+        let Some(inner) = client.upgrade() else {
+            return;
         };
+        if ready {
+            // It was open: reconnect at once.
+            inner.connection_lost();
+            continue;
+        }
+        // It never opened (the browser's `EventSource` reports a refused token this way too):
+        // try a new token, after a pause.
+        token = None;
+        inner.connection_failed();
         drop(inner);
-        let mut stream: EventStream = stream;
-        loop {
-            let event = match select(stream.next(), &mut shutdown).await {
-                Either::Left((event, _)) => event,
-                Either::Right(_) => return,
-            };
-            let Some(inner) = client.upgrade() else {
-                return;
-            };
-            match event {
-                Some(Ok(event)) => {
-                    if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
-                        last_event_id = Some(id);
-                    }
-                    if handle(&inner, event) == Some(EventKind::Ready) {
-                        backoff.reset();
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "event stream broke");
-                    inner.connection_lost();
-                    break;
-                }
-                None => {
-                    inner.connection_lost();
-                    break;
-                }
-            }
+        let delay = rt::sleep(backoff.next());
+        if let Either::Right(_) = select(select(Box::pin(delay), kicks.next()), &mut shutdown).await
+        {
+            return;
         }
     }
 }
@@ -110,9 +118,12 @@ async fn connect(
             })?
         }
     };
-    let url = format!("{}?token={}", inner.url("events"), current.token);
+    let stream = inner
+        .transport
+        .events(&inner.url("events"), &current.token, last_event_id)
+        .await;
     *token = Some(current);
-    inner.transport.events(&url, last_event_id).await
+    stream
 }
 
 /// Acts on one event; returns its kind.

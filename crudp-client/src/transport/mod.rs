@@ -60,11 +60,14 @@ pub trait Transport: MaybeSendSync + 'static {
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
 
-    /// Opens the SSE stream at `url`, sending `Last-Event-ID` if given. The stream ends or
-    /// fails when the connection does; the client then reconnects.
+    /// Opens the SSE stream at `url` with the stream token `token` (as `Authorization: Bearer`
+    /// where the platform can send headers, else as the `token` query parameter), resuming
+    /// after `last_event_id` if given. The stream ends or fails when the connection does; the
+    /// client then reconnects.
     fn events(
         &self,
         url: &str,
+        token: &str,
         last_event_id: Option<u64>,
     ) -> TransportFuture<'_, Result<EventStream, TransportError>>;
 }

@@ -26,7 +26,7 @@ impl ReqwestTransport {
 }
 
 fn unreachable(e: reqwest::Error) -> TransportError {
-    TransportError::Unreachable(e.to_string())
+    TransportError::Unreachable(e.without_url().to_string())
 }
 
 async fn check(response: reqwest::Response) -> Result<reqwest::Response, TransportError> {
@@ -61,12 +61,14 @@ impl Transport for ReqwestTransport {
     fn events(
         &self,
         url: &str,
+        token: &str,
         last_event_id: Option<u64>,
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
         let mut request = self
             .http
             .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }

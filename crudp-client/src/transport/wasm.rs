@@ -69,13 +69,14 @@ impl Transport for FetchTransport {
     fn events(
         &self,
         url: &str,
+        token: &str,
         last_event_id: Option<u64>,
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
-        // `EventSource` cannot send headers: the first connection passes the ID in the query;
-        // its own reconnections send `Last-Event-ID`, which the server prefers.
+        // `EventSource` cannot send headers: the token and the first connection's last event ID
+        // go in the query; its own reconnections send `Last-Event-ID`, which the server prefers.
         let url = match last_event_id {
-            Some(id) => format!("{url}&lastEventId={id}"),
-            None => url.to_owned(),
+            Some(id) => format!("{url}?token={token}&lastEventId={id}"),
+            None => format!("{url}?token={token}"),
         };
         let opened = (|| {
             let mut source =

@@ -10,7 +10,7 @@ use std::{
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{Frame, Hub, HubError, Publication, Start, Subscriber, Subscription, event_frame};
-use crate::{dispatch::BoxFuture, protocol::ClientId};
+use crate::{context::User, dispatch::BoxFuture, protocol::ClientId};
 
 /// Default for [`MemoryHub::new`]'s replay buffer: the last 4,096 events.
 pub const DEFAULT_REPLAY_BUFFER: usize = 4096;
@@ -203,7 +203,12 @@ impl Hub for MemoryHub {
     ) -> BoxFuture<'_, Result<Subscription, HubError>> {
         let result = (|| {
             let mut state = self.shared.state();
-            let user = subscriber.user.id.clone();
+            // Anonymous visitors share one identity: limit them per client instead.
+            let user = if subscriber.user == User::anonymous() {
+                format!("anonymous client {}", subscriber.client)
+            } else {
+                subscriber.user.id.clone()
+            };
             let open = state.per_user.get(&user).copied().unwrap_or(0);
             if open >= self.shared.connections_per_user {
                 return Err(HubError::TooManyConnections {
@@ -277,7 +282,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{context::User, hub::Channel, protocol::EventKind};
+    use crate::{hub::Channel, protocol::EventKind};
 
     fn subscriber(user: &str, role: &str, client: u64) -> Subscriber {
         Subscriber {

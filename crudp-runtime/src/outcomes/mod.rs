@@ -5,7 +5,7 @@
 
 mod memory;
 
-pub use memory::{DEFAULT_OUTCOME_CACHE, MemoryOutcomes};
+pub use memory::{DEFAULT_MAX_CLIENTS, DEFAULT_OUTCOME_CACHE, MemoryOutcomes};
 
 use crate::{
     dispatch::BoxFuture,
@@ -21,6 +21,9 @@ pub enum Recall {
     Done(Outcome),
     /// Executed before; its outcome is no longer kept.
     Expired,
+    /// An earlier packet of the client, this one, could not run; nothing after it runs first,
+    /// so that order holds.
+    Blocked(u64),
 }
 
 /// Whether a client ID may be used by a user.
@@ -40,7 +43,8 @@ pub struct StoreError(pub String);
 /// Remembers, per client, which packets ran and what they gave.
 ///
 /// A packet at or below a client's mark never runs again. Final outcomes (`Ok`, `AppError`,
-/// `Rejected`) advance the mark; `Unavailable` does not.
+/// `Rejected`) advance the mark; `Unavailable` does not, and until that packet runs, the
+/// client's later packets are [`Recall::Blocked`].
 pub trait OutcomeStore: Send + Sync + 'static {
     /// Binds `client` to `user` on first use; a client of another user is [`Claim::Foreign`].
     fn claim<'a>(

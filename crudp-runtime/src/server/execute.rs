@@ -76,6 +76,13 @@ impl Crudp {
             Ok(Recall::Execute) => {}
             Ok(Recall::Done(outcome)) => return outcome,
             Ok(Recall::Expired) => return Outcome::Expired,
+            Ok(Recall::Blocked(earlier)) => {
+                return Outcome::Unavailable {
+                    message: format!(
+                        "waiting for call {earlier} of this client, which could not run yet"
+                    ),
+                };
+            }
             Err(e) => {
                 return Outcome::Unavailable {
                     message: e.to_string(),

@@ -15,7 +15,10 @@ pub use crate::{
         Channel, Frame, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription,
         memory::{DEFAULT_CONNECTION_BUFFER, DEFAULT_CONNECTIONS_PER_USER, DEFAULT_REPLAY_BUFFER},
     },
-    outcomes::{Claim, DEFAULT_OUTCOME_CACHE, MemoryOutcomes, OutcomeStore, Recall, StoreError},
+    outcomes::{
+        Claim, DEFAULT_MAX_CLIENTS, DEFAULT_OUTCOME_CACHE, MemoryOutcomes, OutcomeStore, Recall,
+        StoreError,
+    },
 };
 use crate::{
     context::{Target, User},
@@ -30,6 +33,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_PACKETS: usize = 4096;
 /// Default for [`CrudpBuilder::queue_depth`]: 1,024 batches.
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// Default for [`CrudpBuilder::queue_per_client`]: 16 batches of one client.
+pub const DEFAULT_QUEUE_PER_CLIENT: usize = 16;
 /// Default for [`CrudpBuilder::workers`]: 16 batches at once.
 pub const DEFAULT_WORKERS: usize = 16;
 /// Default for [`CrudpBuilder::token_ttl`]: 10 minutes.
@@ -86,6 +91,7 @@ struct Limits {
     max_body_bytes: usize,
     max_packets: usize,
     queue_depth: usize,
+    queue_per_client: usize,
     workers: usize,
     token_ttl: Duration,
     heartbeat: Duration,
@@ -105,6 +111,7 @@ impl Crudp {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_packets: DEFAULT_MAX_PACKETS,
                 queue_depth: DEFAULT_QUEUE_DEPTH,
+                queue_per_client: DEFAULT_QUEUE_PER_CLIENT,
                 workers: DEFAULT_WORKERS,
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
@@ -114,6 +121,7 @@ impl Crudp {
             connection_buffer: DEFAULT_CONNECTION_BUFFER,
             connections_per_user: DEFAULT_CONNECTIONS_PER_USER,
             outcome_cache: DEFAULT_OUTCOME_CACHE,
+            max_clients: DEFAULT_MAX_CLIENTS,
             on_connect: None,
             on_disconnect: None,
         }
@@ -190,6 +198,7 @@ pub struct CrudpBuilder {
     connection_buffer: usize,
     connections_per_user: usize,
     outcome_cache: usize,
+    max_clients: usize,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
 }
@@ -254,6 +263,13 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most batches of one client waiting to run, so that one client cannot fill the
+    /// queue; beyond it that client gets `503`. Default: [`DEFAULT_QUEUE_PER_CLIENT`].
+    pub fn queue_per_client(mut self, batches: usize) -> Self {
+        self.limits.queue_per_client = batches.max(1);
+        self
+    }
+
     /// How many batches (of different clients) run at once. Default: [`DEFAULT_WORKERS`].
     pub fn workers(mut self, workers: usize) -> Self {
         self.limits.workers = workers.max(1);
@@ -285,6 +301,13 @@ impl CrudpBuilder {
     /// Default: [`DEFAULT_OUTCOME_CACHE`].
     pub fn outcome_cache(mut self, outcomes: usize) -> Self {
         self.outcome_cache = outcomes;
+        self
+    }
+
+    /// How many clients the in-memory outcome store remembers; beyond it the least recently
+    /// seen tenth is forgotten. Default: [`DEFAULT_MAX_CLIENTS`].
+    pub fn max_clients(mut self, clients: usize) -> Self {
+        self.max_clients = clients;
         self
     }
 
@@ -334,7 +357,7 @@ impl CrudpBuilder {
         });
         let outcomes = self
             .outcomes
-            .unwrap_or_else(|| Box::new(MemoryOutcomes::new(self.outcome_cache)));
+            .unwrap_or_else(|| Box::new(MemoryOutcomes::new(self.outcome_cache, self.max_clients)));
         Ok(Crudp {
             shared: Arc::new(Shared {
                 modules,
@@ -345,7 +368,7 @@ impl CrudpBuilder {
                 limits: self.limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
-                queue: queue::Queue::new(self.limits.queue_depth),
+                queue: queue::Queue::new(self.limits.queue_depth, self.limits.queue_per_client),
             }),
         })
     }

@@ -6,9 +6,11 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
 };
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
@@ -27,6 +29,7 @@ pub(super) struct Job {
 
 pub(super) struct Queue {
     depth: usize,
+    per_client: usize,
     jobs: Mutex<Jobs>,
     ready: OnceLock<mpsc::UnboundedSender<ClientId>>,
 }
@@ -43,9 +46,10 @@ struct Jobs {
 pub(super) struct Full;
 
 impl Queue {
-    pub(super) fn new(depth: usize) -> Self {
+    pub(super) fn new(depth: usize, per_client: usize) -> Self {
         Self {
             depth,
+            per_client,
             jobs: Mutex::default(),
             ready: OnceLock::new(),
         }
@@ -59,7 +63,8 @@ impl Queue {
     pub(super) fn push(&self, shared: &Arc<Shared>, job: Job) -> Result<(), Full> {
         let client = job.ctx.client();
         let mut jobs = self.jobs();
-        if jobs.waiting >= self.depth {
+        let mine = jobs.per_client.get(&client).map_or(0, VecDeque::len);
+        if jobs.waiting >= self.depth || mine >= self.per_client {
             return Err(Full);
         }
         jobs.waiting += 1;
@@ -117,7 +122,15 @@ async fn work(
             return;
         };
         while let Some(job) = server.shared.queue.next(client) {
-            server.run(job).await;
+            // A panic outside the handlers (in a hub or a store) must not take the worker, and
+            // the client's place in the queue, with it.
+            if AssertUnwindSafe(server.run(job))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(%client, "a batch failed outside its handlers");
+            }
         }
     }
 }
