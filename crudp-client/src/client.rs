@@ -197,6 +197,8 @@ impl ClientBuilder {
     ///
     /// On a target without a default transport (none is built in for wasm32 yet) when no
     /// transport was given.
+    // On wasm32 nothing is `Send`; the same `Arc`s are shared across threads natively.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn build(self) -> Client {
         let transport = self.transport.unwrap_or_else(default_transport);
         let (shutdown, shutdown_receiver) = oneshot::channel();

@@ -1,5 +1,7 @@
 //! Offline: calls made while the server is unreachable, and a queue that outlives its client.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,

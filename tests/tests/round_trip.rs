@@ -1,5 +1,7 @@
 //! The generated client against a real server over HTTP.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use crudp::{CallError, Client, Module, RejectCode};
 use crudp_tests::*;
 use futures_util::future::join_all;

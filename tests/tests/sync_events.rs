@@ -1,6 +1,8 @@
 //! Batches over `POST /sync`, results and broadcasts over SSE: routing, replay, overruns,
 //! tokens and exactly-once delivery, against a real server.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -537,8 +539,14 @@ async fn a_later_batch_waits_for_an_earlier_call_the_server_could_not_run() {
         .max_batch_packets(1)
         .build();
     let todos = TodosClient::new(&client);
-    let (busy, later) = tokio::join!(todos.create("busy first".into()), todos.create("later".into()));
+    let (busy, later) = tokio::join!(
+        todos.create("busy first".into()),
+        todos.create("later".into())
+    );
     let (busy, later) = (busy.unwrap(), later.unwrap());
-    assert!(busy.id < later.id, "order held across batches: {busy:?} {later:?}");
+    assert!(
+        busy.id < later.id,
+        "order held across batches: {busy:?} {later:?}"
+    );
     assert_eq!(server.executions(), 2);
 }

@@ -2,14 +2,19 @@
 //!
 //! - `cargo xtask demo`: builds and starts the example server on http://127.0.0.1:3000, then
 //!   runs the example's native client against it; the server keeps serving until Ctrl-C.
-//! - `cargo xtask test`: every test: the workspace's tests (trybuild cases included), the
-//!   wasm32 build of the example's API crate, clippy with warnings denied, and rustfmt.
+//! - `cargo xtask test`: every test: rustfmt, the workspace's tests (trybuild cases
+//!   included), the wasm32 builds, clippy with warnings denied, and the browser tests in
+//!   headless Chromium against a real server. It installs what a fresh machine lacks: the
+//!   wasm32 target, the matching `wasm-bindgen` test runner, and (as root) Chromium.
+
+mod setup;
 
 use std::{
     env,
+    io::{BufRead, BufReader},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -37,7 +42,9 @@ fn main() -> ExitCode {
 }
 
 fn test() -> Result<(), String> {
-    ensure_wasm_target()?;
+    setup::wasm_target()?;
+    setup::wasm_bindgen_runner()?;
+    setup::chromium()?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["test", "--workspace", "--locked"])?;
     cargo(&[
@@ -57,8 +64,72 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    cargo(&[
+        "clippy",
+        "--locked",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "crudp-client",
+        "-p",
+        "crudp-tests",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    browser_tests()?;
     eprintln!("xtask: every test passed");
     Ok(())
+}
+
+/// Starts the test server, then runs the wasm tests in headless Chromium against it.
+fn browser_tests() -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--locked",
+        "-p",
+        "crudp-tests",
+        "--bin",
+        "test-server",
+    ])?;
+    let mut server = Command::new(target_dir().join("debug").join("test-server"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the test server: {e}"))?;
+    let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines();
+    let mut vars = Vec::new();
+    for _ in 0..2 {
+        let line = lines
+            .next()
+            .and_then(Result::ok)
+            .ok_or("the test server stopped before giving its address")?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or(format!("unexpected line: {line}"))?;
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "crudp-tests",
+            "--target",
+            WASM_TARGET,
+            "--test",
+            "browser",
+        ])
+        .envs(vars)
+        .env("CHROMEDRIVER", setup::CHROMEDRIVER)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "180");
+    let result = run(&mut command);
+    // Closing its standard input stops the server.
+    drop(server.stdin.take());
+    let _ = server.wait();
+    result
 }
 
 fn demo() -> Result<(), String> {
@@ -105,28 +176,15 @@ fn demo() -> Result<(), String> {
     Ok(())
 }
 
-fn ensure_wasm_target() -> Result<(), String> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(workspace_root())
-        .output()
-        .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.trim() == WASM_TARGET)
-    {
-        return Ok(());
-    }
-    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
-}
-
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).args(args))
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    command.current_dir(workspace_root());
+    if command.get_current_dir().is_none() {
+        command.current_dir(workspace_root());
+    }
     eprintln!("xtask: running {command:?}");
     let status = command
         .status()

@@ -180,7 +180,9 @@ impl Persistence {
                 .get(&format!("{prefix}lease:{client}"))
                 .and_then(|v| Lease::parse(&v))
         };
-        let reusable = previous.filter(|c| lease_of(*c).is_none_or(|l| l.free(now_ms)));
+        // Only a lease this storage knows and that was let go or went stale: another client of the
+        // same page may share the remembered ID but keep its lease elsewhere.
+        let reusable = previous.filter(|c| lease_of(*c).is_some_and(|l| l.free(now_ms)));
         let orphan = || {
             let queues = format!("{prefix}queue:");
             storage

@@ -1,1 +1,50 @@
+//! The server the browser tests talk to: the test API behind a proxy that can take it off the
+//! network, and a control endpoint for the tests. It prints
+//! `CRUDP_TEST_SERVER=<url>` and `CRUDP_TEST_CONTROL=<url>`, then serves until its standard
+//! input closes.
+//!
+//! Control (CORS-enabled for 127.0.0.1 pages): `POST /down`, `POST /up`, `GET /executions`,
+//! `GET /batches`.
+
+#[cfg(not(target_arch = "wasm32"))]
+#[tokio::main]
+async fn main() {
+    use std::{sync::Arc, time::Duration};
+
+    use axum::routing::{get, post};
+    use crudp_tests::{Proxy, Server, loopback_cors};
+    use tokio::io::AsyncReadExt;
+
+    // Tokens live 2 s, so every browser test sees its stream's token rotate.
+    let server = Arc::new(Server::start_with(|b| b.token_ttl(Duration::from_secs(2))).await);
+    let proxy = Arc::new(Proxy::start(server.addr).await);
+    let (down, up) = (Arc::clone(&proxy), Arc::clone(&proxy));
+    let (executions, batches) = (Arc::clone(&server), Arc::clone(&server));
+    let control = axum::Router::new()
+        .route("/down", post(move || async move { down.down().await }))
+        .route("/up", post(move || async move { up.up().await }))
+        .route(
+            "/executions",
+            get(move || async move { executions.executions().to_string() }),
+        )
+        .route(
+            "/batches",
+            get(move || async move { batches.requests().to_string() }),
+        )
+        .layer(loopback_cors());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    println!("CRUDP_TEST_SERVER={}", proxy.url());
+    println!(
+        "CRUDP_TEST_CONTROL=http://{}",
+        listener.local_addr().expect("an address")
+    );
+    tokio::spawn(async move { axum::serve(listener, control).await });
+    // Serve until whoever started us closes our standard input.
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+}
+
+#[cfg(target_arch = "wasm32")]
 fn main() {}

@@ -1,0 +1,216 @@
+//! The browser client in headless Chromium, against the real test server (`test-server`),
+//! whose address `cargo xtask test` passes at build time.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::{cell::RefCell, rc::Rc, time::Duration};
+
+use crudp::{CallError, Client, Connection, MemoryStorage};
+use crudp_tests::*;
+use futures_util::future::join_all;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The test server's address, given at build time by `cargo xtask test`.
+const SERVER: Option<&str> = option_env!("CRUDP_TEST_SERVER");
+const CONTROL: Option<&str> = option_env!("CRUDP_TEST_CONTROL");
+
+fn given(value: Option<&'static str>) -> &'static str {
+    match value {
+        Some(value) => value,
+        None => panic!("run the browser tests with `cargo xtask test`, which starts their server"),
+    }
+}
+
+fn server() -> &'static str {
+    given(SERVER)
+}
+
+fn control(path: &str) -> String {
+    format!("{}/{path}", given(CONTROL))
+}
+
+async fn count(what: &str) -> usize {
+    let response = gloo_net::http::Request::get(&control(what))
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap().parse().unwrap()
+}
+
+async fn command(what: &str) {
+    let response = gloo_net::http::Request::post(&control(what))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.ok(), "control {what}: {}", response.status());
+}
+
+/// A client with a storage of its own, so tests do not take over each other's queues.
+fn client() -> Client {
+    Client::builder(server())
+        .storage(MemoryStorage::new())
+        .build()
+}
+
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        gloo_timers::future::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn collect() -> (Rc<RefCell<Vec<Todo>>>, impl Fn(Todo) + 'static) {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&seen);
+    (seen, move |todo| sink.borrow_mut().push(todo))
+}
+
+#[wasm_bindgen_test]
+async fn all_four_actions_through_the_generated_stub() {
+    let client = client();
+    let todos = TodosClient::new(&client);
+    let created = todos.create("browser milk".into()).await.unwrap();
+    assert_eq!(created.title, "browser milk");
+    assert_eq!(todos.read(created.id).await.unwrap(), created);
+    let done = Todo {
+        done: true,
+        ..created.clone()
+    };
+    assert_eq!(todos.update(done.clone()).await.unwrap(), done);
+    todos.delete(created.id).await.unwrap();
+    assert_eq!(
+        todos.read(created.id).await,
+        Err(CallError::App(TodoError::NotFound))
+    );
+    assert_eq!(client.status().connection, Connection::Online);
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_fails_in_the_middle_and_calls_of_one_tick_leave_together() {
+    let client = client();
+    let todos = TodosClient::new(&client);
+    let before = count("batches").await;
+    let (a, b, c) = futures_util::join!(
+        todos.create("first".into()),
+        todos.create(String::new()),
+        todos.create("third".into())
+    );
+    assert_eq!(a.unwrap().title, "first");
+    assert_eq!(
+        b,
+        Err(CallError::App(TodoError::Invalid("empty title".into())))
+    );
+    assert_eq!(c.unwrap().title, "third");
+    assert_eq!(count("batches").await - before, 1, "one batch");
+}
+
+#[wasm_bindgen_test]
+async fn a_broadcast_from_a_second_client_reaches_the_typed_listener() {
+    let listener_client = client();
+    let (seen, listener) = collect();
+    let _ = TodosClient::new(&listener_client).on_create(listener);
+    eventually("online", || {
+        listener_client.status().connection == Connection::Online
+    })
+    .await;
+
+    let other = client();
+    let shouted = TodosClient::new(&other)
+        .create("shout from the other client".into())
+        .await
+        .unwrap();
+    eventually("the broadcast", || {
+        seen.borrow().iter().any(|t| t.id == shouted.id)
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
+    let client = client();
+    let todos = TodosClient::new(&client);
+    todos.read(0).await.ok();
+    let before = count("executions").await;
+    command("down").await;
+    let calls: Vec<_> = (0..3)
+        .map(|i| todos.create(format!("while down {i}")))
+        .collect();
+    eventually("offline", || {
+        client.status().connection == Connection::Offline
+    })
+    .await;
+    assert_eq!(client.status().pending(), 3);
+    command("up").await;
+    let results = join_all(calls).await;
+    for (i, result) in results.into_iter().enumerate() {
+        assert_eq!(result.unwrap().title, format!("while down {i}"));
+    }
+    assert_eq!(count("executions").await - before, 3, "each call ran once");
+}
+
+#[wasm_bindgen_test]
+async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once() {
+    // The default storage: localStorage, as after a reload.
+    let before = count("executions").await;
+    command("down").await;
+    let first = Client::new(server());
+    let todos = TodosClient::new(&first);
+    drop((
+        todos.create("saved 0".into()),
+        todos.create("saved 1".into()),
+    ));
+    gloo_timers::future::sleep(Duration::from_millis(100)).await;
+    let id = first.id();
+    // The page goes away: the client saves its queue and lets its ID go.
+    drop((todos, first));
+    command("up").await;
+
+    let second = Client::new(server());
+    assert_eq!(second.id(), id);
+    let (seen, listener) = collect();
+    let _ = TodosClient::new(&second).on_create(listener);
+    eventually("the saved calls' results", || seen.borrow().len() == 2).await;
+    let titles: Vec<_> = seen.borrow().iter().map(|t| t.title.clone()).collect();
+    assert_eq!(titles, ["saved 0", "saved 1"]);
+    assert_eq!(count("executions").await - before, 2);
+    eventually("the saved queue to empty", || {
+        second.status().pending() == 0
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn the_stream_token_rotates_and_no_broadcast_is_missed() {
+    let listener_client = client();
+    let (seen, listener) = collect();
+    let _ = TodosClient::new(&listener_client).on_create(listener);
+    eventually("online", || {
+        listener_client.status().connection == Connection::Online
+    })
+    .await;
+    let other = client();
+    let shouter = TodosClient::new(&other);
+    let mut ids = Vec::new();
+    // Over 6 s: the 2 s tokens of the listening stream expire and are renewed several times.
+    for i in 0..12 {
+        ids.push(shouter.create(format!("shout {i}")).await.unwrap().id);
+        gloo_timers::future::sleep(Duration::from_millis(500)).await;
+    }
+    eventually("every broadcast", || {
+        ids.iter()
+            .all(|id| seen.borrow().iter().any(|t| t.id == *id))
+    })
+    .await;
+    let heard: Vec<u64> = seen
+        .borrow()
+        .iter()
+        .map(|t| t.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(heard, ids, "each once, in order");
+}
