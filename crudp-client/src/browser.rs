@@ -12,6 +12,7 @@ use crate::client::Inner;
 /// The listeners on `window`; removed when the client is dropped.
 pub(crate) struct Hooks {
     online: Closure<dyn FnMut()>,
+    offline: Closure<dyn FnMut()>,
     pagehide: Closure<dyn FnMut()>,
 }
 
@@ -27,6 +28,14 @@ impl Hooks {
                 }
             }
         });
+        let offline = Closure::<dyn FnMut()>::new({
+            let weak = weak.clone();
+            move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.went_offline();
+                }
+            }
+        });
         let pagehide = Closure::<dyn FnMut()>::new(move || {
             if let Some(inner) = weak.upgrade() {
                 inner.release();
@@ -38,13 +47,24 @@ impl Hooks {
         window
             .add_event_listener_with_callback("pagehide", pagehide.as_ref().unchecked_ref())
             .ok()?;
-        Some(Self { online, pagehide })
+        window
+            .add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref())
+            .ok()?;
+        Some(Self {
+            online,
+            offline,
+            pagehide,
+        })
     }
 }
 
 impl Drop for Hooks {
     fn drop(&mut self) {
         if let Some(window) = web_sys::window() {
+            let _ = window.remove_event_listener_with_callback(
+                "offline",
+                self.offline.as_ref().unchecked_ref(),
+            );
             let _ = window.remove_event_listener_with_callback(
                 "online",
                 self.online.as_ref().unchecked_ref(),

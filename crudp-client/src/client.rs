@@ -635,11 +635,8 @@ impl Inner {
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(error = %e, "batch not delivered; it will be sent again");
                     self.state().calls.requeue(Some(&seqs));
-                    if self.mode == Mode::Call {
-                        self.connection_failed();
-                    } else {
-                        self.notify_status();
-                    }
+                    // In `Sync` mode the sender then waits for the event stream to be ready.
+                    self.connection_failed();
                     rt::sleep(backoff.next()).await;
                 }
                 Err(e) => {
@@ -704,6 +701,17 @@ impl Inner {
             let mut state = self.state();
             state.connection = Connection::Online;
             state.failures = 0;
+        }
+        self.notify_status();
+    }
+
+        /// The platform says the network is gone.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn went_offline(&self) {
+        {
+            let mut state = self.state();
+            state.failures = state.failures.max(OFFLINE_AFTER);
+            state.connection = Connection::Offline;
         }
         self.notify_status();
     }

@@ -441,8 +441,11 @@ impl Proxy {
         }
     }
 
-    /// Accepts connections again, on the same address.
+    /// Accepts connections again, on the same address; nothing if it already does.
     pub async fn up(&self) {
+        if self.state.lock().unwrap().acceptor.is_some() {
+            return;
+        }
         for _ in 0..100 {
             if let Ok(listener) = tokio::net::TcpListener::bind(self.addr).await {
                 self.serve(listener);

@@ -47,6 +47,11 @@ async fn command(what: &str) {
     assert!(response.ok(), "control {what}: {}", response.status());
 }
 
+/// Brings the server back, should a failed test have left it down.
+async fn reachable() {
+    command("up").await;
+}
+
 /// A client with a storage of its own, so tests do not take over each other's queues.
 fn client() -> Client {
     Client::builder(server())
@@ -72,6 +77,7 @@ fn collect() -> (Rc<RefCell<Vec<Todo>>>, impl Fn(Todo) + 'static) {
 
 #[wasm_bindgen_test]
 async fn all_four_actions_through_the_generated_stub() {
+    reachable().await;
     let client = client();
     let todos = TodosClient::new(&client);
     let created = todos.create("browser milk".into()).await.unwrap();
@@ -92,6 +98,7 @@ async fn all_four_actions_through_the_generated_stub() {
 
 #[wasm_bindgen_test]
 async fn a_batch_fails_in_the_middle_and_calls_of_one_tick_leave_together() {
+    reachable().await;
     let client = client();
     let todos = TodosClient::new(&client);
     let before = count("batches").await;
@@ -111,6 +118,7 @@ async fn a_batch_fails_in_the_middle_and_calls_of_one_tick_leave_together() {
 
 #[wasm_bindgen_test]
 async fn a_broadcast_from_a_second_client_reaches_the_typed_listener() {
+    reachable().await;
     let listener_client = client();
     let (seen, listener) = collect();
     let _ = TodosClient::new(&listener_client).on_create(listener);
@@ -132,6 +140,7 @@ async fn a_broadcast_from_a_second_client_reaches_the_typed_listener() {
 
 #[wasm_bindgen_test]
 async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
+    reachable().await;
     let client = client();
     let todos = TodosClient::new(&client);
     todos.read(0).await.ok();
@@ -155,6 +164,7 @@ async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
 
 #[wasm_bindgen_test]
 async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once() {
+    reachable().await;
     // The default storage: localStorage, as after a reload.
     let before = count("executions").await;
     command("down").await;
@@ -186,6 +196,7 @@ async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once(
 
 #[wasm_bindgen_test]
 async fn the_stream_token_rotates_and_no_broadcast_is_missed() {
+    reachable().await;
     let listener_client = client();
     let (seen, listener) = collect();
     let _ = TodosClient::new(&listener_client).on_create(listener);

@@ -72,6 +72,7 @@ pub(crate) async fn run(
                                 backoff.reset();
                             }
                         }
+                        Some(Err(TransportError::Reconnecting)) => inner.connection_failed(),
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "event stream broke");
                             break;

@@ -78,6 +78,10 @@ pub enum TransportError {
     /// No answer: the network or the server is down.
     #[error("the server could not be reached: {0}")]
     Unreachable(String),
+    /// The event stream is down and the platform is reconnecting it by itself (the browser's
+    /// `EventSource`); the stream goes on.
+    #[error("the event stream is reconnecting")]
+    Reconnecting,
     /// The server answered with an error status.
     #[error("the server answered {status}: {message}")]
     Status {
@@ -92,7 +96,7 @@ impl TransportError {
     /// Whether sending the same request later may succeed: no answer, `408`, `429` or `5xx`.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TransportError::Unreachable(_) => true,
+            TransportError::Unreachable(_) | TransportError::Reconnecting => true,
             TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
         }
     }
@@ -100,7 +104,7 @@ impl TransportError {
     /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            TransportError::Unreachable(_) => None,
+            TransportError::Unreachable(_) | TransportError::Reconnecting => None,
             TransportError::Status { status, .. } => Some(*status),
         }
     }

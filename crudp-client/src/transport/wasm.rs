@@ -11,7 +11,10 @@ use std::{
 
 use futures_util::{Stream, StreamExt, stream::SelectAll};
 use gloo_net::{
-    eventsource::futures::{EventSource, EventSourceSubscription},
+    eventsource::{
+        State,
+        futures::{EventSource, EventSourceSubscription},
+    },
     http::Request,
 };
 use web_sys::RequestCredentials;
@@ -88,9 +91,11 @@ impl Transport for FetchTransport {
                     .map_err(|e| TransportError::Unreachable(e.to_string()))?;
                 events.push(subscription);
             }
+            let ticks = gloo_timers::future::IntervalStream::new(1000);
             Ok(Box::pin(Events {
-                _source: source,
+                source,
                 events,
+                ticks,
             }) as EventStream)
         })();
         Box::pin(async move { opened })
@@ -99,14 +104,22 @@ impl Transport for FetchTransport {
 
 /// The subscriptions of one `EventSource`, which is closed when this is dropped.
 struct Events {
-    _source: EventSource,
+    source: EventSource,
     events: SelectAll<EventSourceSubscription>,
+    /// Once a second, whether the `EventSource` is reconnecting by itself, which it does not
+    /// report otherwise.
+    ticks: gloo_timers::future::IntervalStream,
 }
 
 impl Stream for Events {
     type Item = Result<SseEvent, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        while let Poll::Ready(Some(())) = self.ticks.poll_next_unpin(cx) {
+            if self.source.state() == State::Connecting {
+                return Poll::Ready(Some(Err(TransportError::Reconnecting)));
+            }
+        }
         self.events.poll_next_unpin(cx).map(|item| {
             item.map(|event| match event {
                 Ok((kind, message)) => Ok(SseEvent {
