@@ -705,7 +705,7 @@ impl Inner {
         self.notify_status();
     }
 
-        /// The platform says the network is gone.
+    /// The platform says the network is gone.
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn went_offline(&self) {
         {
