@@ -83,16 +83,9 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
-/// Starts the test server, then runs the wasm tests in headless Chromium against it.
+/// Starts the test server (built by `cargo test --workspace`, with the workspace's features),
+/// then runs the wasm tests in headless Chromium against it.
 fn browser_tests() -> Result<(), String> {
-    cargo(&[
-        "build",
-        "--locked",
-        "-p",
-        "crudp-tests",
-        "--bin",
-        "test-server",
-    ])?;
     let mut server = Command::new(target_dir().join("debug").join("test-server"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
