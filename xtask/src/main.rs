@@ -10,7 +10,7 @@
 mod setup;
 
 use std::{
-    env,
+    env, fs,
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
@@ -41,12 +41,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Wasm-only crates, left out of the native builds.
+const FRONT_ENDS: [&str; 4] = ["--exclude", "example-leptos", "--exclude", "example-yew"];
+
 fn test() -> Result<(), String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;
     setup::chromium()?;
     cargo(&["fmt", "--all", "--check"])?;
-    cargo(&["test", "--workspace", "--locked"])?;
+    // The end-to-end test of the demo drives the built front ends.
+    front_ends()?;
+    cargo(&[&["test", "--workspace", "--locked"][..], &FRONT_ENDS].concat())?;
     cargo(&[
         "build",
         "--locked",
@@ -55,29 +60,36 @@ fn test() -> Result<(), String> {
         "--target",
         WASM_TARGET,
     ])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--locked",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&[
-        "clippy",
-        "--locked",
-        "--target",
-        WASM_TARGET,
-        "-p",
+    let deny = ["--", "-D", "warnings"];
+    cargo(
+        &[
+            &["clippy", "--workspace", "--all-targets", "--locked"][..],
+            &FRONT_ENDS,
+            &deny,
+        ]
+        .concat(),
+    )?;
+    let wasm = [
         "crudp-client",
-        "-p",
         "crudp-tests",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+        "example-leptos",
+        "example-yew",
+    ]
+    .map(|p| ["-p", p]);
+    cargo(
+        &[
+            &[
+                "clippy",
+                "--locked",
+                "--all-targets",
+                "--target",
+                WASM_TARGET,
+            ][..],
+            &wasm.concat(),
+            &deny,
+        ]
+        .concat(),
+    )?;
     browser_tests()?;
     eprintln!("xtask: every test passed");
     Ok(())
@@ -125,18 +137,64 @@ fn browser_tests() -> Result<(), String> {
     result
 }
 
-fn demo() -> Result<(), String> {
-    cargo(&[
+/// Builds the Leptos and Yew front ends into `target/demo/{leptos,yew}`: the wasm32 build
+/// (profile `wasm-release`), the wasm-bindgen step, and the page.
+fn front_ends() -> Result<PathBuf, String> {
+    setup::wasm_target()?;
+    setup::wasm_bindgen_runner()?;
+    let apps = [("leptos", "example-leptos"), ("yew", "example-yew")];
+    let mut args = vec![
         "build",
         "--locked",
-        "-p",
-        "example-server",
-        "-p",
-        "example-client",
-    ])?;
-    let bin = target_dir().join("debug");
-    let mut server = Command::new(bin.join("todo-server"))
+        "--profile",
+        "wasm-release",
+        "--target",
+        WASM_TARGET,
+    ];
+    for (_, package) in apps {
+        args.extend(["-p", package]);
+    }
+    cargo(&args)?;
+    let dist = target_dir().join("demo");
+    for (name, package) in apps {
+        let wasm = target_dir()
+            .join(WASM_TARGET)
+            .join("wasm-release")
+            .join(format!("{package}.wasm"));
+        let out = dist.join(name);
+        run(Command::new("wasm-bindgen")
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--out-name",
+                "app",
+                "--out-dir",
+            ])
+            .arg(&out)
+            .arg(&wasm))?;
+        let page = workspace_root()
+            .join("examples")
+            .join(name)
+            .join("index.html");
+        fs::copy(&page, out.join("index.html"))
+            .map_err(|e| format!("cannot copy {}: {e}", page.display()))?;
+    }
+    let css = workspace_root().join("examples").join("board.css");
+    fs::copy(&css, dist.join("board.css"))
+        .map_err(|e| format!("cannot copy {}: {e}", css.display()))?;
+    Ok(dist)
+}
+
+fn demo() -> Result<(), String> {
+    let dist = front_ends()?;
+    cargo(&["build", "--locked", "-p", "example-server"])?;
+    let mut server = Command::new(target_dir().join("debug").join("todo-server"))
         .arg(DEMO_ADDRESS)
+        .arg("--db")
+        .arg(dist.join("todo.db"))
+        .arg("--dist")
+        .arg(&dist)
         .spawn()
         .map_err(|e| format!("cannot start the server: {e}"))?;
     let address: SocketAddr = DEMO_ADDRESS.parse().map_err(|e| format!("{e}"))?;
@@ -155,16 +213,10 @@ fn demo() -> Result<(), String> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    let client = Command::new(bin.join("todo-client"))
-        .arg(format!("http://{DEMO_ADDRESS}/crudp"))
-        .status()
-        .map_err(|e| format!("cannot start the client: {e}"));
-    match client {
-        Ok(status) if status.success() => {}
-        Ok(status) => eprintln!("xtask: the client failed ({status})"),
-        Err(e) => eprintln!("xtask: {e}"),
-    }
-    println!("\nThe server keeps serving at http://{DEMO_ADDRESS}/crudp; press Ctrl-C to stop it.");
+    println!(
+        "\nThe todo board is at http://{DEMO_ADDRESS}/: sign in, then open Leptos or Yew; a second \
+         window signed in as someone else shows changes live. Ctrl-C stops the server."
+    );
     server.wait().map_err(|e| format!("{e}"))?;
     Ok(())
 }

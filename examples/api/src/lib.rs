@@ -1,4 +1,4 @@
-//! The todo example's API: one module, shared by the server and every client.
+//! The todo example's API, shared by the server and every client (native, Leptos and Yew).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ impl std::fmt::Display for TodoError {
     }
 }
 
+// ANCHOR: module
 /// The todo board: create, read, update and delete todos.
 #[crudp::module]
 pub trait Todos {
@@ -42,4 +43,12 @@ pub trait Todos {
     async fn update(&self, ctx: &crudp::Context, todo: Todo) -> Result<Todo, TodoError>;
     /// Removes a todo.
     async fn delete(&self, ctx: &crudp::Context, id: u64) -> Result<(), TodoError>;
+}
+// ANCHOR_END: module
+
+/// The whole board at once, for a page that opens.
+#[crudp::module]
+pub trait Board {
+    /// Every todo, oldest first.
+    async fn read(&self, ctx: &crudp::Context) -> Result<Vec<Todo>, TodoError>;
 }

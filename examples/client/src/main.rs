@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p example-client -- [URL]` (default `http://127.0.0.1:3000/crudp`).
 
-use crudp::{CallError, Client};
+use crudp::{CallError, Client, transport::ReqwestTransport};
 use example_api::{TodoError, TodosClient};
 
 #[tokio::main]
@@ -10,7 +10,19 @@ async fn main() -> Result<(), CallError<TodoError>> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:3000/crudp".into());
-    let client = Client::new(&url);
+    // The example server signs users in with a cookie; a native client sends it itself.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::COOKIE,
+        "crudp_user=cli:admin".parse().expect("a valid header"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    let client = Client::builder(&url)
+        .transport(ReqwestTransport::with_client(http))
+        .build();
     let todos = TodosClient::new(&client);
     println!("client {} talking to {url}", client.id());
 

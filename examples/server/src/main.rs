@@ -1,105 +1,87 @@
-//! The todo example's server: the `Todos` module over an in-memory board, mounted at `/crudp`.
+//! The todo example's server: the `Todos` and `Board` modules over SQLite under `/crudp`, a
+//! sign-in page at `/`, and the Leptos and Yew front ends at `/leptos/` and `/yew/`.
 //!
-//! `cargo run -p example-server -- [ADDRESS]` (default `127.0.0.1:3000`).
+//! `todo-server [ADDRESS] [--db FILE] [--dist DIR]`: by default `127.0.0.1:3000`, `todo.db`,
+//! and the front ends that `cargo xtask demo` builds into `target/demo`.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+mod signin;
+mod store;
 
-use crudp::{Context, server::Crudp};
-use example_api::{Todo, TodoError, Todos, TodosServer};
+use std::path::PathBuf;
 
-/// The board: every todo, by ID.
-#[derive(Default)]
-struct Board {
-    next_id: AtomicU64,
-    todos: Mutex<BTreeMap<u64, Todo>>,
+use axum::routing::{get, post};
+use crudp::server::Crudp;
+use example_api::{BoardServer, TodosServer};
+use tower_http::services::{ServeDir, ServeFile};
+
+struct Options {
+    address: String,
+    db: PathBuf,
+    dist: PathBuf,
 }
 
-impl Board {
-    fn todos(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Todo>> {
-        self.todos
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn check_title(title: &str) -> Result<(), TodoError> {
-    match title.trim() {
-        "" => Err(TodoError::Invalid("the title is empty".into())),
-        t if t.len() > 200 => Err(TodoError::Invalid(
-            "the title is longer than 200 bytes".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-impl Todos for Board {
-    async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError> {
-        check_title(&title)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let todo = Todo {
-            id,
-            title,
-            done: false,
-        };
-        self.todos().insert(id, todo.clone());
-        tracing::info!(user = %ctx.user().id, id, "created a todo");
-        Ok(todo)
-    }
-
-    async fn read(&self, _: &Context, id: u64) -> Result<Todo, TodoError> {
-        self.todos().get(&id).cloned().ok_or(TodoError::NotFound)
-    }
-
-    async fn update(&self, _: &Context, todo: Todo) -> Result<Todo, TodoError> {
-        check_title(&todo.title)?;
-        match self.todos().get_mut(&todo.id) {
-            Some(stored) => {
-                *stored = todo.clone();
-                Ok(todo)
-            }
-            None => Err(TodoError::NotFound),
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        address: "127.0.0.1:3000".into(),
+        db: "todo.db".into(),
+        dist: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/demo"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--db" => options.db = args.next().ok_or("--db needs a file")?.into(),
+            "--dist" => options.dist = args.next().ok_or("--dist needs a directory")?.into(),
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            address => options.address = address.into(),
         }
     }
+    Ok(options)
+}
 
-    async fn delete(&self, _: &Context, id: u64) -> Result<(), TodoError> {
-        self.todos()
-            .remove(&id)
-            .map(drop)
-            .ok_or(TodoError::NotFound)
-    }
+/// A front end's files, with `index.html` for the directory itself.
+fn front_end(dist: &std::path::Path, name: &str) -> ServeDir<ServeFile> {
+    let dir = dist.join(name);
+    ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,crudp_runtime=debug".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".into());
+    let options = options()?;
+    let store = store::Store::open(&options.db)
+        .map_err(|e| format!("cannot open {}: {e}", options.db.display()))?;
 
+    // ANCHOR: server
     let api = Crudp::builder()
-        .handler(TodosServer::new(Board::default()))
+        .authenticator(signin::authenticate)
+        .handler(TodosServer::new(store.clone()))
+        .handler(BoardServer::new(store))
         .build();
-    let app = axum::Router::new().nest("/crudp", api.router());
+    let app = axum::Router::new()
+        .nest("/crudp", api.router())
+        .route("/", get(signin::home))
+        .route("/signin", post(signin::sign_in))
+        .nest_service("/leptos", front_end(&options.dist, "leptos"))
+        .nest_service("/yew", front_end(&options.dist, "yew"))
+        .route_service("/board.css", ServeFile::new(options.dist.join("board.css")));
+    // ANCHOR_END: server
 
-    let listener = tokio::net::TcpListener::bind(&address).await?;
+    let listener = tokio::net::TcpListener::bind(&options.address)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", options.address))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!(
-        "todo server listening on http://{}/crudp",
-        listener.local_addr()?
+        "todo board at http://{address}/ (front ends from {})",
+        options.dist.display()
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
+        .map_err(|e| e.to_string())
 }

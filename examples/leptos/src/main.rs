@@ -1,0 +1,175 @@
+//! The todo board in Leptos: the generated `TodosClient` and `BoardClient`, typed listeners
+//! for everyone's changes, and the client's status.
+
+use crudp::{Client, Status};
+use example_api::{BoardClient, Todo, TodosClient};
+use leptos::{prelude::*, task::spawn_local};
+
+thread_local! {
+    static API: (Client, TodosClient, BoardClient) = {
+        let client = Client::new("/crudp");
+        let todos = TodosClient::new(&client);
+        let board = BoardClient::new(&client);
+        (client, todos, board)
+    };
+}
+
+fn todos() -> TodosClient {
+    API.with(|api| api.1.clone())
+}
+
+fn main() {
+    console_error_panic_hook::set_once();
+    mount_to_body(App);
+}
+
+/// Adds or replaces a todo in a list kept in ID order.
+fn upsert(list: &mut Vec<Todo>, todo: Todo) {
+    match list.binary_search_by_key(&todo.id, |t| t.id) {
+        Ok(i) => list[i] = todo,
+        Err(i) => list.insert(i, todo),
+    }
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let (client, board) = API.with(|api| (api.0.clone(), api.2.clone()));
+    let list = RwSignal::new(Vec::<Todo>::new());
+    let pending = RwSignal::new(Vec::<(u64, String)>::new());
+    let status = RwSignal::new(client.status());
+    let notice = RwSignal::new(String::new());
+    let title = RwSignal::new(String::new());
+
+    // ANCHOR: listeners
+    // Everyone's new and changed todos, this page's own included.
+    let _ = todos().on_create(move |todo| list.update(|l| upsert(l, todo)));
+    let _ = todos().on_update(move |todo| list.update(|l| upsert(l, todo)));
+    // Deletions are broadcast to admins only: reload the board when one arrives.
+    let _ = todos().on_delete(move |()| reload(list));
+    // "Offline, 3 queued" for the status line.
+    let _ = client.on_status(move |s| status.set(s));
+    // ANCHOR_END: listeners
+    spawn_local(async move {
+        if let Ok(todos) = board.read().await {
+            list.set(todos);
+        }
+    });
+
+    let add = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let text = title.get_untracked().trim().to_owned();
+        if text.is_empty() {
+            return;
+        }
+        title.set(String::new());
+        let key = next_key();
+        pending.update(|p| p.push((key, text.clone())));
+        // ANCHOR: create
+        spawn_local(async move {
+            // Queued at once, even offline; the result arrives when the server has run it.
+            let result = todos().create(text).await;
+            pending.update(|p| p.retain(|(k, _)| *k != key));
+            match result {
+                Ok(todo) => list.update(|l| upsert(l, todo)),
+                Err(e) => notice.set(e.to_string()),
+            }
+        });
+        // ANCHOR_END: create
+    };
+
+    view! {
+        <main>
+            <h1>"Todo board " <small>"(Leptos)"</small></h1>
+            <p>{signed_in()} " · " <a href="/">"switch user"</a></p>
+            <p id="status" class=move || status_class(status.get())>{move || status_text(status.get())}</p>
+            <form on:submit=add>
+                <input id="new-title" placeholder="What needs doing?"
+                    prop:value=move || title.get()
+                    on:input=move |ev| title.set(event_target_value(&ev)) />
+                <button id="add" type="submit">"Add"</button>
+            </form>
+            <p id="notice">{move || notice.get()}</p>
+            <ul id="todos">
+                <For each=move || list.get() key=|todo| (todo.id, todo.done, todo.title.clone()) children=row />
+                <For
+                    each=move || pending.get()
+                    key=|(key, _)| *key
+                    children=|(_, text)| view! { <li class="pending">{text} " (pending)"</li> }
+                />
+            </ul>
+        </main>
+    }
+}
+
+fn row(todo: Todo) -> impl IntoView {
+    let toggled = Todo {
+        done: !todo.done,
+        ..todo.clone()
+    };
+    let id = todo.id;
+    view! {
+        <li class:done=todo.done>
+            <input type="checkbox" prop:checked=todo.done on:change=move |_| {
+                let toggled = toggled.clone();
+                spawn_local(async move { let _ = todos().update(toggled).await; });
+            } />
+            <span>{todo.title}</span>
+            " "
+            <button on:click=move |_| {
+                spawn_local(async move { let _ = todos().delete(id).await; });
+            }>"✕"</button>
+        </li>
+    }
+}
+
+fn reload(list: RwSignal<Vec<Todo>>) {
+    let board = API.with(|api| api.2.clone());
+    spawn_local(async move {
+        if let Ok(todos) = board.read().await {
+            list.set(todos);
+        }
+    });
+}
+
+fn status_class(status: Status) -> &'static str {
+    match status.connection {
+        crudp::Connection::Online => "online",
+        crudp::Connection::Reconnecting => "reconnecting",
+        crudp::Connection::Offline => "offline",
+    }
+}
+
+fn status_text(status: Status) -> String {
+    format!(
+        "{}, {} queued, {} in flight",
+        status_class(status),
+        status.queued,
+        status.in_flight
+    )
+}
+
+/// A key for a pending row.
+fn next_key() -> u64 {
+    thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    NEXT.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    })
+}
+
+/// Who is signed in, from the sign-in cookie.
+fn signed_in() -> String {
+    use wasm_bindgen::JsCast;
+    let cookie = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
+        .and_then(|d| d.cookie().ok())
+        .unwrap_or_default();
+    match cookie
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("crudp_user=")?.split_once(':'))
+    {
+        Some((name, role)) => format!("signed in as {name} ({role})"),
+        None => "not signed in".to_owned(),
+    }
+}
