@@ -122,11 +122,17 @@ type StatusFn = dyn Fn(Status) + Send + Sync;
 #[cfg(target_arch = "wasm32")]
 type StatusFn = dyn Fn(Status);
 
+#[cfg(not(target_arch = "wasm32"))]
+type ResetFn = dyn Fn() + Send + Sync;
+#[cfg(target_arch = "wasm32")]
+type ResetFn = dyn Fn();
+
 #[derive(Default)]
 struct Watchers {
     next_id: u64,
     last: Option<Status>,
     list: Vec<(u64, Arc<StatusFn>)>,
+    resets: Vec<(u64, Arc<ResetFn>)>,
 }
 
 /// A registered listener; [`remove`](Listener::remove) unregisters it. Dropping it keeps the
@@ -146,6 +152,9 @@ enum ListenerKind {
     Status {
         id: u64,
     },
+    Reset {
+        id: u64,
+    },
 }
 
 impl Listener {
@@ -161,6 +170,7 @@ impl Listener {
                 id,
             } => inner.listeners.remove(handler, action, id),
             ListenerKind::Status { id } => inner.watchers().list.retain(|(i, _)| *i != id),
+            ListenerKind::Reset { id } => inner.watchers().resets.retain(|(i, _)| *i != id),
         }
     }
 }
@@ -346,6 +356,20 @@ impl Client {
         Listener {
             client: Arc::downgrade(&self.inner),
             kind: ListenerKind::Status { id },
+        }
+    }
+
+    /// Calls `resync` when the event stream may have missed events (the server no longer had
+    /// them for replay, or it restarted): results of this client's own calls are asked for
+    /// again automatically, but broadcasts are lost, so reload what the page shows.
+    pub fn on_reset(&self, resync: impl Fn() + MaybeSendSync + 'static) -> Listener {
+        let mut watchers = self.inner.watchers();
+        watchers.next_id += 1;
+        let id = watchers.next_id;
+        watchers.resets.push((id, Arc::new(resync)));
+        Listener {
+            client: Arc::downgrade(&self.inner),
+            kind: ListenerKind::Reset { id },
         }
     }
 
@@ -703,6 +727,19 @@ impl Inner {
             state.failures = 0;
         }
         self.notify_status();
+    }
+
+    /// The stream said events may have been missed: tell the `on_reset` listeners.
+    pub(crate) fn reset(&self) {
+        let resets: Vec<_> = self
+            .watchers()
+            .resets
+            .iter()
+            .map(|(_, r)| Arc::clone(r))
+            .collect();
+        for resync in resets {
+            resync();
+        }
     }
 
     /// The platform says the network is gone.

@@ -256,6 +256,9 @@ async fn an_overrun_connection_is_closed_and_recovers_by_replay() {
 async fn after_a_reset_calls_are_sent_again_and_run_exactly_once() {
     let server = Server::start_with(|b| b.connection_buffer(2).replay_buffer(4)).await;
     let client = server.client_as("ann", "admin");
+    let resets = Arc::new(Mutex::new(0));
+    let counter = Arc::clone(&resets);
+    let _ = client.on_reset(move || *counter.lock().unwrap() += 1);
     let todos = TodosClient::new(&client);
     let calls: Vec<_> = (0..5).map(|i| todos.create(format!("gated {i}"))).collect();
     eventually("the batch to start", || {
@@ -291,6 +294,10 @@ async fn after_a_reset_calls_are_sent_again_and_run_exactly_once() {
     assert!(
         server.requests() >= 2,
         "the calls whose results were lost were sent again"
+    );
+    assert!(
+        *resets.lock().unwrap() >= 1,
+        "the client was told that events were missed"
     );
     assert_eq!(server.executions(), 5, "every create ran exactly once");
     assert_eq!(server.store.todos.lock().unwrap().len(), 5);

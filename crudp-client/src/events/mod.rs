@@ -151,7 +151,10 @@ fn handle(inner: &Arc<Inner>, event: SseEvent) -> Option<EventKind> {
             Err(e) => tracing::warn!("undecodable broadcast event: {e}"),
         },
         // Results missed before a reset are asked for again when the stream is ready.
-        EventKind::Reset => tracing::debug!("event stream reset: events may have been missed"),
+        EventKind::Reset => {
+            tracing::debug!("event stream reset: events may have been missed");
+            inner.reset();
+        }
         EventKind::Ready => inner.connection_ready(),
     }
     Some(kind)

@@ -48,6 +48,8 @@ fn App() -> impl IntoView {
     let _ = todos().on_delete(move |()| reload(list));
     // "Offline, 3 queued" for the status line.
     let _ = client.on_status(move |s| status.set(s));
+    // Broadcasts may have been missed (the server restarted, say): reload the board.
+    let _ = client.on_reset(move || reload(list));
     // ANCHOR_END: listeners
     spawn_local(async move {
         if let Ok(todos) = board.read().await {

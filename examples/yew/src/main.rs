@@ -94,14 +94,21 @@ fn app() -> Html {
     {
         let page = page.dispatcher();
         use_effect_with((), move |()| {
-            let (created, updated, deleted, status) =
-                (page.clone(), page.clone(), page.clone(), page.clone());
+            let (created, updated, deleted, status, missed) = (
+                page.clone(),
+                page.clone(),
+                page.clone(),
+                page.clone(),
+                page.clone(),
+            );
             let listeners = [
                 todos().on_create(move |todo| created.dispatch(Change::Upsert(todo))),
                 todos().on_update(move |todo| updated.dispatch(Change::Upsert(todo))),
                 // Deletions are broadcast to admins only: reload the board when one arrives.
                 todos().on_delete(move |()| reload(deleted.clone())),
                 client().on_status(move |s| status.dispatch(Change::Status(s))),
+                // Broadcasts may have been missed (the server restarted, say): reload the board.
+                client().on_reset(move || reload(missed.clone())),
             ];
             reload(page);
             move || listeners.into_iter().for_each(crudp::Listener::remove)
