@@ -4,6 +4,7 @@
 // Test fixtures: their names say what they are.
 #![allow(missing_docs)]
 
+pub mod alloc;
 pub mod api;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod harness;

@@ -3,59 +3,14 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-};
-
 use crudp::{
     Action, ClientId,
     protocol::{Batch, PROTOCOL_VERSION, Packet, encode_batch},
 };
 use crudp_tests::*;
 
-/// Counts the bytes this process holds, and the peak since the last reset.
-/// Counts the bytes the current thread holds, and its peak since the last reset; per thread,
-/// so the test harness's own threads do not count.
-struct Counting;
-
-thread_local! {
-    static CURRENT: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    let _ = CURRENT.try_with(|current| {
-        let now = current.get() + delta;
-        current.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-fn reset_peak() -> isize {
-    let now = CURRENT.with(Cell::get);
-    PEAK.with(|peak| peak.set(now));
-    now
-}
-
-fn peak() -> isize {
-    PEAK.with(Cell::get)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        track(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        track(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 fn good_batch() -> Vec<u8> {
     encode_batch(&Batch {
@@ -181,9 +136,9 @@ async fn a_4_gib_length_prefix_does_not_allocate() {
     assert_still_serving(&server).await;
     for body in [huge_count(), huge_args()] {
         // The server runs on this thread too (a current-thread runtime), so it is counted.
-        let baseline = reset_peak();
+        let baseline = alloc::start();
         let (status, _) = post(&server, body).await;
-        let grew = peak() - baseline;
+        let grew = alloc::grown(baseline);
         assert_eq!(status, 400);
         assert!(
             grew < 4 << 20,

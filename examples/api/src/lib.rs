@@ -52,3 +52,34 @@ pub trait Board {
     /// Every todo, oldest first.
     async fn read(&self, ctx: &crudp::Context) -> Result<Vec<Todo>, TodoError>;
 }
+
+/// What the front ends show of the client: `online`, `reconnecting` or `offline`, as a word and
+/// a CSS class.
+pub fn connection_word(status: crudp::Status) -> &'static str {
+    match status.connection {
+        crudp::Connection::Online => "online",
+        crudp::Connection::Reconnecting => "reconnecting",
+        crudp::Connection::Offline => "offline",
+    }
+}
+
+/// The front ends' status line: "offline, 2 queued, 0 in flight".
+pub fn status_line(status: crudp::Status) -> String {
+    format!(
+        "{}, {} queued, {} in flight",
+        connection_word(status),
+        status.queued,
+        status.in_flight
+    )
+}
+
+/// Who the sign-in cookie names, given the page's `document.cookie`.
+pub fn signed_in(cookies: &str) -> String {
+    match cookies
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("crudp_user=")?.split_once(':'))
+    {
+        Some((name, role)) => format!("signed in as {name} ({role})"),
+        None => "not signed in".to_owned(),
+    }
+}

@@ -1,8 +1,8 @@
 //! The todo board in Leptos: the generated `TodosClient` and `BoardClient`, typed listeners
 //! for everyone's changes, and the client's status.
 
-use crudp::{Client, Status};
-use example_api::{BoardClient, Todo, TodosClient};
+use crudp::Client;
+use example_api::{BoardClient, Todo, TodosClient, connection_word, signed_in, status_line};
 use leptos::{prelude::*, task::spawn_local};
 
 thread_local! {
@@ -82,8 +82,8 @@ fn App() -> impl IntoView {
     view! {
         <main>
             <h1>"Todo board " <small>"(Leptos)"</small></h1>
-            <p>{signed_in()} " · " <a href="/">"switch user"</a></p>
-            <p id="status" class=move || status_class(status.get())>{move || status_text(status.get())}</p>
+            <p>{signed_in(&cookies())} " · " <a href="/">"switch user"</a></p>
+            <p id="status" class=move || connection_word(status.get())>{move || status_line(status.get())}</p>
             <form on:submit=add>
                 <input id="new-title" placeholder="What needs doing?"
                     prop:value=move || title.get()
@@ -133,23 +133,6 @@ fn reload(list: RwSignal<Vec<Todo>>) {
     });
 }
 
-fn status_class(status: Status) -> &'static str {
-    match status.connection {
-        crudp::Connection::Online => "online",
-        crudp::Connection::Reconnecting => "reconnecting",
-        crudp::Connection::Offline => "offline",
-    }
-}
-
-fn status_text(status: Status) -> String {
-    format!(
-        "{}, {} queued, {} in flight",
-        status_class(status),
-        status.queued,
-        status.in_flight
-    )
-}
-
 /// A key for a pending row.
 fn next_key() -> u64 {
     thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
@@ -159,19 +142,12 @@ fn next_key() -> u64 {
     })
 }
 
-/// Who is signed in, from the sign-in cookie.
-fn signed_in() -> String {
+/// The page's cookies, for the sign-in line.
+fn cookies() -> String {
     use wasm_bindgen::JsCast;
-    let cookie = web_sys::window()
+    web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
         .and_then(|d| d.cookie().ok())
-        .unwrap_or_default();
-    match cookie
-        .split(';')
-        .find_map(|c| c.trim().strip_prefix("crudp_user=")?.split_once(':'))
-    {
-        Some((name, role)) => format!("signed in as {name} ({role})"),
-        None => "not signed in".to_owned(),
-    }
+        .unwrap_or_default()
 }

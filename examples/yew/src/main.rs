@@ -3,9 +3,8 @@
 
 use std::rc::Rc;
 
-use crudp::{Client, Connection, Status};
-use example_api::{BoardClient, Todo, TodosClient};
-use wasm_bindgen::JsCast;
+use crudp::{Client, Status};
+use example_api::{BoardClient, Todo, TodosClient, connection_word, signed_in, status_line};
 use wasm_bindgen_futures::spawn_local;
 use yew::prelude::*;
 
@@ -178,9 +177,9 @@ fn app() -> Html {
     html! {
         <main>
             <h1>{ "Todo board " }<small>{ "(Yew)" }</small></h1>
-            <p>{ signed_in() }{ " · " }<a href="/">{ "switch user" }</a></p>
-            <p id="status" class={status_class(status)}>
-                { format!("{}, {} queued, {} in flight", status_class(status), status.queued, status.in_flight) }
+            <p>{ signed_in(&cookies()) }{ " · " }<a href="/">{ "switch user" }</a></p>
+            <p id="status" class={connection_word(status)}>
+                { status_line(status) }
             </p>
             <form onsubmit={add}>
                 <input id="new-title" ref={input} placeholder="What needs doing?" />
@@ -201,26 +200,12 @@ fn next_key() -> u64 {
     })
 }
 
-fn status_class(status: Status) -> &'static str {
-    match status.connection {
-        Connection::Online => "online",
-        Connection::Reconnecting => "reconnecting",
-        Connection::Offline => "offline",
-    }
-}
-
-/// Who is signed in, from the sign-in cookie.
-fn signed_in() -> String {
-    let cookie = web_sys::window()
+/// The page's cookies, for the sign-in line.
+fn cookies() -> String {
+    use wasm_bindgen::JsCast;
+    web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
         .and_then(|d| d.cookie().ok())
-        .unwrap_or_default();
-    match cookie
-        .split(';')
-        .find_map(|c| c.trim().strip_prefix("crudp_user=")?.split_once(':'))
-    {
-        Some((name, role)) => format!("signed in as {name} ({role})"),
-        None => "not signed in".to_owned(),
-    }
+        .unwrap_or_default()
 }

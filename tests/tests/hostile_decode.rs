@@ -1,62 +1,22 @@
 //! The decoders against hostile input: no panic, no allocation beyond the input's size.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
+#![cfg(not(target_arch = "wasm32"))]
+
+use crudp::{
+    Action, ClientId, Outcome,
+    protocol::{
+        Batch, PROTOCOL_VERSION, Packet, PacketResult, Results, decode_batch, decode_results,
+        encode_batch, encode_results,
+    },
 };
-
-use crudp_runtime::{
-    Action, Batch, ClientId, Outcome, Packet, PacketResult, Results,
-    protocol::{PROTOCOL_VERSION, decode_batch, decode_results, encode_batch, encode_results},
-};
-
-/// Counts the bytes the current thread holds, and its peak since the last reset; per thread,
-/// so the test harness's own threads do not count.
-struct Counting;
-
-thread_local! {
-    static CURRENT: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    let _ = CURRENT.try_with(|current| {
-        let now = current.get() + delta;
-        current.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-fn reset_peak() -> isize {
-    let now = CURRENT.with(Cell::get);
-    PEAK.with(|peak| peak.set(now));
-    now
-}
-
-fn peak() -> isize {
-    PEAK.with(Cell::get)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        track(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        track(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use crudp_tests::alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Bytes allocated at the peak of `f`, above what was held before it.
 fn peak_of(f: impl FnOnce()) -> usize {
-    let baseline = reset_peak();
-    f();
-    (peak() - baseline) as usize
+    alloc::peak_of(f).1
 }
 
 const MAX_U32_VARINT: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 0x0f];
