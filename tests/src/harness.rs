@@ -389,6 +389,8 @@ pub struct Proxy {
 struct ProxyState {
     acceptor: Option<tokio::task::JoinHandle<()>>,
     connections: Vec<tokio::task::JoinHandle<()>>,
+    /// Bytes carried by closed connections: to the server, and back.
+    carried: (u64, u64),
 }
 
 impl Proxy {
@@ -413,9 +415,16 @@ impl Proxy {
         let (state, target) = (Arc::clone(&self.state), self.target);
         let acceptor = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let counted = Arc::downgrade(&state);
                 let connection = tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let copied =
+                            tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let (Ok((up, down)), Some(state)) = (copied, counted.upgrade()) {
+                            let mut state = state.lock().unwrap();
+                            state.carried.0 += up;
+                            state.carried.1 += down;
+                        }
                     }
                 });
                 let mut state = state.lock().unwrap();
@@ -424,6 +433,26 @@ impl Proxy {
             }
         });
         self.state.lock().unwrap().acceptor = Some(acceptor);
+    }
+
+    /// The bytes carried by the connections closed so far: to the server, and back.
+    pub fn carried(&self) -> (u64, u64) {
+        self.state.lock().unwrap().carried
+    }
+
+    /// Waits until every connection through the proxy has closed.
+    pub async fn drained(&self) {
+        for _ in 0..500 {
+            let open = {
+                let mut state = self.state.lock().unwrap();
+                state.connections.retain(|c| !c.is_finished());
+                state.connections.len()
+            };
+            if open == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Refuses new connections and cuts the open ones.

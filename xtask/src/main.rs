@@ -2,11 +2,13 @@
 //!
 //! - `cargo xtask demo`: builds and starts the example server on http://127.0.0.1:3000, then
 //!   runs the example's native client against it; the server keeps serving until Ctrl-C.
+//! - `cargo xtask bench`: the benchmarks, in release mode; writes `BENCHMARKS.md`.
 //! - `cargo xtask test`: every test: rustfmt, the workspace's tests (trybuild cases
 //!   included), the wasm32 builds, clippy with warnings denied, and the browser tests in
 //!   headless Chromium against a real server. It installs what a fresh machine lacks: the
 //!   wasm32 target, the matching `wasm-bindgen` test runner, and (as root) Chromium.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -27,8 +29,9 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("demo") => demo(),
         Some("test") => test(),
+        Some("bench") => bench::all(),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test>");
+            eprintln!("usage: cargo xtask <demo|test|bench>");
             return ExitCode::from(2);
         }
     };
@@ -42,7 +45,14 @@ fn main() -> ExitCode {
 }
 
 /// Wasm-only crates, left out of the native builds.
-const FRONT_ENDS: [&str; 4] = ["--exclude", "example-leptos", "--exclude", "example-yew"];
+const FRONT_ENDS: [&str; 6] = [
+    "--exclude",
+    "example-leptos",
+    "--exclude",
+    "example-yew",
+    "--exclude",
+    "wasm-size",
+];
 
 fn test() -> Result<(), String> {
     setup::wasm_target()?;
@@ -139,7 +149,7 @@ fn browser_tests() -> Result<(), String> {
 
 /// Builds the Leptos and Yew front ends into `target/demo/{leptos,yew}`: the wasm32 build
 /// (profile `wasm-release`), the wasm-bindgen step, and the page.
-fn front_ends() -> Result<PathBuf, String> {
+pub(crate) fn front_ends() -> Result<PathBuf, String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;
     let apps = [("leptos", "example-leptos"), ("yew", "example-yew")];
@@ -221,12 +231,12 @@ fn demo() -> Result<(), String> {
     Ok(())
 }
 
-fn cargo(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).args(args))
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
     if command.get_current_dir().is_none() {
         command.current_dir(workspace_root());
     }
@@ -241,10 +251,10 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }

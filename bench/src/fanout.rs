@@ -1,0 +1,230 @@
+//! SSE fan-out: K idle connections spread over client processes and 127.0.0.x source
+//! addresses, the server's memory per connection, and the delay from publish until every
+//! connection has the event.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpSocket,
+    process::Command,
+};
+
+use crate::server::micros;
+
+/// Connections per client process: well inside the 20,000 open files a process may hold.
+const PER_PROCESS: usize = 4000;
+
+/// One client process: `count` connections from `source` to `path` on `server`. It prints
+/// `READY` once every connection is open, then for each event a line `EVENT <µs>...` with the
+/// time each connection received it, and ends when its standard input closes.
+pub(crate) async fn clients(
+    server: SocketAddr,
+    path: String,
+    source: Ipv4Addr,
+    count: usize,
+    token: String,
+) {
+    let received: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut tasks = Vec::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for _ in 0..count {
+        let (received, ready, gate) = (Arc::clone(&received), ready_tx.clone(), Arc::clone(&gate));
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        tasks.push(tokio::spawn(async move {
+            // At most 256 connections are being opened at once; an open one lets the next go.
+            let mut permit = Some(gate.acquire_owned().await.expect("the gate stays open"));
+            let socket = TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(SocketAddr::new(IpAddr::V4(source), 0))
+                .expect("a source address");
+            let Ok(mut stream) = socket.connect(server).await else {
+                return;
+            };
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut buffer = vec![0u8; 2048];
+            let mut opened = false;
+            let mut seen = 0usize;
+            let mut carry = Vec::new();
+            loop {
+                let Ok(n) = stream.read(&mut buffer).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                let at = micros();
+                carry.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&carry).into_owned();
+                if !opened && (text.contains("event: ready") || text.contains(": ok")) {
+                    opened = true;
+                    permit.take();
+                    let _ = ready.send(());
+                    let events =
+                        text.matches("data:").count() - usize::from(text.contains("event: ready"));
+                    seen = events;
+                    carry.clear();
+                    continue;
+                }
+                if opened {
+                    let events = text.matches("data:").count();
+                    for _ in 0..events {
+                        let mut received = received.lock().expect("not poisoned");
+                        if received.len() <= seen {
+                            received.resize(seen + 1, Vec::new());
+                        }
+                        received[seen].push(at);
+                        seen += 1;
+                    }
+                    let keep = carry.len().saturating_sub(8);
+                    carry.drain(..keep);
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    println!("READY");
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    for (index, times) in received.lock().expect("not poisoned").iter().enumerate() {
+        let times: Vec<String> = times.iter().map(u64::to_string).collect();
+        println!("EVENT {index} {}", times.join(" "));
+    }
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// What one fan-out run measured.
+pub(crate) struct FanOut {
+    pub(crate) connections: usize,
+    pub(crate) bytes_per_connection: f64,
+    /// Per event: the delay until half and until 99% of the connections had it, in ms.
+    pub(crate) p50_ms: Vec<f64>,
+    pub(crate) p99_ms: Vec<f64>,
+}
+
+/// Opens `k` connections to `kind` (`crudp` or `naive`), publishes `events` events, measures.
+pub(crate) async fn run(
+    base: &str,
+    server: SocketAddr,
+    kind: &str,
+    k: usize,
+    events: usize,
+    token: &str,
+) -> FanOut {
+    let http = reqwest::Client::new();
+    let rss = || async {
+        http.get(format!("{base}/control/rss"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?
+            .parse::<u64>()
+            .ok()
+    };
+    let before = rss().await.unwrap_or(0);
+    let path = if kind == "naive" {
+        "/naive/events"
+    } else {
+        "/crudp/events"
+    };
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let mut children = Vec::new();
+    for (i, start) in (0..k).step_by(PER_PROCESS).enumerate() {
+        let count = PER_PROCESS.min(k - start);
+        let source = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+        let mut child = Command::new(&exe)
+            .args([
+                "clients",
+                &server.to_string(),
+                path,
+                &source.to_string(),
+                &count.to_string(),
+                token,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("a client process");
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "READY" {
+                break;
+            }
+        }
+        children.push((child, lines));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss().await.unwrap_or(before);
+    let mut published = Vec::new();
+    for _ in 0..events {
+        let at = http
+            .post(format!("{base}/control/publish?kind={kind}"))
+            .send()
+            .await
+            .expect("published");
+        published.push(at.text().await.expect("a time").parse::<u64>().expect("µs"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut received: Vec<Vec<u64>> = vec![Vec::new(); events];
+    for (mut child, mut lines) in children {
+        drop(child.stdin.take());
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("EVENT") {
+                continue;
+            }
+            let index: usize = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(usize::MAX);
+            if let Some(times) = received.get_mut(index) {
+                times.extend(words.filter_map(|w| w.parse::<u64>().ok()));
+            }
+        }
+        let _ = child.wait().await;
+    }
+    let mut p50_ms = Vec::new();
+    let mut p99_ms = Vec::new();
+    for (times, at) in received.iter_mut().zip(&published) {
+        let mut delays: Vec<f64> = times
+            .iter()
+            .map(|t| t.saturating_sub(*at) as f64 / 1000.0)
+            .collect();
+        delays.sort_by(f64::total_cmp);
+        // Connections that never got the event count as the slowest.
+        let missing = k.saturating_sub(delays.len());
+        delays.extend(std::iter::repeat_n(f64::INFINITY, missing));
+        if delays.is_empty() {
+            continue;
+        }
+        p50_ms.push(delays[delays.len() / 2]);
+        p99_ms.push(delays[(delays.len() * 99 / 100).min(delays.len() - 1)]);
+    }
+    FanOut {
+        connections: k,
+        bytes_per_connection: after.saturating_sub(before) as f64 / k.max(1) as f64,
+        p50_ms,
+        p99_ms,
+    }
+}

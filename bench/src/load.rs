@@ -1,0 +1,124 @@
+//! N creates over loopback, six ways: CRUDP over `/sync` (results over SSE), CRUDP over
+//! `/call`, plain JSON endpoints one request at a time (a) and 16 in flight (b), and a
+//! hand-rolled postcard batch endpoint (L), the practical limit.
+
+use std::time::Instant;
+
+use crudp::{Client, Mode};
+use crudp_tests::Proxy;
+use example_api::{Todo, TodosClient};
+use futures_util::{StreamExt, future::join_all, stream};
+
+use crate::server::NewTodo;
+
+/// The ways to make N creates.
+pub(crate) const VARIANTS: [&str; 5] = [
+    "crudp /sync",
+    "crudp /call",
+    "json (a)",
+    "json x16 (b)",
+    "postcard (L)",
+];
+
+fn titles(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("todo number {i}")).collect()
+}
+
+/// Something that makes N creates, ready to be timed again and again.
+pub(crate) enum Runner {
+    Crudp(TodosClient),
+    Json(reqwest::Client, String, usize),
+    Postcard(reqwest::Client, String),
+}
+
+impl Runner {
+    pub(crate) async fn new(variant: &str, base: &str) -> Self {
+        let runner = match variant {
+            "crudp /sync" => Self::Crudp(TodosClient::new(&Client::new(format!("{base}/crudp")))),
+            "crudp /call" => {
+                let client = Client::builder(format!("{base}/crudp"))
+                    .mode(Mode::Call)
+                    .build();
+                Self::Crudp(TodosClient::new(&client))
+            }
+            "json (a)" => Self::Json(reqwest::Client::new(), format!("{base}/json/todos"), 1),
+            "json x16 (b)" => Self::Json(reqwest::Client::new(), format!("{base}/json/todos"), 16),
+            _ => Self::Postcard(reqwest::Client::new(), format!("{base}/postcard/todos")),
+        };
+        // Open the connections (and the event stream) before anything is timed.
+        runner.run(1).await;
+        runner
+    }
+
+    /// Makes `n` creates and returns how many came back.
+    pub(crate) async fn run(&self, n: usize) -> usize {
+        match self {
+            Self::Crudp(todos) => {
+                let calls: Vec<_> = titles(n).into_iter().map(|t| todos.create(t)).collect();
+                join_all(calls)
+                    .await
+                    .into_iter()
+                    .filter(Result::is_ok)
+                    .count()
+            }
+            Self::Json(http, url, in_flight) => {
+                let requests = titles(n).into_iter().map(|title| async move {
+                    let response = http.post(url).json(&NewTodo { title }).send().await.ok()?;
+                    response.json::<Todo>().await.ok()
+                });
+                stream::iter(requests)
+                    .buffered(*in_flight)
+                    .filter_map(|t| async { t })
+                    .count()
+                    .await
+            }
+            Self::Postcard(http, url) => {
+                let body = postcard::to_stdvec(&titles(n)).expect("titles encode");
+                let Ok(response) = http.post(url).body(body).send().await else {
+                    return 0;
+                };
+                let bytes = response.bytes().await.unwrap_or_default();
+                postcard::from_bytes::<Vec<Todo>>(&bytes).map_or(0, |t| t.len())
+            }
+        }
+    }
+}
+
+/// Operations per second of `reps` timed runs of `n` creates.
+pub(crate) async fn throughput(variant: &str, base: &str, n: usize, reps: usize) -> Vec<f64> {
+    let runner = Runner::new(variant, base).await;
+    let mut rates = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        let done = runner.run(n).await;
+        assert_eq!(done, n, "{variant}: {done} of {n} creates came back");
+        rates.push(n as f64 / started.elapsed().as_secs_f64());
+    }
+    rates
+}
+
+/// Bytes on the wire, both ways and headers included, for one run of `n` creates: counted by a
+/// proxy, from the first connection to the last close.
+pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: usize) -> u64 {
+    let proxy = Proxy::start(server).await;
+    let base = format!("http://{}", proxy.addr);
+    let runner = match variant {
+        "crudp /sync" | "crudp /call" => {
+            let mode = if variant == "crudp /sync" {
+                Mode::Sync
+            } else {
+                Mode::Call
+            };
+            Runner::Crudp(TodosClient::new(
+                &Client::builder(format!("{base}/crudp")).mode(mode).build(),
+            ))
+        }
+        _ => Runner::new(variant, &base).await,
+    };
+    let done = runner.run(n).await;
+    assert_eq!(done, n);
+    drop(runner);
+    proxy.drained().await;
+    let (up, down) = proxy.carried();
+    up + down
+}

@@ -1,0 +1,228 @@
+//! CRUDP against what a user would write instead, measured side by side in one run.
+//!
+//! - `crudp-bench run [--quick]`: every scenario; prints the report (Markdown) on stdout.
+//! - `crudp-bench server`, `crudp-bench clients …`: the processes `run` starts.
+//!
+//! `cargo xtask bench` builds it in release mode, adds the dispatch micro-benchmark and the
+//! wasm sizes, and writes `BENCHMARKS.md`.
+
+mod fanout;
+mod load;
+mod server;
+
+use std::{fmt::Write, net::SocketAddr, process::Stdio};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
+
+/// The scenarios' sizes.
+struct Plan {
+    creates: Vec<usize>,
+    reps: usize,
+    fan_out: Vec<usize>,
+    events: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            creates: vec![1, 10, 100, 1000],
+            reps: 7,
+            fan_out: vec![100, 1000, 5000, 19_000],
+            events: 5,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            creates: vec![1, 10],
+            reps: 2,
+            fan_out: vec![10],
+            events: 2,
+        }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("server") => server::serve().await,
+        Some("clients") => {
+            let [server, path, source, count, token] = &args[1..] else {
+                panic!("clients SERVER PATH SOURCE COUNT TOKEN")
+            };
+            fanout::clients(
+                server.parse().expect("a server address"),
+                path.clone(),
+                source.parse().expect("a source address"),
+                count.parse().expect("a count"),
+                token.clone(),
+            )
+            .await;
+        }
+        Some("run") => {
+            let plan = if args.iter().any(|a| a == "--quick") {
+                Plan::quick()
+            } else {
+                Plan::full()
+            };
+            print!("{}", run(&plan).await);
+        }
+        _ => eprintln!("usage: crudp-bench run [--quick]"),
+    }
+}
+
+/// Starts the server process and returns it with its address.
+async fn start_server() -> (tokio::process::Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().expect("the benchmark's own path"))
+        .arg("server")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server process");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let line = lines
+        .next_line()
+        .await
+        .expect("the server's address")
+        .expect("a line");
+    let url = line
+        .strip_prefix("LISTENING http://")
+        .expect("LISTENING <url>");
+    (child, url.parse().expect("an address"))
+}
+
+async fn run(plan: &Plan) -> String {
+    let (_server, address) = start_server().await;
+    let base = format!("http://{address}");
+    let mut report = String::new();
+
+    // Creates per second.
+    let _ = writeln!(
+        report,
+        "### Creates per second over loopback (median of {} runs; min–max)\n",
+        plan.reps
+    );
+    let _ = writeln!(report, "| N | {} |", load::VARIANTS.join(" | "));
+    let _ = writeln!(report, "|---:|{}", "---:|".repeat(load::VARIANTS.len()));
+    let mut medians = Vec::new();
+    for &n in &plan.creates {
+        let mut row = format!("| {n} |");
+        let mut by_variant = Vec::new();
+        for variant in load::VARIANTS {
+            let rates = load::throughput(variant, &base, n, plan.reps).await;
+            let (min, max) = min_max(&rates);
+            let _ = write!(row, " {:.0} ({:.0}–{:.0}) |", median(&rates), min, max);
+            by_variant.push(median(&rates));
+        }
+        let _ = writeln!(report, "{row}");
+        medians.push((n, by_variant));
+    }
+    let _ = writeln!(report, "\nRatios of the medians (CRUDP ÷ reference):\n");
+    let _ = writeln!(
+        report,
+        "| N | /call ÷ (a) | /call ÷ (b) | /call ÷ (L) | /sync ÷ (a) | /sync ÷ (b) | /sync ÷ (L) |"
+    );
+    let _ = writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, m) in &medians {
+        let (sync, call, a, b, l) = (m[0], m[1], m[2], m[3], m[4]);
+        let _ = writeln!(
+            report,
+            "| {n} | {:.1}× | {:.1}× | {:.2}× | {:.1}× | {:.1}× | {:.2}× |",
+            call / a,
+            call / b,
+            call / l,
+            sync / a,
+            sync / b,
+            sync / l
+        );
+    }
+
+    // Bytes on the wire.
+    let n = *plan.creates.last().expect("some sizes");
+    let _ = writeln!(
+        report,
+        "\n### Bytes on the wire for {n} creates, both ways, HTTP headers included\n"
+    );
+    let _ = writeln!(report, "| variant | bytes | ÷ json (a) | ÷ postcard (L) |");
+    let _ = writeln!(report, "|---|---:|---:|---:|");
+    let mut bytes = Vec::new();
+    for variant in load::VARIANTS {
+        bytes.push((variant, load::wire_bytes(variant, address, n).await));
+    }
+    let json = bytes[2].1 as f64;
+    let limit = bytes[4].1 as f64;
+    for (variant, b) in &bytes {
+        let _ = writeln!(
+            report,
+            "| {variant} | {b} | {:.3} | {:.2} |",
+            *b as f64 / json,
+            *b as f64 / limit
+        );
+    }
+
+    // SSE fan-out.
+    let _ = writeln!(
+        report,
+        "\n### SSE fan-out: idle connections, one publish to all ({} publishes each)\n",
+        plan.events
+    );
+    let _ = writeln!(
+        report,
+        "| K | hub | server memory per connection | p50 ms (min–max) | p99 ms (min–max) |"
+    );
+    let _ = writeln!(report, "|---:|---|---:|---:|---:|");
+    let token = stream_token(&base).await;
+    for &k in &plan.fan_out {
+        for kind in ["crudp", "naive"] {
+            let (_server, address) = start_server().await;
+            let base = format!("http://{address}");
+            let token = if kind == "crudp" {
+                stream_token(&base).await
+            } else {
+                token.clone()
+            };
+            let result = fanout::run(&base, address, kind, k, plan.events, &token).await;
+            let (p50min, p50max) = min_max(&result.p50_ms);
+            let (p99min, p99max) = min_max(&result.p99_ms);
+            let _ = writeln!(
+                report,
+                "| {} | {kind} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
+                result.connections,
+                result.bytes_per_connection / 1024.0,
+                median(&result.p50_ms),
+                median(&result.p99_ms),
+            );
+        }
+    }
+    report
+}
+
+/// A token for one client's event streams on the server at `base`.
+async fn stream_token(base: &str) -> String {
+    let client = crudp::ClientId(7);
+    let response = reqwest::Client::new()
+        .post(format!("{base}/crudp/token"))
+        .body(postcard::to_stdvec(&client).expect("an ID encodes"))
+        .send()
+        .await
+        .expect("a token");
+    let grant: crudp::protocol::TokenGrant =
+        postcard::from_bytes(&response.bytes().await.expect("a body")).expect("a grant");
+    grant.token
+}

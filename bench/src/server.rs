@@ -1,0 +1,170 @@
+//! The server side of every benchmark, in its own process: the same todo logic behind CRUDP,
+//! plain JSON endpoints and a hand-rolled postcard endpoint, plus a naive SSE broadcaster.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Query, State},
+    response::sse::{Event, KeepAlive, Sse},
+    routing::{get, post},
+};
+use crudp::{Action, Context, Module, Target, server::Crudp};
+use example_api::{Todo, TodoError, Todos, TodosClient, TodosServer};
+use futures_util::{Stream, stream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// The one piece of logic every variant runs: store a todo.
+#[derive(Clone, Default)]
+pub(crate) struct Board {
+    todos: Arc<Mutex<Vec<Todo>>>,
+}
+
+impl Board {
+    pub(crate) fn create(&self, title: String) -> Todo {
+        let mut todos = self
+            .todos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let todo = Todo {
+            id: todos.len() as u64 + 1,
+            title,
+            done: false,
+        };
+        todos.push(todo.clone());
+        todo
+    }
+}
+
+impl Todos for Board {
+    async fn create(&self, _: &Context, title: String) -> Result<Todo, TodoError> {
+        Ok(Board::create(self, title))
+    }
+
+    async fn read(&self, _: &Context, _: u64) -> Result<Todo, TodoError> {
+        Err(TodoError::NotFound)
+    }
+
+    async fn update(&self, _: &Context, todo: Todo) -> Result<Todo, TodoError> {
+        Ok(todo)
+    }
+
+    async fn delete(&self, _: &Context, _: u64) -> Result<(), TodoError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    board: Board,
+    api: Crudp,
+    naive: broadcast::Sender<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NewTodo {
+    pub(crate) title: String,
+}
+
+async fn json_create(State(shared): State<Shared>, Json(new): Json<NewTodo>) -> Json<Todo> {
+    Json(shared.board.create(new.title))
+}
+
+async fn postcard_create(State(shared): State<Shared>, body: Bytes) -> Vec<u8> {
+    let titles: Vec<String> = postcard::from_bytes(&body).unwrap_or_default();
+    let todos: Vec<Todo> = titles.into_iter().map(|t| shared.board.create(t)).collect();
+    postcard::to_stdvec(&todos).unwrap_or_default()
+}
+
+/// The naive reference: axum's `Sse` fed by a `tokio::sync::broadcast`.
+async fn naive_events(
+    State(shared): State<Shared>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = shared.naive.subscribe();
+    let hello = stream::once(async { Ok(Event::default().comment("ok")) });
+    let events = stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(data) => return Some((Ok(Event::default().data(data)), receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(futures_util::StreamExt::chain(hello, events))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(30)))
+}
+
+#[derive(Deserialize)]
+struct PublishTo {
+    kind: String,
+}
+
+pub(crate) fn micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Publishes one event to every connection of `kind` and answers when it did, in µs.
+async fn publish(State(shared): State<Shared>, Query(to): Query<PublishTo>) -> String {
+    let at = micros();
+    if to.kind == "naive" {
+        let _ = shared.naive.send(at.to_string());
+    } else {
+        let _ = shared
+            .api
+            .broadcast(&TodosClient::DESCRIPTOR, Action::Read, &at, Target::All)
+            .await;
+    }
+    at.to_string()
+}
+
+/// This process's resident memory, in bytes.
+pub(crate) fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub(crate) async fn serve() {
+    let board = Board::default();
+    let api = Crudp::builder()
+        .handler(TodosServer::new(board.clone()))
+        .connections_per_user(usize::MAX)
+        .queue_depth(1 << 16)
+        .queue_per_client(1 << 16)
+        .token_ttl(Duration::from_secs(24 * 3600))
+        .build();
+    let (naive, _) = broadcast::channel(256);
+    let shared = Shared {
+        board,
+        api: api.clone(),
+        naive,
+    };
+    let app = Router::new()
+        .route("/json/todos", post(json_create))
+        .route("/postcard/todos", post(postcard_create))
+        .route("/naive/events", get(naive_events))
+        .route("/control/publish", post(publish))
+        .route("/control/rss", get(|| async { rss().to_string() }))
+        .with_state(shared)
+        .nest("/crudp", api.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    println!(
+        "LISTENING http://{}",
+        listener.local_addr().expect("an address")
+    );
+    axum::serve(listener, app).await.expect("the server runs");
+}
