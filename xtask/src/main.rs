@@ -84,6 +84,7 @@ fn test() -> Result<(), String> {
         "crudp-tests",
         "example-leptos",
         "example-yew",
+        "wasm-size",
     ]
     .map(|p| ["-p", p]);
     cargo(
