@@ -88,8 +88,9 @@ fn dispatch() -> Result<String, String> {
     let mut rows = Vec::new();
     for line in output.lines().filter(|l| l.starts_with("test ")) {
         let name = line
-            .split_whitespace()
-            .nth(1)
+            .trim_start_matches("test ")
+            .split(" ... ")
+            .next()
             .unwrap_or_default()
             .to_owned();
         let ns: f64 = line

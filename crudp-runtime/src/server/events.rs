@@ -114,7 +114,9 @@ pub(super) async fn events(
         head,
         live: subscription.live,
         ping: tokio::time::interval_at(Instant::now() + heartbeat, heartbeat),
-        expires,
+        // One timer for the stream's whole life, not one per event.
+        expires: Box::pin(tokio::time::sleep_until(expires)),
+
         _registration: subscription.guard,
         _presence: Presence {
             crudp: crudp.clone(),
@@ -141,7 +143,7 @@ struct Stream {
     head: VecDeque<Bytes>,
     live: mpsc::Receiver<Frame>,
     ping: tokio::time::Interval,
-    expires: Instant,
+    expires: std::pin::Pin<Box<tokio::time::Sleep>>,
     _registration: Box<dyn Send + Sync>,
     _presence: Presence,
 }
@@ -157,7 +159,7 @@ impl Stream {
         tokio::select! {
             biased;
             frame = self.live.recv() => frame.map(|f| f.bytes),
-            () = tokio::time::sleep_until(self.expires) => None,
+                        () = &mut self.expires => None,
             _ = self.ping.tick() => Some(Bytes::from_static(PING)),
         }
     }
