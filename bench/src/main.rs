@@ -75,6 +75,21 @@ async fn main() {
             )
             .await;
         }
+        Some("load") => {
+            // One variant alone, for profiling: `load VARIANT N REPS`.
+            let [variant, n, reps] = &args[1..] else {
+                panic!("load VARIANT N REPS")
+            };
+            let (_server, address) = start_server().await;
+            let rates = load::throughput(
+                variant,
+                &format!("http://{address}"),
+                n.parse().expect("N"),
+                reps.parse().expect("REPS"),
+            )
+            .await;
+            println!("{variant}: median {:.0} creates/s", median(&rates));
+        }
         Some("run") => {
             let plan = if args.iter().any(|a| a == "--quick") {
                 Plan::quick()

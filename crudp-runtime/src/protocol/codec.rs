@@ -76,7 +76,7 @@ pub fn encode_results(results: &Results) -> Vec<u8> {
 /// Decodes a batch, refusing more than `max_packets` packets.
 pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeError> {
     let mut reader = Reader::new(bytes)?;
-    let client = ClientId(reader.take("the client ID")?);
+    let client = ClientId(reader.take(|| "the client ID".to_owned())?);
     let packets = reader.take_seq::<Packet>("batch", "packet", max_packets, MIN_PACKET_LEN)?;
     reader.finish()?;
     Ok(Batch {
@@ -112,14 +112,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take<T: DeserializeOwned>(&mut self, part: &str) -> Result<T, DecodeError> {
-        let (value, rest) =
-            postcard::take_from_bytes(self.rest).map_err(|e| DecodeError::Malformed {
-                part: part.to_owned(),
+    /// Decodes the next value; `part` names it in the error, and is only called then.
+    fn take<T: DeserializeOwned>(
+        &mut self,
+        part: impl FnOnce() -> String,
+    ) -> Result<T, DecodeError> {
+        match postcard::take_from_bytes(self.rest) {
+            Ok((value, rest)) => {
+                self.rest = rest;
+                Ok(value)
+            }
+            Err(e) => Err(DecodeError::Malformed {
+                part: part(),
                 reason: e.to_string(),
-            })?;
-        self.rest = rest;
-        Ok(value)
+            }),
+        }
     }
 
     fn take_seq<T: DeserializeOwned>(
@@ -129,7 +136,7 @@ impl<'a> Reader<'a> {
         max: usize,
         min_item_len: usize,
     ) -> Result<Vec<T>, DecodeError> {
-        let count: u64 = self.take(&format!("the {item} count"))?;
+        let count: u64 = self.take(|| format!("the {item} count"))?;
         if count > max as u64 {
             return Err(DecodeError::TooMany { what, count, max });
         }
@@ -143,7 +150,7 @@ impl<'a> Reader<'a> {
         let count = count as usize;
         let mut items = Vec::with_capacity(count);
         for index in 0..count {
-            items.push(self.take(&format!("{item} {index}"))?);
+            items.push(self.take(|| format!("{item} {index}"))?);
         }
         Ok(items)
     }

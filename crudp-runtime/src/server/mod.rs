@@ -135,8 +135,17 @@ impl Crudp {
     /// Publishes `value` as the result of `action` of `module` to `target`, from server code
     /// outside handlers: the clients' `on_<action>` listeners receive it.
     ///
-    /// ```ignore
-    /// api.broadcast(&TodosClient::DESCRIPTOR, Action::Update, &todo, Target::All).await?;
+    /// ```no_run
+    /// # async fn doc(
+    /// #     api: crudp_runtime::server::Crudp,
+    /// #     todos: &crudp_runtime::ModuleDescriptor,
+    /// #     todo: String,
+    /// # ) -> Result<(), crudp_runtime::server::HubError> {
+    /// use crudp_runtime::{Action, Target};
+    ///
+    /// api.broadcast(todos, Action::Update, &todo, Target::All).await?;
+    /// # Ok(())
+    /// # }
     /// ```
     pub async fn broadcast<T: Serialize>(
         &self,
