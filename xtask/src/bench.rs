@@ -2,7 +2,7 @@
 
 use std::{fs, path::Path, process::Command};
 
-use crate::{WASM_TARGET, cargo, front_ends, run, setup, target_dir, workspace_root};
+use crate::{WASM_TARGET, bindgen, cargo, front_ends, setup, target_dir, workspace_root};
 
 /// The standard output of `command`, or why it failed.
 fn capture(command: &mut Command) -> Result<String, String> {
@@ -52,22 +52,8 @@ fn probe(features: &[&str], name: &str) -> Result<(usize, usize), String> {
     ];
     args.extend(features);
     cargo(&args)?;
-    let wasm = target_dir()
-        .join(WASM_TARGET)
-        .join("wasm-release")
-        .join("wasm_size.wasm");
     let out = target_dir().join("wasm-size").join(name);
-    run(Command::new("wasm-bindgen")
-        .args([
-            "--target",
-            "web",
-            "--no-typescript",
-            "--out-name",
-            "app",
-            "--out-dir",
-        ])
-        .arg(&out)
-        .arg(&wasm))?;
+    bindgen("wasm_size.wasm", &out)?;
     bundle(&out)
 }
 

@@ -150,6 +150,26 @@ fn browser_tests() -> Result<(), String> {
 
 /// Builds the Leptos and Yew front ends into `target/demo/{leptos,yew}`: the wasm32 build
 /// (profile `wasm-release`), the wasm-bindgen step, and the page.
+/// Runs wasm-bindgen (`--target web`) on `wasm`, a module of the `wasm-release` profile,
+/// writing `app.js` and `app_bg.wasm` into `out`.
+pub(crate) fn bindgen(wasm: &str, out: &std::path::Path) -> Result<(), String> {
+    let wasm = target_dir()
+        .join(WASM_TARGET)
+        .join("wasm-release")
+        .join(wasm);
+    run(Command::new("wasm-bindgen")
+        .args([
+            "--target",
+            "web",
+            "--no-typescript",
+            "--out-name",
+            "app",
+            "--out-dir",
+        ])
+        .arg(out)
+        .arg(&wasm))
+}
+
 pub(crate) fn front_ends() -> Result<PathBuf, String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;
@@ -168,22 +188,8 @@ pub(crate) fn front_ends() -> Result<PathBuf, String> {
     cargo(&args)?;
     let dist = target_dir().join("demo");
     for (name, package) in apps {
-        let wasm = target_dir()
-            .join(WASM_TARGET)
-            .join("wasm-release")
-            .join(format!("{package}.wasm"));
         let out = dist.join(name);
-        run(Command::new("wasm-bindgen")
-            .args([
-                "--target",
-                "web",
-                "--no-typescript",
-                "--out-name",
-                "app",
-                "--out-dir",
-            ])
-            .arg(&out)
-            .arg(&wasm))?;
+        bindgen(&format!("{package}.wasm"), &out)?;
         let page = workspace_root()
             .join("examples")
             .join(name)
