@@ -9,10 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crudp_runtime::{
-    Action, Batch, ClientId, Outcome, RejectCode, Results,
-    protocol::{PROTOCOL_VERSION, decode_results, encode_batch},
-};
+use crudp_runtime::{Action, ClientId, Outcome, RejectCode, Results, protocol::decode_results};
 use futures_channel::{mpsc, oneshot};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -617,15 +614,10 @@ impl Inner {
                     guard.0 = None;
                     return;
                 }
-                state.calls.take_batch(self.max_batch_packets)
+                state.calls.take_encoded(self.max_batch_packets, self.id)
             };
+            let (seqs, body) = packets;
             self.notify_status();
-            let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
-            let body = encode_batch(&Batch {
-                version: PROTOCOL_VERSION,
-                client: self.id,
-                packets,
-            });
             let sent = match self.mode {
                 Mode::Sync => self
                     .transport

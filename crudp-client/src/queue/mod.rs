@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crudp_runtime::{Outcome, Packet};
+use crudp_runtime::{ClientId, Outcome, Packet, protocol::encode_packets};
 use futures_channel::oneshot;
 
 pub(crate) mod storage;
@@ -84,6 +84,18 @@ impl Calls {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Moves up to `max` queued calls in flight and returns their sequence numbers and the
+    /// encoded batch, encoded from the calls themselves (no packet is copied).
+    pub(crate) fn take_encoded(&mut self, max: usize, client: ClientId) -> (Vec<u64>, Vec<u8>) {
+        let n = self.queued.len().min(max);
+        let seqs: Vec<u64> = self.queued.iter().take(n).map(|c| c.packet.seq).collect();
+        let body = encode_packets(client, self.queued.iter().take(n).map(|c| &c.packet));
+        for call in self.queued.drain(..n) {
+            self.in_flight.insert(call.packet.seq, call);
+        }
+        (seqs, body)
     }
 
     /// Moves up to `max` queued calls in flight and returns their packets.

@@ -4,7 +4,7 @@
 //! the bytes that are left, so a hostile length prefix can never make it allocate more than a
 //! small multiple of the input it was given (a decoded packet is larger than its encoding).
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use super::{Batch, ClientId, PROTOCOL_VERSION, Packet, PacketResult, Results};
 
@@ -62,7 +62,24 @@ pub enum DecodeError {
 
 /// Encodes a batch. The caller sets [`Batch::version`]; it should be [`PROTOCOL_VERSION`].
 pub fn encode_batch(batch: &Batch) -> Vec<u8> {
-    to_vec(batch)
+    let mut out = encode_packets(batch.client, batch.packets.iter());
+    out[0] = batch.version;
+    out
+}
+
+/// Encodes a batch of `client` from borrowed packets, without copying them into a [`Batch`].
+pub fn encode_packets<'a>(
+    client: ClientId,
+    packets: impl ExactSizeIterator<Item = &'a Packet>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + packets.len() * 16);
+    out.push(PROTOCOL_VERSION);
+    let header = (client, packets.len());
+    out = postcard::to_extend(&header, out).expect("writing to a Vec cannot fail");
+    for packet in packets {
+        out = postcard::to_extend(packet, out).expect("writing to a Vec cannot fail");
+    }
+    out
 }
 
 /// Encodes a result set, version byte first.
@@ -93,10 +110,6 @@ pub fn decode_results(bytes: &[u8], max_results: usize) -> Result<Results, Decod
         reader.take_seq::<PacketResult>("results", "result", max_results, MIN_RESULT_LEN)?;
     reader.finish()?;
     Ok(Results { results })
-}
-
-fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).expect("protocol types always encode")
 }
 
 struct Reader<'a> {

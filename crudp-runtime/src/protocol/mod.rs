@@ -4,7 +4,9 @@
 
 mod codec;
 
-pub use codec::{DecodeError, decode_batch, decode_results, encode_batch, encode_results};
+pub use codec::{
+    DecodeError, decode_batch, decode_results, encode_batch, encode_packets, encode_results,
+};
 
 use serde::{Deserialize, Serialize};
 
