@@ -1,0 +1,211 @@
+//! The page: the generated `TodosClient` and `BoardClient`, typed listeners for everyone's
+//! changes, and the client's status.
+
+use std::rc::Rc;
+
+use crudp::{Client, Status};
+use example_api::{BoardClient, Todo, TodosClient, connection_word, signed_in, status_line};
+use wasm_bindgen_futures::spawn_local;
+use yew::prelude::*;
+
+thread_local! {
+    static API: (Client, TodosClient, BoardClient) = {
+        let client = Client::new("/crudp");
+        let todos = TodosClient::new(&client);
+        let board = BoardClient::new(&client);
+        (client, todos, board)
+    };
+}
+
+fn client() -> Client {
+    API.with(|api| api.0.clone())
+}
+
+fn todos() -> TodosClient {
+    API.with(|api| api.1.clone())
+}
+
+fn board() -> BoardClient {
+    API.with(|api| api.2.clone())
+}
+
+pub(crate) fn start() {
+    console_error_panic_hook::set_once();
+    yew::Renderer::<App>::new().render();
+}
+
+/// The page's state: the board, the calls this page is waiting for, and the client's status.
+#[derive(Clone, PartialEq)]
+struct Page {
+    list: Vec<Todo>,
+    pending: Vec<(u64, String)>,
+    status: Status,
+    notice: String,
+}
+
+enum Change {
+    Loaded(Vec<Todo>),
+    Upsert(Todo),
+    Pending(u64, String),
+    Settled(u64),
+    Status(Status),
+    Notice(String),
+}
+
+impl Reducible for Page {
+    type Action = Change;
+
+    fn reduce(self: Rc<Self>, change: Change) -> Rc<Self> {
+        let mut page = (*self).clone();
+        match change {
+            Change::Loaded(list) => page.list = list,
+            Change::Upsert(todo) => match page.list.binary_search_by_key(&todo.id, |t| t.id) {
+                Ok(i) => page.list[i] = todo,
+                Err(i) => page.list.insert(i, todo),
+            },
+            Change::Pending(key, title) => page.pending.push((key, title)),
+            Change::Settled(key) => page.pending.retain(|(k, _)| *k != key),
+            Change::Status(status) => page.status = status,
+            Change::Notice(notice) => page.notice = notice,
+        }
+        Rc::new(page)
+    }
+}
+
+fn reload(page: UseReducerDispatcher<Page>) {
+    spawn_local(async move {
+        if let Ok(list) = board().read().await {
+            page.dispatch(Change::Loaded(list));
+        }
+    });
+}
+
+#[function_component(App)]
+fn app() -> Html {
+    let page = use_reducer(|| Page {
+        list: Vec::new(),
+        pending: Vec::new(),
+        status: client().status(),
+        notice: String::new(),
+    });
+    let input = use_node_ref();
+
+    {
+        let page = page.dispatcher();
+        use_effect_with((), move |()| {
+            let (created, updated, deleted, status, missed) = (
+                page.clone(),
+                page.clone(),
+                page.clone(),
+                page.clone(),
+                page.clone(),
+            );
+            let listeners = [
+                todos().on_create(move |todo| created.dispatch(Change::Upsert(todo))),
+                todos().on_update(move |todo| updated.dispatch(Change::Upsert(todo))),
+                // Deletions are broadcast to admins only: reload the board when one arrives.
+                todos().on_delete(move |()| reload(deleted.clone())),
+                client().on_status(move |s| status.dispatch(Change::Status(s))),
+                // Broadcasts may have been missed (the server restarted, say): reload the board.
+                client().on_reset(move || reload(missed.clone())),
+            ];
+            reload(page);
+            move || listeners.into_iter().for_each(crudp::Listener::remove)
+        });
+    }
+
+    let add = {
+        let (page, input) = (page.dispatcher(), input.clone());
+        Callback::from(move |event: SubmitEvent| {
+            event.prevent_default();
+            let Some(field) = input.cast::<web_sys::HtmlInputElement>() else {
+                return;
+            };
+            let title = field.value().trim().to_owned();
+            if title.is_empty() {
+                return;
+            }
+            field.set_value("");
+            let key = next_key();
+            page.dispatch(Change::Pending(key, title.clone()));
+            let page = page.clone();
+            // ANCHOR: create
+            spawn_local(async move {
+                // Queued at once, even offline; the result arrives when the server has run it.
+                let result = todos().create(title).await;
+                page.dispatch(Change::Settled(key));
+                match result {
+                    Ok(todo) => page.dispatch(Change::Upsert(todo)),
+                    Err(e) => page.dispatch(Change::Notice(e.to_string())),
+                }
+            });
+            // ANCHOR_END: create
+        })
+    };
+
+    let rows = page.list.iter().map(|todo| {
+        let toggled = Todo {
+            done: !todo.done,
+            ..todo.clone()
+        };
+        let id = todo.id;
+        let toggle = Callback::from(move |_: Event| {
+            let toggled = toggled.clone();
+            spawn_local(async move {
+                let _ = todos().update(toggled).await;
+            });
+        });
+        let remove = Callback::from(move |_: MouseEvent| {
+            spawn_local(async move {
+                let _ = todos().delete(id).await;
+            });
+        });
+        html! {
+            <li key={todo.id} class={classes!(todo.done.then_some("done"))}>
+                <input type="checkbox" checked={todo.done} onchange={toggle} />
+                <span>{ &todo.title }</span>
+                { " " }
+                <button onclick={remove}>{ "✕" }</button>
+            </li>
+        }
+    });
+    let waiting = page.pending.iter().map(|(key, title)| {
+        html! { <li key={format!("pending-{key}")} class="pending">{ title }{ " (pending)" }</li> }
+    });
+    let status = page.status;
+
+    html! {
+        <main>
+            <h1>{ "Todo board " }<small>{ "(Yew)" }</small></h1>
+            <p>{ signed_in(&cookies()) }{ " · " }<a href="/">{ "switch user" }</a></p>
+            <p id="status" class={connection_word(status)}>
+                { status_line(status) }
+            </p>
+            <form onsubmit={add}>
+                <input id="new-title" ref={input} placeholder="What needs doing?" />
+                <button id="add" type="submit">{ "Add" }</button>
+            </form>
+            <p id="notice">{ &page.notice }</p>
+            <ul id="todos">{ for rows }{ for waiting }</ul>
+        </main>
+    }
+}
+
+/// A key for a pending row.
+fn next_key() -> u64 {
+    thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    NEXT.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    })
+}
+
+/// The page's cookies, for the sign-in line.
+fn cookies() -> String {
+    use wasm_bindgen::JsCast;
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
+        .and_then(|d| d.cookie().ok())
+        .unwrap_or_default()
+}
