@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) transport: Box<dyn Transport>,
     mode: Mode,
     max_batch_packets: usize,
+    /// The server's limit on packets per batch, learnt with each token.
+    pub(crate) server_max_packets: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
     pub(crate) listeners: Listeners,
     watchers: Mutex<Watchers>,
@@ -236,6 +238,7 @@ impl ClientBuilder {
             transport,
             mode: self.mode,
             max_batch_packets: self.max_batch_packets,
+            server_max_packets: std::sync::atomic::AtomicUsize::new(usize::MAX),
             state: Mutex::new(State {
                 calls: Calls::restore(saved),
                 sending: false,
@@ -614,7 +617,10 @@ impl Inner {
                     guard.0 = None;
                     return;
                 }
-                state.calls.take_encoded(self.max_batch_packets, self.id)
+                let server_max = self.server_max_packets.load(Ordering::Relaxed);
+                state
+                    .calls
+                    .take_encoded(self.max_batch_packets.min(server_max), self.id)
             };
             let (seqs, body) = packets;
             self.notify_status();

@@ -24,6 +24,23 @@ pub struct Effects {
     pub retry_later: Option<String>,
 }
 
+/// A call that will run again later: what [`Context::retry_later`] returns. Its client never
+/// sees it (the call is answered `Unavailable` and sent again); a handler's error type may
+/// convert from it so that `?` and `.into()` work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryLater {
+    /// Why the call could not run now.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RetryLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "retry later: {}", self.reason)
+    }
+}
+
+impl std::error::Error for RetryLater {}
+
 /// The authenticated user a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct User {
@@ -143,8 +160,13 @@ impl Context {
     /// rest of its batch waits. For transient failures (a database that is briefly
     /// unreachable); whatever the handler returns is discarded, so it must not have changed
     /// anything.
-    pub fn retry_later(&self, reason: impl Into<String>) {
-        self.effects().retry_later = Some(reason.into());
+    ///
+    /// Returns the reason as a [`RetryLater`], for handlers whose error type converts from it:
+    /// `return Err(ctx.retry_later("the database is busy").into())`.
+    pub fn retry_later(&self, reason: impl Into<String>) -> RetryLater {
+        let reason = reason.into();
+        self.effects().retry_later = Some(reason.clone());
+        RetryLater { reason }
     }
 
     /// Takes what the handler asked for; the server calls this once the handler returns.

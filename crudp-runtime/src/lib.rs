@@ -19,7 +19,7 @@ pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use context::{Context, Effects, Target, User};
+pub use context::{Context, Effects, RetryLater, Target, User};
 pub use dispatch::{BoxFuture, Dispatch, decode_args, encode_result, unknown_action};
 pub use error::CallError;
 pub use module::{Module, ModuleDescriptor, module_id};

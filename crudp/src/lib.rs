@@ -52,7 +52,7 @@ pub use crudp_client::{
 };
 pub use crudp_runtime::{
     Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,
-    Target, User, module_id, protocol,
+    RetryLater, Target, User, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.

@@ -119,6 +119,12 @@ async fn connect(
             })?
         }
     };
+    inner.server_max_packets.store(
+        usize::try_from(current.max_packets)
+            .unwrap_or(usize::MAX)
+            .max(1),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let stream = inner
         .transport
         .events(&inner.url("events"), &current.token, last_event_id)

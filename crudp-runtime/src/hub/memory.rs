@@ -14,6 +14,8 @@ use crate::{context::User, dispatch::BoxFuture, protocol::ClientId};
 
 /// Default for [`MemoryHub::new`]'s replay buffer: the last 4,096 events.
 pub const DEFAULT_REPLAY_BUFFER: usize = 4096;
+/// Default for [`MemoryHub::with_replay_bytes`]: 16 MiB of events kept for replay.
+pub const DEFAULT_REPLAY_BYTES: usize = 16 << 20;
 /// Default for the per-connection buffer: 256 events.
 pub const DEFAULT_CONNECTION_BUFFER: usize = 256;
 /// Default for the open streams one user may hold: 32.
@@ -30,6 +32,7 @@ pub struct MemoryHub {
 struct Shared {
     state: Mutex<State>,
     replay_capacity: usize,
+    replay_bytes: usize,
     connection_buffer: usize,
     connections_per_user: usize,
 }
@@ -37,6 +40,8 @@ struct Shared {
 struct State {
     next_id: u64,
     ring: VecDeque<Stored>,
+    /// The bytes the ring holds.
+    ring_bytes: usize,
     next_connection: u64,
     connections: HashMap<u64, Connection>,
     by_channel: HashMap<String, HashSet<u64>>,
@@ -47,6 +52,13 @@ struct Stored {
     frame: Frame,
     channel: String,
     except: Option<ClientId>,
+}
+
+impl Stored {
+    /// The bytes it takes, roughly: its frame, its channel and its bookkeeping.
+    fn size(&self) -> usize {
+        self.frame.bytes.len() + self.channel.len() + 64
+    }
 }
 
 struct Connection {
@@ -83,16 +95,37 @@ impl MemoryHub {
                 state: Mutex::new(State {
                     next_id: start.max(1),
                     ring: VecDeque::with_capacity(replay_buffer.min(1024)),
+                    ring_bytes: 0,
                     next_connection: 1,
                     connections: HashMap::new(),
                     by_channel: HashMap::new(),
                     per_user: HashMap::new(),
                 }),
                 replay_capacity: replay_buffer.max(1),
+                replay_bytes: DEFAULT_REPLAY_BYTES,
                 connection_buffer: connection_buffer.max(1),
                 connections_per_user,
             }),
         }
+    }
+
+    /// Keeps at most `bytes` of events for replay besides the count (default:
+    /// [`DEFAULT_REPLAY_BYTES`]); the oldest go first. An event larger than that is sent live
+    /// but not kept, so a connection that missed it gets `reset`.
+    #[must_use]
+    pub fn with_replay_bytes(self, bytes: usize) -> Self {
+        let shared = Arc::into_inner(self.shared).expect("a new hub is not shared yet");
+        Self {
+            shared: Arc::new(Shared {
+                replay_bytes: bytes,
+                ..shared
+            }),
+        }
+    }
+
+    /// The bytes of events kept for replay now.
+    pub fn replay_bytes(&self) -> usize {
+        self.shared.state().ring_bytes
     }
 
     /// The number of open connections.
@@ -185,14 +218,22 @@ impl Hub for MemoryHub {
             state.remove(connection_id);
         }
 
-        if state.ring.len() == self.shared.replay_capacity {
-            state.ring.pop_front();
-        }
-        state.ring.push_back(Stored {
+        let stored = Stored {
             frame,
             channel,
             except,
-        });
+        };
+        let size = stored.size();
+        state.ring_bytes += size;
+        state.ring.push_back(stored);
+        while state.ring.len() > self.shared.replay_capacity
+            || state.ring_bytes > self.shared.replay_bytes
+        {
+            let Some(old) = state.ring.pop_front() else {
+                break;
+            };
+            state.ring_bytes -= old.size();
+        }
         Box::pin(std::future::ready(Ok(id)))
     }
 

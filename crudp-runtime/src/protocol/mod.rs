@@ -228,4 +228,7 @@ pub struct TokenGrant {
     pub token: String,
     /// When it expires, in seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The most packets the server accepts in one batch: the client splits its batches to
+    /// fit, so that the server can keep the outcome of every packet of a batch.
+    pub max_packets: u32,
 }

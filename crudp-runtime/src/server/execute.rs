@@ -1,6 +1,6 @@
 //! Running a batch: each packet in order, each on its own, each at most once.
 
-use std::panic::AssertUnwindSafe;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use futures_util::FutureExt;
 
@@ -9,9 +9,10 @@ use crate::{
     context::Context,
     dispatch::unknown_action,
     hub::{Channel, Publication},
-    outcomes::Recall,
+    outcomes::{Begin, Lease, StoreError, outcome_bytes},
     protocol::{
-        Broadcast, EventKind, Outcome, Packet, PacketResult, RejectCode, Results, encode_results,
+        Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode, Results,
+        encode_results,
     },
 };
 
@@ -26,15 +27,18 @@ impl Crudp {
                 let _ = reply.send(results);
             }
             None => {
-                let publication = Publication {
-                    channel: Channel::Client(client),
-                    kind: EventKind::Results,
-                    data: encode_results(&results),
-                    except: None,
-                };
-                if let Err(e) = self.shared.hub.publish(publication).await {
-                    // The packets ran; the client gets their outcomes again when it re-sends them.
-                    tracing::warn!(%client, "results not published: {e}");
+                for results in split(results, self.shared.limits.results_event_bytes) {
+                    let publication = Publication {
+                        channel: Channel::Client(client),
+                        kind: EventKind::Results,
+                        data: encode_results(&results),
+                        except: None,
+                    };
+                    if let Err(e) = self.shared.hub.publish(publication).await {
+                        // The packets ran; the client gets their outcomes again when it
+                        // re-sends them.
+                        tracing::warn!(%client, "results not published: {e}");
+                    }
                 }
             }
         }
@@ -66,20 +70,27 @@ impl Crudp {
                 outcome,
             });
         }
+        self.flush().await;
         Results { results }
     }
 
     async fn execute_once(&self, ctx: &Context, packet: &Packet) -> Outcome {
         let client = ctx.client();
-        let outcomes = &self.shared.outcomes;
-        match outcomes.recall(client, packet.seq).await {
-            Ok(Recall::Execute) => {}
-            Ok(Recall::Done(outcome)) => return outcome,
-            Ok(Recall::Expired) => return Outcome::Expired,
-            Ok(Recall::Blocked(earlier)) => {
+        let lease = match self.shared.outcomes.begin(client, packet.seq).await {
+            Ok(Begin::Run(lease)) => lease,
+            Ok(Begin::Done(outcome)) => return outcome,
+            Ok(Begin::Expired) => return Outcome::Expired,
+            Ok(Begin::Blocked(earlier)) => {
                 return Outcome::Unavailable {
                     message: format!(
                         "waiting for call {earlier} of this client, which could not run yet"
+                    ),
+                };
+            }
+            Ok(Begin::Busy(running)) => {
+                return Outcome::Unavailable {
+                    message: format!(
+                        "call {running} of this client is still running or being recorded"
                     ),
                 };
             }
@@ -88,16 +99,14 @@ impl Crudp {
                     message: e.to_string(),
                 };
             }
-        }
+        };
         let outcome = self.execute_packet(ctx, packet).await;
         let effects = ctx.take_effects();
         let outcome = match effects.retry_later {
             Some(message) => Outcome::Unavailable { message },
             None => outcome,
         };
-        if let Err(e) = outcomes.record(client, packet.seq, &outcome).await {
-            tracing::error!(request = %ctx.request_id(), "outcome not recorded: {e}");
-        }
+        self.finish(client, packet.seq, lease, &outcome).await;
         if let Outcome::Ok(value) = &outcome {
             for target in effects.broadcast {
                 let broadcast = Broadcast {
@@ -114,6 +123,69 @@ impl Crudp {
             }
         }
         outcome
+    }
+
+    /// Records a packet's outcome. If the store fails, its reservation stays (so the packet
+    /// cannot run again: its re-sends are `Busy`) and the outcome is recorded again in the
+    /// background until the store takes it.
+    async fn finish(&self, client: ClientId, seq: u64, lease: Lease, outcome: &Outcome) {
+        let store = &self.shared.outcomes;
+        match store.finish(client, seq, lease, outcome).await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(e)) => {
+                tracing::error!(%client, seq, "outcome not recorded, retrying in the background: {e}");
+                let crudp = self.clone();
+                let outcome = outcome.clone();
+                self.retry_in_background(move || {
+                    let crudp = crudp.clone();
+                    let outcome = outcome.clone();
+                    async move {
+                        let store = &crudp.shared.outcomes;
+                        store.finish(client, seq, lease, &outcome).await?;
+                        store.flush().await
+                    }
+                });
+            }
+            Err(e) => tracing::error!(%client, seq, "outcome not recorded: {e}"),
+        }
+    }
+
+    /// Makes the batch's outcomes durable before they are answered; if the store fails, keeps
+    /// trying in the background (the store holds them meanwhile).
+    async fn flush(&self) {
+        if let Err(e) = self.shared.outcomes.flush().await {
+            tracing::error!("outcomes not made durable, retrying in the background: {e}");
+            let crudp = self.clone();
+            self.retry_in_background(move || {
+                let crudp = crudp.clone();
+                async move { crudp.shared.outcomes.flush().await }
+            });
+        }
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good, backing off from 100 ms to 10 s.
+    fn retry_in_background<F, A>(&self, attempt: A)
+    where
+        A: Fn() -> F + Send + 'static,
+        F: Future<Output = Result<(), StoreError>> + Send,
+    {
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(delay).await;
+                match attempt().await {
+                    Ok(()) => return,
+                    Err(StoreError::Unavailable(e)) => {
+                        tracing::warn!("the outcome store is still failing: {e}");
+                    }
+                    Err(e) => {
+                        tracing::error!("the outcome store refused: {e}");
+                        return;
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
     }
 
     async fn execute_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
@@ -155,5 +227,62 @@ impl Crudp {
                 }
             }
         }
+    }
+}
+
+/// Cuts results into events of at most about `budget` bytes each (an event holds at least one
+/// result, however large).
+fn split(results: Results, budget: usize) -> Vec<Results> {
+    let mut events = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for result in results.results {
+        let bytes = outcome_bytes(&result.outcome);
+        if !current.is_empty() && size + bytes > budget {
+            events.push(Results {
+                results: std::mem::take(&mut current),
+            });
+            size = 0;
+        }
+        size += bytes;
+        current.push(result);
+    }
+    if !current.is_empty() || events.is_empty() {
+        events.push(Results { results: current });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_cut_into_events_within_the_budget() {
+        let results = Results {
+            results: (1..=10)
+                .map(|seq| PacketResult {
+                    seq,
+                    outcome: Outcome::Ok(vec![0; 1000]),
+                })
+                .collect(),
+        };
+        let events = split(results, 3000);
+        let sizes: Vec<usize> = events.iter().map(|e| e.results.len()).collect();
+        assert_eq!(sizes, [2, 2, 2, 2, 2]);
+        assert!(events.iter().all(|e| !e.results.is_empty()));
+        let seqs: Vec<u64> = events
+            .iter()
+            .flat_map(|e| e.results.iter().map(|r| r.seq))
+            .collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(split(Results { results: vec![] }, 10).len(), 1);
+        let huge = Results {
+            results: vec![PacketResult {
+                seq: 1,
+                outcome: Outcome::Ok(vec![0; 10_000]),
+            }],
+        };
+        assert_eq!(split(huge, 100).len(), 1);
     }
 }

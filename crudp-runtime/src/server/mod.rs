@@ -13,11 +13,13 @@ pub use crate::{
     auth::{Anonymous, AuthError, Authenticator, Claims, TokenError, TokenKey},
     hub::{
         Channel, Frame, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription,
-        memory::{DEFAULT_CONNECTION_BUFFER, DEFAULT_CONNECTIONS_PER_USER, DEFAULT_REPLAY_BUFFER},
+        memory::{
+            DEFAULT_CONNECTION_BUFFER, DEFAULT_CONNECTIONS_PER_USER, DEFAULT_REPLAY_BUFFER,
+            DEFAULT_REPLAY_BYTES,
+        },
     },
     outcomes::{
-        Claim, DEFAULT_MAX_CLIENTS, DEFAULT_OUTCOME_CACHE, MemoryOutcomes, OutcomeStore, Recall,
-        StoreError,
+        Begin, Claim, ClientLimit, Lease, MemoryOutcomes, OutcomeLimits, OutcomeStore, StoreError,
     },
 };
 use crate::{
@@ -26,6 +28,8 @@ use crate::{
     module::ModuleDescriptor,
     protocol::{Action, Broadcast, ClientId, EventKind},
 };
+#[cfg(feature = "sqlite")]
+pub use {crate::outcomes::SqliteOutcomes, rusqlite};
 
 /// Default for [`CrudpBuilder::max_body_bytes`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
@@ -43,6 +47,8 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Default for [`CrudpBuilder::retry_hint`]: browsers reconnect after 2 seconds.
 pub const DEFAULT_RETRY_HINT: Duration = Duration::from_secs(2);
+/// Default for [`CrudpBuilder::results_event_bytes`]: 1 MiB.
+pub const DEFAULT_RESULTS_EVENT_BYTES: usize = 1 << 20;
 
 /// A CRUDP server: its modules, authentication, limits, queue, hub and outcome store.
 ///
@@ -96,6 +102,7 @@ struct Limits {
     token_ttl: Duration,
     heartbeat: Duration,
     retry_hint: Duration,
+    results_event_bytes: usize,
 }
 
 impl Crudp {
@@ -116,12 +123,12 @@ impl Crudp {
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
                 retry_hint: DEFAULT_RETRY_HINT,
+                results_event_bytes: DEFAULT_RESULTS_EVENT_BYTES,
             },
             replay_buffer: DEFAULT_REPLAY_BUFFER,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
             connection_buffer: DEFAULT_CONNECTION_BUFFER,
             connections_per_user: DEFAULT_CONNECTIONS_PER_USER,
-            outcome_cache: DEFAULT_OUTCOME_CACHE,
-            max_clients: DEFAULT_MAX_CLIENTS,
             on_connect: None,
             on_disconnect: None,
         }
@@ -204,10 +211,9 @@ pub struct CrudpBuilder {
     tokens: Option<TokenKey>,
     limits: Limits,
     replay_buffer: usize,
+    replay_bytes: usize,
     connection_buffer: usize,
     connections_per_user: usize,
-    outcome_cache: usize,
-    max_clients: usize,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
 }
@@ -232,7 +238,9 @@ impl CrudpBuilder {
         self
     }
 
-    /// Replaces the in-memory outcome store, e.g. with a shared backend.
+    /// Sets where exactly-once state lives. Default: a [`MemoryOutcomes`] with default
+    /// [`OutcomeLimits`], which a restart forgets; `SqliteOutcomes` (feature `sqlite`)
+    /// survives restarts. The store's limits are set on its own constructor.
     pub fn outcome_store(mut self, store: impl OutcomeStore) -> Self {
         self.outcomes = Some(Box::new(store));
         self
@@ -258,7 +266,9 @@ impl CrudpBuilder {
         self
     }
 
-    /// The most packets one batch may hold; larger batches get `400 Bad Request`.
+    /// The most packets one batch may hold; larger batches get `400 Bad Request`. Never more
+    /// than the outcome store keeps per client ([`OutcomeLimits::outcomes_per_client`]);
+    /// clients learn it with their token and split their batches to fit.
     /// Default: [`DEFAULT_MAX_PACKETS`].
     pub fn max_packets(mut self, packets: usize) -> Self {
         self.limits.max_packets = packets;
@@ -306,17 +316,18 @@ impl CrudpBuilder {
         self
     }
 
-    /// How many recent outcomes the in-memory store keeps per client for re-sent packets.
-    /// Default: [`DEFAULT_OUTCOME_CACHE`].
-    pub fn outcome_cache(mut self, outcomes: usize) -> Self {
-        self.outcome_cache = outcomes;
+    /// The most bytes of events the in-memory hub keeps for replay, besides the count of
+    /// [`replay_buffer`](Self::replay_buffer); the oldest go first. Default:
+    /// [`DEFAULT_REPLAY_BYTES`].
+    pub fn replay_bytes(mut self, bytes: usize) -> Self {
+        self.replay_bytes = bytes;
         self
     }
 
-    /// How many clients the in-memory outcome store remembers; beyond it the least recently
-    /// seen tenth is forgotten. Default: [`DEFAULT_MAX_CLIENTS`].
-    pub fn max_clients(mut self, clients: usize) -> Self {
-        self.max_clients = clients;
+    /// The most bytes of outcomes one `event: results` carries; a batch whose results are
+    /// larger is answered in several events. Default: [`DEFAULT_RESULTS_EVENT_BYTES`].
+    pub fn results_event_bytes(mut self, bytes: usize) -> Self {
+        self.limits.results_event_bytes = bytes.max(1);
         self
     }
 
@@ -358,15 +369,24 @@ impl CrudpBuilder {
             modules.insert(descriptor.id, module);
         }
         let hub = self.hub.unwrap_or_else(|| {
-            Box::new(MemoryHub::new(
-                self.replay_buffer,
-                self.connection_buffer,
-                self.connections_per_user,
-            ))
+            Box::new(
+                MemoryHub::new(
+                    self.replay_buffer,
+                    self.connection_buffer,
+                    self.connections_per_user,
+                )
+                .with_replay_bytes(self.replay_bytes),
+            )
         });
         let outcomes = self
             .outcomes
-            .unwrap_or_else(|| Box::new(MemoryOutcomes::new(self.outcome_cache, self.max_clients)));
+            .unwrap_or_else(|| Box::new(MemoryOutcomes::default()));
+        let mut limits = self.limits;
+        // A batch is never larger than the outcomes a client can have kept, so a re-sent
+        // batch is answered in full.
+        limits.max_packets = limits
+            .max_packets
+            .min(outcomes.limits().outcomes_per_client);
         Ok(Crudp {
             shared: Arc::new(Shared {
                 modules,
@@ -374,7 +394,7 @@ impl CrudpBuilder {
                 hub,
                 outcomes,
                 tokens: self.tokens.unwrap_or_else(TokenKey::random),
-                limits: self.limits,
+                limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
                 queue: queue::Queue::new(self.limits.queue_depth, self.limits.queue_per_client),

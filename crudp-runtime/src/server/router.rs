@@ -16,7 +16,7 @@ use super::{Crudp, queue::Job};
 use crate::{
     auth::Claims,
     context::{Context, User},
-    outcomes::Claim,
+    outcomes::{Claim, ClientLimit},
     protocol::{Batch, ClientId, TokenGrant, decode_batch, encode_results},
 };
 
@@ -61,6 +61,16 @@ impl Crudp {
                     "client {client} belongs to another user; each client makes its own random ID"
                 ),
             )),
+            Ok(Claim::Refused(limit @ ClientLimit::Total(_))) => {
+                Err(unavailable(limit.to_string()))
+            }
+            Ok(Claim::Refused(limit)) => {
+                let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, limit.to_string());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                Err(response)
+            }
             Err(e) => Err(unavailable(e.to_string())),
         }
     }
@@ -100,6 +110,7 @@ impl Crudp {
         TokenGrant {
             token: self.shared.tokens.sign(&claims),
             expires_at,
+            max_packets: u32::try_from(self.shared.limits.max_packets).unwrap_or(u32::MAX),
         }
     }
 }

@@ -31,6 +31,14 @@ impl std::fmt::Display for TodoError {
     }
 }
 
+/// A call the server could not run now is answered `Unavailable` and sent again; the handler's
+/// error is never seen by a client. This lets handlers write `ctx.retry_later(..).into()`.
+impl From<crudp::RetryLater> for TodoError {
+    fn from(retry: crudp::RetryLater) -> Self {
+        TodoError::Invalid(retry.to_string())
+    }
+}
+
 // ANCHOR: module
 /// The todo board: create, read, update and delete todos.
 #[crudp::module]

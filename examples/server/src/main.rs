@@ -10,7 +10,7 @@ mod store;
 use std::path::PathBuf;
 
 use axum::routing::{get, post};
-use crudp::server::Crudp;
+use crudp::server::{Crudp, SqliteOutcomes};
 use example_api::{BoardServer, TodosServer};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -52,11 +52,15 @@ async fn main() -> Result<(), String> {
         )
         .init();
     let options = options()?;
-    let store = store::Store::open(&options.db)
-        .map_err(|e| format!("cannot open {}: {e}", options.db.display()))?;
-
+    let cannot_open = |e| format!("cannot open {}: {e}", options.db.display());
     // ANCHOR: server
+    // The todos and the exactly-once state in one SQLite file that survives restarts.
+    let outcomes = SqliteOutcomes::open(&options.db).map_err(cannot_open)?;
+    let store = store::Store::open(outcomes.clone())
+        .await
+        .map_err(cannot_open)?;
     let api = Crudp::builder()
+        .outcome_store(outcomes)
         .authenticator(signin::authenticate)
         .handler(TodosServer::new(store.clone()))
         .handler(BoardServer::new(store))

@@ -1,48 +1,43 @@
 //! The todos, in SQLite: a file created on first run.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+use crudp::{
+    Context, Target,
+    server::{SqliteOutcomes, StoreError},
 };
-
-use crudp::{Context, Target};
 use example_api::{Board, Todo, TodoError, Todos};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The todo board over one SQLite connection; queries are short, so a lock serves. Clones
-/// share the connection, so both modules can hold one.
+/// The todo board, in the same SQLite file as the server's exactly-once state: each change
+/// commits together with its call's outcome. Clones share the file, so both modules can hold
+/// one.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: Arc<Mutex<Connection>>,
+    db: SqliteOutcomes,
 }
 
 impl Store {
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS todos (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 title TEXT NOT NULL,
-                 done INTEGER NOT NULL DEFAULT 0
-             );",
-        )?;
-        Ok(Self {
-            db: Arc::new(Mutex::new(db)),
+    /// The store over `outcomes`' file, whose todo table is created if needed.
+    pub(crate) async fn open(db: SqliteOutcomes) -> Result<Self, StoreError> {
+        db.connection(|db| {
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS todos (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     title TEXT NOT NULL,
+                     done INTEGER NOT NULL DEFAULT 0
+                 );",
+            )
         })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { db })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn get(&self, id: u64) -> Result<Todo, TodoError> {
-        let id = sql_id(id)?;
-        self.db()
-            .query_row("SELECT id, title, done FROM todos WHERE id = ?1", [id], row)
-            .optional()
-            .map_err(storage)?
-            .ok_or(TodoError::NotFound)
+    /// Reads, on the database's thread.
+    async fn query<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, TodoError> + Send + 'static,
+    ) -> Result<T, TodoError> {
+        self.db.connection(query).await
     }
 }
 
@@ -78,64 +73,84 @@ impl Todos for Store {
     // ANCHOR: create
     async fn create(&self, ctx: &Context, title: String) -> Result<Todo, TodoError> {
         check_title(&title)?;
-        let db = self.db();
-        db.execute("INSERT INTO todos (title) VALUES (?1)", [&title])
-            .map_err(storage)?;
-        let todo = Todo {
-            id: db.last_insert_rowid() as u64,
-            title,
-            done: false,
-        };
         // Everyone's pages show the new todo at once.
         ctx.broadcast(Target::All);
-        Ok(todo)
+        // The insert and the call's outcome commit together: never lost, never twice.
+        self.db
+            .transaction(ctx, move |db| {
+                db.execute("INSERT INTO todos (title) VALUES (?1)", [&title])
+                    .map_err(storage)?;
+                Ok(Todo {
+                    id: db.last_insert_rowid() as u64,
+                    title,
+                    done: false,
+                })
+            })
+            .await
     }
     // ANCHOR_END: create
 
     async fn read(&self, _: &Context, id: u64) -> Result<Todo, TodoError> {
-        self.get(id)
+        let id = sql_id(id)?;
+        self.query(move |db| {
+            db.query_row("SELECT id, title, done FROM todos WHERE id = ?1", [id], row)
+                .optional()
+                .map_err(storage)?
+                .ok_or(TodoError::NotFound)
+        })
+        .await
     }
 
     async fn update(&self, ctx: &Context, todo: Todo) -> Result<Todo, TodoError> {
         check_title(&todo.title)?;
-        let changed = self
-            .db()
-            .execute(
-                "UPDATE todos SET title = ?1, done = ?2 WHERE id = ?3",
-                params![todo.title, todo.done, sql_id(todo.id)?],
-            )
-            .map_err(storage)?;
-        if changed == 0 {
-            return Err(TodoError::NotFound);
-        }
+        let id = sql_id(todo.id)?;
         ctx.broadcast(Target::All);
-        Ok(todo)
+        self.db
+            .transaction(ctx, move |db| {
+                let changed = db
+                    .execute(
+                        "UPDATE todos SET title = ?1, done = ?2 WHERE id = ?3",
+                        params![todo.title, todo.done, id],
+                    )
+                    .map_err(storage)?;
+                if changed == 0 {
+                    return Err(TodoError::NotFound);
+                }
+                Ok(todo)
+            })
+            .await
     }
 
     async fn delete(&self, ctx: &Context, id: u64) -> Result<(), TodoError> {
-        let deleted = self
-            .db()
-            .execute("DELETE FROM todos WHERE id = ?1", [sql_id(id)?])
-            .map_err(storage)?;
-        if deleted == 0 {
-            return Err(TodoError::NotFound);
-        }
+        let id = sql_id(id)?;
         // Only admins' pages hear of deletions live; the others see them on their next load.
         ctx.broadcast(Target::Role("admin".into()));
-        Ok(())
+        self.db
+            .transaction(ctx, move |db| {
+                let deleted = db
+                    .execute("DELETE FROM todos WHERE id = ?1", [id])
+                    .map_err(storage)?;
+                if deleted == 0 {
+                    return Err(TodoError::NotFound);
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
 impl Board for Store {
     async fn read(&self, _: &Context) -> Result<Vec<Todo>, TodoError> {
-        let db = self.db();
-        let mut query = db
-            .prepare("SELECT id, title, done FROM todos ORDER BY id")
-            .map_err(storage)?;
-        let todos = query
-            .query_map([], row)
-            .map_err(storage)?
-            .collect::<Result<_, _>>();
-        todos.map_err(storage)
+        self.query(|db| {
+            let mut query = db
+                .prepare_cached("SELECT id, title, done FROM todos ORDER BY id")
+                .map_err(storage)?;
+            let todos = query
+                .query_map([], row)
+                .map_err(storage)?
+                .collect::<Result<_, _>>();
+            todos.map_err(storage)
+        })
+        .await
     }
 }

@@ -1,0 +1,594 @@
+//! The exactly-once state of the clients a process knows, with no I/O: ownership, marks,
+//! reservations and the recent outcomes, within the byte and time budgets. The memory store
+//! is this ledger behind a lock; the SQLite store loads it from disk and writes it back.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{Begin, Claim, ClientLimit, Lease, OutcomeLimits, StoreError, outcome_bytes};
+use crate::protocol::{ClientId, Outcome};
+
+pub(crate) struct Ledger {
+    pub(crate) limits: OutcomeLimits,
+    clients: HashMap<ClientId, Record>,
+    users: HashMap<Arc<str>, Quota>,
+    /// Outcome bytes held, over all clients.
+    bytes: usize,
+    next_lease: u64,
+    last_sweep: Instant,
+    /// The ledger of a durable store, which may let idle clients go and load them again.
+    durable: bool,
+}
+
+/// What a durable store loads of a client, and writes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Saved {
+    pub(crate) owner: Arc<str>,
+    pub(crate) mark: u64,
+    pub(crate) stalled: Option<u64>,
+}
+
+struct Record {
+    saved: Saved,
+    /// The reserved packet and its lease.
+    running: Option<(u64, u64)>,
+    /// Oldest first, ascending `seq`.
+    outcomes: VecDeque<(u64, Outcome)>,
+    bytes: usize,
+    seen: Instant,
+    /// Changes not yet durable: a durable store must not let it go from memory.
+    dirty: bool,
+}
+
+struct Quota {
+    owned: usize,
+    /// New client IDs the user may still make now; refills over a minute.
+    tokens: f64,
+    at: Instant,
+}
+
+/// What [`Ledger::finish`] changed, for a durable store to write.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// A final outcome: the mark moved to this packet.
+    Final,
+    /// The packet could not run: the client is stalled at it.
+    Stalled,
+    /// The outcome was already recorded (in a handler's transaction): only the reservation
+    /// ended.
+    AlreadyFinal,
+}
+
+impl Ledger {
+    pub(crate) fn new(limits: OutcomeLimits, durable: bool) -> Self {
+        Self {
+            durable,
+            limits,
+            clients: HashMap::new(),
+            users: HashMap::new(),
+            bytes: 0,
+            next_lease: 1,
+            last_sweep: Instant::now(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(crate) fn outcome_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets a client whose claim could not be written.
+    pub(crate) fn remove(&mut self, client: ClientId) {
+        if let Some(record) = self.clients.remove(&client) {
+            self.bytes -= record.bytes;
+            if let Some(quota) = self.users.get_mut(&record.saved.owner) {
+                quota.owned = quota.owned.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The clients held, all seen within the idle time in a durable store's ledger.
+    pub(crate) fn clients_seen(&self) -> Vec<ClientId> {
+        self.clients.keys().copied().collect()
+    }
+
+    /// The claim of a known client, or `None` if the ledger does not know it.
+    pub(crate) fn known_claim(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        now: Instant,
+    ) -> Option<Claim> {
+        let record = self.clients.get_mut(&client)?;
+        record.seen = now;
+        Some(if &*record.saved.owner == user {
+            Claim::Granted
+        } else {
+            Claim::Foreign
+        })
+    }
+
+    /// Admits a new client of `user`, who owns `owned` others, within the limits.
+    pub(crate) fn admit(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        owned: Option<usize>,
+        now: Instant,
+    ) -> Claim {
+        if let Some(claim) = self.known_claim(client, user, now) {
+            return claim;
+        }
+        if self.clients.len() >= self.limits.max_clients {
+            self.sweep(now, true);
+            if self.clients.len() >= self.limits.max_clients {
+                return Claim::Refused(ClientLimit::Total(self.limits.max_clients));
+            }
+        }
+        let per_minute = self.limits.new_clients_per_minute;
+        let per_user = self.limits.clients_per_user;
+        let owner: Arc<str> = match self.users.get_key_value(user) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(user),
+        };
+        let quota = self.users.entry(Arc::clone(&owner)).or_insert(Quota {
+            owned: 0,
+            tokens: f64::from(per_minute),
+            at: now,
+        });
+        let owned = owned.unwrap_or(quota.owned);
+        if owned >= per_user {
+            return Claim::Refused(ClientLimit::PerUser(per_user));
+        }
+        let refill = now.duration_since(quota.at).as_secs_f64() * f64::from(per_minute) / 60.0;
+        quota.tokens = (quota.tokens + refill).min(f64::from(per_minute));
+        quota.at = now;
+        if quota.tokens < 1.0 {
+            return Claim::Refused(ClientLimit::PerMinute(per_minute));
+        }
+        quota.tokens -= 1.0;
+        quota.owned += 1;
+        self.clients.insert(
+            client,
+            Record::new(
+                Saved {
+                    owner,
+                    mark: 0,
+                    stalled: None,
+                },
+                now,
+            ),
+        );
+        Claim::Granted
+    }
+
+    /// Adds a client loaded from a durable store.
+    pub(crate) fn load(&mut self, client: ClientId, saved: Saved, now: Instant) {
+        if self.clients.contains_key(&client) {
+            return;
+        }
+        let quota = self.users.entry(Arc::clone(&saved.owner)).or_insert(Quota {
+            owned: 0,
+            tokens: f64::from(self.limits.new_clients_per_minute),
+            at: now,
+        });
+        quota.owned += 1;
+        self.clients.insert(client, Record::new(saved, now));
+    }
+
+    /// What to do with packet `seq` of `client`; reserves it if it may run.
+    pub(crate) fn begin(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        now: Instant,
+    ) -> Result<Begin, StoreError> {
+        let lease = self.next_lease;
+        let record = self
+            .clients
+            .get_mut(&client)
+            .ok_or(StoreError::UnknownClient(client))?;
+        record.seen = now;
+        if seq <= record.saved.mark {
+            return Ok(
+                match record.outcomes.binary_search_by_key(&seq, |(s, _)| *s) {
+                    Ok(index) => Begin::Done(record.outcomes[index].1.clone()),
+                    Err(_) => Begin::Expired,
+                },
+            );
+        }
+        if let Some((running, _)) = record.running {
+            return Ok(Begin::Busy(running));
+        }
+        if let Some(stalled) = record.saved.stalled
+            && seq > stalled
+        {
+            return Ok(Begin::Blocked(stalled));
+        }
+        self.next_lease += 1;
+        record.running = Some((seq, lease));
+        Ok(Begin::Run(Lease(lease)))
+    }
+
+    /// Whether `seq` of `client` is reserved now (by anyone).
+    pub(crate) fn is_running(&self, client: ClientId, seq: u64) -> bool {
+        self.clients
+            .get(&client)
+            .is_some_and(|r| r.running.is_some_and(|(s, _)| s == seq))
+    }
+
+    /// Records the outcome of a reserved packet and ends its reservation.
+    pub(crate) fn finish(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        lease: Lease,
+        outcome: &Outcome,
+        now: Instant,
+    ) -> Result<Finished, StoreError> {
+        let lost = StoreError::LeaseLost { client, seq };
+        let durable = self.durable;
+        let record = self.clients.get_mut(&client).ok_or(lost.clone())?;
+        if record.running != Some((seq, lease.0)) {
+            return Err(lost);
+        }
+        record.running = None;
+        record.seen = now;
+        if seq <= record.saved.mark {
+            return Ok(Finished::AlreadyFinal);
+        }
+        record.dirty = durable;
+        if matches!(outcome, Outcome::Unavailable { .. }) {
+            record.saved.stalled = Some(record.saved.stalled.map_or(seq, |s| s.min(seq)));
+            return Ok(Finished::Stalled);
+        }
+        self.advance(client, seq, outcome.clone());
+        Ok(Finished::Final)
+    }
+
+    /// Records a final outcome that a handler committed itself, while its packet is still
+    /// reserved; the reservation ends with the packet's `finish`.
+    pub(crate) fn committed(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
+        if self
+            .clients
+            .get(&client)
+            .is_some_and(|r| seq > r.saved.mark)
+        {
+            self.advance(client, seq, outcome);
+        }
+    }
+
+    fn advance(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
+        let Some(record) = self.clients.get_mut(&client) else {
+            return;
+        };
+        record.saved.mark = seq;
+        if record.saved.stalled.is_some_and(|s| s <= seq) {
+            record.saved.stalled = None;
+        }
+        let size = outcome_bytes(&outcome);
+        if size <= self.limits.bytes_per_client {
+            record.outcomes.push_back((seq, outcome));
+            record.bytes += size;
+            self.bytes += size;
+        }
+        while record.outcomes.len() > self.limits.outcomes_per_client
+            || record.bytes > self.limits.bytes_per_client
+        {
+            let Some((_, old)) = record.outcomes.pop_front() else {
+                break;
+            };
+            let size = outcome_bytes(&old);
+            record.bytes -= size;
+            self.bytes -= size;
+        }
+        if self.bytes > self.limits.total_bytes {
+            self.shed(client);
+        }
+    }
+
+    /// Drops the outcomes of the least recently seen clients until a quarter of the budget is
+    /// free again, sparing `keep` (the client that just grew).
+    fn shed(&mut self, keep: ClientId) {
+        let target = self.limits.total_bytes - self.limits.total_bytes / 4;
+        let mut holders: Vec<(Instant, ClientId)> = self
+            .clients
+            .iter()
+            .filter(|(id, r)| r.bytes > 0 && **id != keep)
+            .map(|(id, r)| (r.seen, *id))
+            .collect();
+        holders.sort_unstable();
+        for (_, id) in holders {
+            if self.bytes <= target {
+                break;
+            }
+            if let Some(record) = self.clients.get_mut(&id) {
+                self.bytes -= record.drop_outcomes();
+            }
+        }
+        if self.bytes > self.limits.total_bytes
+            && let Some(record) = self.clients.get_mut(&keep)
+        {
+            // One client alone is over the whole budget: keep its newest outcomes that fit.
+            while self.bytes > target {
+                let Some((_, old)) = record.outcomes.pop_front() else {
+                    break;
+                };
+                let size = outcome_bytes(&old);
+                record.bytes -= size;
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// The changes of `client` not yet durable, and marks them written.
+    pub(crate) fn take_dirty(&mut self, client: ClientId) -> Option<Saved> {
+        let record = self.clients.get_mut(&client)?;
+        if !record.dirty {
+            return None;
+        }
+        record.dirty = false;
+        Some(record.saved.clone())
+    }
+
+    /// Marks `client` as having changes not yet durable again (a write failed).
+    pub(crate) fn redirty(&mut self, client: ClientId) {
+        if let Some(record) = self.clients.get_mut(&client) {
+            record.dirty = true;
+        }
+    }
+
+    /// Forgets what time has made stale, at most once a second unless `force`d: the outcomes
+    /// of clients idle longer than the idle time; whole clients idle longer than the
+    /// ownership time, or, in a durable store's ledger (which can load them again), idle
+    /// longer than the idle time. A client running a packet or with changes not yet durable
+    /// stays.
+    pub(crate) fn sweep(&mut self, now: Instant, force: bool) {
+        if !force
+            && now.duration_since(self.last_sweep) < Duration::from_secs(1).min(self.limits.idle)
+        {
+            return;
+        }
+        self.last_sweep = now;
+        let idle = self.limits.idle;
+        let forget = if self.durable {
+            idle
+        } else {
+            self.limits.ownership_time()
+        };
+        let mut freed = 0;
+        let users = &mut self.users;
+        self.clients.retain(|_, record| {
+            let quiet = now.duration_since(record.seen);
+            if record.running.is_some() || record.dirty {
+                return true;
+            }
+            if quiet >= forget {
+                freed += record.bytes;
+                if let Some(quota) = users.get_mut(&record.saved.owner) {
+                    quota.owned = quota.owned.saturating_sub(1);
+                }
+                return false;
+            }
+            if quiet >= idle {
+                freed += record.drop_outcomes();
+            }
+            true
+        });
+        self.bytes -= freed;
+        let per_minute = f64::from(self.limits.new_clients_per_minute);
+        self.users.retain(|_, quota| {
+            quota.owned > 0
+                || now.duration_since(quota.at).as_secs_f64() * per_minute / 60.0 + quota.tokens
+                    < per_minute
+        });
+        if self.clients.capacity() > 2 * self.clients.len() + 64 {
+            self.clients.shrink_to_fit();
+            self.users.shrink_to_fit();
+        }
+    }
+}
+
+impl Record {
+    fn new(saved: Saved, now: Instant) -> Self {
+        Self {
+            saved,
+            running: None,
+            outcomes: VecDeque::new(),
+            bytes: 0,
+            seen: now,
+            dirty: false,
+        }
+    }
+
+    /// Drops every kept outcome; returns the bytes freed.
+    fn drop_outcomes(&mut self) -> usize {
+        self.outcomes = VecDeque::new();
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(byte: u8) -> Outcome {
+        Outcome::Ok(vec![byte])
+    }
+
+    fn run(ledger: &mut Ledger, client: ClientId, seq: u64, outcome: &Outcome, now: Instant) {
+        let Ok(Begin::Run(lease)) = ledger.begin(client, seq, now) else {
+            panic!("packet {seq} should run");
+        };
+        ledger.finish(client, seq, lease, outcome, now).unwrap();
+    }
+
+    #[test]
+    fn a_packet_runs_once_then_replays_then_expires() {
+        let mut ledger = Ledger::new(OutcomeLimits::default().outcomes_per_client(2), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        assert_eq!(ledger.admit(c, "ann", None, now), Claim::Granted);
+        assert_eq!(ledger.admit(c, "bob", None, now), Claim::Foreign);
+        for seq in 1..=3 {
+            run(&mut ledger, c, seq, &ok(seq as u8), now);
+        }
+        assert_eq!(ledger.begin(c, 3, now), Ok(Begin::Done(ok(3))));
+        assert_eq!(ledger.begin(c, 1, now), Ok(Begin::Expired));
+        assert!(matches!(ledger.begin(c, 4, now), Ok(Begin::Run(_))));
+    }
+
+    #[test]
+    fn a_reserved_packet_is_not_handed_out_twice() {
+        let mut ledger = Ledger::new(OutcomeLimits::default(), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", None, now);
+        let Ok(Begin::Run(lease)) = ledger.begin(c, 1, now) else {
+            panic!()
+        };
+        assert_eq!(ledger.begin(c, 1, now), Ok(Begin::Busy(1)));
+        assert_eq!(ledger.begin(c, 2, now), Ok(Begin::Busy(1)));
+        let stolen = Lease(lease.0 + 100);
+        assert_eq!(
+            ledger.finish(c, 1, stolen, &ok(1), now),
+            Err(StoreError::LeaseLost { client: c, seq: 1 })
+        );
+        assert_eq!(ledger.finish(c, 1, lease, &ok(1), now), Ok(Finished::Final));
+        assert_eq!(
+            ledger.finish(c, 1, lease, &ok(9), now),
+            Err(StoreError::LeaseLost { client: c, seq: 1 }),
+            "a lease ends with its finish"
+        );
+        assert_eq!(ledger.begin(c, 1, now), Ok(Begin::Done(ok(1))));
+    }
+
+    #[test]
+    fn an_unavailable_packet_holds_back_the_later_ones_until_it_runs() {
+        let mut ledger = Ledger::new(OutcomeLimits::default(), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", None, now);
+        let later = Outcome::Unavailable {
+            message: "later".into(),
+        };
+        run(&mut ledger, c, 1, &later, now);
+        assert_eq!(ledger.begin(c, 2, now), Ok(Begin::Blocked(1)));
+        run(&mut ledger, c, 1, &ok(1), now);
+        assert!(matches!(ledger.begin(c, 2, now), Ok(Begin::Run(_))));
+    }
+
+    #[test]
+    fn an_outcome_committed_by_its_handler_is_not_recorded_again() {
+        let mut ledger = Ledger::new(OutcomeLimits::default(), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", None, now);
+        let Ok(Begin::Run(lease)) = ledger.begin(c, 1, now) else {
+            panic!()
+        };
+        assert!(ledger.is_running(c, 1));
+        ledger.committed(c, 1, ok(1));
+        let retry = Outcome::Unavailable {
+            message: "asked too late".into(),
+        };
+        assert_eq!(
+            ledger.finish(c, 1, lease, &retry, now),
+            Ok(Finished::AlreadyFinal)
+        );
+        assert_eq!(ledger.begin(c, 1, now), Ok(Begin::Done(ok(1))));
+    }
+
+    #[test]
+    fn idle_clients_lose_their_outcomes_but_keep_their_owner_and_mark() {
+        let limits = OutcomeLimits::default()
+            .idle(Duration::from_millis(10))
+            .ownership(Duration::from_secs(3600));
+        let mut ledger = Ledger::new(limits, false);
+        let (c, start) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", None, start);
+        run(&mut ledger, c, 1, &ok(1), start);
+        assert!(ledger.outcome_bytes() > 0);
+        let later = start + Duration::from_secs(5);
+        ledger.sweep(later, true);
+        assert_eq!(ledger.outcome_bytes(), 0);
+        assert_eq!(
+            ledger.begin(c, 1, later),
+            Ok(Begin::Expired),
+            "never run again"
+        );
+        assert_eq!(ledger.admit(c, "mallory", None, later), Claim::Foreign);
+        ledger.sweep(later + Duration::from_secs(7200), true);
+        assert_eq!(ledger.len(), 0, "forgotten after the ownership time");
+    }
+
+    #[test]
+    fn one_user_cannot_make_client_ids_without_end() {
+        let limits = OutcomeLimits::default()
+            .new_clients_per_minute(5)
+            .clients_per_user(8);
+        let mut ledger = Ledger::new(limits, false);
+        let now = Instant::now();
+        let claims: Vec<Claim> = (0..6)
+            .map(|c| ledger.admit(ClientId(c), "mallory", None, now))
+            .collect();
+        assert_eq!(claims[..5], [Claim::Granted; 5]);
+        assert_eq!(claims[5], Claim::Refused(ClientLimit::PerMinute(5)));
+        assert_eq!(
+            ledger.admit(ClientId(100), "ann", None, now),
+            Claim::Granted
+        );
+        let later = now + Duration::from_secs(60);
+        let claims: Vec<Claim> = (10..14)
+            .map(|c| ledger.admit(ClientId(c), "mallory", None, later))
+            .collect();
+        assert_eq!(claims[..3], [Claim::Granted; 3]);
+        assert_eq!(claims[3], Claim::Refused(ClientLimit::PerUser(8)));
+    }
+
+    #[test]
+    fn outcomes_stay_within_their_byte_budgets() {
+        let limits = OutcomeLimits::default()
+            .bytes_per_client(2_000)
+            .total_bytes(10_000);
+        let mut ledger = Ledger::new(limits, false);
+        let now = Instant::now();
+        let big = Outcome::Ok(vec![7; 900]);
+        for client in 0..20 {
+            let c = ClientId(client);
+            ledger.admit(c, "ann", None, now + Duration::from_millis(client));
+            for seq in 1..=5 {
+                run(
+                    &mut ledger,
+                    c,
+                    seq,
+                    &big,
+                    now + Duration::from_millis(client),
+                );
+                assert!(ledger.outcome_bytes() <= 10_000);
+            }
+        }
+        let newest = ClientId(19);
+        let at = now + Duration::from_secs(1);
+        assert_eq!(ledger.begin(newest, 5, at), Ok(Begin::Done(big.clone())));
+        assert_eq!(
+            ledger.begin(newest, 3, at),
+            Ok(Begin::Expired),
+            "over its own budget"
+        );
+        assert_eq!(
+            ledger.begin(ClientId(0), 5, at),
+            Ok(Begin::Expired),
+            "shed first"
+        );
+        let huge = Outcome::Ok(vec![0; 5_000]);
+        run(&mut ledger, newest, 6, &huge, at);
+        assert_eq!(
+            ledger.begin(newest, 6, at),
+            Ok(Begin::Expired),
+            "never kept"
+        );
+    }
+}

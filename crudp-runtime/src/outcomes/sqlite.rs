@@ -1,0 +1,526 @@
+//! The durable outcome store: a SQLite file (WAL) that survives restarts, and in which a
+//! handler can commit its own writes together with its call's outcome.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{
+    Begin, Claim, Lease, OutcomeLimits, OutcomeStore, StoreError,
+    ledger::{Finished, Ledger, Saved},
+    outcome_bytes,
+};
+use crate::{
+    context::{Context, RetryLater},
+    dispatch::{BoxFuture, encode_result},
+    protocol::{ClientId, Outcome},
+};
+
+/// How often outcomes and clients past their time are removed from the file.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The durable [`OutcomeStore`]: exactly-once that survives restarts, in one SQLite file.
+///
+/// ```no_run
+/// # fn doc() -> Result<(), crudp_runtime::outcomes::StoreError> {
+/// use crudp_runtime::{outcomes::SqliteOutcomes, server::Crudp};
+///
+/// let outcomes = SqliteOutcomes::open("app.db")?;
+/// let api = Crudp::builder().outcome_store(outcomes.clone()) /* .handler(..) */ .build();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// - Claims are written before they are granted, so a client ID never changes owner, even
+///   across restarts.
+/// - A batch's outcomes are committed before its results are sent. A packet answered once is
+///   answered the same way after a restart, never run again.
+/// - A handler that writes to the same file can commit its writes and its outcome in one
+///   transaction with [`transaction`](Self::transaction): a crash can then neither lose nor
+///   repeat the call. A handler that writes elsewhere and is killed between its write and the
+///   commit of its outcome runs again when its client re-sends it.
+///
+/// The file is opened in WAL mode with `synchronous = NORMAL`: committed outcomes survive a
+/// crash of the process; an operating-system crash or a power loss may lose the last ones
+/// (run `PRAGMA synchronous = FULL` through [`connection`](Self::connection) for those).
+/// One server process uses a file at a time. All database work runs on Tokio's blocking
+/// threads, never on the workers that serve requests.
+#[derive(Clone)]
+pub struct SqliteOutcomes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: OutcomeLimits,
+    db: Arc<Mutex<Connection>>,
+    ledger: Mutex<Ledger>,
+    pending: Mutex<Pending>,
+    /// One flush at a time: a flush that returns has made durable everything finished before
+    /// it began, even what a concurrent flush took.
+    flushing: tokio::sync::Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Pending {
+    outcomes: Vec<(ClientId, u64, Outcome)>,
+    clients: HashSet<ClientId>,
+}
+
+impl SqliteOutcomes {
+    /// Opens (creating if needed) the store in the SQLite file at `path`, with default
+    /// [`OutcomeLimits`]. The application may keep its own tables in the same file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, OutcomeLimits::default())
+    }
+
+    /// Opens the store with these limits. [`OutcomeLimits::total_bytes`] bounds the outcomes
+    /// held in memory; the file keeps up to [`OutcomeLimits::outcomes_per_client`] per client
+    /// for [`OutcomeLimits::idle`].
+    pub fn open_with(path: impl AsRef<Path>, limits: OutcomeLimits) -> Result<Self, StoreError> {
+        let db = Connection::open(path).map_err(unavailable)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS crudp_clients (
+                 client INTEGER PRIMARY KEY,
+                 owner TEXT NOT NULL,
+                 mark INTEGER NOT NULL,
+                 stalled INTEGER,
+                 seen INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS crudp_clients_owner ON crudp_clients (owner);
+             CREATE INDEX IF NOT EXISTS crudp_clients_seen ON crudp_clients (seen);
+             CREATE TABLE IF NOT EXISTS crudp_outcomes (
+                 client INTEGER NOT NULL,
+                 seq INTEGER NOT NULL,
+                 outcome BLOB NOT NULL,
+                 PRIMARY KEY (client, seq)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(unavailable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ledger: Mutex::new(Ledger::new(limits.clone(), true)),
+                limits,
+                db: Arc::new(Mutex::new(db)),
+                pending: Mutex::default(),
+                flushing: tokio::sync::Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    /// Runs `work` on the store's connection, on a blocking thread: for the application's
+    /// own tables in the same file (creating them, reading them).
+    pub async fn connection<R, F>(&self, work: F) -> R
+    where
+        F: FnOnce(&Connection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let db = Arc::clone(&self.inner.db);
+        blocking(move || work(&lock(&db))).await
+    }
+
+    /// Runs a handler's writes and records its call's outcome in one SQLite transaction, on
+    /// a blocking thread: after a crash the call has happened with its outcome kept, or not
+    /// at all, never half and never twice.
+    ///
+    /// `work` gets the transaction (as a [`Connection`]) and returns the handler's result;
+    /// the handler returns what this returns. When `work` returns `Err`, its writes are
+    /// rolled back and the error is recorded as the call's outcome. When the store itself
+    /// fails, nothing is written, the call is retried later ([`Context::retry_later`]) and
+    /// the `Err` carries [`RetryLater`], which the client never sees.
+    ///
+    /// ```no_run
+    /// # use crudp_runtime::{Context, RetryLater, outcomes::SqliteOutcomes};
+    /// # #[derive(serde::Serialize)] struct Todo { id: i64, title: String }
+    /// # #[derive(serde::Serialize)] enum TodoError { Storage(String) }
+    /// # impl From<RetryLater> for TodoError { fn from(r: RetryLater) -> Self { TodoError::Storage(r.to_string()) } }
+    /// # async fn doc(outcomes: SqliteOutcomes, ctx: &Context, title: String) -> Result<Todo, TodoError> {
+    /// outcomes
+    ///     .transaction(ctx, move |db| {
+    ///         db.execute("INSERT INTO todos (title) VALUES (?1)", [&title])
+    ///             .map_err(|e| TodoError::Storage(e.to_string()))?;
+    ///         Ok(Todo { id: db.last_insert_rowid(), title })
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// Called for a call that the server is not running (a [`Context::local`] one), it only
+    /// runs `work` in a transaction.
+    pub async fn transaction<T, E, F>(&self, ctx: &Context, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Serialize + From<RetryLater> + Send + 'static,
+    {
+        let id = ctx.request_id();
+        let reserved = self.ledger().is_running(id.client, id.seq);
+        let db = Arc::clone(&self.inner.db);
+        let max_bytes = self.inner.limits.bytes_per_client;
+        let done = blocking(
+            move || -> Result<(Result<T, E>, Option<Outcome>), rusqlite::Error> {
+                let mut db = lock(&db);
+                let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let result = {
+                    let mut savepoint = tx.savepoint()?;
+                    let result = work(&savepoint);
+                    if result.is_ok() {
+                        savepoint.commit()?;
+                    } else {
+                        savepoint.rollback()?;
+                    }
+                    result
+                };
+                let outcome = reserved.then(|| encode_result(result.as_ref()));
+                if let Some(outcome) = &outcome {
+                    write_outcome(&tx, id.client, id.seq, outcome, max_bytes)?;
+                }
+                tx.commit()?;
+                Ok((result, outcome))
+            },
+        )
+        .await;
+        match done {
+            Ok((result, outcome)) => {
+                if let Some(outcome) = outcome {
+                    self.ledger().committed(id.client, id.seq, outcome);
+                }
+                result
+            }
+            Err(e) => Err(ctx
+                .retry_later(format!("the database could not commit: {e}"))
+                .into()),
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        let mut ledger = self
+            .inner
+            .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ledger.sweep(Instant::now(), false);
+        ledger
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads `client` from the file into the ledger, if the file knows it.
+    async fn load(&self, client: ClientId) -> Result<(), StoreError> {
+        let this = self.clone();
+        blocking(move || {
+            let db = lock(&this.inner.db);
+            if let Some(saved) = read_client(&db, client).map_err(unavailable)? {
+                this.ledger().load(client, saved, Instant::now());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The kept outcome of `seq` of `client` in the file.
+    async fn stored_outcome(&self, client: ClientId, seq: u64) -> Result<Begin, StoreError> {
+        let db = Arc::clone(&self.inner.db);
+        blocking(move || {
+            let blob: Option<Vec<u8>> = lock(&db)
+                .query_row(
+                    "SELECT outcome FROM crudp_outcomes WHERE client = ?1 AND seq = ?2",
+                    params![sql(client.0), sql(seq)],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            Ok(blob
+                .and_then(|blob| postcard::from_bytes(&blob).ok())
+                .map_or(Begin::Expired, Begin::Done))
+        })
+        .await
+    }
+
+    async fn flush_now(&self) -> Result<(), StoreError> {
+        let mut last_prune = self.inner.flushing.lock().await;
+        let (outcomes, clients) = {
+            let mut pending = self.pending();
+            let outcomes = std::mem::take(&mut pending.outcomes);
+            let ids = std::mem::take(&mut pending.clients);
+            drop(pending);
+            let mut ledger = self.ledger();
+            let clients: Vec<(ClientId, Saved)> = ids
+                .into_iter()
+                .filter_map(|id| Some((id, ledger.take_dirty(id)?)))
+                .collect();
+            (outcomes, clients)
+        };
+        let prune = last_prune.elapsed() >= PRUNE_EVERY;
+        if outcomes.is_empty() && clients.is_empty() && !prune {
+            return Ok(());
+        }
+        let this = self.clone();
+        let limits = self.inner.limits.clone();
+        let (written, outcomes, clients) = blocking(move || {
+            let written = write(&this, &limits, &outcomes, &clients, prune);
+            (written, outcomes, clients)
+        })
+        .await;
+        if let Err(e) = written {
+            // Keep them for the next flush; the ledger keeps their clients in memory meanwhile.
+            let mut pending = self.pending();
+            let later = std::mem::replace(&mut pending.outcomes, outcomes);
+            pending.outcomes.extend(later);
+            let mut ledger = self.ledger();
+            for (client, _) in clients {
+                ledger.redirty(client);
+                pending.clients.insert(client);
+            }
+            return Err(unavailable(e));
+        }
+        if prune {
+            *last_prune = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Writes a flush's outcomes and client states in one transaction, and prunes if it is time.
+fn write(
+    store: &SqliteOutcomes,
+    limits: &OutcomeLimits,
+    outcomes: &[(ClientId, u64, Outcome)],
+    clients: &[(ClientId, Saved)],
+    prune: bool,
+) -> rusqlite::Result<()> {
+    let mut db = lock(&store.inner.db);
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = unix_now();
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (client) DO UPDATE SET
+                 mark = MAX(mark, excluded.mark), stalled = excluded.stalled, seen = excluded.seen",
+        )?;
+        for (client, saved) in clients {
+            upsert.execute(params![
+                sql(client.0),
+                &*saved.owner,
+                sql(saved.mark),
+                saved.stalled.map(sql),
+                now
+            ])?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO crudp_outcomes (client, seq, outcome) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut trim =
+            tx.prepare_cached("DELETE FROM crudp_outcomes WHERE client = ?1 AND seq <= ?2")?;
+        let mut newest = std::collections::HashMap::new();
+        for (client, seq, outcome) in outcomes {
+            if outcome_bytes(outcome) <= limits.bytes_per_client {
+                let blob = postcard::to_stdvec(outcome).expect("an outcome always encodes");
+                insert.execute(params![sql(client.0), sql(*seq), blob])?;
+            }
+            newest.insert(*client, *seq);
+        }
+        for (client, seq) in newest {
+            let keep = limits.outcomes_per_client as u64;
+            if seq > keep {
+                trim.execute(params![sql(client.0), sql(seq - keep)])?;
+            }
+        }
+    }
+    if prune {
+        let seen: Vec<ClientId> = store.ledger().clients_seen();
+        let mut touch =
+            tx.prepare_cached("UPDATE crudp_clients SET seen = ?2 WHERE client = ?1")?;
+        for client in seen {
+            touch.execute(params![sql(client.0), now])?;
+        }
+        drop(touch);
+        let idle = now - i64::try_from(limits.idle.as_secs()).unwrap_or(i64::MAX / 2);
+        let gone = now - i64::try_from(limits.ownership_time().as_secs()).unwrap_or(i64::MAX / 2);
+        tx.execute(
+            "DELETE FROM crudp_outcomes WHERE client IN (SELECT client FROM crudp_clients WHERE seen < ?1)",
+            [idle],
+        )?;
+        tx.execute("DELETE FROM crudp_clients WHERE seen < ?1", [gone])?;
+    }
+    tx.commit()
+}
+
+/// Writes the outcome of a packet and advances its client's mark, inside a transaction.
+fn write_outcome(
+    tx: &Connection,
+    client: ClientId,
+    seq: u64,
+    outcome: &Outcome,
+    max_bytes: usize,
+) -> rusqlite::Result<()> {
+    if outcome_bytes(outcome) <= max_bytes {
+        let blob = postcard::to_stdvec(outcome).expect("an outcome always encodes");
+        tx.execute(
+            "INSERT OR REPLACE INTO crudp_outcomes (client, seq, outcome) VALUES (?1, ?2, ?3)",
+            params![sql(client.0), sql(seq), blob],
+        )?;
+    }
+    tx.execute(
+        "UPDATE crudp_clients SET mark = MAX(mark, ?2),
+             stalled = CASE WHEN stalled <= ?2 THEN NULL ELSE stalled END, seen = ?3
+         WHERE client = ?1",
+        params![sql(client.0), sql(seq), unix_now()],
+    )?;
+    Ok(())
+}
+
+fn read_client(db: &Connection, client: ClientId) -> rusqlite::Result<Option<Saved>> {
+    db.query_row(
+        "SELECT owner, mark, stalled FROM crudp_clients WHERE client = ?1",
+        [sql(client.0)],
+        |row| {
+            Ok(Saved {
+                owner: Arc::from(row.get::<_, String>(0)?),
+                mark: row.get::<_, i64>(1)? as u64,
+                stalled: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+            })
+        },
+    )
+    .optional()
+}
+
+impl OutcomeStore for SqliteOutcomes {
+    fn claim<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            if let Some(claim) = self.ledger().known_claim(client, user, Instant::now()) {
+                return Ok(claim);
+            }
+            let this = self.clone();
+            let user = user.to_owned();
+            blocking(move || {
+                let db = lock(&this.inner.db);
+                let now = Instant::now();
+                if let Some(saved) = read_client(&db, client).map_err(unavailable)? {
+                    let mut ledger = this.ledger();
+                    ledger.load(client, saved, now);
+                    return Ok(ledger.known_claim(client, &user, now).unwrap_or(Claim::Foreign));
+                }
+                let owned: i64 = db
+                    .query_row(
+                        "SELECT COUNT(*) FROM crudp_clients WHERE owner = ?1",
+                        [&user],
+                        |row| row.get(0),
+                    )
+                    .map_err(unavailable)?;
+                let claim = this.ledger().admit(client, &user, Some(owned as usize), now);
+                if claim == Claim::Granted {
+                    let inserted = db.execute(
+                        "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, 0, NULL, ?3)",
+                        params![sql(client.0), &user, unix_now()],
+                    );
+                    if let Err(e) = inserted {
+                        this.ledger().remove(client);
+                        return Err(unavailable(e));
+                    }
+                }
+                Ok(claim)
+            })
+            .await
+        })
+    }
+
+    fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let begin = match self.ledger().begin(client, seq, now) {
+                Err(StoreError::UnknownClient(_)) => None,
+                other => Some(other?),
+            };
+            let begin = match begin {
+                Some(begin) => begin,
+                None => {
+                    self.load(client).await?;
+                    self.ledger().begin(client, seq, now)?
+                }
+            };
+            match begin {
+                Begin::Expired => self.stored_outcome(client, seq).await,
+                other => Ok(other),
+            }
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        client: ClientId,
+        seq: u64,
+        lease: Lease,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let finished = self
+            .ledger()
+            .finish(client, seq, lease, outcome, Instant::now());
+        let result = finished.map(|finished| {
+            let mut pending = self.pending();
+            match finished {
+                Finished::Final => {
+                    pending.outcomes.push((client, seq, outcome.clone()));
+                    pending.clients.insert(client);
+                }
+                Finished::Stalled => {
+                    pending.clients.insert(client);
+                }
+                Finished::AlreadyFinal => {}
+            }
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.flush_now())
+    }
+
+    fn limits(&self) -> &OutcomeLimits {
+        &self.inner.limits
+    }
+}
+
+fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    db.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `work` on Tokio's blocking threads; a panic in it is a panic here.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// SQLite integers are `i64`; IDs keep their bits.
+fn sql(value: u64) -> i64 {
+    value as i64
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
