@@ -58,8 +58,8 @@ pub use crudp_runtime::{
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.
 #[cfg(feature = "server")]
 pub mod server {
-    pub use crudp_runtime::Dispatch;
     pub use crudp_runtime::server::*;
+    pub use crudp_runtime::{BoxFuture, Dispatch};
 }
 
 /// What generated code refers to. Not public API.

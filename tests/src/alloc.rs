@@ -1,12 +1,22 @@
 //! An allocator that counts, per thread, the bytes held and their peak, so a test can show
-//! that some work allocated no more than it should. A test binary installs it with
+//! that some work allocated no more than it should, and the bytes the whole process holds, so
+//! a test can watch a server's memory. A test binary installs it with
 //! `#[global_allocator] static ALLOCATOR: Counting = Counting;`; counting per thread keeps the
-//! test harness's own threads out of the figures.
+//! test harness's own threads out of the per-thread figures.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
+    sync::atomic::{AtomicIsize, Ordering},
 };
+
+/// The bytes the process holds, over every thread.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// The bytes the whole process holds now.
+pub fn live() -> usize {
+    LIVE.load(Ordering::Relaxed).max(0) as usize
+}
 
 /// Counts what the current thread allocates, then hands the work to the system allocator.
 pub struct Counting;
@@ -17,6 +27,7 @@ thread_local! {
 }
 
 fn track(delta: isize) {
+    LIVE.fetch_add(delta, Ordering::Relaxed);
     let _ = CURRENT.try_with(|current| {
         let now = current.get() + delta;
         current.set(now);

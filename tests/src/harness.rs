@@ -485,3 +485,69 @@ impl Proxy {
         panic!("{} could not be bound again", self.addr);
     }
 }
+
+/// A batch of `client` whose packets are `(seq, module, action, args)`, encoded for the wire.
+pub fn batch_of(client: ClientId, packets: Vec<(u64, u32, crudp::Action, Vec<u8>)>) -> Vec<u8> {
+    crudp::protocol::encode_batch(&crudp::protocol::Batch {
+        version: crudp::protocol::PROTOCOL_VERSION,
+        client,
+        packets: packets
+            .into_iter()
+            .map(|(seq, handler, action, args)| crudp::protocol::Packet {
+                seq,
+                handler,
+                action,
+                args,
+            })
+            .collect(),
+    })
+}
+
+/// `Todos::create` packets with sequence numbers `seqs`, titled `"{prefix} {seq}"`.
+pub fn creates(
+    prefix: &str,
+    seqs: impl IntoIterator<Item = u64>,
+) -> Vec<(u64, u32, crudp::Action, Vec<u8>)> {
+    use crudp::Module;
+    seqs.into_iter()
+        .map(|seq| {
+            (
+                seq,
+                TodosClient::DESCRIPTOR.id,
+                crudp::Action::Create,
+                postcard::to_stdvec(&(format!("{prefix} {seq}"),)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Posts `body` to `POST {url}/call` as `user`; the status and, for `200`, the results.
+pub async fn call_raw(
+    url: &str,
+    user: &str,
+    body: Vec<u8>,
+) -> (u16, Option<crudp::protocol::Results>) {
+    let response = http_as(user, "member")
+        .post(format!("{url}/call"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let results =
+        (status == 200).then(|| crudp::protocol::decode_results(&bytes, usize::MAX).unwrap());
+    (status, results)
+}
+
+/// The status of `POST {url}/token` for `client` as `user`.
+pub async fn token_status(url: &str, user: &str, client: ClientId) -> u16 {
+    http_as(user, "member")
+        .post(format!("{url}/token"))
+        .body(postcard::to_stdvec(&client).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

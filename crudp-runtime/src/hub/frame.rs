@@ -12,7 +12,9 @@ pub const PING: &[u8] = b": ping\n\n";
 /// `id: <id>`, `event: <kind>`, `data: <base64url(data)>`.
 pub fn event_frame(id: u64, kind: EventKind, data: &[u8]) -> Bytes {
     let kind = kind.as_str();
-    let mut frame = String::with_capacity(32 + kind.len() + data.len().div_ceil(3) * 4);
+    // Room for the longest ID: the frame must never outgrow its first allocation, which
+    // `Bytes` keeps whole for as long as the event is buffered for replay.
+    let mut frame = String::with_capacity(48 + kind.len() + data.len().div_ceil(3) * 4);
     frame.push_str("id: ");
     frame.push_str(&id.to_string());
     frame.push_str("\nevent: ");

@@ -162,3 +162,19 @@ pub trait Hub: Send + Sync + 'static {
         last_event_id: Option<u64>,
     ) -> BoxFuture<'_, Result<Subscription, HubError>>;
 }
+
+/// A shared hub: the server holds one handle, the application another (for
+/// [`MemoryHub::connections`], say).
+impl<H: Hub + ?Sized> Hub for std::sync::Arc<H> {
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<u64, HubError>> {
+        (**self).publish(publication)
+    }
+
+    fn subscribe(
+        &self,
+        subscriber: Subscriber,
+        last_event_id: Option<u64>,
+    ) -> BoxFuture<'_, Result<Subscription, HubError>> {
+        (**self).subscribe(subscriber, last_event_id)
+    }
+}

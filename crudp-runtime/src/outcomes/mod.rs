@@ -290,3 +290,37 @@ pub(crate) fn outcome_bytes(outcome: &Outcome) -> usize {
             Outcome::Expired => 0,
         }
 }
+
+/// A shared store: the server holds one handle, the application another (for
+/// [`MemoryOutcomes::clients`], say).
+impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
+    fn claim<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        (**self).claim(client, user)
+    }
+
+    fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
+        (**self).begin(client, seq)
+    }
+
+    fn finish<'a>(
+        &'a self,
+        client: ClientId,
+        seq: u64,
+        lease: Lease,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).finish(client, seq, lease, outcome)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).flush()
+    }
+
+    fn limits(&self) -> &OutcomeLimits {
+        (**self).limits()
+    }
+}

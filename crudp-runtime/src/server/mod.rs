@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_PACKETS: usize = 4096;
 /// Default for [`CrudpBuilder::queue_depth`]: 1,024 batches.
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// Default for [`CrudpBuilder::queue_bytes`]: 64 MiB of batches waiting.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 /// Default for [`CrudpBuilder::queue_per_client`]: 16 batches of one client.
 pub const DEFAULT_QUEUE_PER_CLIENT: usize = 16;
 /// Default for [`CrudpBuilder::workers`]: 16 batches at once.
@@ -97,6 +99,7 @@ struct Limits {
     max_body_bytes: usize,
     max_packets: usize,
     queue_depth: usize,
+    queue_bytes: usize,
     queue_per_client: usize,
     workers: usize,
     token_ttl: Duration,
@@ -118,6 +121,7 @@ impl Crudp {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_packets: DEFAULT_MAX_PACKETS,
                 queue_depth: DEFAULT_QUEUE_DEPTH,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
                 queue_per_client: DEFAULT_QUEUE_PER_CLIENT,
                 workers: DEFAULT_WORKERS,
                 token_ttl: DEFAULT_TOKEN_TTL,
@@ -282,6 +286,14 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most bytes of batches (as received) waiting to run; beyond it requests get `503`
+    /// with `Retry-After`. A batch is always accepted into an empty queue. Default:
+    /// [`DEFAULT_QUEUE_BYTES`].
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.limits.queue_bytes = bytes;
+        self
+    }
+
     /// The most batches of one client waiting to run, so that one client cannot fill the
     /// queue; beyond it that client gets `503`. Default: [`DEFAULT_QUEUE_PER_CLIENT`].
     pub fn queue_per_client(mut self, batches: usize) -> Self {
@@ -397,7 +409,11 @@ impl CrudpBuilder {
                 limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
-                queue: queue::Queue::new(self.limits.queue_depth, self.limits.queue_per_client),
+                queue: queue::Queue::new(
+                    limits.queue_depth,
+                    limits.queue_per_client,
+                    limits.queue_bytes,
+                ),
             }),
         })
     }

@@ -25,11 +25,14 @@ pub(super) struct Job {
     pub packets: Vec<Packet>,
     /// `POST /call` waits for its results here; `POST /sync` results go to the hub.
     pub reply: Option<oneshot::Sender<Results>>,
+    /// The bytes it holds, about, for the queue's byte budget.
+    pub bytes: usize,
 }
 
 pub(super) struct Queue {
     depth: usize,
     per_client: usize,
+    max_bytes: usize,
     jobs: Mutex<Jobs>,
     ready: OnceLock<mpsc::UnboundedSender<ClientId>>,
 }
@@ -39,6 +42,8 @@ struct Jobs {
     /// A client is present while it has batches waiting or one running.
     per_client: HashMap<ClientId, VecDeque<Job>>,
     waiting: usize,
+    /// The body bytes of the batches waiting.
+    bytes: usize,
 }
 
 /// The queue holds its maximum number of batches.
@@ -46,10 +51,11 @@ struct Jobs {
 pub(super) struct Full;
 
 impl Queue {
-    pub(super) fn new(depth: usize, per_client: usize) -> Self {
+    pub(super) fn new(depth: usize, per_client: usize, max_bytes: usize) -> Self {
         Self {
             depth,
             per_client,
+            max_bytes,
             jobs: Mutex::default(),
             ready: OnceLock::new(),
         }
@@ -64,10 +70,12 @@ impl Queue {
         let client = job.ctx.client();
         let mut jobs = self.jobs();
         let mine = jobs.per_client.get(&client).map_or(0, VecDeque::len);
-        if jobs.waiting >= self.depth || mine >= self.per_client {
+        let over_bytes = jobs.waiting > 0 && jobs.bytes + job.bytes > self.max_bytes;
+        if jobs.waiting >= self.depth || mine >= self.per_client || over_bytes {
             return Err(Full);
         }
         jobs.waiting += 1;
+        jobs.bytes += job.bytes;
         let idle = !jobs.per_client.contains_key(&client);
         jobs.per_client.entry(client).or_default().push_back(job);
         drop(jobs);
@@ -89,6 +97,7 @@ impl Queue {
         match job {
             Some(job) => {
                 jobs.waiting -= 1;
+                jobs.bytes -= job.bytes;
                 Some(job)
             }
             None => {

@@ -87,10 +87,13 @@ impl Crudp {
         } = decode_batch(&body, self.shared.limits.max_packets)
             .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")))?;
         self.claim(client, &user).await?;
+        // What the decoded batch holds: its packets and their argument buffers.
+        let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         let job = Job {
             ctx: Context::new(user, client, parts),
             packets,
             reply,
+            bytes,
         };
         self.shared
             .queue

@@ -1,0 +1,283 @@
+//! Exactly-once against a real server: re-sent batches as large as a client sends, a store
+//! that fails to record, a flood of client IDs, and a SQLite store across a restart.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use crudp::{
+    ClientId, Outcome,
+    server::{
+        Begin, BoxFuture, Claim, Lease, MemoryOutcomes, OutcomeLimits, OutcomeStore,
+        SqliteOutcomes, StoreError,
+    },
+};
+use crudp_tests::*;
+use futures_util::{StreamExt, stream};
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("crudp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("outcomes.db")
+}
+
+fn all_ok(results: &crudp::protocol::Results) -> bool {
+    results
+        .results
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Ok(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_batch_of_a_thousand_calls_gets_a_thousand_kept_outcomes() {
+    let server = Server::start().await;
+    let body = batch_of(ClientId(41), creates("milk", 1..=1000));
+    let (status, first) = call_raw(&server.url(), "ann", body.clone()).await;
+    assert_eq!(status, 200);
+    let first = first.unwrap();
+    assert_eq!(first.results.len(), 1000);
+    assert!(all_ok(&first));
+    // The results were lost on the way: the client sends the same batch again.
+    let (_, again) = call_raw(&server.url(), "ann", body).await;
+    assert_eq!(again.unwrap(), first, "every outcome is answered again");
+    assert_eq!(server.executions(), 1000, "nothing ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_store_keeps_is_refused_and_the_client_learns_the_limit() {
+    let server = Server::start_with(|b| {
+        b.outcome_store(MemoryOutcomes::new(
+            OutcomeLimits::default().outcomes_per_client(100),
+        ))
+    })
+    .await;
+    let (status, _) = call_raw(
+        &server.url(),
+        "ann",
+        batch_of(ClientId(5), creates("x", 1..=101)),
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a batch the store could not remember whole is refused"
+    );
+    // A client learns the limit with its token and splits its batches to fit.
+    let client = server.client_as("ann", "member");
+    let todos = TodosClient::new(&client);
+    let calls = (0..250).map(|n| todos.create(format!("split {n}")));
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(server.executions(), 250);
+    assert!(
+        server.requests() >= 3,
+        "250 calls leave as 3 batches or more"
+    );
+}
+
+/// A store whose `finish` fails a given number of times before it works.
+struct Flaky {
+    inner: MemoryOutcomes,
+    failures: AtomicUsize,
+    finishes: Arc<AtomicUsize>,
+}
+
+impl OutcomeStore for Flaky {
+    fn claim<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim(client, user)
+    }
+
+    fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
+        self.inner.begin(client, seq)
+    }
+
+    fn finish<'a>(
+        &'a self,
+        client: ClientId,
+        seq: u64,
+        lease: Lease,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.finishes.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                "the disk is full".into(),
+            ))));
+        }
+        self.inner.finish(client, seq, lease, outcome)
+    }
+
+    fn limits(&self) -> &OutcomeLimits {
+        self.inner.limits()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
+    let finishes = Arc::new(AtomicUsize::new(0));
+    let store = Flaky {
+        inner: MemoryOutcomes::default(),
+        failures: AtomicUsize::new(3),
+        finishes: Arc::clone(&finishes),
+    };
+    let server = Server::start_with(|b| b.outcome_store(store)).await;
+    let body = batch_of(ClientId(9), creates("tea", [1]));
+    let (_, first) = call_raw(&server.url(), "ann", body.clone()).await;
+    let first = first.unwrap();
+    assert!(all_ok(&first), "the call ran: its result is answered");
+    // Re-sent while its outcome is still not recorded: not run, answered `Unavailable`.
+    let (_, again) = call_raw(&server.url(), "ann", body.clone()).await;
+    assert!(
+        matches!(
+            again.unwrap().results[0].outcome,
+            Outcome::Unavailable { .. }
+        ),
+        "a call whose outcome is not recorded yet is not run again"
+    );
+    // The server keeps recording it in the background; then the kept outcome is answered.
+    let mut answered = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, results) = call_raw(&server.url(), "ann", body.clone()).await;
+        let results = results.unwrap();
+        if all_ok(&results) {
+            answered = Some(results);
+            break;
+        }
+    }
+    assert_eq!(answered, Some(first), "the kept outcome, once recorded");
+    assert_eq!(server.executions(), 1, "the call ran once");
+    assert!(
+        finishes.load(Ordering::SeqCst) >= 4,
+        "three failed attempts, then one that worked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_client_ids_moves_no_owner_and_runs_nothing_twice() {
+    let server = Server::start().await;
+    let url = server.url();
+    let ann = ClientId(0xA11);
+    // Ann's call runs, and its results go to her stream.
+    let token = server.token("ann", "member", ann).await;
+    let spy = Spy::connect(format!("{url}/events?token={token}"), None).await;
+    let ready = spy
+        .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    let before = ready[0].id;
+    let body = batch_of(ann, creates("ann's", [1]));
+    let response = http_as("ann", "member")
+        .post(format!("{url}/sync"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    spy.wait_for("ann's results", |e| e.iter().any(|e| e.event == "results"))
+        .await;
+    drop(spy);
+    assert_eq!(token_status(&url, "mallory", ann).await, 403);
+
+    // Mallory asks for tokens for 3,000 fresh client IDs.
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = stream::iter(0..3000u64)
+        .map(|n| {
+            let url = url.clone();
+            async move { token_status(&url, "mallory", ClientId(1_000_000 + n)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let granted = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    eprintln!("of 3,000 new client IDs, {granted} were granted and {limited} refused with 429");
+    assert_eq!(granted + limited, 3000, "only 200 and 429: {statuses:?}");
+    // 600 at once, then 10 a second.
+    let allowed = 600 + 10 * (started.elapsed().as_secs() as usize + 1);
+    assert!(
+        granted <= allowed,
+        "one user makes at most 600 new IDs a minute, made {granted}"
+    );
+
+    // Ann's client is still hers alone, her call does not run again, and others still get IDs.
+    assert_eq!(token_status(&url, "mallory", ann).await, 403);
+    let (status, _) = call_raw(&url, "mallory", batch_of(ann, creates("stolen", [2]))).await;
+    assert_eq!(status, 403);
+    assert_eq!(token_status(&url, "ann", ann).await, 200);
+    assert_eq!(token_status(&url, "bob", ClientId(0xB0B)).await, 200);
+    let (_, again) = call_raw(&url, "ann", body).await;
+    assert!(all_ok(&again.unwrap()));
+    assert_eq!(server.executions(), 1, "ann's call ran once");
+
+    // Mallory's own stream, replayed from before ann's call, carries nothing of ann's.
+    let mine = ClientId(1_000_000);
+    let token = server.token("mallory", "member", mine).await;
+    let spy = Spy::connect(
+        format!("{url}/events?token={token}&lastEventId={before}"),
+        None,
+    )
+    .await;
+    let events = spy
+        .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    assert!(
+        events.iter().all(|e| e.event == "ready"),
+        "nothing of another client is replayed: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_answers_from_disk_after_a_restart() {
+    let path = temp_db("restart");
+    let client = ClientId(77);
+    let body = batch_of(client, creates("bread", 1..=2));
+    let first = {
+        let server =
+            Server::start_with(|b| b.outcome_store(SqliteOutcomes::open(&path).unwrap())).await;
+        let (_, results) = call_raw(&server.url(), "ann", body.clone()).await;
+        assert_eq!(server.executions(), 2);
+        results.unwrap()
+    };
+    assert!(all_ok(&first));
+
+    let server =
+        Server::start_with(|b| b.outcome_store(SqliteOutcomes::open(&path).unwrap())).await;
+    let (_, again) = call_raw(&server.url(), "ann", body).await;
+    assert_eq!(
+        again.unwrap(),
+        first,
+        "the outcomes kept on disk are answered again"
+    );
+    assert_eq!(
+        server.executions(),
+        0,
+        "nothing ran again after the restart"
+    );
+    assert_eq!(
+        token_status(&server.url(), "mallory", client).await,
+        403,
+        "the owner is kept"
+    );
+    let (_, next) = call_raw(
+        &server.url(),
+        "ann",
+        batch_of(client, creates("bread", [3])),
+    )
+    .await;
+    assert!(all_ok(&next.unwrap()), "later calls run");
+    assert_eq!(server.executions(), 1);
+}
