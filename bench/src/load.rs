@@ -35,8 +35,13 @@ impl Runner {
     pub(crate) async fn new(variant: &str, base: &str) -> Self {
         let runner = match variant {
             "crudp /sync" => Self::Crudp(TodosClient::new(&Client::new(format!("{base}/crudp")))),
-            "crudp /call" => {
-                let client = Client::builder(format!("{base}/crudp"))
+            "crudp /call" | "crudp /call, SQLite" => {
+                let mount = if variant == "crudp /call" {
+                    "crudp"
+                } else {
+                    "durable"
+                };
+                let client = Client::builder(format!("{base}/{mount}"))
                     .mode(Mode::Call)
                     .build();
                 Self::Crudp(TodosClient::new(&client))
@@ -82,6 +87,33 @@ impl Runner {
             }
         }
     }
+}
+
+/// The outcome stores compared for `/call`: in memory, and SQLite.
+pub(crate) const STORES: [&str; 2] = ["crudp /call", "crudp /call, SQLite"];
+
+/// Operations per second of `reps` runs of `n` creates for each variant, the variants taking
+/// turns run by run so that a slower moment of the machine hits them alike.
+pub(crate) async fn interleaved(
+    variants: &[&str],
+    base: &str,
+    n: usize,
+    reps: usize,
+) -> Vec<Vec<f64>> {
+    let mut runners = Vec::new();
+    for variant in variants {
+        runners.push(Runner::new(variant, base).await);
+    }
+    let mut rates = vec![Vec::with_capacity(reps); variants.len()];
+    for _ in 0..reps {
+        for ((variant, runner), rates) in variants.iter().zip(&runners).zip(&mut rates) {
+            let started = Instant::now();
+            let done = runner.run(n).await;
+            assert_eq!(done, n, "{variant}: {done} of {n} creates came back");
+            rates.push(n as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    rates
 }
 
 /// Operations per second of `reps` timed runs of `n` creates.

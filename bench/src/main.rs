@@ -168,6 +168,30 @@ async fn run(plan: &Plan) -> String {
         );
     }
 
+    // The durable store.
+    let _ = writeln!(
+        report,
+        "\n### `/call` with the durable store (SQLite, WAL) beside the in-memory one \
+         (median of {} runs, taking turns; min–max)\n",
+        plan.reps
+    );
+    let _ = writeln!(
+        report,
+        "| N | {} | SQLite ÷ in-memory |",
+        load::STORES.join(" | ")
+    );
+    let _ = writeln!(report, "|---:|---:|---:|---:|");
+    for &n in &plan.creates {
+        let rates = load::interleaved(&load::STORES, &base, n, plan.reps).await;
+        let mut row = format!("| {n} |");
+        for rates in &rates {
+            let (min, max) = min_max(rates);
+            let _ = write!(row, " {:.0} ({min:.0}–{max:.0}) |", median(rates));
+        }
+        let _ = writeln!(row, " {:.2}× |", median(&rates[1]) / median(&rates[0]));
+        report.push_str(&row);
+    }
+
     // Bytes on the wire.
     let n = *plan.creates.last().expect("some sizes");
     let _ = writeln!(

@@ -14,7 +14,10 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
     routing::{get, post},
 };
-use crudp::{Action, Context, Module, Target, server::Crudp};
+use crudp::{
+    Action, Context, Module, Target,
+    server::{Crudp, SqliteOutcomes},
+};
 use example_api::{Todo, TodoError, Todos, TodosClient, TodosServer};
 use futures_util::{Stream, stream};
 use serde::{Deserialize, Serialize};
@@ -145,6 +148,17 @@ pub(crate) async fn serve() {
         .queue_per_client(1 << 16)
         .token_ttl(Duration::from_secs(24 * 3600))
         .build();
+    // The same, with the durable store, in a file of its own.
+    let file = std::env::temp_dir().join(format!("crudp-bench-{}.db", std::process::id()));
+    for stale in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{stale}", file.display()));
+    }
+    let durable = Crudp::builder()
+        .handler(TodosServer::new(board.clone()))
+        .outcome_store(SqliteOutcomes::open(&file).expect("a SQLite file"))
+        .queue_depth(1 << 16)
+        .queue_per_client(1 << 16)
+        .build();
     let (naive, _) = broadcast::channel(256);
     let shared = Shared {
         board,
@@ -158,7 +172,8 @@ pub(crate) async fn serve() {
         .route("/control/publish", post(publish))
         .route("/control/rss", get(|| async { rss().to_string() }))
         .with_state(shared)
-        .nest("/crudp", api.router());
+        .nest("/crudp", api.router())
+        .nest("/durable", durable.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
