@@ -41,6 +41,18 @@ impl std::fmt::Display for RetryLater {
 
 impl std::error::Error for RetryLater {}
 
+/// For handlers whose error type is a `String`.
+impl From<RetryLater> for String {
+    fn from(retry: RetryLater) -> Self {
+        retry.to_string()
+    }
+}
+
+/// For handlers whose error type is `()`.
+impl From<RetryLater> for () {
+    fn from(_: RetryLater) -> Self {}
+}
+
 /// The authenticated user a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct User {

@@ -373,6 +373,40 @@ mod tests {
     }
 
     #[test]
+    fn a_clients_events_reach_only_its_owners_connections() {
+        let hub = MemoryHub::new(16, 16, 4);
+        let before = publish(&hub, Channel::All, 0);
+        let annes = Channel::Client {
+            client: ClientId(1),
+            owner: "ann".into(),
+        };
+        let result = publish(&hub, annes.clone(), 1);
+        let thief = subscribe(&hub, subscriber("mallory", "r", 1), Some(before));
+        assert_eq!(ids(&thief.start), Vec::<u64>::new());
+        let owner = subscribe(&hub, subscriber("ann", "r", 1), Some(before));
+        assert_eq!(ids(&owner.start), vec![result]);
+        let mut thief = thief;
+        publish(&hub, annes, 2);
+        assert!(thief.live.try_recv().is_err(), "nor live");
+    }
+
+    #[test]
+    fn the_replay_buffer_keeps_within_its_bytes() {
+        let hub = MemoryHub::new(1000, 16, 4).with_replay_bytes(2_000);
+        for n in 0..100 {
+            publish(&hub, Channel::All, n);
+            assert!(hub.replay_bytes() <= 2_000);
+        }
+        let last = publish(&hub, Channel::All, 100);
+        let sub = subscribe(&hub, subscriber("a", "r", 1), Some(last - 5));
+        assert_eq!(ids(&sub.start).len(), 5, "the newest are kept");
+        assert!(matches!(
+            subscribe(&hub, subscriber("a", "r", 2), Some(last - 90)).start,
+            Start::Reset
+        ));
+    }
+
+    #[test]
     fn an_unknown_or_evicted_id_gets_a_reset() {
         let hub = MemoryHub::new(2, 16, 4);
         let first = publish(&hub, Channel::All, 0);

@@ -27,18 +27,25 @@ pub enum Channel {
     Role(String),
     /// The connections of this user.
     User(String),
-    /// The connections (tabs) of this client.
-    Client(ClientId),
+    /// The connections (tabs) of this client of this user. The owner is part of the channel,
+    /// so that a connection of another user never receives (or replays) the client's events,
+    /// whatever became of the client ID.
+    Client {
+        /// The client.
+        client: ClientId,
+        /// The user it belongs to.
+        owner: String,
+    },
 }
 
 impl Channel {
-    /// The channel's key: `all`, `role:<role>`, `user:<id>` or `client:<id>`.
+    /// The channel's key: `all`, `role:<role>`, `user:<id>` or `client:<id>:<owner>`.
     pub fn key(&self) -> String {
         match self {
             Channel::All => "all".to_owned(),
             Channel::Role(role) => format!("role:{role}"),
             Channel::User(user) => format!("user:{user}"),
-            Channel::Client(client) => format!("client:{client}"),
+            Channel::Client { client, owner } => format!("client:{client}:{owner}"),
         }
     }
 }
@@ -63,13 +70,16 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// The channels the connection listens to: `all`, `role:<r>`, `user:<u>`, `client:<c>`.
+    /// The channels the connection listens to: `all`, `role:<r>`, `user:<u>`, `client:<c>:<u>`.
     pub fn channels(&self) -> [Channel; 4] {
         [
             Channel::All,
             Channel::Role(self.user.role.clone()),
             Channel::User(self.user.id.clone()),
-            Channel::Client(self.client),
+            Channel::Client {
+                client: self.client,
+                owner: self.user.id.clone(),
+            },
         ]
     }
 }

@@ -524,3 +524,91 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::User;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("crudp-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("outcomes.db")
+    }
+
+    async fn reserve(store: &SqliteOutcomes, client: ClientId, seq: u64) -> Lease {
+        match store.begin(client, seq).await.unwrap() {
+            Begin::Run(lease) => lease,
+            other => panic!("packet {seq} should run, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_the_work_with_its_outcome_or_rolls_the_work_back() {
+        let path = temp("transaction");
+        let store = SqliteOutcomes::open(&path).unwrap();
+        store
+            .connection(|db| db.execute_batch("CREATE TABLE notes (text TEXT NOT NULL)"))
+            .await
+            .unwrap();
+        let client = ClientId(3);
+        assert_eq!(store.claim(client, "ann").await, Ok(Claim::Granted));
+        let ctx = Context::local(User::new("ann", "member"), client);
+        let insert = |text: &'static str, fail: bool| {
+            move |db: &Connection| -> Result<u32, String> {
+                db.execute("INSERT INTO notes (text) VALUES (?1)", [text])
+                    .map_err(|e| e.to_string())?;
+                if fail {
+                    Err(format!("{text} refused"))
+                } else {
+                    Ok(7)
+                }
+            }
+        };
+
+        let lease = reserve(&store, client, 1).await;
+        let kept = store
+            .transaction(&ctx.for_seq(1), insert("kept", false))
+            .await;
+        assert_eq!(kept, Ok(7));
+        let lease2 = lease;
+        store
+            .finish(client, 1, lease2, &Outcome::Ok(vec![7]))
+            .await
+            .unwrap();
+
+        reserve(&store, client, 2).await;
+        let refused = store
+            .transaction(&ctx.for_seq(2), insert("dropped", true))
+            .await;
+        assert_eq!(refused, Err("dropped refused".to_owned()));
+
+        // Whatever the process does next (it is gone, say), the file has both outcomes and
+        // only the first note.
+        drop(store);
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let notes: Vec<String> = store
+            .connection(|db| {
+                let mut query = db.prepare("SELECT text FROM notes").unwrap();
+                query
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+            })
+            .await
+            .unwrap();
+        assert_eq!(notes, ["kept"]);
+        assert_eq!(
+            store.begin(client, 1).await,
+            Ok(Begin::Done(Outcome::Ok(vec![7])))
+        );
+        let refused = postcard::to_stdvec(&"dropped refused").unwrap();
+        assert_eq!(
+            store.begin(client, 2).await,
+            Ok(Begin::Done(Outcome::AppError(refused)))
+        );
+        assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
+        assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
+    }
+}

@@ -29,7 +29,10 @@ impl Crudp {
             None => {
                 for results in split(results, self.shared.limits.results_event_bytes) {
                     let publication = Publication {
-                        channel: Channel::Client(client),
+                        channel: Channel::Client {
+                            client,
+                            owner: job.ctx.user().id.clone(),
+                        },
                         kind: EventKind::Results,
                         data: encode_results(&results),
                         except: None,
