@@ -76,7 +76,18 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
         seed as u8
     }));
 
-    let cases: [(&str, Vec<u8>, &str); 7] = [
+    let huge_seq = encode_batch(&Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(42),
+        packets: vec![Packet {
+            seq: u64::MAX,
+            handler: 7,
+            action: Action::Read,
+            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap(),
+        }],
+    });
+
+    let cases: [(&str, Vec<u8>, &str); 8] = [
         ("empty body", Vec::new(), "empty body"),
         ("random bytes", random, "invalid batch"),
         ("truncated batch", truncated, "invalid batch"),
@@ -88,6 +99,7 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
             "unsupported protocol version 200",
         ),
         ("trailing garbage", trailing, "7 unexpected bytes"),
+        ("sequence number 2^64 - 1", huge_seq, "is above the largest"),
     ];
     for (name, body, expected) in cases {
         let (status, message) = post(&server, body).await;

@@ -137,18 +137,21 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
     let server = Server::start_with(|b| b.outcome_store(store)).await;
     let body = batch_of(ClientId(9), creates("tea", [1]));
     let (_, first) = call_raw(&server.url(), "ann", body.clone()).await;
-    let first = first.unwrap();
-    assert!(all_ok(&first), "the call ran: its result is answered");
-    // Re-sent while its outcome is still not recorded: not run, answered `Unavailable`.
-    let (_, again) = call_raw(&server.url(), "ann", body.clone()).await;
     assert!(
         matches!(
-            again.unwrap().results[0].outcome,
+            first.unwrap().results[0].outcome,
             Outcome::Unavailable { .. }
         ),
-        "a call whose outcome is not recorded yet is not run again"
+        "a call whose outcome is not recorded is not answered yet"
     );
-    // The server keeps recording it in the background; then the kept outcome is answered.
+    assert_eq!(server.executions(), 1);
+    // Re-sent at once: still not recorded, so neither run nor answered.
+    let (_, again) = call_raw(&server.url(), "ann", body.clone()).await;
+    assert!(matches!(
+        again.unwrap().results[0].outcome,
+        Outcome::Unavailable { .. }
+    ));
+    // The server keeps recording it in the background; then its outcome is answered.
     let mut answered = None;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -159,7 +162,12 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
             break;
         }
     }
-    assert_eq!(answered, Some(first), "the kept outcome, once recorded");
+    let answered = answered.expect("the outcome, once recorded");
+    let Outcome::Ok(todo) = &answered.results[0].outcome else {
+        unreachable!()
+    };
+    let todo: Todo = postcard::from_bytes(todo).unwrap();
+    assert_eq!(todo.title, "tea 1");
     assert_eq!(server.executions(), 1, "the call ran once");
     assert!(
         finishes.load(Ordering::SeqCst) >= 4,
@@ -280,4 +288,36 @@ async fn the_sqlite_store_answers_from_disk_after_a_restart() {
     .await;
     assert!(all_ok(&next.unwrap()), "later calls run");
     assert_eq!(server.executions(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_wait_until_the_sqlite_file_takes_their_outcomes() {
+    let path = temp_db("busy");
+    let server =
+        Server::start_with(|b| b.outcome_store(SqliteOutcomes::open(&path).unwrap())).await;
+    let client = ClientId(12);
+    assert_eq!(token_status(&server.url(), "ann", client).await, 200);
+    // Another process holds the file's write lock for a while.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = batch_of(client, creates("jam", [1]));
+    let (_, first) = call_raw(&server.url(), "ann", body.clone()).await;
+    assert!(
+        matches!(
+            first.unwrap().results[0].outcome,
+            Outcome::Unavailable { .. }
+        ),
+        "not answered before its outcome is durable"
+    );
+    assert_eq!(server.executions(), 1, "it ran");
+    other.execute_batch("COMMIT").unwrap();
+    drop(other);
+    let (_, again) = call_raw(&server.url(), "ann", body).await;
+    let again = again.unwrap();
+    assert!(
+        all_ok(&again),
+        "answered once durable: {:?}",
+        again.results[0].outcome
+    );
+    assert_eq!(server.executions(), 1, "and never run twice");
 }

@@ -41,6 +41,8 @@ struct Record {
     seen: Instant,
     /// Changes not yet durable: a durable store must not let it go from memory.
     dirty: bool,
+    /// Counts the changes, so that a write that took an older state does not clear `dirty`.
+    version: u64,
 }
 
 struct Quota {
@@ -83,19 +85,18 @@ impl Ledger {
         self.bytes
     }
 
-    /// Forgets a client whose claim could not be written.
-    pub(crate) fn remove(&mut self, client: ClientId) {
-        if let Some(record) = self.clients.remove(&client) {
-            self.bytes -= record.bytes;
-            if let Some(quota) = self.users.get_mut(&record.saved.owner) {
-                quota.owned = quota.owned.saturating_sub(1);
-            }
-        }
+    /// The clients seen since `since`.
+    pub(crate) fn seen_since(&self, since: Instant) -> Vec<ClientId> {
+        self.clients
+            .iter()
+            .filter(|(_, r)| r.seen >= since)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
-    /// The clients held, all seen within the idle time in a durable store's ledger.
-    pub(crate) fn clients_seen(&self) -> Vec<ClientId> {
-        self.clients.keys().copied().collect()
+    /// The mark of `client`: its highest packet with a final outcome.
+    pub(crate) fn mark(&self, client: ClientId) -> Option<u64> {
+        self.clients.get(&client).map(|r| r.saved.mark)
     }
 
     /// The claim of a known client, or `None` if the ledger does not know it.
@@ -114,61 +115,71 @@ impl Ledger {
         })
     }
 
-    /// Admits a new client of `user`, who owns `owned` others, within the limits.
-    pub(crate) fn admit(
+    /// Whether `user`, who owns `owned` clients, may make a new one now; takes one of the
+    /// user's new-client tokens if so. The caller then records the client and [`load`]s it.
+    ///
+    /// [`load`]: Self::load
+    pub(crate) fn may_add(
         &mut self,
-        client: ClientId,
         user: &str,
-        owned: Option<usize>,
+        owned: usize,
         now: Instant,
-    ) -> Claim {
-        if let Some(claim) = self.known_claim(client, user, now) {
-            return claim;
-        }
+    ) -> Result<(), ClientLimit> {
         if self.clients.len() >= self.limits.max_clients {
             self.sweep(now, true);
             if self.clients.len() >= self.limits.max_clients {
-                return Claim::Refused(ClientLimit::Total(self.limits.max_clients));
+                return Err(ClientLimit::Total(self.limits.max_clients));
             }
         }
         let per_minute = self.limits.new_clients_per_minute;
-        let per_user = self.limits.clients_per_user;
-        let owner: Arc<str> = match self.users.get_key_value(user) {
-            Some((name, _)) => Arc::clone(name),
-            None => Arc::from(user),
-        };
-        let quota = self.users.entry(Arc::clone(&owner)).or_insert(Quota {
-            owned: 0,
-            tokens: f64::from(per_minute),
-            at: now,
-        });
-        let owned = owned.unwrap_or(quota.owned);
-        if owned >= per_user {
-            return Claim::Refused(ClientLimit::PerUser(per_user));
+        if owned >= self.limits.clients_per_user {
+            return Err(ClientLimit::PerUser(self.limits.clients_per_user));
         }
+        let quota = match self.users.get_mut(user) {
+            Some(quota) => quota,
+            None => self.users.entry(Arc::from(user)).or_insert(Quota {
+                owned: 0,
+                tokens: f64::from(per_minute),
+                at: now,
+            }),
+        };
         let refill = now.duration_since(quota.at).as_secs_f64() * f64::from(per_minute) / 60.0;
         quota.tokens = (quota.tokens + refill).min(f64::from(per_minute));
         quota.at = now;
         if quota.tokens < 1.0 {
-            return Claim::Refused(ClientLimit::PerMinute(per_minute));
+            return Err(ClientLimit::PerMinute(per_minute));
         }
         quota.tokens -= 1.0;
-        quota.owned += 1;
-        self.clients.insert(
+        Ok(())
+    }
+
+    /// Binds `client` to `user` if it is new and the limits allow: the in-memory store's
+    /// claim, where the ledger is all there is.
+    pub(crate) fn admit(&mut self, client: ClientId, user: &str, now: Instant) -> Claim {
+        if let Some(claim) = self.known_claim(client, user, now) {
+            return claim;
+        }
+        let owned = self.users.get(user).map_or(0, |quota| quota.owned);
+        if let Err(limit) = self.may_add(user, owned, now) {
+            return Claim::Refused(limit);
+        }
+        let owner = self
+            .users
+            .get_key_value(user)
+            .map_or_else(|| Arc::from(user), |(name, _)| Arc::clone(name));
+        self.load(
             client,
-            Record::new(
-                Saved {
-                    owner,
-                    mark: 0,
-                    stalled: None,
-                },
-                now,
-            ),
+            Saved {
+                owner,
+                mark: 0,
+                stalled: None,
+            },
+            now,
         );
         Claim::Granted
     }
 
-    /// Adds a client loaded from a durable store.
+    /// Adds a client bound to its owner, new or loaded from a durable store.
     pub(crate) fn load(&mut self, client: ClientId, saved: Saved, now: Instant) {
         if self.clients.contains_key(&client) {
             return;
@@ -244,6 +255,7 @@ impl Ledger {
             return Ok(Finished::AlreadyFinal);
         }
         record.dirty = durable;
+        record.version += 1;
         if matches!(outcome, Outcome::Unavailable { .. }) {
             record.saved.stalled = Some(record.saved.stalled.map_or(seq, |s| s.min(seq)));
             return Ok(Finished::Stalled);
@@ -327,20 +339,18 @@ impl Ledger {
         }
     }
 
-    /// The changes of `client` not yet durable, and marks them written.
-    pub(crate) fn take_dirty(&mut self, client: ClientId) -> Option<Saved> {
-        let record = self.clients.get_mut(&client)?;
-        if !record.dirty {
-            return None;
-        }
-        record.dirty = false;
-        Some(record.saved.clone())
+    /// The state of `client` to write if it has changes not yet durable, with its version.
+    pub(crate) fn dirty(&self, client: ClientId) -> Option<(Saved, u64)> {
+        let record = self.clients.get(&client)?;
+        record.dirty.then(|| (record.saved.clone(), record.version))
     }
 
-    /// Marks `client` as having changes not yet durable again (a write failed).
-    pub(crate) fn redirty(&mut self, client: ClientId) {
-        if let Some(record) = self.clients.get_mut(&client) {
-            record.dirty = true;
+    /// The state of `client` at `version` is durable: unless it changed since, it may go.
+    pub(crate) fn written(&mut self, client: ClientId, version: u64) {
+        if let Some(record) = self.clients.get_mut(&client)
+            && record.version == version
+        {
+            record.dirty = false;
         }
     }
 
@@ -404,6 +414,7 @@ impl Record {
             bytes: 0,
             seen: now,
             dirty: false,
+            version: 0,
         }
     }
 
@@ -433,8 +444,8 @@ mod tests {
     fn a_packet_runs_once_then_replays_then_expires() {
         let mut ledger = Ledger::new(OutcomeLimits::default().outcomes_per_client(2), false);
         let (c, now) = (ClientId(1), Instant::now());
-        assert_eq!(ledger.admit(c, "ann", None, now), Claim::Granted);
-        assert_eq!(ledger.admit(c, "bob", None, now), Claim::Foreign);
+        assert_eq!(ledger.admit(c, "ann", now), Claim::Granted);
+        assert_eq!(ledger.admit(c, "bob", now), Claim::Foreign);
         for seq in 1..=3 {
             run(&mut ledger, c, seq, &ok(seq as u8), now);
         }
@@ -447,7 +458,7 @@ mod tests {
     fn a_reserved_packet_is_not_handed_out_twice() {
         let mut ledger = Ledger::new(OutcomeLimits::default(), false);
         let (c, now) = (ClientId(1), Instant::now());
-        ledger.admit(c, "ann", None, now);
+        ledger.admit(c, "ann", now);
         let Ok(Begin::Run(lease)) = ledger.begin(c, 1, now) else {
             panic!()
         };
@@ -471,7 +482,7 @@ mod tests {
     fn an_unavailable_packet_holds_back_the_later_ones_until_it_runs() {
         let mut ledger = Ledger::new(OutcomeLimits::default(), false);
         let (c, now) = (ClientId(1), Instant::now());
-        ledger.admit(c, "ann", None, now);
+        ledger.admit(c, "ann", now);
         let later = Outcome::Unavailable {
             message: "later".into(),
         };
@@ -485,7 +496,7 @@ mod tests {
     fn an_outcome_committed_by_its_handler_is_not_recorded_again() {
         let mut ledger = Ledger::new(OutcomeLimits::default(), false);
         let (c, now) = (ClientId(1), Instant::now());
-        ledger.admit(c, "ann", None, now);
+        ledger.admit(c, "ann", now);
         let Ok(Begin::Run(lease)) = ledger.begin(c, 1, now) else {
             panic!()
         };
@@ -508,7 +519,7 @@ mod tests {
             .ownership(Duration::from_secs(3600));
         let mut ledger = Ledger::new(limits, false);
         let (c, start) = (ClientId(1), Instant::now());
-        ledger.admit(c, "ann", None, start);
+        ledger.admit(c, "ann", start);
         run(&mut ledger, c, 1, &ok(1), start);
         assert!(ledger.outcome_bytes() > 0);
         let later = start + Duration::from_secs(5);
@@ -519,7 +530,7 @@ mod tests {
             Ok(Begin::Expired),
             "never run again"
         );
-        assert_eq!(ledger.admit(c, "mallory", None, later), Claim::Foreign);
+        assert_eq!(ledger.admit(c, "mallory", later), Claim::Foreign);
         ledger.sweep(later + Duration::from_secs(7200), true);
         assert_eq!(ledger.len(), 0, "forgotten after the ownership time");
     }
@@ -532,17 +543,14 @@ mod tests {
         let mut ledger = Ledger::new(limits, false);
         let now = Instant::now();
         let claims: Vec<Claim> = (0..6)
-            .map(|c| ledger.admit(ClientId(c), "mallory", None, now))
+            .map(|c| ledger.admit(ClientId(c), "mallory", now))
             .collect();
         assert_eq!(claims[..5], [Claim::Granted; 5]);
         assert_eq!(claims[5], Claim::Refused(ClientLimit::PerMinute(5)));
-        assert_eq!(
-            ledger.admit(ClientId(100), "ann", None, now),
-            Claim::Granted
-        );
+        assert_eq!(ledger.admit(ClientId(100), "ann", now), Claim::Granted);
         let later = now + Duration::from_secs(60);
         let claims: Vec<Claim> = (10..14)
-            .map(|c| ledger.admit(ClientId(c), "mallory", None, later))
+            .map(|c| ledger.admit(ClientId(c), "mallory", later))
             .collect();
         assert_eq!(claims[..3], [Claim::Granted; 3]);
         assert_eq!(claims[3], Claim::Refused(ClientLimit::PerUser(8)));
@@ -558,7 +566,7 @@ mod tests {
         let big = Outcome::Ok(vec![7; 900]);
         for client in 0..20 {
             let c = ClientId(client);
-            ledger.admit(c, "ann", None, now + Duration::from_millis(client));
+            ledger.admit(c, "ann", now + Duration::from_millis(client));
             for seq in 1..=5 {
                 run(
                     &mut ledger,

@@ -4,7 +4,10 @@
 use std::{
     collections::HashSet,
     path::Path,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -62,8 +65,11 @@ struct Inner {
     ledger: Mutex<Ledger>,
     pending: Mutex<Pending>,
     /// One flush at a time: a flush that returns has made durable everything finished before
-    /// it began, even what a concurrent flush took.
+    /// it began, even what a concurrent flush took. It holds when the file was last pruned.
     flushing: tokio::sync::Mutex<Instant>,
+    /// The last flush failed: nothing begins until one succeeds, so that outcomes waiting to
+    /// be written do not pile up while the file cannot take them.
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -112,6 +118,7 @@ impl SqliteOutcomes {
                 db: Arc::new(Mutex::new(db)),
                 pending: Mutex::default(),
                 flushing: tokio::sync::Mutex::new(Instant::now()),
+                failing: AtomicBool::new(false),
             }),
         })
     }
@@ -162,39 +169,42 @@ impl SqliteOutcomes {
         E: Serialize + From<RetryLater> + Send + 'static,
     {
         let id = ctx.request_id();
-        let reserved = self.ledger().is_running(id.client, id.seq);
-        let db = Arc::clone(&self.inner.db);
+        let this = self.clone();
         let max_bytes = self.inner.limits.bytes_per_client;
-        let done = blocking(
-            move || -> Result<(Result<T, E>, Option<Outcome>), rusqlite::Error> {
-                let mut db = lock(&db);
-                let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let result = {
-                    let mut savepoint = tx.savepoint()?;
-                    let result = work(&savepoint);
-                    if result.is_ok() {
-                        savepoint.commit()?;
-                    } else {
-                        savepoint.rollback()?;
-                    }
-                    result
-                };
-                let outcome = reserved.then(|| encode_result(result.as_ref()));
-                if let Some(outcome) = &outcome {
-                    write_outcome(&tx, id.client, id.seq, outcome, max_bytes)?;
-                }
-                tx.commit()?;
-                Ok((result, outcome))
-            },
-        )
-        .await;
-        match done {
-            Ok((result, outcome)) => {
-                if let Some(outcome) = outcome {
-                    self.ledger().committed(id.client, id.seq, outcome);
+        let done = blocking(move || -> rusqlite::Result<Result<T, E>> {
+            let mut db = lock(&this.inner.db);
+            // Under the file's lock: only the first transaction of a packet this process is
+            // running records its outcome.
+            let reserved = {
+                let ledger = this.ledger();
+                ledger.is_running(id.client, id.seq)
+                    && ledger.mark(id.client).is_some_and(|mark| id.seq > mark)
+            };
+            let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = {
+                let mut savepoint = tx.savepoint()?;
+                let result = work(&savepoint);
+                if result.is_ok() {
+                    savepoint.commit()?;
+                } else {
+                    savepoint.rollback()?;
                 }
                 result
+            };
+            let outcome = reserved.then(|| encode_result(result.as_ref()));
+            if let Some(outcome) = &outcome {
+                write_outcome(&tx, id.client, id.seq, outcome, max_bytes)?;
             }
+            tx.commit()?;
+            // Before the lock is released and before anything can cancel the handler.
+            if let Some(outcome) = outcome {
+                this.ledger().committed(id.client, id.seq, outcome);
+            }
+            Ok(result)
+        })
+        .await;
+        match done {
+            Ok(result) => result,
             Err(e) => Err(ctx
                 .retry_later(format!("the database could not commit: {e}"))
                 .into()),
@@ -257,36 +267,45 @@ impl SqliteOutcomes {
             let outcomes = std::mem::take(&mut pending.outcomes);
             let ids = std::mem::take(&mut pending.clients);
             drop(pending);
-            let mut ledger = self.ledger();
-            let clients: Vec<(ClientId, Saved)> = ids
+            let ledger = self.ledger();
+            let clients: Vec<(ClientId, Saved, u64)> = ids
                 .into_iter()
-                .filter_map(|id| Some((id, ledger.take_dirty(id)?)))
+                .filter_map(|id| {
+                    let (saved, version) = ledger.dirty(id)?;
+                    Some((id, saved, version))
+                })
                 .collect();
             (outcomes, clients)
         };
-        let prune = last_prune.elapsed() >= PRUNE_EVERY;
+        let since = *last_prune;
+        let prune = since.elapsed() >= PRUNE_EVERY;
         if outcomes.is_empty() && clients.is_empty() && !prune {
             return Ok(());
         }
         let this = self.clone();
         let limits = self.inner.limits.clone();
         let (written, outcomes, clients) = blocking(move || {
-            let written = write(&this, &limits, &outcomes, &clients, prune);
+            let written = write(&this, &limits, &outcomes, &clients, prune, since);
             (written, outcomes, clients)
         })
         .await;
         if let Err(e) = written {
             // Keep them for the next flush; the ledger keeps their clients in memory meanwhile.
+            self.inner.failing.store(true, Ordering::Release);
             let mut pending = self.pending();
             let later = std::mem::replace(&mut pending.outcomes, outcomes);
             pending.outcomes.extend(later);
-            let mut ledger = self.ledger();
-            for (client, _) in clients {
-                ledger.redirty(client);
-                pending.clients.insert(client);
-            }
+            pending
+                .clients
+                .extend(clients.into_iter().map(|(client, ..)| client));
             return Err(unavailable(e));
         }
+        self.inner.failing.store(false, Ordering::Release);
+        let mut ledger = self.ledger();
+        for (client, _, version) in clients {
+            ledger.written(client, version);
+        }
+        drop(ledger);
         if prune {
             *last_prune = Instant::now();
         }
@@ -299,8 +318,9 @@ fn write(
     store: &SqliteOutcomes,
     limits: &OutcomeLimits,
     outcomes: &[(ClientId, u64, Outcome)],
-    clients: &[(ClientId, Saved)],
+    clients: &[(ClientId, Saved, u64)],
     prune: bool,
+    since: Instant,
 ) -> rusqlite::Result<()> {
     let mut db = lock(&store.inner.db);
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -311,7 +331,7 @@ fn write(
              ON CONFLICT (client) DO UPDATE SET
                  mark = MAX(mark, excluded.mark), stalled = excluded.stalled, seen = excluded.seen",
         )?;
-        for (client, saved) in clients {
+        for (client, saved, _) in clients {
             upsert.execute(params![
                 sql(client.0),
                 &*saved.owner,
@@ -341,7 +361,8 @@ fn write(
         }
     }
     if prune {
-        let seen: Vec<ClientId> = store.ledger().clients_seen();
+        // Clients in use keep their rows, even those that only listen.
+        let seen: Vec<ClientId> = store.ledger().seen_since(since);
         let mut touch =
             tx.prepare_cached("UPDATE crudp_clients SET seen = ?2 WHERE client = ?1")?;
         for client in seen {
@@ -425,17 +446,23 @@ impl OutcomeStore for SqliteOutcomes {
                         |row| row.get(0),
                     )
                     .map_err(unavailable)?;
-                let claim = this.ledger().admit(client, &user, Some(owned as usize), now);
-                if claim == Claim::Granted {
-                    let inserted = db.execute(
-                        "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, 0, NULL, ?3)",
-                        params![sql(client.0), &user, unix_now()],
-                    );
-                    if let Err(e) = inserted {
-                        this.ledger().remove(client);
-                        return Err(unavailable(e));
-                    }
+                let owned = usize::try_from(owned).unwrap_or(usize::MAX);
+                if let Err(limit) = this.ledger().may_add(&user, owned, now) {
+                    return Ok(Claim::Refused(limit));
                 }
+                // Written before it is granted, and known to the ledger only once written.
+                db.execute(
+                    "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, 0, NULL, ?3)",
+                    params![sql(client.0), &user, unix_now()],
+                )
+                .map_err(unavailable)?;
+                let saved = Saved {
+                    owner: Arc::from(user.as_str()),
+                    mark: 0,
+                    stalled: None,
+                };
+                this.ledger().load(client, saved, now);
+                let claim = Claim::Granted;
                 Ok(claim)
             })
             .await
@@ -444,6 +471,10 @@ impl OutcomeStore for SqliteOutcomes {
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
         Box::pin(async move {
+            if self.inner.failing.load(Ordering::Acquire) {
+                // Outcomes wait to be written; let them be written before more run.
+                self.flush_now().await?;
+            }
             let now = Instant::now();
             let begin = match self.ledger().begin(client, seq, now) {
                 Err(StoreError::UnknownClient(_)) => None,

@@ -73,7 +73,18 @@ impl Crudp {
                 outcome,
             });
         }
-        self.flush().await;
+        if !self.flush().await {
+            // They ran, but until their outcomes are durable they are not answered: sent again,
+            // they get their kept outcomes, never run twice.
+            for result in &mut results {
+                if !matches!(result.outcome, Outcome::Unavailable { .. }) {
+                    result.outcome = Outcome::Unavailable {
+                        message: "the outcome store could not make this call's outcome durable yet"
+                            .into(),
+                    };
+                }
+            }
+        }
         Results { results }
     }
 
@@ -109,7 +120,11 @@ impl Crudp {
             Some(message) => Outcome::Unavailable { message },
             None => outcome,
         };
-        self.finish(client, packet.seq, lease, &outcome).await;
+        if !self.finish(client, packet.seq, lease, &outcome).await {
+            return Outcome::Unavailable {
+                message: "the outcome store could not record this call's outcome yet".into(),
+            };
+        }
         if let Outcome::Ok(value) = &outcome {
             for target in effects.broadcast {
                 let broadcast = Broadcast {
@@ -128,67 +143,70 @@ impl Crudp {
         outcome
     }
 
-    /// Records a packet's outcome. If the store fails, its reservation stays (so the packet
-    /// cannot run again: its re-sends are `Busy`) and the outcome is recorded again in the
-    /// background until the store takes it.
-    async fn finish(&self, client: ClientId, seq: u64, lease: Lease, outcome: &Outcome) {
-        let store = &self.shared.outcomes;
-        match store.finish(client, seq, lease, outcome).await {
-            Ok(()) => {}
+    /// Records a packet's outcome; `false` if the store could not. Its reservation then stays
+    /// (so the packet cannot run again: its re-sends are `Busy`) and the outcome is recorded
+    /// in the background, until the store takes it.
+    async fn finish(&self, client: ClientId, seq: u64, lease: Lease, outcome: &Outcome) -> bool {
+        match self
+            .shared
+            .outcomes
+            .finish(client, seq, lease, outcome)
+            .await
+        {
+            Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
                 tracing::error!(%client, seq, "outcome not recorded, retrying in the background: {e}");
                 let crudp = self.clone();
                 let outcome = outcome.clone();
-                self.retry_in_background(move || {
-                    let crudp = crudp.clone();
-                    let outcome = outcome.clone();
-                    async move {
-                        let store = &crudp.shared.outcomes;
-                        store.finish(client, seq, lease, &outcome).await?;
-                        store.flush().await
+                tokio::spawn(async move {
+                    let store = &crudp.shared.outcomes;
+                    let mut recorded = false;
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        tokio::time::sleep(delay).await;
+                        let attempt = if recorded {
+                            store.flush().await
+                        } else {
+                            store.finish(client, seq, lease, &outcome).await
+                        };
+                        match attempt {
+                            Ok(()) if recorded => return,
+                            Ok(()) => {
+                                recorded = true;
+                                delay = Duration::ZERO;
+                                continue;
+                            }
+                            Err(StoreError::Unavailable(e)) => {
+                                tracing::warn!(%client, seq, "the outcome store is still failing: {e}");
+                            }
+                            Err(e) => {
+                                tracing::error!(%client, seq, "the outcome store refused: {e}");
+                                return;
+                            }
+                        }
+                        delay =
+                            (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
                     }
                 });
+                false
             }
-            Err(e) => tracing::error!(%client, seq, "outcome not recorded: {e}"),
+            Err(e) => {
+                tracing::error!(%client, seq, "outcome not recorded: {e}");
+                false
+            }
         }
     }
 
-    /// Makes the batch's outcomes durable before they are answered; if the store fails, keeps
-    /// trying in the background (the store holds them meanwhile).
-    async fn flush(&self) {
-        if let Err(e) = self.shared.outcomes.flush().await {
-            tracing::error!("outcomes not made durable, retrying in the background: {e}");
-            let crudp = self.clone();
-            self.retry_in_background(move || {
-                let crudp = crudp.clone();
-                async move { crudp.shared.outcomes.flush().await }
-            });
-        }
-    }
-
-    /// Runs `attempt` until it succeeds or fails for good, backing off from 100 ms to 10 s.
-    fn retry_in_background<F, A>(&self, attempt: A)
-    where
-        A: Fn() -> F + Send + 'static,
-        F: Future<Output = Result<(), StoreError>> + Send,
-    {
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                tokio::time::sleep(delay).await;
-                match attempt().await {
-                    Ok(()) => return,
-                    Err(StoreError::Unavailable(e)) => {
-                        tracing::warn!("the outcome store is still failing: {e}");
-                    }
-                    Err(e) => {
-                        tracing::error!("the outcome store refused: {e}");
-                        return;
-                    }
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
+    /// Makes the batch's outcomes durable before they are answered; `false` if the store
+    /// could not (it keeps them and writes them at its next flush).
+    async fn flush(&self) -> bool {
+        match self.shared.outcomes.flush().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("outcomes not made durable yet: {e}");
+                false
             }
-        });
+        }
     }
 
     async fn execute_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {

@@ -5,6 +5,7 @@ mod execute;
 mod queue;
 mod router;
 
+pub use router::MAX_SEQ;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Serialize;

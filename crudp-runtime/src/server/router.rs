@@ -20,6 +20,10 @@ use crate::{
     protocol::{Batch, ClientId, TokenGrant, decode_batch, encode_results},
 };
 
+/// The largest sequence number: 2^63 - 1, so that every store can keep it as a signed
+/// 64-bit integer.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 impl Crudp {
     /// The axum router with the CRUDP endpoints; nest it under a prefix of your choice,
     /// e.g. `Router::new().nest("/crudp", api.router())`.
@@ -86,6 +90,15 @@ impl Crudp {
             client, packets, ..
         } = decode_batch(&body, self.shared.limits.max_packets)
             .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")))?;
+        if let Some(packet) = packets.iter().find(|p| p.seq > MAX_SEQ) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid batch: sequence number {} is above the largest, {MAX_SEQ}",
+                    packet.seq
+                ),
+            ));
+        }
         self.claim(client, &user).await?;
         // What the decoded batch holds: its packets and their argument buffers.
         let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
