@@ -134,11 +134,12 @@ async fn memory_levels_off_under_client_id_churn() {
     let seconds: u64 = std::env::var("CRUDP_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(180);
+    // The times are those of a server whose clients come and go every few seconds.
     let store = Arc::new(MemoryOutcomes::new(
         OutcomeLimits::default()
-            .idle(Duration::from_secs(1))
-            .ownership(Duration::from_secs(3))
+            .idle(Duration::from_secs(2))
+            .ownership(Duration::from_secs(6))
             .new_clients_per_minute(100_000),
     ));
     let server = Server::start_with(|b| b.outcome_store(Arc::clone(&store))).await;
@@ -193,7 +194,7 @@ async fn memory_levels_off_under_client_id_churn() {
         "memory keeps growing: {readings:?}"
     );
     assert!(
-        clients.iter().all(|c| *c <= 200),
+        clients.iter().all(|c| *c <= 300),
         "only recently seen clients are remembered: {clients:?}"
     );
 }

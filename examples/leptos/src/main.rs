@@ -25,6 +25,11 @@ fn main() {
 
 /// Adds or replaces a todo in a list kept in ID order.
 fn upsert(list: &mut Vec<Todo>, todo: Todo) {
+    SINCE_RELOAD.with_borrow_mut(|since| {
+        if let Some(since) = since {
+            since.push(todo.clone());
+        }
+    });
     match list.binary_search_by_key(&todo.id, |t| t.id) {
         Ok(i) => list[i] = todo,
         Err(i) => list.insert(i, todo),
@@ -124,12 +129,24 @@ fn row(todo: Todo) -> impl IntoView {
     }
 }
 
+thread_local! {
+    /// While a reload is under way, the todos that arrived meanwhile: the board read may
+    /// predate them, so they are applied again on top of it.
+    static SINCE_RELOAD: std::cell::RefCell<Option<Vec<Todo>>> = const { std::cell::RefCell::new(None) };
+}
+
 fn reload(list: RwSignal<Vec<Todo>>) {
     let board = API.with(|api| api.2.clone());
+    SINCE_RELOAD.with_borrow_mut(|since| {
+        since.get_or_insert_with(Vec::new);
+    });
     spawn_local(async move {
-        if let Ok(todos) = board.read().await {
+        let read = board.read().await;
+        let since = SINCE_RELOAD.take().unwrap_or_default();
+        if let Ok(todos) = read {
             list.set(todos);
         }
+        list.update(|l| since.into_iter().for_each(|todo| upsert(l, todo)));
     });
 }
 

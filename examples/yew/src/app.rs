@@ -41,9 +41,14 @@ struct Page {
     pending: Vec<(u64, String)>,
     status: Status,
     notice: String,
+    /// While a reload is under way, the todos that arrived meanwhile: the board read may
+    /// predate them, so they are applied again on top of it.
+    since_reload: Option<Vec<Todo>>,
 }
 
 enum Change {
+    Reloading,
+    ReloadFailed,
     Loaded(Vec<Todo>),
     Upsert(Todo),
     Pending(u64, String),
@@ -58,11 +63,22 @@ impl Reducible for Page {
     fn reduce(self: Rc<Self>, change: Change) -> Rc<Self> {
         let mut page = (*self).clone();
         match change {
-            Change::Loaded(list) => page.list = list,
-            Change::Upsert(todo) => match page.list.binary_search_by_key(&todo.id, |t| t.id) {
-                Ok(i) => page.list[i] = todo,
-                Err(i) => page.list.insert(i, todo),
-            },
+            Change::Reloading => {
+                page.since_reload.get_or_insert_with(Vec::new);
+            }
+            Change::ReloadFailed => page.since_reload = None,
+            Change::Loaded(list) => {
+                page.list = list;
+                for todo in page.since_reload.take().unwrap_or_default() {
+                    page.upsert(todo);
+                }
+            }
+            Change::Upsert(todo) => {
+                if let Some(since) = &mut page.since_reload {
+                    since.push(todo.clone());
+                }
+                page.upsert(todo);
+            }
             Change::Pending(key, title) => page.pending.push((key, title)),
             Change::Settled(key) => page.pending.retain(|(k, _)| *k != key),
             Change::Status(status) => page.status = status,
@@ -72,10 +88,21 @@ impl Reducible for Page {
     }
 }
 
+impl Page {
+    fn upsert(&mut self, todo: Todo) {
+        match self.list.binary_search_by_key(&todo.id, |t| t.id) {
+            Ok(i) => self.list[i] = todo,
+            Err(i) => self.list.insert(i, todo),
+        }
+    }
+}
+
 fn reload(page: UseReducerDispatcher<Page>) {
+    page.dispatch(Change::Reloading);
     spawn_local(async move {
-        if let Ok(list) = board().read().await {
-            page.dispatch(Change::Loaded(list));
+        match board().read().await {
+            Ok(list) => page.dispatch(Change::Loaded(list)),
+            Err(_) => page.dispatch(Change::ReloadFailed),
         }
     });
 }
@@ -87,6 +114,7 @@ fn app() -> Html {
         pending: Vec::new(),
         status: client().status(),
         notice: String::new(),
+        since_reload: None,
     });
     let input = use_node_ref();
 
