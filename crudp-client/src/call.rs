@@ -7,12 +7,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use crudp_runtime::{CallError, Outcome};
+use crudp_runtime::{CallError, Outcome, TransportError};
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 
 /// What the queue tells a waiting call: the server's outcome, or why there is none.
-pub(crate) type Reply = Result<Outcome, String>;
+pub(crate) type Reply = Result<Outcome, TransportError>;
 
 /// The result of a call, once the server has answered it.
 ///
@@ -45,10 +45,8 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future for CallFuture<T, E> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.reply).poll(cx).map(|reply| match reply {
             Ok(Ok(outcome)) => outcome.decode(),
-            Ok(Err(message)) => Err(CallError::Transport(message)),
-            Err(oneshot::Canceled) => Err(CallError::Transport(
-                "the call was dropped from the queue before it was answered".into(),
-            )),
+            Ok(Err(error)) => Err(CallError::Transport(error)),
+            Err(oneshot::Canceled) => Err(CallError::Transport(TransportError::Closed)),
         })
     }
 }

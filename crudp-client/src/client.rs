@@ -134,12 +134,12 @@ struct Watchers {
     resets: Vec<(u64, Arc<ResetFn>)>,
 }
 
-/// A registered listener; [`remove`](Listener::remove) unregisters it. Dropping it keeps the
-/// listener registered.
-#[must_use = "dropping the handle keeps the listener; call `remove` to unregister it"]
+/// A registered listener, unregistered when this handle is dropped (as a component that
+/// unmounts drops its state), or kept for the client's lifetime with [`keep`](Listener::keep).
+#[must_use = "dropping the handle unregisters the listener at once; bind it, or call `keep`"]
 pub struct Listener {
     client: Weak<Inner>,
-    kind: ListenerKind,
+    kind: Option<ListenerKind>,
 }
 
 enum ListenerKind {
@@ -157,12 +157,21 @@ enum ListenerKind {
 }
 
 impl Listener {
-    /// Unregisters the listener.
-    pub fn remove(self) {
-        let Some(inner) = self.client.upgrade() else {
+    /// Unregisters the listener now; the same as dropping the handle.
+    pub fn remove(self) {}
+
+    /// Keeps the listener registered for as long as the client lives.
+    pub fn keep(mut self) {
+        self.kind = None;
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let (Some(inner), Some(kind)) = (self.client.upgrade(), self.kind.take()) else {
             return;
         };
-        match self.kind {
+        match kind {
             ListenerKind::Action {
                 handler,
                 action,
@@ -355,7 +364,7 @@ impl Client {
         watchers.list.push((id, Arc::new(watcher)));
         Listener {
             client: Arc::downgrade(&self.inner),
-            kind: ListenerKind::Status { id },
+            kind: Some(ListenerKind::Status { id }),
         }
     }
 
@@ -369,7 +378,7 @@ impl Client {
         watchers.resets.push((id, Arc::new(resync)));
         Listener {
             client: Arc::downgrade(&self.inner),
-            kind: ListenerKind::Reset { id },
+            kind: Some(ListenerKind::Reset { id }),
         }
     }
 
@@ -435,11 +444,11 @@ impl Client {
         self.inner.start_background();
         Listener {
             client: Arc::downgrade(&self.inner),
-            kind: ListenerKind::Action {
+            kind: Some(ListenerKind::Action {
                 handler,
                 action,
                 id,
-            },
+            }),
         }
     }
 }
@@ -635,12 +644,9 @@ impl Inner {
                         .post(&self.url("call"), body)
                         .await
                         .and_then(|bytes| {
-                            decode_results(&bytes, usize::MAX).map(Some).map_err(|e| {
-                                TransportError::Status {
-                                    status: 200,
-                                    message: format!("undecodable results: {e}"),
-                                }
-                            })
+                            decode_results(&bytes, usize::MAX)
+                                .map(Some)
+                                .map_err(|e| TransportError::Malformed(e.to_string()))
                         })
                 }
             };
@@ -667,7 +673,7 @@ impl Inner {
                     self.notify_status();
                     self.schedule_save();
                     for call in refused {
-                        call.resolve(Err(e.to_string()));
+                        call.resolve(Err(e.clone()));
                     }
                 }
             }
@@ -770,6 +776,7 @@ impl Inner {
     }
 
     fn fail_all(&self, message: &str) {
+        let error = TransportError::Unreachable(message.to_owned());
         let calls: Vec<Call> = {
             let mut state = self.state();
             state.calls.requeue(None);
@@ -788,7 +795,7 @@ impl Inner {
         self.notify_status();
         self.save_now();
         for call in calls {
-            call.resolve(Err(message.to_owned()));
+            call.resolve(Err(error.clone()));
         }
     }
 }

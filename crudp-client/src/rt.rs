@@ -40,10 +40,20 @@ pub(crate) async fn yield_now() {
     sleep(Duration::ZERO).await;
 }
 
-/// 64 random bits, for client IDs and back-off jitter.
+/// 64 random bits, for client IDs and back-off jitter: from `crypto.getRandomValues` in the
+/// browser, the operating system's generator natively.
 pub(crate) fn random_u64() -> u64 {
     #[cfg(target_arch = "wasm32")]
     {
+        // Client IDs are the exactly-once key: from the platform's cryptographic generator.
+        let mut bytes = [0u8; 8];
+        let crypto = web_sys::window()
+            .and_then(|w| w.crypto().ok())
+            .map(|c| c.get_random_values_with_u8_array(&mut bytes));
+        if let Some(Ok(_)) = crypto {
+            return u64::from_le_bytes(bytes);
+        }
+        // No `window` (a worker): `Math.random` is the fallback, for jitter at worst.
         let high = (js_sys::Math::random() * 4_294_967_296.0) as u64;
         let low = (js_sys::Math::random() * 4_294_967_296.0) as u64;
         (high << 32) | low

@@ -29,11 +29,59 @@ pub enum CallError<E> {
     /// The call was executed earlier and its result is no longer kept.
     #[error("the call was executed earlier and its result is no longer kept")]
     Expired,
-    /// The call could not be delivered, or the server refused the whole request.
+    /// The call could not be delivered, or the server refused the whole request; the error
+    /// says with which status and whether trying again may help.
     #[error("the call could not be delivered: {0}")]
-    Transport(String),
+    Transport(TransportError),
     /// The server's answer does not decode as the method's result type: usually the client
     /// and the server were built from different versions of the API; the message says.
     #[error("the server's answer does not decode: {0}")]
     Decode(String),
+}
+
+/// Why a request did not get a usable `2xx` answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No answer: the network or the server is down.
+    #[error("the server could not be reached: {0}")]
+    Unreachable(String),
+    /// The event stream is down and the platform is reconnecting it by itself (the browser's
+    /// `EventSource`); the stream goes on.
+    #[error("the event stream is reconnecting")]
+    Reconnecting,
+    /// The server answered with an error status.
+    #[error("the server answered {status}: {message}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The answer's body, which says why.
+        message: String,
+    },
+    /// The server answered `2xx`, but its body does not decode: usually the client and the
+    /// server speak different versions of the protocol.
+    #[error("the server's answer does not decode: {0}")]
+    Malformed(String),
+    /// The client was dropped before the call was answered.
+    #[error("the client was dropped before the call was answered")]
+    Closed,
+}
+
+impl TransportError {
+    /// Whether sending the same request later may succeed: no answer, `408`, `429` or `5xx`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Unreachable(_) | TransportError::Reconnecting => true,
+            TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
+            TransportError::Malformed(_) | TransportError::Closed => false,
+        }
+    }
+
+    /// The HTTP status, if the server answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TransportError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }

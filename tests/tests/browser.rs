@@ -121,7 +121,9 @@ async fn a_broadcast_from_a_second_client_reaches_the_typed_listener() {
     reachable().await;
     let listener_client = client();
     let (seen, listener) = collect();
-    let _ = TodosClient::new(&listener_client).on_create(listener);
+    TodosClient::new(&listener_client)
+        .on_create(listener)
+        .keep();
     eventually("online", || {
         listener_client.status().connection == Connection::Online
     })
@@ -183,7 +185,7 @@ async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once(
     let second = Client::new(server());
     assert_eq!(second.id(), id);
     let (seen, listener) = collect();
-    let _ = TodosClient::new(&second).on_create(listener);
+    TodosClient::new(&second).on_create(listener).keep();
     eventually("the saved calls' results", || seen.borrow().len() == 2).await;
     let titles: Vec<_> = seen.borrow().iter().map(|t| t.title.clone()).collect();
     assert_eq!(titles, ["saved 0", "saved 1"]);
@@ -199,7 +201,9 @@ async fn the_stream_token_rotates_and_no_broadcast_is_missed() {
     reachable().await;
     let listener_client = client();
     let (seen, listener) = collect();
-    let _ = TodosClient::new(&listener_client).on_create(listener);
+    TodosClient::new(&listener_client)
+        .on_create(listener)
+        .keep();
     eventually("online", || {
         listener_client.status().connection == Connection::Online
     })

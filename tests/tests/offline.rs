@@ -33,7 +33,7 @@ async fn calls_made_while_the_server_is_down_are_delivered_when_it_is_back() {
     let client = client(&proxy, None);
     let todos = TodosClient::new(&client);
     let (seen, listener) = collect();
-    let _ = todos.on_create(listener);
+    todos.on_create(listener).keep();
 
     let calls: Vec<_> = (0..3)
         .map(|i| todos.create(format!("offline {i}")))
@@ -79,7 +79,7 @@ async fn a_new_client_over_the_same_storage_delivers_a_saved_queue() {
     let second = client(&proxy, Some(&storage));
     assert_eq!(second.id(), id, "the new client takes over the saved queue");
     let (seen, listener) = collect();
-    let _ = TodosClient::new(&second).on_create(listener);
+    TodosClient::new(&second).on_create(listener).keep();
     eventually("the saved calls' results", || {
         seen.lock().unwrap().len() == 2
     })
@@ -124,7 +124,7 @@ async fn a_queue_whose_results_were_lost_runs_exactly_once_after_the_takeover() 
     proxy.up().await;
     let second = client(&proxy, Some(&storage));
     let (seen, listener) = collect();
-    let _ = TodosClient::new(&second).on_create(listener);
+    TodosClient::new(&second).on_create(listener).keep();
     eventually("the results, answered again", || {
         seen.lock().unwrap().len() == 3
     })

@@ -260,3 +260,44 @@ fn ids_are_stable_hashes_of_the_trait_name() {
         &[crudp::Action::Create, crudp::Action::Delete]
     );
 }
+
+#[tokio::test]
+async fn a_dropped_listener_hears_nothing_and_a_kept_one_hears_everything() {
+    let server = Server::start().await;
+    let client = Client::new(server.url());
+    let todos = TodosClient::new(&client);
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (dropped, kept) = (heard.clone(), heard.clone());
+    drop(
+        todos
+            .on_create(move |t: Todo| dropped.lock().unwrap().push(format!("dropped {}", t.title))),
+    );
+    todos
+        .on_create(move |t: Todo| kept.lock().unwrap().push(format!("kept {}", t.title)))
+        .keep();
+    todos.create("milk".into()).await.unwrap();
+    assert_eq!(*heard.lock().unwrap(), ["kept milk"]);
+}
+
+#[tokio::test]
+async fn a_refused_request_says_its_status_and_that_sending_it_again_will_not_help() {
+    let server = Server::start().await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-user", "nobody".parse().unwrap());
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let client = Client::builder(server.url())
+        .mode(crudp::Mode::Call)
+        .transport(crudp::transport::ReqwestTransport::with_client(http))
+        .build();
+    match TodosClient::new(&client).create("milk".into()).await {
+        Err(CallError::Transport(error)) => {
+            assert_eq!(error.status(), Some(401), "{error}");
+            assert!(!error.is_retryable());
+            assert!(matches!(error, crudp::TransportError::Status { .. }));
+        }
+        other => panic!("expected a 401, got {other:?}"),
+    }
+}

@@ -50,7 +50,7 @@ async fn results_reach_only_their_tab_and_role_broadcasts_only_that_role() {
         let token = server.token(user, role, client.id()).await;
         spies.push(Spy::connect(format!("{}/events?token={token}", server.url()), None).await);
         let (seen, listener) = collect::<Todo>();
-        let _ = TodosClient::new(client).on_update(listener);
+        TodosClient::new(client).on_update(listener).keep();
         heard.push(seen);
     }
 
@@ -221,10 +221,12 @@ async fn an_overrun_connection_is_closed_and_recovers_by_replay() {
     let server = Server::start_with(|b| b.connection_buffer(2).replay_buffer(1000)).await;
     let client = server.client_as("ann", "admin");
     let (seen, listener) = collect::<u32>();
-    let _ = CatalogClient::new(&client).on_read(listener);
+    CatalogClient::new(&client).on_read(listener).keep();
     let statuses = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&statuses);
-    let _ = client.on_status(move |s| sink.lock().unwrap().push(s.connection));
+    client
+        .on_status(move |s| sink.lock().unwrap().push(s.connection))
+        .keep();
     eventually("online", || {
         client.status().connection == Connection::Online
     })
@@ -258,7 +260,9 @@ async fn after_a_reset_calls_are_sent_again_and_run_exactly_once() {
     let client = server.client_as("ann", "admin");
     let resets = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&resets);
-    let _ = client.on_reset(move || *counter.lock().unwrap() += 1);
+    client
+        .on_reset(move || *counter.lock().unwrap() += 1)
+        .keep();
     let todos = TodosClient::new(&client);
     let calls: Vec<_> = (0..5).map(|i| todos.create(format!("gated {i}"))).collect();
     eventually("the batch to start", || {
@@ -327,7 +331,7 @@ async fn a_token_that_expires_mid_stream_is_rotated_and_nothing_is_missed() {
     let server = Server::start_with(|b| b.token_ttl(Duration::from_secs(1))).await;
     let client = server.client_as("ann", "admin");
     let (seen, listener) = collect::<u32>();
-    let _ = CatalogClient::new(&client).on_read(listener);
+    CatalogClient::new(&client).on_read(listener).keep();
     eventually("online", || {
         client.status().connection == Connection::Online
     })
@@ -407,7 +411,7 @@ async fn a_connection_that_never_reads_does_not_hold_up_the_others() {
         .unwrap();
     let client = server.client_as("ann", "admin");
     let (seen, listener) = collect::<Todo>();
-    let _ = TodosClient::new(&client).on_read(listener);
+    TodosClient::new(&client).on_read(listener).keep();
     eventually("online", || {
         client.status().connection == Connection::Online
     })

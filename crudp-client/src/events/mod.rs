@@ -113,9 +113,8 @@ async fn connect(
         _ => {
             let body = postcard::to_stdvec(&inner.id).expect("a client ID always encodes");
             let answer = inner.transport.post(&inner.url("token"), body).await?;
-            postcard::from_bytes(&answer).map_err(|e| TransportError::Status {
-                status: 200,
-                message: format!("the token grant does not decode: {e}"),
+            postcard::from_bytes(&answer).map_err(|e| {
+                TransportError::Malformed(format!("the token grant does not decode: {e}"))
             })?
         }
     };

@@ -72,40 +72,4 @@ pub trait Transport: MaybeSendSync + 'static {
     ) -> TransportFuture<'_, Result<EventStream, TransportError>>;
 }
 
-/// Why a request did not get a `2xx` answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    /// No answer: the network or the server is down.
-    #[error("the server could not be reached: {0}")]
-    Unreachable(String),
-    /// The event stream is down and the platform is reconnecting it by itself (the browser's
-    /// `EventSource`); the stream goes on.
-    #[error("the event stream is reconnecting")]
-    Reconnecting,
-    /// The server answered with an error status.
-    #[error("the server answered {status}: {message}")]
-    Status {
-        /// The HTTP status code.
-        status: u16,
-        /// The answer's body, which says why.
-        message: String,
-    },
-}
-
-impl TransportError {
-    /// Whether sending the same request later may succeed: no answer, `408`, `429` or `5xx`.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            TransportError::Unreachable(_) | TransportError::Reconnecting => true,
-            TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
-        }
-    }
-
-    /// The HTTP status, if the server answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            TransportError::Unreachable(_) | TransportError::Reconnecting => None,
-            TransportError::Status { status, .. } => Some(*status),
-        }
-    }
-}
+pub use crudp_runtime::TransportError;

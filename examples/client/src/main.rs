@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p example-client -- [URL]` (default `http://127.0.0.1:3000/crudp`).
 
-use crudp::{CallError, Client, transport::ReqwestTransport};
+use crudp::{CallError, Client, TransportError, transport::ReqwestTransport};
 use example_api::{TodoError, TodosClient};
 
 #[tokio::main]
@@ -19,7 +19,7 @@ async fn main() -> Result<(), CallError<TodoError>> {
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .build()
-        .map_err(|e| CallError::Transport(e.to_string()))?;
+        .map_err(|e| CallError::Transport(TransportError::Unreachable(e.to_string())))?;
     let client = Client::builder(&url)
         .transport(ReqwestTransport::with_client(http))
         .build();

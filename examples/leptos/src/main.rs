@@ -47,14 +47,18 @@ fn App() -> impl IntoView {
 
     // ANCHOR: listeners
     // Everyone's new and changed todos, this page's own included.
-    let _ = todos().on_create(move |todo| list.update(|l| upsert(l, todo)));
-    let _ = todos().on_update(move |todo| list.update(|l| upsert(l, todo)));
+    todos()
+        .on_create(move |todo| list.update(|l| upsert(l, todo)))
+        .keep();
+    todos()
+        .on_update(move |todo| list.update(|l| upsert(l, todo)))
+        .keep();
     // Deletions are broadcast to admins only: reload the board when one arrives.
-    let _ = todos().on_delete(move |()| reload(list));
+    todos().on_delete(move |()| reload(list)).keep();
     // "Offline, 3 queued" for the status line.
-    let _ = client.on_status(move |s| status.set(s));
+    client.on_status(move |s| status.set(s)).keep();
     // Broadcasts may have been missed (the server restarted, say): reload the board.
-    let _ = client.on_reset(move || reload(list));
+    client.on_reset(move || reload(list)).keep();
     // ANCHOR_END: listeners
     spawn_local(async move {
         if let Ok(todos) = board.read().await {
