@@ -1,13 +1,12 @@
-//! What the client does with the browser: remember its ID across reloads (per tab, in
-//! `sessionStorage`), send at once when the network comes back (`online`), and save its queue
-//! and let its ID go when the page goes away (`pagehide`).
+//! What the client does with the browser's events: send at once when the network comes back
+//! (`online`), say so when it goes (`offline`), and let its ID go when the page goes away
+//! (`pagehide`).
 
 use std::sync::{Arc, Weak};
 
-use crudp_runtime::ClientId;
 use wasm_bindgen::{JsCast, closure::Closure};
 
-use crate::client::Inner;
+use crate::{core::Input, shared::Shared};
 
 /// The listeners on `window`; removed when the client is dropped.
 pub(crate) struct Hooks {
@@ -17,14 +16,15 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    pub(crate) fn install(inner: &Arc<Inner>) -> Option<Self> {
+    pub(crate) fn install(inner: &Arc<Shared>) -> Option<Self> {
         let window = web_sys::window()?;
-        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let weak: Weak<Shared> = Arc::downgrade(inner);
         let online = Closure::<dyn FnMut()>::new({
             let weak = weak.clone();
             move || {
                 if let Some(inner) = weak.upgrade() {
-                    inner.network_back();
+                    inner.kick_stream();
+                    inner.post(Input::Sync);
                 }
             }
         });
@@ -32,7 +32,7 @@ impl Hooks {
             let weak = weak.clone();
             move || {
                 if let Some(inner) = weak.upgrade() {
-                    inner.went_offline();
+                    inner.post(Input::Offline);
                 }
             }
         });
@@ -74,25 +74,5 @@ impl Drop for Hooks {
                 self.pagehide.as_ref().unchecked_ref(),
             );
         }
-    }
-}
-
-fn session() -> Option<web_sys::Storage> {
-    web_sys::window()?.session_storage().ok().flatten()
-}
-
-/// The client ID this tab used before a reload.
-pub(crate) fn previous_identity(url: &str) -> Option<ClientId> {
-    let value = session()?
-        .get_item(&format!("crudp:{url}:tab"))
-        .ok()
-        .flatten()?;
-    u64::from_str_radix(&value, 16).ok().map(ClientId)
-}
-
-/// Remembers this tab's client ID for its next load.
-pub(crate) fn remember_identity(url: &str, client: ClientId) {
-    if let Some(session) = session() {
-        let _ = session.set_item(&format!("crudp:{url}:tab"), &client.to_string());
     }
 }

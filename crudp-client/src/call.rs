@@ -4,34 +4,48 @@ use std::{
     future::Future,
     marker::PhantomData,
     pin::Pin,
+    sync::Weak,
     task::{Context, Poll},
 };
 
-use crudp_runtime::{CallError, Outcome, TransportError};
+use crudp_runtime::{CallError, TransportError};
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 
-/// What the queue tells a waiting call: the server's outcome, or why there is none.
-pub(crate) type Reply = Result<Outcome, TransportError>;
+use crate::{core::Input, queue::Reply, shared::Shared};
 
 /// The result of a call, once the server has answered it.
 ///
 /// The call is queued when the method is called, not when this future is first polled, and
-/// dropping the future does not cancel it: the call is still sent.
+/// dropping the future does not cancel it: the call is still sent, within the client's batch
+/// window. The first poll tells the client that the calling task is done making calls for
+/// now, so the calls it made leave together.
 #[must_use = "the call is sent either way; await the future to get its result"]
 pub struct CallFuture<T, E> {
     reply: oneshot::Receiver<Reply>,
+    /// Released on the first poll.
+    release: Option<Weak<Shared>>,
     _result: PhantomData<fn() -> Result<T, E>>,
 }
 
 impl<T, E> CallFuture<T, E> {
-    pub(crate) fn new(reply: oneshot::Receiver<Reply>) -> Self {
+    pub(crate) fn new(reply: oneshot::Receiver<Reply>, release: Option<Weak<Shared>>) -> Self {
         Self {
             reply,
+            release,
             _result: PhantomData,
         }
     }
+
+    fn release(&mut self) {
+        if let Some(shared) = self.release.take().and_then(|s| s.upgrade()) {
+            shared.post(Input::Release);
+        }
+    }
 }
+
+// Nothing in it is pinned.
+impl<T, E> Unpin for CallFuture<T, E> {}
 
 impl<T, E> std::fmt::Debug for CallFuture<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,6 +57,7 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future for CallFuture<T, E> {
     type Output = Result<T, CallError<E>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.release();
         Pin::new(&mut self.reply).poll(cx).map(|reply| match reply {
             Ok(Ok(outcome)) => outcome.decode(),
             Ok(Err(error)) => Err(CallError::Transport(error)),

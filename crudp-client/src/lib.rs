@@ -4,18 +4,25 @@
 //! Applications use it through the `crudp` crate: make one [`Client`] per server, then one
 //! generated `{Trait}Client` stub per module on top of it.
 
+mod backoff;
 #[cfg(target_arch = "wasm32")]
 mod browser;
 mod call;
 mod client;
+mod core;
+mod driver;
 mod events;
+mod listeners;
 mod queue;
 mod rt;
+mod shared;
 mod status;
 pub mod transport;
 
 pub use call::CallFuture;
-pub use client::{Client, ClientBuilder, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode,
+};
 #[cfg(target_arch = "wasm32")]
 pub use queue::storage::LocalStorage;
 pub use queue::storage::{MemoryStorage, Storage};

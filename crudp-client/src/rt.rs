@@ -32,14 +32,6 @@ pub(crate) async fn sleep(duration: Duration) {
     let _ = duration;
 }
 
-/// Lets every other ready task run once, so calls made in the same tick join one batch.
-pub(crate) async fn yield_now() {
-    #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-    tokio::task::yield_now().await;
-    #[cfg(target_arch = "wasm32")]
-    sleep(Duration::ZERO).await;
-}
-
 /// 64 random bits, for client IDs and back-off jitter: from `crypto.getRandomValues` in the
 /// browser, the operating system's generator natively.
 pub(crate) fn random_u64() -> u64 {
@@ -117,7 +109,7 @@ pub(crate) fn can_spawn() -> bool {
 pub(crate) fn previous_identity(url: &str) -> Option<crudp_runtime::ClientId> {
     #[cfg(target_arch = "wasm32")]
     {
-        crate::browser::previous_identity(url)
+        browser::previous_identity(url)
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -129,7 +121,33 @@ pub(crate) fn previous_identity(url: &str) -> Option<crudp_runtime::ClientId> {
 /// Remembers this tab's client ID for its next load.
 pub(crate) fn remember_identity(url: &str, client: crudp_runtime::ClientId) {
     #[cfg(target_arch = "wasm32")]
-    crate::browser::remember_identity(url, client);
+    browser::remember_identity(url, client);
     #[cfg(not(target_arch = "wasm32"))]
     let _ = (url, client);
+}
+
+/// The tab's identity across reloads, in `sessionStorage`.
+#[cfg(target_arch = "wasm32")]
+mod browser {
+    use crudp_runtime::ClientId;
+
+    fn session() -> Option<web_sys::Storage> {
+        web_sys::window()?.session_storage().ok().flatten()
+    }
+
+    /// The client ID this tab used before a reload.
+    pub(super) fn previous_identity(url: &str) -> Option<ClientId> {
+        let value = session()?
+            .get_item(&format!("crudp:{url}:tab"))
+            .ok()
+            .flatten()?;
+        u64::from_str_radix(&value, 16).ok().map(ClientId)
+    }
+
+    /// Remembers this tab's client ID for its next load.
+    pub(super) fn remember_identity(url: &str, client: ClientId) {
+        if let Some(session) = session() {
+            let _ = session.set_item(&format!("crudp:{url}:tab"), &client.to_string());
+        }
+    }
 }

@@ -1,9 +1,7 @@
 //! The event stream: results of this client's batches, broadcasts for its listeners, and the
 //! reconnection that keeps it open.
 
-mod listeners;
-
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp_runtime::{
@@ -16,11 +14,11 @@ use futures_util::{
     future::{Either, select},
 };
 
-pub(crate) use listeners::{ListenerFn, Listeners};
-
 use crate::{
-    client::{Backoff, Inner},
+    backoff::Backoff,
+    core::Input,
     rt,
+    shared::Shared,
     transport::{EventStream, SseEvent, TransportError},
 };
 
@@ -29,13 +27,15 @@ const TOKEN_MARGIN: u64 = 5;
 
 /// Keeps the event stream open until the client is dropped (`shutdown` resolves).
 pub(crate) async fn run(
-    client: Weak<Inner>,
+    client: Weak<Shared>,
     mut shutdown: oneshot::Receiver<()>,
     mut kicks: mpsc::UnboundedReceiver<()>,
-    seed: u64,
 ) {
     let mut token: Option<TokenGrant> = None;
     let mut last_event_id: Option<u64> = None;
+    let Some(seed) = client.upgrade().map(|c| c.id.0) else {
+        return;
+    };
     let mut backoff = Backoff::new(seed);
     loop {
         let Some(inner) = client.upgrade() else {
@@ -72,7 +72,7 @@ pub(crate) async fn run(
                                 backoff.reset();
                             }
                         }
-                        Some(Err(TransportError::Reconnecting)) => inner.connection_failed(),
+                        Some(Err(TransportError::Reconnecting)) => inner.post(Input::StreamFailed),
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "event stream broke");
                             break;
@@ -87,13 +87,13 @@ pub(crate) async fn run(
         };
         if ready {
             // It was open: reconnect at once.
-            inner.connection_lost();
+            inner.post(Input::StreamLost);
             continue;
         }
         // It never opened (the browser's `EventSource` reports a refused token this way too):
         // try a new token, after a pause.
         token = None;
-        inner.connection_failed();
+        inner.post(Input::StreamFailed);
         drop(inner);
         let delay = rt::sleep(backoff.next());
         if let Either::Right(_) = select(select(Box::pin(delay), kicks.next()), &mut shutdown).await
@@ -104,7 +104,7 @@ pub(crate) async fn run(
 }
 
 async fn connect(
-    inner: &Inner,
+    inner: &Shared,
     token: &mut Option<TokenGrant>,
     last_event_id: Option<u64>,
 ) -> Result<EventStream, TransportError> {
@@ -118,12 +118,9 @@ async fn connect(
             })?
         }
     };
-    inner.server_max_packets.store(
-        usize::try_from(current.max_packets)
-            .unwrap_or(usize::MAX)
-            .max(1),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    inner.post(Input::ServerLimit(
+        usize::try_from(current.max_packets).unwrap_or(usize::MAX),
+    ));
     let stream = inner
         .transport
         .events(&inner.url("events"), &current.token, last_event_id)
@@ -133,7 +130,7 @@ async fn connect(
 }
 
 /// Acts on one event; returns its kind.
-fn handle(inner: &Arc<Inner>, event: SseEvent) -> Option<EventKind> {
+fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
     let kind = EventKind::from_name(event.event.as_deref()?)?;
     let data = match URL_SAFE_NO_PAD.decode(event.data.trim()) {
         Ok(data) => data,
@@ -144,7 +141,7 @@ fn handle(inner: &Arc<Inner>, event: SseEvent) -> Option<EventKind> {
     };
     match kind {
         EventKind::Results => match decode_results(&data, usize::MAX) {
-            Ok(results) => inner.deliver(results),
+            Ok(results) => inner.post(Input::Results(results)),
             Err(e) => tracing::warn!("undecodable results event: {e}"),
         },
         EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
@@ -158,9 +155,9 @@ fn handle(inner: &Arc<Inner>, event: SseEvent) -> Option<EventKind> {
         // Results missed before a reset are asked for again when the stream is ready.
         EventKind::Reset => {
             tracing::debug!("event stream reset: events may have been missed");
-            inner.reset();
+            inner.watchers.reset();
         }
-        EventKind::Ready => inner.connection_ready(),
+        EventKind::Ready => inner.post(Input::StreamReady),
     }
     Some(kind)
 }

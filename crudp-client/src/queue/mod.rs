@@ -6,13 +6,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crudp_runtime::{ClientId, Outcome, Packet, protocol::encode_packets};
+use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets};
 use futures_channel::oneshot;
 
 pub(crate) mod storage;
 
-use crate::call::Reply;
 use storage::Saved;
+
+/// What a waiting call is told: the server's outcome, or why there is none.
+pub(crate) type Reply = Result<Outcome, TransportError>;
 
 pub(crate) struct Call {
     pub(crate) packet: Packet,
@@ -82,6 +84,16 @@ impl Calls {
         self.queued.len()
     }
 
+    /// The sequence number of the latest call made.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// How many queued calls have a sequence number up to `seq` (they lead the queue).
+    pub(crate) fn queued_up_to(&self, seq: u64) -> usize {
+        self.queued.partition_point(|c| c.packet.seq <= seq)
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -96,17 +108,6 @@ impl Calls {
             self.in_flight.insert(call.packet.seq, call);
         }
         (seqs, body)
-    }
-
-    /// Moves up to `max` queued calls in flight and returns their packets.
-    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<Packet> {
-        let n = self.queued.len().min(max);
-        let mut packets = Vec::with_capacity(n);
-        for call in self.queued.drain(..n) {
-            packets.push(call.packet.clone());
-            self.in_flight.insert(call.packet.seq, call);
-        }
-        packets
     }
 
     /// Puts the in-flight calls among `seqs` (all of them if `None`) back in the queue, in
@@ -173,15 +174,15 @@ mod tests {
     fn requeued_calls_go_back_in_order_before_newer_ones() {
         let mut calls = Calls::new();
         let seqs: Vec<_> = (0..5).map(|_| call(&mut calls)).collect();
-        let first = calls.take_batch(2);
-        let second = calls.take_batch(2);
+        let (first, _) = calls.take_encoded(2, ClientId(1));
+        let (second, _) = calls.take_encoded(2, ClientId(1));
         assert_eq!(
             (first.len(), second.len(), calls.queued(), calls.in_flight()),
             (2, 2, 1, 4)
         );
         assert!(calls.answer(seqs[1]).is_some());
         calls.requeue(None);
-        let again: Vec<_> = calls.take_batch(10).iter().map(|p| p.seq).collect();
+        let (again, _) = calls.take_encoded(10, ClientId(1));
         assert_eq!(again, vec![seqs[0], seqs[2], seqs[3], seqs[4]]);
         assert!(
             calls.answer(seqs[1]).is_none(),

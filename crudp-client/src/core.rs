@@ -1,0 +1,639 @@
+//! The client's state, with no I/O, no locks and no spawning: the calls from the moment they
+//! are made until their outcome is known, the link to the server, and when the next batch may
+//! leave. The driver feeds it [`Input`]s and carries out the [`Effect`]s it returns; time comes
+//! in as milliseconds, so that tests can drive it through any sequence.
+
+use crudp_runtime::{Action, ClientId, Results, TransportError};
+use futures_channel::oneshot;
+
+use crate::{
+    backoff::Backoff,
+    queue::{Call, Calls, Reply, storage::Saved},
+    status::{Connection, Status},
+};
+
+/// Consecutive failures after which the client reports [`Connection::Offline`].
+pub(crate) const OFFLINE_AFTER: u32 = 3;
+
+/// How results come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Batches go to `POST /sync` (answered `202` at once) and results come over the event
+    /// stream, together with broadcasts. The default.
+    #[default]
+    Sync,
+    /// Batches go to `POST /call` and results come in its answer; no event stream, so no
+    /// broadcasts. For environments without SSE.
+    Call,
+}
+
+/// What happened, for the core to act on.
+pub(crate) enum Input {
+    /// A call was made.
+    Call {
+        handler: u32,
+        action: Action,
+        args: Vec<u8>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A task awaits one of its calls: the calls made so far may leave.
+    Release,
+    /// Send now, skipping any pause: `client.sync()`, or the network is back.
+    Sync,
+    /// The batch on its way got an answer (in `Call` mode, with the results) or failed.
+    Sent(Result<Option<Results>, TransportError>),
+    /// Results from the event stream.
+    Results(Results),
+    /// The event stream is open and caught up.
+    StreamReady,
+    /// The event stream was open and broke; it is reconnecting.
+    StreamLost,
+    /// The event stream could not open.
+    StreamFailed,
+    /// The platform says the network is gone (the browser's `offline` event).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Offline,
+    /// The most packets the server takes in a batch, learnt with a stream token.
+    ServerLimit(usize),
+}
+
+/// What the driver must do.
+pub(crate) enum Effect {
+    /// POST this encoded batch (to `/sync` or `/call`, by mode); its answer comes back as
+    /// [`Input::Sent`].
+    Send(Vec<u8>),
+    /// Hand this reply to the call's future and, for an `Ok` outcome, to the listeners.
+    Resolve(Call, Reply),
+    /// The calls without an outcome changed: save [`Core::snapshot`].
+    Save,
+    /// The status changed.
+    Status(Status),
+}
+
+/// The client's state; see the module documentation.
+pub(crate) struct Core {
+    client: ClientId,
+    mode: Mode,
+    calls: Calls,
+    connection: Connection,
+    failures: u32,
+    /// The sequence numbers of the batch on its way, if one is.
+    sending: Option<Vec<u64>>,
+    /// Calls up to this sequence number may leave.
+    released: u64,
+    /// When the calls made so far leave even if their task has not yielded, in ms.
+    window_ends: Option<u64>,
+    /// No batch leaves before then (a back-off, or the hold after calls the server could not
+    /// run yet), in ms.
+    paused_until: Option<u64>,
+    send_backoff: Backoff,
+    hold: Backoff,
+    max_batch: usize,
+    server_max: usize,
+    batch_window: u64,
+    reported: Option<Status>,
+    unsaved: bool,
+}
+
+impl Core {
+    /// A client's core, with the calls `saved` restored from storage (they may leave at once).
+    pub(crate) fn new(
+        client: ClientId,
+        mode: Mode,
+        saved: Saved,
+        max_batch: usize,
+        batch_window_ms: u64,
+    ) -> Self {
+        let calls = Calls::restore(saved);
+        Self {
+            client,
+            mode,
+            released: calls.last_seq(),
+            calls,
+            connection: Connection::Reconnecting,
+            failures: 0,
+            sending: None,
+            window_ends: None,
+            paused_until: None,
+            send_backoff: Backoff::new(client.0 ^ 0x5eed),
+            hold: Backoff::new(client.0 ^ 0xba11),
+            max_batch: max_batch.max(1),
+            server_max: usize::MAX,
+            batch_window: batch_window_ms,
+            reported: None,
+            unsaved: false,
+        }
+    }
+
+    /// The link to the server and the calls waiting for it.
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            connection: self.connection,
+            queued: self.calls.queued(),
+            in_flight: self.calls.in_flight(),
+        }
+    }
+
+    /// Every call without an outcome, to save.
+    pub(crate) fn snapshot(&self) -> Saved {
+        self.calls.snapshot()
+    }
+
+    /// When the driver should [`poll`](Self::poll) again though nothing happened, in ms.
+    pub(crate) fn deadline(&self) -> Option<u64> {
+        if self.sending.is_some() || self.calls.queued() == 0 {
+            return None;
+        }
+        match (self.window_ends, self.paused_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes one input in; the effects come from [`poll`](Self::poll), so that a burst of
+    /// inputs leads to one batch.
+    pub(crate) fn handle(&mut self, input: Input, now: u64, effects: &mut Vec<Effect>) {
+        match input {
+            Input::Call {
+                handler,
+                action,
+                args,
+                reply,
+            } => {
+                let seq = self.calls.next_seq();
+                self.calls.push(Call {
+                    packet: crudp_runtime::Packet {
+                        seq,
+                        handler,
+                        action,
+                        args,
+                    },
+                    reply: Some(reply),
+                });
+                self.window_ends.get_or_insert(now + self.batch_window);
+                self.unsaved = true;
+            }
+            Input::Release => self.release_all(),
+            Input::Sync => {
+                self.release_all();
+                self.paused_until = None;
+            }
+            Input::Sent(answer) => self.sent(answer, now, effects),
+            Input::Results(results) => self.deliver(results, now, effects),
+            Input::StreamReady => {
+                // Calls in flight lost their results: send them again; the server answers
+                // them without running them twice.
+                self.calls.requeue(None);
+                self.connection = Connection::Online;
+                self.failures = 0;
+            }
+            Input::StreamLost => self.connection = Connection::Reconnecting,
+            Input::StreamFailed => self.failed(),
+            Input::Offline => {
+                self.failures = self.failures.max(OFFLINE_AFTER);
+                self.connection = Connection::Offline;
+            }
+            Input::ServerLimit(max) => self.server_max = max.max(1),
+        }
+    }
+
+    /// What to do now: send the next batch if one may leave, report the status if it changed,
+    /// save if the calls changed.
+    pub(crate) fn poll(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        if self.window_ends.is_some_and(|end| end <= now) {
+            self.release_all();
+        }
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+        let may_send = self.mode == Mode::Call || self.connection == Connection::Online;
+        if may_send && self.sending.is_none() && self.paused_until.is_none() {
+            let released = self.calls.queued_up_to(self.released);
+            if released > 0 {
+                let max = released.min(self.max_batch).min(self.server_max);
+                let (seqs, body) = self.calls.take_encoded(max, self.client);
+                self.sending = Some(seqs);
+                effects.push(Effect::Send(body));
+            }
+        }
+        if self.calls.queued_up_to(self.released) == self.calls.queued() {
+            self.window_ends = None;
+        }
+        let status = self.status();
+        if self.reported != Some(status) {
+            self.reported = Some(status);
+            effects.push(Effect::Status(status));
+        }
+        if std::mem::take(&mut self.unsaved) {
+            effects.push(Effect::Save);
+        }
+    }
+
+    fn release_all(&mut self) {
+        self.released = self.calls.last_seq();
+        self.window_ends = None;
+    }
+
+    fn failed(&mut self) {
+        self.failures += 1;
+        self.connection = if self.failures >= OFFLINE_AFTER {
+            Connection::Offline
+        } else {
+            Connection::Reconnecting
+        };
+    }
+
+    fn sent(
+        &mut self,
+        answer: Result<Option<Results>, TransportError>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(seqs) = self.sending.take() else {
+            return;
+        };
+        match answer {
+            Ok(results) => {
+                self.send_backoff.reset();
+                if self.mode == Mode::Call {
+                    self.connection = Connection::Online;
+                    self.failures = 0;
+                }
+                if let Some(results) = results {
+                    self.deliver(results, now, effects);
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "batch not delivered; it will be sent again");
+                self.calls.requeue(Some(&seqs));
+                // In `Sync` mode the next batch also waits for the event stream to be ready.
+                self.failed();
+                self.paused_until = Some(now + millis(self.send_backoff.next()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "batch refused");
+                for call in self.calls.remove_in_flight(&seqs) {
+                    effects.push(Effect::Resolve(call, Err(e.clone())));
+                }
+                self.unsaved = true;
+            }
+        }
+    }
+
+    /// Hands results to their calls; `Unavailable` ones are sent again after a hold.
+    fn deliver(&mut self, results: Results, now: u64, effects: &mut Vec<Effect>) {
+        let mut retry = Vec::new();
+        for result in results.results {
+            if Calls::is_final(&result.outcome) {
+                if let Some(call) = self.calls.answer(result.seq) {
+                    effects.push(Effect::Resolve(call, Ok(result.outcome)));
+                    self.unsaved = true;
+                }
+            } else {
+                retry.push(result.seq);
+            }
+        }
+        self.calls.requeue(Some(&retry));
+        if retry.is_empty() {
+            self.hold.reset();
+        } else {
+            self.paused_until = Some(now + millis(self.hold.next()));
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use crudp_runtime::{Outcome, PacketResult, protocol::decode_batch};
+
+    use super::*;
+
+    const WINDOW: u64 = 5;
+
+    fn core(mode: Mode) -> Core {
+        Core::new(ClientId(9), mode, Saved::default(), 1000, WINDOW)
+    }
+
+    fn call(core: &mut Core, now: u64) {
+        let (reply, _) = oneshot::channel();
+        let input = Input::Call {
+            handler: 1,
+            action: Action::Create,
+            args: vec![7],
+            reply,
+        };
+        core.handle(input, now, &mut Vec::new());
+    }
+
+    /// Polls and returns the sequence numbers of the batch sent, if any, and what resolved.
+    fn poll(core: &mut Core, now: u64) -> (Option<Vec<u64>>, Vec<u64>) {
+        let mut effects = Vec::new();
+        core.poll(now, &mut effects);
+        split(effects)
+    }
+
+    fn handle(core: &mut Core, input: Input, now: u64) -> Vec<u64> {
+        let mut effects = Vec::new();
+        core.handle(input, now, &mut effects);
+        split(effects).1
+    }
+
+    fn split(effects: Vec<Effect>) -> (Option<Vec<u64>>, Vec<u64>) {
+        let mut sent = None;
+        let mut resolved = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Send(body) => {
+                    let batch = decode_batch(&body, usize::MAX).unwrap();
+                    assert!(sent.is_none(), "one batch at a time");
+                    sent = Some(batch.packets.iter().map(|p| p.seq).collect());
+                }
+                Effect::Resolve(call, _) => resolved.push(call.packet.seq),
+                Effect::Save | Effect::Status(_) => {}
+            }
+        }
+        (sent, resolved)
+    }
+
+    fn ok(seqs: &[u64]) -> Results {
+        Results {
+            results: seqs
+                .iter()
+                .map(|&seq| PacketResult {
+                    seq,
+                    outcome: Outcome::Ok(vec![]),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn calls_made_before_their_task_yields_leave_in_one_batch() {
+        let mut core = core(Mode::Call);
+        for _ in 0..3 {
+            call(&mut core, 0);
+        }
+        assert_eq!(poll(&mut core, 1).0, None, "the task has not yielded yet");
+        core.handle(Input::Release, 1, &mut Vec::new());
+        assert_eq!(poll(&mut core, 1).0, Some(vec![1, 2, 3]));
+        call(&mut core, 2);
+        assert_eq!(poll(&mut core, 2).0, None, "one batch at a time");
+        handle(&mut core, Input::Sent(Ok(Some(ok(&[1, 2, 3])))), 3);
+        assert_eq!(
+            poll(&mut core, 3).0,
+            None,
+            "not released, within the window"
+        );
+        assert_eq!(core.deadline(), Some(2 + WINDOW));
+        assert_eq!(
+            poll(&mut core, 2 + WINDOW).0,
+            Some(vec![4]),
+            "the window passed"
+        );
+    }
+
+    #[test]
+    fn sync_mode_sends_only_once_the_stream_is_ready() {
+        let mut core = core(Mode::Sync);
+        call(&mut core, 0);
+        core.handle(Input::Release, 0, &mut Vec::new());
+        assert_eq!(poll(&mut core, 0).0, None);
+        core.handle(Input::StreamReady, 1, &mut Vec::new());
+        assert_eq!(poll(&mut core, 1).0, Some(vec![1]));
+        assert_eq!(core.status().in_flight, 1);
+        assert_eq!(
+            handle(&mut core, Input::Sent(Ok(None)), 2),
+            Vec::<u64>::new()
+        );
+        assert_eq!(handle(&mut core, Input::Results(ok(&[1])), 3), vec![1]);
+        assert_eq!(core.status().pending(), 0);
+    }
+
+    #[test]
+    fn an_unreachable_server_means_back_off_then_offline_and_sync_skips_the_wait() {
+        let mut core = core(Mode::Call);
+        call(&mut core, 0);
+        core.handle(Input::Release, 0, &mut Vec::new());
+        let mut now = 0;
+        for attempt in 1..=3 {
+            assert_eq!(poll(&mut core, now).0, Some(vec![1]), "attempt {attempt}");
+            let unreachable = TransportError::Unreachable("down".into());
+            handle(&mut core, Input::Sent(Err(unreachable)), now);
+            assert_eq!(poll(&mut core, now).0, None, "backing off");
+            now = core.deadline().unwrap();
+        }
+        assert_eq!(core.status().connection, Connection::Offline);
+        core.handle(Input::Sync, now - 1, &mut Vec::new());
+        assert_eq!(
+            poll(&mut core, now - 1).0,
+            Some(vec![1]),
+            "sync skips the back-off"
+        );
+    }
+
+    #[test]
+    fn a_refused_batch_fails_its_calls_once() {
+        let mut core = core(Mode::Call);
+        call(&mut core, 0);
+        call(&mut core, 0);
+        core.handle(Input::Release, 0, &mut Vec::new());
+        poll(&mut core, 0);
+        let refused = TransportError::Status {
+            status: 403,
+            message: "not yours".into(),
+        };
+        assert_eq!(handle(&mut core, Input::Sent(Err(refused)), 1), vec![1, 2]);
+        assert_eq!(core.status().pending(), 0);
+    }
+
+    #[test]
+    fn lost_results_are_asked_for_again_and_answered_once() {
+        let mut core = core(Mode::Sync);
+        core.handle(Input::StreamReady, 0, &mut Vec::new());
+        for _ in 0..3 {
+            call(&mut core, 0);
+        }
+        core.handle(Input::Release, 0, &mut Vec::new());
+        assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2, 3]));
+        handle(&mut core, Input::Sent(Ok(None)), 0);
+        assert_eq!(handle(&mut core, Input::Results(ok(&[2])), 1), vec![2]);
+        // The stream broke and came back: 1 and 3 lost their results.
+        core.handle(Input::StreamLost, 2, &mut Vec::new());
+        core.handle(Input::StreamReady, 3, &mut Vec::new());
+        assert_eq!(poll(&mut core, 3).0, Some(vec![1, 3]));
+        handle(&mut core, Input::Sent(Ok(None)), 3);
+        assert_eq!(
+            handle(&mut core, Input::Results(ok(&[1, 2, 3])), 4),
+            vec![1, 3]
+        );
+        assert_eq!(
+            handle(&mut core, Input::Results(ok(&[1, 3])), 5),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn unavailable_calls_wait_then_go_again_in_order() {
+        let mut core = core(Mode::Call);
+        for _ in 0..2 {
+            call(&mut core, 0);
+        }
+        core.handle(Input::Release, 0, &mut Vec::new());
+        poll(&mut core, 0);
+        let results = Results {
+            results: vec![
+                PacketResult {
+                    seq: 1,
+                    outcome: Outcome::Unavailable {
+                        message: "busy".into(),
+                    },
+                },
+                PacketResult {
+                    seq: 2,
+                    outcome: Outcome::Unavailable {
+                        message: "busy".into(),
+                    },
+                },
+            ],
+        };
+        assert_eq!(
+            handle(&mut core, Input::Sent(Ok(Some(results))), 1),
+            Vec::<u64>::new()
+        );
+        assert_eq!(poll(&mut core, 1).0, None, "held");
+        let after = core.deadline().unwrap();
+        assert_eq!(poll(&mut core, after).0, Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn batches_keep_to_the_servers_limit() {
+        let mut core = core(Mode::Call);
+        core.handle(Input::ServerLimit(2), 0, &mut Vec::new());
+        for _ in 0..5 {
+            call(&mut core, 0);
+        }
+        core.handle(Input::Release, 0, &mut Vec::new());
+        let mut batches = Vec::new();
+        while let (Some(seqs), _) = poll(&mut core, 0) {
+            handle(&mut core, Input::Sent(Ok(Some(ok(&seqs)))), 0);
+            batches.push(seqs);
+        }
+        assert_eq!(batches, [vec![1, 2], vec![3, 4], vec![5]]);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod interleavings {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Call,
+            Release,
+            /// The batch in flight is answered `202`, fails (retryable), or is refused.
+            Answer(u8),
+            /// Results for the in-flight and queued calls picked by the mask, `Unavailable`
+            /// for some.
+            Results(u16, bool),
+            StreamLost,
+            StreamReady,
+            Sync,
+            Later(u8),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => Just(Step::Call),
+                2 => Just(Step::Release),
+                3 => any::<u8>().prop_map(Step::Answer),
+                3 => (any::<u16>(), any::<bool>()).prop_map(|(m, u)| Step::Results(m, u)),
+                1 => Just(Step::StreamLost),
+                2 => Just(Step::StreamReady),
+                1 => Just(Step::Sync),
+                2 => any::<u8>().prop_map(Step::Later),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn no_call_is_resolved_twice_or_lost(steps in proptest::collection::vec(step(), 1..120)) {
+                let mut core = core(Mode::Sync);
+                let mut now = 0;
+                let mut made = 0u64;
+                let mut resolved = BTreeSet::new();
+                let mut sent: Option<Vec<u64>> = None;
+                let mut seen: BTreeSet<u64> = BTreeSet::new();
+                let resolve = |seqs: Vec<u64>, resolved: &mut BTreeSet<u64>| {
+                    for seq in seqs {
+                        prop_assert!(resolved.insert(seq), "call {} resolved twice", seq);
+                    }
+                    Ok(())
+                };
+                for step in steps {
+                    let mut effects = Vec::new();
+                    match step {
+                        Step::Call => { call(&mut core, now); made += 1; }
+                        Step::Release => core.handle(Input::Release, now, &mut effects),
+                        Step::Answer(kind) => if sent.take().is_some() {
+                            let answer = match kind % 3 {
+                                0 | 1 => Ok(None),
+                                _ => Err(TransportError::Unreachable("cut".into())),
+                            };
+                            core.handle(Input::Sent(answer), now, &mut effects);
+                        },
+                        Step::Results(mask, unavailable) => {
+                            let picked: Vec<u64> = seen.iter().copied()
+                                .filter(|seq| mask & (1 << (seq % 16)) != 0).collect();
+                            let outcome = if unavailable {
+                                Outcome::Unavailable { message: "later".into() }
+                            } else {
+                                Outcome::Ok(vec![])
+                            };
+                            let results = Results { results: picked.iter().map(|&seq| PacketResult {
+                                seq, outcome: outcome.clone() }).collect() };
+                            core.handle(Input::Results(results), now, &mut effects);
+                        }
+                        Step::StreamLost => core.handle(Input::StreamLost, now, &mut effects),
+                        Step::StreamReady => core.handle(Input::StreamReady, now, &mut effects),
+                        Step::Sync => core.handle(Input::Sync, now, &mut effects),
+                        Step::Later(ms) => now += u64::from(ms) * 10,
+                    }
+                    core.poll(now, &mut effects);
+                    let (batch, done) = split(effects);
+                    resolve(done, &mut resolved)?;
+                    if let Some(batch) = batch {
+                        prop_assert!(sent.is_none(), "a second batch while one is on its way");
+                        prop_assert!(batch.windows(2).all(|w| w[0] < w[1]), "in order");
+                        seen.extend(batch.iter().copied());
+                        sent = Some(batch);
+                    }
+                }
+                // Then the network behaves: everything gets an answer.
+                for _ in 0..(made + 3) {
+                    let mut effects = Vec::new();
+                    if sent.take().is_some() {
+                        core.handle(Input::Sent(Ok(None)), now, &mut effects);
+                    }
+                    core.handle(Input::StreamReady, now, &mut effects);
+                    core.handle(Input::Sync, now, &mut effects);
+                    let all: Vec<u64> = (1..=made).collect();
+                    core.handle(Input::Results(ok(&all)), now, &mut effects);
+                    core.poll(now, &mut effects);
+                    let (batch, done) = split(effects);
+                    resolve(done, &mut resolved)?;
+                    sent = batch;
+                    now += 100_000;
+                }
+                prop_assert_eq!(resolved.len() as u64, made, "every call resolved");
+                prop_assert_eq!(core.status().pending(), 0);
+            }
+        }
+    }
+}

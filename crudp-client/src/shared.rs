@@ -1,0 +1,150 @@
+//! What the public API, the driver, the event stream and the browser hooks share: the
+//! client's identity and transport, its listeners, the last status the driver reported, and
+//! the way in to the driver. The state machine itself is the driver's alone.
+
+use std::sync::{
+    Mutex, MutexGuard, PoisonError,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use crudp_runtime::ClientId;
+use futures_channel::mpsc;
+
+use crate::{
+    core::{Input, Mode},
+    listeners::{Listeners, Watchers},
+    queue::storage::Persistence,
+    rt,
+    status::Status,
+    transport::Transport,
+};
+
+pub(crate) struct Shared {
+    base: String,
+    pub(crate) id: ClientId,
+    pub(crate) mode: Mode,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) listeners: Listeners,
+    pub(crate) watchers: Watchers,
+    /// The status the driver reported last.
+    reported: Mutex<Status>,
+    /// Calls made but not yet taken in by the driver, counted in [`status`](Self::status) at
+    /// once.
+    unprocessed: AtomicUsize,
+    /// Calls made but not yet saved by the driver: while there are none, the saved queue is
+    /// complete and the ID can be let go at once.
+    unsaved: AtomicUsize,
+    inputs: mpsc::UnboundedSender<Input>,
+    /// Wakes the event stream from its back-off.
+    kick: mpsc::UnboundedSender<()>,
+    /// Where the queue is saved until each call's outcome is known, if anywhere.
+    pub(crate) persistence: Option<Persistence>,
+    /// Set once the client let its ID go: another client may own the saved queue now.
+    released: AtomicBool,
+}
+
+impl Shared {
+    // Made once, by the builder, from what it has gathered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        base: String,
+        id: ClientId,
+        mode: Mode,
+        transport: Box<dyn Transport>,
+        persistence: Option<Persistence>,
+        status: Status,
+        inputs: mpsc::UnboundedSender<Input>,
+        kick: mpsc::UnboundedSender<()>,
+    ) -> Self {
+        Self {
+            base,
+            id,
+            mode,
+            transport,
+            listeners: Listeners::default(),
+            watchers: Watchers::default(),
+            reported: Mutex::new(status),
+            unprocessed: AtomicUsize::new(0),
+            unsaved: AtomicUsize::new(0),
+            inputs,
+            kick,
+            persistence,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.base)
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Hands an input to the driver.
+    pub(crate) fn post(&self, input: Input) {
+        if matches!(input, Input::Call { .. }) {
+            self.unprocessed.fetch_add(1, Ordering::AcqRel);
+            self.unsaved.fetch_add(1, Ordering::AcqRel);
+        }
+        // The driver lives as long as the client; after that nobody waits for an answer.
+        let _ = self.inputs.unbounded_send(input);
+    }
+
+    /// The driver took a call in.
+    pub(crate) fn taken_in(&self) {
+        self.unprocessed.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The link to the server and the calls waiting for it, the calls just made included.
+    pub(crate) fn status(&self) -> Status {
+        let mut status = *self.reported();
+        status.queued += self.unprocessed.load(Ordering::Acquire);
+        status
+    }
+
+    /// Records the status the driver reports and tells the watchers.
+    pub(crate) fn report(&self, status: Status) {
+        *self.reported() = status;
+        self.watchers.status(self.status());
+    }
+
+    fn reported(&self) -> MutexGuard<'_, Status> {
+        self.reported.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Skips the event stream's back-off.
+    pub(crate) fn kick_stream(&self) {
+        let _ = self.kick.unbounded_send(());
+    }
+
+    /// Saves `saved`, which holds `calls` calls made since the last save, unless the client
+    /// let its ID go.
+    pub(crate) fn save(&self, saved: &crate::queue::storage::Saved, calls: usize) {
+        if !self.released.load(Ordering::Acquire)
+            && let Some(persistence) = &self.persistence
+        {
+            persistence.save(saved);
+        }
+        self.unsaved.fetch_sub(calls, Ordering::AcqRel);
+    }
+
+    /// Whether every call made is in the saved queue.
+    pub(crate) fn all_saved(&self) -> bool {
+        self.unsaved.load(Ordering::Acquire) == 0
+    }
+
+    /// Lets the client's ID go, for the next load of this tab or another.
+    pub(crate) fn release(&self) {
+        if let Some(persistence) = &self.persistence
+            && !self.released.swap(true, Ordering::AcqRel)
+        {
+            persistence.release(rt::now_ms());
+        }
+    }
+
+    /// Whether the client let its ID go.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+}

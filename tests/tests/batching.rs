@@ -1,0 +1,69 @@
+//! "Calls made together leave in one batch", on both Tokio runtimes: the calls a task makes
+//! before it awaits them share one request, however the runtime schedules the client.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use crudp::Client;
+use crudp_tests::*;
+use futures_util::future::join_all;
+
+const REPETITIONS: usize = 200;
+
+async fn calls_made_together_leave_in_one_request() {
+    let server = Server::start().await;
+    let client = Client::new(server.url());
+    let todos = TodosClient::new(&client);
+    todos.create("warm-up".into()).await.unwrap();
+    for rep in 0..REPETITIONS {
+        let before = server.requests();
+        let (eggs, first) = tokio::join!(todos.create(format!("eggs {rep}")), todos.read(1));
+        assert_eq!(eggs.unwrap().title, format!("eggs {rep}"));
+        assert_eq!(first.unwrap().title, "warm-up");
+        assert_eq!(
+            server.requests() - before,
+            1,
+            "repetition {rep}: join! of two calls"
+        );
+
+        let before = server.requests();
+        let calls: Vec<_> = (0..10)
+            .map(|n| todos.create(format!("bulk {rep}.{n}")))
+            .collect();
+        assert!(join_all(calls).await.iter().all(Result::is_ok));
+        assert_eq!(
+            server.requests() - before,
+            1,
+            "repetition {rep}: ten calls collected first"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn on_the_current_thread_runtime() {
+    calls_made_together_leave_in_one_request().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_multi_threaded_runtime() {
+    calls_made_together_leave_in_one_request().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_different_tasks_join_within_the_window() {
+    let server = Server::start().await;
+    let client = Client::builder(server.url())
+        .batch_window(std::time::Duration::from_millis(200))
+        .build();
+    let todos = TodosClient::new(&client);
+    todos.create("warm-up".into()).await.unwrap();
+    let before = server.requests();
+    // Dropped at once: nothing awaits them, so they leave when the window ends, together.
+    for n in 0..4 {
+        let todos = todos.clone();
+        tokio::spawn(async move { drop(todos.create(format!("task {n}"))) })
+            .await
+            .unwrap();
+    }
+    eventually("the four calls", || server.executions() == 5).await;
+    assert_eq!(server.requests() - before, 1);
+}
