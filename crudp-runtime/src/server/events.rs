@@ -18,7 +18,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     Crudp, Peer,
-    router::{refuse, unavailable, unix_now},
+    reply::{refuse, unavailable, unix_now},
 };
 use crate::{
     auth::TokenError,

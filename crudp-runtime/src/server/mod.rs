@@ -3,6 +3,7 @@
 mod events;
 mod execute;
 mod queue;
+mod reply;
 mod router;
 
 pub use router::MAX_SEQ;

@@ -1,7 +1,5 @@
 //! The HTTP endpoints: `POST /call`, `POST /sync`, `POST /token` and `GET /events`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::{
     Router,
     body::Body,
@@ -12,7 +10,11 @@ use axum::{
 };
 use tokio::sync::oneshot;
 
-use super::{Crudp, queue::Job};
+use super::{
+    Crudp,
+    queue::Job,
+    reply::{refuse, unavailable, unix_now},
+};
 use crate::{
     auth::Claims,
     context::{Context, User},
@@ -169,12 +171,6 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
     octets(postcard::to_stdvec(&crudp.grant(user, client)).expect("a grant always encodes"))
 }
 
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn octets(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
@@ -202,24 +198,4 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-/// `503 Service Unavailable` with `Retry-After: 1`.
-pub(super) fn unavailable(message: String) -> Response {
-    let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// A plain-text refusal. Messages never include the request's URI, which may carry a token.
-pub(super) fn refuse(status: StatusCode, message: String) -> Response {
-    tracing::debug!(%status, "refused a request: {message}");
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message,
-    )
-        .into_response()
 }

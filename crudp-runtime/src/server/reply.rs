@@ -1,0 +1,35 @@
+//! The answers the endpoints share: refusals with a readable message, and the clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `503 Service Unavailable` with `Retry-After: 1`.
+pub(super) fn unavailable(message: String) -> Response {
+    let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A plain-text refusal. Messages never include the request's URI, which may carry a token.
+pub(super) fn refuse(status: StatusCode, message: String) -> Response {
+    tracing::debug!(%status, "refused a request: {message}");
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
