@@ -257,7 +257,12 @@ async fn stream_token(base: &str) -> String {
     let client = crudp::ClientId(7);
     let response = reqwest::Client::new()
         .post(format!("{base}/crudp/token"))
-        .body(postcard::to_stdvec(&client).expect("an ID encodes"))
+        .body(
+            postcard::to_stdvec(&crudp::protocol::TokenRequest {
+                clients: vec![client],
+            })
+            .expect("a request encodes"),
+        )
         .send()
         .await
         .expect("a token");

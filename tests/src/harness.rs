@@ -229,7 +229,7 @@ impl Server {
     pub async fn token(&self, user: &str, role: &str, client: ClientId) -> String {
         let response = http_as(user, role)
             .post(format!("{}/token", self.url()))
-            .body(postcard::to_stdvec(&client).unwrap())
+            .body(token_request(&[client]))
             .send()
             .await
             .unwrap();
@@ -544,10 +544,18 @@ pub async fn call_raw(
 pub async fn token_status(url: &str, user: &str, client: ClientId) -> u16 {
     http_as(user, "member")
         .post(format!("{url}/token"))
-        .body(postcard::to_stdvec(&client).unwrap())
+        .body(token_request(&[client]))
         .send()
         .await
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// The body of `POST /token` for a stream of `clients`.
+pub fn token_request(clients: &[ClientId]) -> Vec<u8> {
+    postcard::to_stdvec(&crudp::protocol::TokenRequest {
+        clients: clients.to_vec(),
+    })
+    .unwrap()
 }

@@ -384,7 +384,7 @@ async fn forged_tokens_get_401_and_foreign_clients_get_403() {
     }
     let response = bob
         .post(format!("{}/token", server.url()))
-        .body(postcard::to_stdvec(&ClientId(1)).unwrap())
+        .body(token_request(&[ClientId(1)]))
         .send()
         .await
         .unwrap();
@@ -560,4 +560,67 @@ async fn a_later_batch_waits_for_an_earlier_call_the_server_could_not_run() {
         "order held across batches: {busy:?} {later:?}"
     );
     assert_eq!(server.executions(), 2);
+}
+
+#[tokio::test]
+async fn one_stream_carries_several_clients_of_one_user_and_says_whose_results_are_whose() {
+    let server = Server::start().await;
+    let url = server.url();
+    let (a, b, bobs) = (ClientId(0xA), ClientId(0xB), ClientId(0xB0B));
+    let token = |clients: &[ClientId], user: &str| {
+        let body = token_request(clients);
+        let url = url.clone();
+        let user = user.to_owned();
+        async move {
+            http_as(&user, "member")
+                .post(format!("{url}/token"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(token(&[bobs], "bob").await.status(), 200);
+    assert_eq!(
+        token(&[a, bobs], "ann").await.status(),
+        403,
+        "bob's client is not ann's"
+    );
+    let many: Vec<ClientId> = (1..=65).map(ClientId).collect();
+    assert_eq!(token(&many, "ann").await.status(), 400);
+    assert_eq!(token(&[], "ann").await.status(), 400);
+
+    let grant = token(&[a, b], "ann").await;
+    assert_eq!(grant.status(), 200);
+    let grant: crudp::protocol::TokenGrant =
+        postcard::from_bytes(&grant.bytes().await.unwrap()).unwrap();
+    let spy = Spy::connect(format!("{url}/events?token={}", grant.token), None).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    for (client, title) in [(a, "from a"), (b, "shout from b")] {
+        let response = http_as("ann", "member")
+            .post(format!("{url}/sync"))
+            .body(batch_of(client, creates(title, [1])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let events = spy
+        .wait_for("both results and b's broadcast", |e| {
+            e.iter().filter(|e| e.event == "results").count() == 2
+                && e.iter().any(|e| e.event == "broadcast")
+        })
+        .await;
+    let mut whose: Vec<ClientId> = events
+        .iter()
+        .filter(|e| e.event == "results")
+        .map(|e| {
+            crudp::protocol::decode_client_results(&e.data, 10)
+                .unwrap()
+                .0
+        })
+        .collect();
+    whose.sort();
+    assert_eq!(whose, [a, b]);
 }

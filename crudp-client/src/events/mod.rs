@@ -6,7 +6,7 @@ use std::sync::Weak;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp_runtime::{
     Broadcast, EventKind,
-    protocol::{TokenGrant, decode_results},
+    protocol::{TokenGrant, TokenRequest, decode_client_results},
 };
 use futures_channel::{mpsc, oneshot};
 use futures_util::{
@@ -111,7 +111,10 @@ async fn connect(
     let current = match token.take() {
         Some(grant) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
         _ => {
-            let body = postcard::to_stdvec(&inner.id).expect("a client ID always encodes");
+            let request = TokenRequest {
+                clients: vec![inner.id],
+            };
+            let body = postcard::to_stdvec(&request).expect("a token request always encodes");
             let answer = inner.transport.post(&inner.url("token"), body).await?;
             postcard::from_bytes(&answer).map_err(|e| {
                 TransportError::Malformed(format!("the token grant does not decode: {e}"))
@@ -140,8 +143,9 @@ fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
         }
     };
     match kind {
-        EventKind::Results => match decode_results(&data, usize::MAX) {
-            Ok(results) => inner.post(Input::Results(results)),
+        EventKind::Results => match decode_client_results(&data, usize::MAX) {
+            Ok((client, results)) if client == inner.id => inner.post(Input::Results(results)),
+            Ok((client, _)) => tracing::warn!(%client, "results of another client on this stream"),
             Err(e) => tracing::warn!("undecodable results event: {e}"),
         },
         EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {

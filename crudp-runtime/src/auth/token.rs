@@ -14,8 +14,8 @@ pub struct Claims {
     pub user: String,
     /// The user's role.
     pub role: String,
-    /// The client the token was issued to.
-    pub client: ClientId,
+    /// The clients whose events the stream carries.
+    pub clients: Vec<ClientId>,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -107,7 +107,7 @@ mod tests {
         Claims {
             user: "ann".into(),
             role: "admin".into(),
-            client: ClientId(7),
+            clients: vec![ClientId(7)],
             exp,
         }
     }

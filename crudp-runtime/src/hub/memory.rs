@@ -9,7 +9,9 @@ use std::{
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::{Frame, Hub, HubError, Publication, Start, Subscriber, Subscription, event_frame};
+use super::{
+    Channel, Frame, Hub, HubError, Publication, Start, Subscriber, Subscription, event_frame,
+};
 use crate::{context::User, dispatch::BoxFuture, protocol::ClientId};
 
 /// Default for [`MemoryHub::new`]'s replay buffer: the last 4,096 events.
@@ -63,8 +65,8 @@ impl Stored {
 
 struct Connection {
     sender: mpsc::Sender<Frame>,
-    channels: [String; 4],
-    client: ClientId,
+    channels: Vec<String>,
+    clients: Vec<ClientId>,
     user: String,
 }
 
@@ -198,7 +200,7 @@ impl Hub for MemoryHub {
                 let Some(connection) = state.connections.get(connection_id) else {
                     continue;
                 };
-                if Some(connection.client) == except {
+                if Subscriber::skips(&connection.clients, except) {
                     continue;
                 }
                 match connection.sender.try_send(frame.clone()) {
@@ -246,7 +248,8 @@ impl Hub for MemoryHub {
             let mut state = self.shared.state();
             // Anonymous visitors share one identity: limit them per client instead.
             let user = if subscriber.user == User::anonymous() {
-                format!("anonymous client {}", subscriber.client)
+                let first = subscriber.clients.first().map_or(0, |c| c.0);
+                format!("anonymous client {first}")
             } else {
                 subscriber.user.id.clone()
             };
@@ -257,7 +260,7 @@ impl Hub for MemoryHub {
                     max: self.shared.connections_per_user,
                 });
             }
-            let channels = subscriber.channels().map(|c| c.key());
+            let channels: Vec<String> = subscriber.channels().iter().map(Channel::key).collect();
             let start = match last_event_id {
                 None => Start::Replay(Vec::new()),
                 Some(last) => match state.since(last) {
@@ -265,7 +268,8 @@ impl Hub for MemoryHub {
                     Some(missed) => Start::Replay(
                         missed
                             .filter(|e| {
-                                e.except != Some(subscriber.client) && channels.contains(&e.channel)
+                                !Subscriber::skips(&subscriber.clients, e.except)
+                                    && channels.contains(&e.channel)
                             })
                             .map(|e| e.frame.clone())
                             .collect(),
@@ -288,7 +292,7 @@ impl Hub for MemoryHub {
                 Connection {
                     sender,
                     channels,
-                    client: subscriber.client,
+                    clients: subscriber.clients,
                     user,
                 },
             );
@@ -323,12 +327,12 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{hub::Channel, protocol::EventKind};
+    use crate::protocol::EventKind;
 
     fn subscriber(user: &str, role: &str, client: u64) -> Subscriber {
         Subscriber {
             user: User::new(user, role),
-            client: ClientId(client),
+            clients: vec![ClientId(client)],
         }
     }
 

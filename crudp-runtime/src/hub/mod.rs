@@ -60,27 +60,36 @@ impl From<Target> for Channel {
     }
 }
 
-/// Who opens a connection: its user and client, which give its four channels.
+/// Who opens a connection: its user and clients, which give its channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
     /// The connection's user.
     pub user: User,
-    /// The connection's client.
-    pub client: ClientId,
+    /// The connection's clients: one, or every tab's of a browser that shares one stream.
+    pub clients: Vec<ClientId>,
 }
 
 impl Subscriber {
-    /// The channels the connection listens to: `all`, `role:<r>`, `user:<u>`, `client:<c>:<u>`.
-    pub fn channels(&self) -> [Channel; 4] {
-        [
+    /// The channels the connection listens to: `all`, `role:<r>`, `user:<u>`, and
+    /// `client:<c>:<u>` for each of its clients.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut channels = vec![
             Channel::All,
             Channel::Role(self.user.role.clone()),
             Channel::User(self.user.id.clone()),
-            Channel::Client {
-                client: self.client,
-                owner: self.user.id.clone(),
-            },
-        ]
+        ];
+        channels.extend(self.clients.iter().map(|client| Channel::Client {
+            client: *client,
+            owner: self.user.id.clone(),
+        }));
+        channels
+    }
+
+    /// Whether an event published for everyone but `except` skips this connection: only
+    /// when that client is the connection's only one (a shared stream still carries it to the
+    /// other tabs).
+    pub fn skips(clients: &[ClientId], except: Option<ClientId>) -> bool {
+        except.is_some_and(|except| clients == [except])
     }
 }
 

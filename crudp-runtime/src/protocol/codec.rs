@@ -90,6 +90,30 @@ pub fn encode_results(results: &Results) -> Vec<u8> {
     out
 }
 
+/// Encodes the results of one client's batch for its event stream: version byte, the client,
+/// then the results. A stream that carries several clients (the tabs of one browser) tells
+/// them apart by it.
+pub fn encode_client_results(client: ClientId, results: &Results) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + results.results.len() * 8);
+    out.push(PROTOCOL_VERSION);
+    out = postcard::to_extend(&client.0, out).expect("writing to a Vec cannot fail");
+    postcard::to_io(&results.results, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Decodes what [`encode_client_results`] encodes, refusing more than `max_results` results.
+pub fn decode_client_results(
+    bytes: &[u8],
+    max_results: usize,
+) -> Result<(ClientId, Results), DecodeError> {
+    let mut reader = Reader::new(bytes)?;
+    let client = ClientId(reader.take(|| "the client ID".to_owned())?);
+    let results =
+        reader.take_seq::<PacketResult>("results", "result", max_results, MIN_RESULT_LEN)?;
+    reader.finish()?;
+    Ok((client, Results { results }))
+}
+
 /// Decodes a batch, refusing more than `max_packets` packets.
 pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeError> {
     let mut reader = Reader::new(bytes)?;

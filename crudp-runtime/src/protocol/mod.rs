@@ -5,7 +5,8 @@
 mod codec;
 
 pub use codec::{
-    DecodeError, decode_batch, decode_results, encode_batch, encode_packets, encode_results,
+    DecodeError, decode_batch, decode_client_results, decode_results, encode_batch,
+    encode_client_results, encode_packets, encode_results,
 };
 
 use serde::{Deserialize, Serialize};
@@ -219,6 +220,17 @@ pub struct Broadcast {
 pub struct Position {
     /// The last event ID.
     pub last_event_id: u64,
+}
+
+/// The most clients one event-stream token may carry.
+pub const MAX_TOKEN_CLIENTS: usize = 64;
+
+/// The body of `POST /token`: the clients, all of the same user, whose events one stream
+/// carries (one, or every tab's of a browser).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The clients, at most [`MAX_TOKEN_CLIENTS`].
+    pub clients: Vec<ClientId>,
 }
 
 /// The answer of `POST /token`: a short-lived token for `GET /events`.

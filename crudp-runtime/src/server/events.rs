@@ -69,11 +69,11 @@ pub(super) async fn events(
 
     let connection = Peer {
         user: User::new(claims.user, claims.role),
-        client: claims.client,
+        clients: claims.clients,
     };
     let subscriber = Subscriber {
         user: connection.user.clone(),
-        client: connection.client,
+        clients: connection.clients.clone(),
     };
     let subscription = match crudp.shared.hub.subscribe(subscriber, last_event_id).await {
         Ok(subscription) => subscription,

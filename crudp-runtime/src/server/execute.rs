@@ -12,7 +12,7 @@ use crate::{
     outcomes::{Begin, Lease, StoreError, outcome_bytes},
     protocol::{
         Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode, Results,
-        encode_results,
+        encode_client_results,
     },
 };
 
@@ -34,7 +34,7 @@ impl Crudp {
                             owner: job.ctx.user().id.clone(),
                         },
                         kind: EventKind::Results,
-                        data: encode_results(&results),
+                        data: encode_client_results(client, &results),
                         except: None,
                     };
                     if let Err(e) = self.shared.hub.publish(publication).await {

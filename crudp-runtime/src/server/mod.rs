@@ -78,8 +78,8 @@ pub struct Crudp {
 pub struct Peer {
     /// The connection's user.
     pub user: User,
-    /// The connection's client.
-    pub client: ClientId,
+    /// The connection's clients: one, or every tab's of a browser that shares one stream.
+    pub clients: Vec<ClientId>,
 }
 
 type Hook = Box<dyn Fn(&Peer) + Send + Sync>;

@@ -19,7 +19,9 @@ use crate::{
     auth::Claims,
     context::{Context, User},
     outcomes::{Claim, ClientLimit},
-    protocol::{Batch, ClientId, TokenGrant, decode_batch, encode_results},
+    protocol::{
+        Batch, ClientId, MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest, decode_batch, encode_results,
+    },
 };
 
 /// The largest sequence number: 2^63 - 1, so that every store can keep it as a signed
@@ -34,8 +36,8 @@ impl Crudp {
     ///   [`Results`](crate::Results) out.
     /// - `POST /sync`: a [`Batch`] in, `202 Accepted` at once; the results come as an
     ///   `event: results` on the client's event stream.
-    /// - `POST /token`: the postcard [`ClientId`] in, a [`TokenGrant`] out: a short-lived token
-    ///   for `GET /events`.
+    /// - `POST /token`: a postcard [`TokenRequest`] (the clients of one user whose events one
+    ///   stream carries) in, a [`TokenGrant`] out: a short-lived token for `GET /events`.
     /// - `GET /events?token=…&lastEventId=…`: the event stream (Server-Sent Events).
     pub fn router(&self) -> Router {
         Router::new()
@@ -116,13 +118,13 @@ impl Crudp {
             .map_err(|_| unavailable("the server's batch queue is full; retry shortly".into()))
     }
 
-    /// Signs a token for `client` of `user`.
-    fn grant(&self, user: User, client: ClientId) -> TokenGrant {
+    /// Signs a token for `clients` of `user`.
+    fn grant(&self, user: User, clients: Vec<ClientId>) -> TokenGrant {
         let expires_at = unix_now() + self.shared.limits.token_ttl.as_secs().max(1);
         let claims = Claims {
             user: user.id,
             role: user.role,
-            client,
+            clients,
             exp: expires_at,
         };
         TokenGrant {
@@ -156,19 +158,37 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let client: ClientId = match postcard::from_bytes(&body) {
-        Ok(client) => client,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be the postcard-encoded client ID: {e}"),
-            );
-        }
+    let mut clients = match decode_token_request(&body) {
+        Ok(request) => request.clients,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
-    if let Err(response) = crudp.claim(client, &user).await {
-        return response;
+    clients.sort_unstable();
+    clients.dedup();
+    for client in &clients {
+        if let Err(response) = crudp.claim(*client, &user).await {
+            return response;
+        }
     }
-    octets(postcard::to_stdvec(&crudp.grant(user, client)).expect("a grant always encodes"))
+    octets(postcard::to_stdvec(&crudp.grant(user, clients)).expect("a grant always encodes"))
+}
+
+/// A token request of one to [`MAX_TOKEN_CLIENTS`] clients, with nothing after it.
+fn decode_token_request(body: &[u8]) -> Result<TokenRequest, String> {
+    let invalid = |reason: String| {
+        format!("the body must be a postcard `TokenRequest` (the stream's client IDs): {reason}")
+    };
+    // The count comes first: refuse a large one before decoding (and allocating) anything.
+    let (count, _) = postcard::take_from_bytes::<u64>(body).map_err(|e| invalid(e.to_string()))?;
+    if count == 0 || count > MAX_TOKEN_CLIENTS as u64 {
+        return Err(invalid(format!(
+            "it names {count} clients; a stream carries 1 to {MAX_TOKEN_CLIENTS}"
+        )));
+    }
+    match postcard::take_from_bytes::<TokenRequest>(body) {
+        Ok((request, [])) => Ok(request),
+        Ok((_, rest)) => Err(invalid(format!("{} unexpected trailing bytes", rest.len()))),
+        Err(e) => Err(invalid(e.to_string())),
+    }
 }
 
 fn octets(body: Vec<u8>) -> Response {
