@@ -38,7 +38,7 @@ impl Hooks {
         });
         let pagehide = Closure::<dyn FnMut()>::new(move || {
             if let Some(inner) = weak.upgrade() {
-                inner.release();
+                inner.release_when_saved();
             }
         });
         window

@@ -58,19 +58,14 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // A driver that never ran still has the queue restored from storage: put it back and
-        // let the ID go. A running driver does the same when it stops.
-        // The saved queue holds every call made: let the ID go now, so that a client made
-        // next takes the queue over. Otherwise the driver does, once it has saved them.
+        // With storage, the saved queue is left for the next client: if it holds every call
+        // made, let the ID go now, so that a client made next takes it over. Otherwise (and
+        // without storage, when the driver first sends what is left) the driver lets it go.
         if let Some(shared) = self.shared.upgrade()
+            && shared.persistence.is_some()
             && shared.all_saved()
         {
             shared.release();
-        }
-        let start = self.start.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(Start { driver, .. }) = start.take() {
-            driver.shared.save(&driver.core.snapshot(), 0);
-            driver.shared.release();
         }
     }
 }
@@ -230,6 +225,8 @@ impl ClientBuilder {
             inputs: inputs_receiver,
             stop: stop_receiver,
             stream_stop: Some(stream_stop),
+            taken_in: 0,
+            unsaved: 0,
         };
         let client = Client {
             handle: Arc::new(Handle {

@@ -144,10 +144,8 @@ impl Core {
         if self.sending.is_some() || self.calls.queued() == 0 {
             return None;
         }
-        match (self.window_ends, self.paused_until) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        // While paused nothing leaves, released or not; then the window, if any, still runs.
+        self.paused_until.or(self.window_ends)
     }
 
     /// Takes one input in; the effects come from [`poll`](Self::poll), so that a burst of
@@ -170,7 +168,8 @@ impl Core {
                     },
                     reply: Some(reply),
                 });
-                self.window_ends.get_or_insert(now + self.batch_window);
+                self.window_ends
+                    .get_or_insert(now.saturating_add(self.batch_window));
                 self.unsaved = true;
             }
             Input::Release => self.release_all(),
@@ -266,9 +265,12 @@ impl Core {
             Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "batch not delivered; it will be sent again");
                 self.calls.requeue(Some(&seqs));
-                // In `Sync` mode the next batch also waits for the event stream to be ready.
-                self.failed();
-                self.paused_until = Some(now + millis(self.send_backoff.next()));
+                // In `Sync` mode the event stream says how the link is; a batch refused for a
+                // while (`503`, say) only waits.
+                if self.mode == Mode::Call {
+                    self.failed();
+                }
+                self.paused_until = Some(now.saturating_add(millis(self.send_backoff.next())));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "batch refused");
@@ -297,7 +299,7 @@ impl Core {
         if retry.is_empty() {
             self.hold.reset();
         } else {
-            self.paused_until = Some(now + millis(self.hold.next()));
+            self.paused_until = Some(now.saturating_add(millis(self.hold.next())));
         }
     }
 }

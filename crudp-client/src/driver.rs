@@ -24,6 +24,26 @@ pub(crate) struct Driver {
     pub(crate) stop: oneshot::Receiver<()>,
     /// Stops the event stream when the driver ends.
     pub(crate) stream_stop: Option<oneshot::Sender<()>>,
+    /// Calls taken in since the status was last reported.
+    pub(crate) taken_in: usize,
+    /// Calls taken in since the queue was last saved.
+    pub(crate) unsaved: usize,
+}
+
+/// However the driver ends (the client dropped, or its runtime shut down), what is left is
+/// saved and the ID let go.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let now = rt::monotonic_ms();
+        let mut effects = Vec::new();
+        while let Ok(input) = self.inputs.try_recv() {
+            self.take(input, now, &mut effects);
+        }
+        drop(effects);
+        self.shared
+            .save(&self.core.snapshot(), std::mem::take(&mut self.unsaved));
+        self.shared.release();
+    }
 }
 
 enum Event {
@@ -35,98 +55,107 @@ enum Event {
 
 type Pending<T> = Option<TransportFuture<'static, T>>;
 
+/// How long a client dropped without storage keeps sending the calls it still has.
+const DRAIN_MS: u64 = 30_000;
+/// The longest single sleep: timers further out than about 24 days misbehave in browsers.
+const MAX_SLEEP_MS: u64 = (1 << 31) - 1;
+
 impl Driver {
-    /// Runs until the client is dropped, then saves what is left and lets the ID go.
+    /// Runs until the client is dropped. With storage, the saved queue is then left for the
+    /// next client; without, the calls still queued are sent first (for [`DRAIN_MS`] at most).
     pub(crate) async fn run(mut self) {
         let mut sending: Pending<Result<Option<Results>, TransportError>> = None;
         let mut timer: Option<(u64, TransportFuture<'static, ()>)> = None;
         let mut effects = Vec::new();
-        // Calls taken in since the queue was last saved.
-        let mut unsaved = 0;
+        // When the client was dropped, if it was: the driver then only finishes its work.
+        let mut stopped_at: Option<u64> = None;
+        let mut first = true;
         loop {
-            let event = poll_fn(|cx| {
-                if let Some(send) = &mut sending
-                    && let Poll::Ready(answer) = send.as_mut().poll(cx)
-                {
-                    sending = None;
-                    return Poll::Ready(Event::Sent(answer));
-                }
-                match self.inputs.poll_next_unpin(cx) {
-                    Poll::Ready(Some(input)) => return Poll::Ready(Event::Input(input)),
-                    Poll::Ready(None) => return Poll::Ready(Event::Stop),
-                    Poll::Pending => {}
-                }
-                if self.stop.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Event::Stop);
-                }
-                if let Some((_, sleep)) = &mut timer
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
-                    timer = None;
-                    return Poll::Ready(Event::Tick);
-                }
-                Poll::Pending
-            })
-            .await;
-            let now = rt::now_ms();
-            let stop = match event {
-                Event::Input(input) => {
-                    unsaved += self.take(input, now, &mut effects);
-                    false
-                }
-                Event::Sent(answer) => {
-                    self.core.handle(Input::Sent(answer), now, &mut effects);
-                    false
-                }
-                Event::Tick => false,
-                Event::Stop => true,
+            let event = if std::mem::take(&mut first) {
+                // Calls restored from storage may leave at once.
+                Event::Tick
+            } else {
+                poll_fn(|cx| {
+                    if stopped_at.is_none() && self.stop.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Event::Stop);
+                    }
+                    if let Some(send) = &mut sending
+                        && let Poll::Ready(answer) = send.as_mut().poll(cx)
+                    {
+                        sending = None;
+                        return Poll::Ready(Event::Sent(answer));
+                    }
+                    if let Poll::Ready(Some(input)) = self.inputs.poll_next_unpin(cx) {
+                        return Poll::Ready(Event::Input(input));
+                    }
+                    if let Some((_, sleep)) = &mut timer
+                        && sleep.as_mut().poll(cx).is_ready()
+                    {
+                        timer = None;
+                        return Poll::Ready(Event::Tick);
+                    }
+                    Poll::Pending
+                })
+                .await
             };
+            let now = rt::monotonic_ms();
+            match event {
+                Event::Input(input) => self.take(input, now, &mut effects),
+                Event::Sent(answer) => self.core.handle(Input::Sent(answer), now, &mut effects),
+                Event::Tick => {}
+                Event::Stop => {
+                    stopped_at = Some(now);
+                    // Whatever is queued may leave now.
+                    self.core.handle(Input::Sync, now, &mut effects);
+                }
+            }
             // Everything posted meanwhile joins this step, so that a burst is one batch.
             while let Ok(input) = self.inputs.try_recv() {
-                unsaved += self.take(input, now, &mut effects);
+                self.take(input, now, &mut effects);
             }
-            if !stop {
-                self.core.poll(now, &mut effects);
-            }
-            for effect in effects.drain(..) {
-                if matches!(effect, Effect::Save) {
-                    self.shared
-                        .save(&self.core.snapshot(), std::mem::take(&mut unsaved));
-                } else if let Some(send) = self.perform(effect) {
+            self.core.poll(now, &mut effects);
+            for effect in std::mem::take(&mut effects) {
+                if let Some(send) = self.perform(effect) {
                     sending = Some(send);
                 }
             }
-            if stop {
-                self.shared
-                    .save(&self.core.snapshot(), std::mem::take(&mut unsaved));
-                self.shared.release();
-                return;
+            if let Some(stopped) = stopped_at {
+                let drained = self.core.status().pending() == 0 && sending.is_none();
+                let handed_over = self.shared.persistence.is_some();
+                if drained || handed_over || now.saturating_sub(stopped) >= DRAIN_MS {
+                    // `Drop` saves and lets the ID go.
+                    return;
+                }
             }
-            timer = match (self.core.deadline(), timer.take()) {
+            let deadline = self
+                .core
+                .deadline()
+                .or(stopped_at.map(|stopped| stopped + DRAIN_MS));
+            timer = match (deadline, timer.take()) {
                 (Some(at), Some((was, sleep))) if at == was => Some((was, sleep)),
                 (Some(at), _) => {
-                    let delay = Duration::from_millis(at.saturating_sub(now));
-                    Some((at, Box::pin(rt::sleep(delay))))
+                    let delay = at.saturating_sub(now).min(MAX_SLEEP_MS);
+                    Some((at, Box::pin(rt::sleep(Duration::from_millis(delay)))))
                 }
                 (None, _) => None,
             };
         }
     }
 
-    /// Hands an input to the core; returns how many calls it made (0 or 1).
-    fn take(&mut self, input: Input, now: u64, effects: &mut Vec<Effect>) -> usize {
-        let call = matches!(input, Input::Call { .. });
-        if call {
-            self.shared.taken_in();
+    fn take(&mut self, input: Input, now: u64, effects: &mut Vec<Effect>) {
+        if matches!(input, Input::Call { .. }) {
+            self.taken_in += 1;
+            self.unsaved += 1;
         }
         self.core.handle(input, now, effects);
-        usize::from(call)
     }
 
     /// Carries out one effect; a batch to send comes back as the future of its answer.
-    fn perform(&self, effect: Effect) -> Pending<Result<Option<Results>, TransportError>> {
+    fn perform(&mut self, effect: Effect) -> Pending<Result<Option<Results>, TransportError>> {
         match effect {
-            Effect::Send(body) => return Some(self.send(body)),
+            // Once the ID is let go, another client may own the queue: it sends, not this one.
+            Effect::Send(body) if !self.shared.is_released() => return Some(self.send(body)),
+            Effect::Send(_) => {}
             Effect::Resolve(call, reply) => {
                 if let Ok(Outcome::Ok(value)) = &reply {
                     self.shared
@@ -135,8 +164,12 @@ impl Driver {
                 }
                 call.resolve(reply);
             }
-            Effect::Save => unreachable!("saved by the loop, which counts the calls saved"),
-            Effect::Status(status) => self.shared.report(status),
+            Effect::Save => self
+                .shared
+                .save(&self.core.snapshot(), std::mem::take(&mut self.unsaved)),
+            Effect::Status(status) => self
+                .shared
+                .report(status, std::mem::take(&mut self.taken_in)),
         }
         None
     }

@@ -89,6 +89,22 @@ pub(crate) fn now_ms() -> u64 {
     }
 }
 
+/// Milliseconds on a clock that never goes back (unlike the wall clock), for timers.
+pub(crate) fn monotonic_ms() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        web_sys::window()
+            .and_then(|w| w.performance())
+            .map_or_else(js_sys::Date::now, |p| p.now()) as u64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// Whether [`spawn`] can run a task here and now.
 pub(crate) fn can_spawn() -> bool {
     #[cfg(target_arch = "wasm32")]

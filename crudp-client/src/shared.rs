@@ -26,11 +26,9 @@ pub(crate) struct Shared {
     pub(crate) transport: Box<dyn Transport>,
     pub(crate) listeners: Listeners,
     pub(crate) watchers: Watchers,
-    /// The status the driver reported last.
-    reported: Mutex<Status>,
-    /// Calls made but not yet taken in by the driver, counted in [`status`](Self::status) at
-    /// once.
-    unprocessed: AtomicUsize,
+    /// The status the driver reported last, and the calls made since that it had not taken
+    /// in yet (counted in [`status`](Self::status) at once).
+    reported: Mutex<(Status, usize)>,
     /// Calls made but not yet saved by the driver: while there are none, the saved queue is
     /// complete and the ID can be let go at once.
     unsaved: AtomicUsize,
@@ -41,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) persistence: Option<Persistence>,
     /// Set once the client let its ID go: another client may own the saved queue now.
     released: AtomicBool,
+    /// The page is going away: let the ID go as soon as every call made is saved.
+    release_requested: AtomicBool,
 }
 
 impl Shared {
@@ -63,13 +63,13 @@ impl Shared {
             transport,
             listeners: Listeners::default(),
             watchers: Watchers::default(),
-            reported: Mutex::new(status),
-            unprocessed: AtomicUsize::new(0),
+            reported: Mutex::new((status, 0)),
             unsaved: AtomicUsize::new(0),
             inputs,
             kick,
             persistence,
             released: AtomicBool::new(false),
+            release_requested: AtomicBool::new(false),
         }
     }
 
@@ -84,32 +84,32 @@ impl Shared {
     /// Hands an input to the driver.
     pub(crate) fn post(&self, input: Input) {
         if matches!(input, Input::Call { .. }) {
-            self.unprocessed.fetch_add(1, Ordering::AcqRel);
+            self.reported().1 += 1;
             self.unsaved.fetch_add(1, Ordering::AcqRel);
         }
         // The driver lives as long as the client; after that nobody waits for an answer.
         let _ = self.inputs.unbounded_send(input);
     }
 
-    /// The driver took a call in.
-    pub(crate) fn taken_in(&self) {
-        self.unprocessed.fetch_sub(1, Ordering::AcqRel);
-    }
-
     /// The link to the server and the calls waiting for it, the calls just made included.
     pub(crate) fn status(&self) -> Status {
-        let mut status = *self.reported();
-        status.queued += self.unprocessed.load(Ordering::Acquire);
+        let (mut status, unprocessed) = *self.reported();
+        status.queued += unprocessed;
         status
     }
 
-    /// Records the status the driver reports and tells the watchers.
-    pub(crate) fn report(&self, status: Status) {
-        *self.reported() = status;
+    /// Records the status the driver reports, which counts `taken_in` calls it took in since
+    /// it last reported, and tells the watchers.
+    pub(crate) fn report(&self, status: Status, taken_in: usize) {
+        {
+            let mut reported = self.reported();
+            reported.0 = status;
+            reported.1 = reported.1.saturating_sub(taken_in);
+        }
         self.watchers.status(self.status());
     }
 
-    fn reported(&self) -> MutexGuard<'_, Status> {
+    fn reported(&self) -> MutexGuard<'_, (Status, usize)> {
         self.reported.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -127,6 +127,18 @@ impl Shared {
             persistence.save(saved);
         }
         self.unsaved.fetch_sub(calls, Ordering::AcqRel);
+        if self.all_saved() && self.release_requested.load(Ordering::Acquire) {
+            self.release();
+        }
+    }
+
+    /// Lets the ID go now if every call made is saved, else as soon as the driver saved them.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn release_when_saved(&self) {
+        self.release_requested.store(true, Ordering::Release);
+        if self.all_saved() {
+            self.release();
+        }
     }
 
     /// Whether every call made is in the saved queue.

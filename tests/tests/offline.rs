@@ -134,3 +134,29 @@ async fn a_queue_whose_results_were_lost_runs_exactly_once_after_the_takeover() 
     assert_eq!(server.executions(), 3, "nothing ran twice");
     assert_eq!(server.store.todos.lock().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_saved_queue_leaves_at_once_in_call_mode_too() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.down().await;
+    let storage = MemoryStorage::new();
+    let build = || {
+        Client::builder(proxy.url())
+            .mode(crudp::Mode::Call)
+            .transport(transport_as("ann", "admin"))
+            .storage(storage.clone())
+            .build()
+    };
+    let first = build();
+    drop(TodosClient::new(&first).create("saved".into()));
+    eventually("the call saved", || {
+        storage.keys().iter().any(|k| k.contains("queue"))
+    })
+    .await;
+    drop(first);
+    proxy.up().await;
+    // Nothing is made on the new client: its restored call goes by itself.
+    let _second = build();
+    eventually("the saved call run", || server.executions() == 1).await;
+}

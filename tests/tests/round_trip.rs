@@ -301,3 +301,18 @@ async fn a_refused_request_says_its_status_and_that_sending_it_again_will_not_he
         other => panic!("expected a 401, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropped_with_calls_on_their_way_still_delivers_them() {
+    let server = Server::start().await;
+    for mode in [crudp::Mode::Sync, crudp::Mode::Call] {
+        let client = Client::builder(server.url()).mode(mode).build();
+        let todos = TodosClient::new(&client);
+        let call = todos.create(format!("last words {mode:?}"));
+        drop((todos, client));
+        let todo = call
+            .await
+            .expect("sent and answered after the client was dropped");
+        assert_eq!(todo.title, format!("last words {mode:?}"));
+    }
+}
