@@ -154,3 +154,71 @@ pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: u
     let (up, down) = proxy.carried();
     up + down
 }
+
+/// Counts the requests a client makes.
+struct Counting {
+    inner: crudp::transport::ReqwestTransport,
+    posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crudp::Transport for Counting {
+    fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> crudp::transport::TransportFuture<'_, Result<Vec<u8>, crudp::TransportError>> {
+        self.posts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.post(url, body)
+    }
+
+    fn events(
+        &self,
+        url: &str,
+        token: &str,
+        last_event_id: Option<u64>,
+    ) -> crudp::transport::TransportFuture<
+        '_,
+        Result<crudp::transport::EventStream, crudp::TransportError>,
+    > {
+        self.inner.events(url, token, last_event_id)
+    }
+}
+
+/// The batch windows compared.
+pub(crate) const WINDOWS_MS: [u64; 4] = [0, 1, 2, 5];
+
+/// `n` creates made in a loop whose futures are dropped at once (nothing awaits them), with
+/// each batch window: for each, the median requests per run and the median milliseconds
+/// until every call is answered.
+pub(crate) async fn unawaited(base: &str, n: usize, reps: usize) -> Vec<(u64, f64, f64)> {
+    let mut rows = Vec::new();
+    for window in WINDOWS_MS {
+        let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let client = Client::builder(format!("{base}/crudp"))
+            .mode(Mode::Call)
+            .batch_window(std::time::Duration::from_millis(window))
+            .transport(Counting {
+                inner: crudp::transport::ReqwestTransport::new(),
+                posts: std::sync::Arc::clone(&posts),
+            })
+            .build();
+        let todos = TodosClient::new(&client);
+        todos.read(1).await.ok();
+        let (mut requests, mut millis) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let before = posts.load(std::sync::atomic::Ordering::Relaxed);
+            let started = Instant::now();
+            for title in titles(n) {
+                drop(todos.create(title));
+            }
+            while client.status().pending() > 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(100)).await;
+            }
+            millis.push(started.elapsed().as_secs_f64() * 1000.0);
+            requests.push((posts.load(std::sync::atomic::Ordering::Relaxed) - before) as f64);
+        }
+        rows.push((window, crate::median(&requests), crate::median(&millis)));
+    }
+    rows
+}

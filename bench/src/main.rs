@@ -192,6 +192,23 @@ async fn run(plan: &Plan) -> String {
         report.push_str(&row);
     }
 
+    // The batch window.
+    let n = *plan.creates.last().expect("some sizes");
+    let _ = writeln!(
+        report,
+        "\n### Batch window: {n} creates made in a loop, their futures dropped unawaited \
+         (`/call`, median of {} runs)\n",
+        plan.reps
+    );
+    let _ = writeln!(
+        report,
+        "| `batch_window` | requests | ms until all are answered |"
+    );
+    let _ = writeln!(report, "|---:|---:|---:|");
+    for (window, requests, millis) in load::unawaited(&base, n, plan.reps).await {
+        let _ = writeln!(report, "| {window} ms | {requests:.0} | {millis:.1} |");
+    }
+
     // Bytes on the wire.
     let n = *plan.creates.last().expect("some sizes");
     let _ = writeln!(
