@@ -53,6 +53,9 @@ impl From<RetryLater> for () {
     fn from(_: RetryLater) -> Self {}
 }
 
+/// The ID (and role) of [`User::anonymous`].
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
 /// The authenticated user a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct User {
@@ -73,7 +76,7 @@ impl User {
 
     /// The user of a server that authenticates nobody: ID and role `anonymous`.
     pub fn anonymous() -> Self {
-        Self::new("anonymous", "anonymous")
+        Self::new(ANONYMOUS, ANONYMOUS)
     }
 }
 

@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::{Begin, Claim, ClientLimit, Lease, OutcomeLimits, StoreError, outcome_bytes};
-use crate::protocol::{ClientId, Outcome};
+use crate::{
+    context::ANONYMOUS,
+    protocol::{ClientId, Outcome},
+};
 
 pub(crate) struct Ledger {
     pub(crate) limits: OutcomeLimits,
@@ -130,6 +133,11 @@ impl Ledger {
             if self.clients.len() >= self.limits.max_clients {
                 return Err(ClientLimit::Total(self.limits.max_clients));
             }
+        }
+        // Everyone who is not signed in shares the anonymous identity: limits per user would
+        // be limits for all of them together.
+        if user == ANONYMOUS {
+            return Ok(());
         }
         let per_minute = self.limits.new_clients_per_minute;
         if owned >= self.limits.clients_per_user {
@@ -548,6 +556,10 @@ mod tests {
         assert_eq!(claims[..5], [Claim::Granted; 5]);
         assert_eq!(claims[5], Claim::Refused(ClientLimit::PerMinute(5)));
         assert_eq!(ledger.admit(ClientId(100), "ann", now), Claim::Granted);
+        let visitors: Vec<Claim> = (200..220)
+            .map(|c| ledger.admit(ClientId(c), ANONYMOUS, now))
+            .collect();
+        assert_eq!(visitors, [Claim::Granted; 20], "visitors share no quota");
         let later = now + Duration::from_secs(60);
         let claims: Vec<Claim> = (10..14)
             .map(|c| ledger.admit(ClientId(c), "mallory", later))
