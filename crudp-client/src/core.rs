@@ -55,6 +55,8 @@ pub(crate) enum Input {
     Offline,
     /// The most packets the server takes in a batch, learnt with a stream token.
     ServerLimit(usize),
+    /// The event stream did not get through: events come by polling from now on.
+    Polling,
 }
 
 /// What the driver must do.
@@ -93,6 +95,7 @@ pub(crate) struct Core {
     batch_window: u64,
     reported: Option<Status>,
     unsaved: bool,
+    polling: bool,
 }
 
 impl Core {
@@ -122,6 +125,7 @@ impl Core {
             batch_window: batch_window_ms,
             reported: None,
             unsaved: false,
+            polling: false,
         }
     }
 
@@ -131,6 +135,7 @@ impl Core {
             connection: self.connection,
             queued: self.calls.queued(),
             in_flight: self.calls.in_flight(),
+            polling: self.polling,
         }
     }
 
@@ -193,6 +198,7 @@ impl Core {
                 self.connection = Connection::Offline;
             }
             Input::ServerLimit(max) => self.server_max = max.max(1),
+            Input::Polling => self.polling = true,
         }
     }
 

@@ -21,6 +21,9 @@ pub struct Status {
     pub queued: usize,
     /// Calls sent whose result has not arrived.
     pub in_flight: usize,
+    /// The event stream could not get through (a proxy that buffers it), so results and
+    /// broadcasts come by long polling `GET /poll` instead.
+    pub polling: bool,
 }
 
 impl Status {

@@ -559,3 +559,88 @@ pub fn token_request(clients: &[ClientId]) -> Vec<u8> {
     })
     .unwrap()
 }
+
+/// An HTTP/1.1 proxy that, like a proxy with response buffering on, passes each response on
+/// only once it is complete: an event stream never gets through, a poll does.
+pub struct BufferingProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BufferingProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = buffer_responses(inbound, outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// The CRUDP mount point through the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}/crudp", self.addr)
+    }
+}
+
+impl Drop for BufferingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn buffer_responses(
+    inbound: tokio::net::TcpStream,
+    outbound: tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (mut client_in, mut client_out) = inbound.into_split();
+    let (server_in, mut server_out) = outbound.into_split();
+    tokio::spawn(async move { tokio::io::copy(&mut client_in, &mut server_out).await });
+    let mut server = BufReader::new(server_in);
+    loop {
+        let mut message = Vec::new();
+        // The head.
+        loop {
+            let before = message.len();
+            if server.read_until(b'\n', &mut message).await? == 0 {
+                return Ok(());
+            }
+            if &message[before..] == b"\r\n" {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&message).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if head.contains("transfer-encoding: chunked") {
+            loop {
+                let start = message.len();
+                server.read_until(b'\n', &mut message).await?;
+                let line = String::from_utf8_lossy(&message[start..]).trim().to_owned();
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| std::io::Error::other("a bad chunk size"))?;
+                if size == 0 {
+                    server.read_until(b'\n', &mut message).await?;
+                    break;
+                }
+                let mut chunk = vec![0; size + 2];
+                server.read_exact(&mut chunk).await?;
+                message.extend_from_slice(&chunk);
+            }
+        } else if let Some(length) = length {
+            let mut body = vec![0; length];
+            server.read_exact(&mut body).await?;
+            message.extend_from_slice(&body);
+        }
+        client_out.write_all(&message).await?;
+    }
+}

@@ -160,3 +160,38 @@ async fn a_saved_queue_leaves_at_once_in_call_mode_too() {
     let _second = build();
     eventually("the saved call run", || server.executions() == 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_buffers_the_event_stream_the_client_polls() {
+    let server = Server::start().await;
+    let proxy = BufferingProxy::start(server.addr).await;
+    let client = Client::builder(proxy.url())
+        .transport(transport_as("ann", "member"))
+        .build();
+    let todos = TodosClient::new(&client);
+    let (seen, listener) = collect();
+    todos.on_create(listener).keep();
+    let milk = tokio::time::timeout(Duration::from_secs(20), todos.create("milk".into()))
+        .await
+        .expect("answered by polling")
+        .unwrap();
+    assert_eq!(milk.title, "milk");
+    assert!(client.status().polling, "the status says so");
+    assert_eq!(client.status().connection, Connection::Online);
+    // Another user's broadcast reaches it too.
+    let bob = server.client_as("bob", "member");
+    TodosClient::new(&bob)
+        .create("shout from bob".into())
+        .await
+        .unwrap();
+    eventually("bob's broadcast, by polling", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.title == "shout from bob")
+    })
+    .await;
+    let again = todos.read(milk.id).await.unwrap();
+    assert_eq!(again, milk);
+    assert_eq!(server.executions(), 3, "each call ran once");
+}

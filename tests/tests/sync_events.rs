@@ -624,3 +624,50 @@ async fn one_stream_carries_several_clients_of_one_user_and_says_whose_results_a
     whose.sort();
     assert_eq!(whose, [a, b]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_ends_with_the_missed_events_or_the_first_new_one() {
+    let server = Server::start().await;
+    let url = server.url();
+    let client = ClientId(0x9011);
+    let token = server.token("ann", "member", client).await;
+    let poll = |last: Option<u64>| {
+        let query = match last {
+            Some(id) => format!("{url}/poll?token={token}&lastEventId={id}"),
+            None => format!("{url}/poll?token={token}"),
+        };
+        async move {
+            let body = tokio::time::timeout(Duration::from_secs(10), async {
+                reqwest::get(query).await.unwrap().bytes().await.unwrap()
+            })
+            .await
+            .expect("the poll ends");
+            parse_events(&body)
+        }
+    };
+    // The first poll says where the stream stands, and ends.
+    let first = poll(None).await;
+    assert_eq!(
+        first.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["ready"]
+    );
+    let position = first[0].id;
+    // Nothing new: the next poll waits for the first new event, and ends with it.
+    let waiting = tokio::spawn(poll(Some(position)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "a poll with nothing to say waits");
+    let body = batch_of(client, creates("polled", [1]));
+    let sent = http_as("ann", "member")
+        .post(format!("{url}/sync"))
+        .body(body)
+        .send();
+    assert_eq!(sent.await.unwrap().status(), 202);
+    let new = waiting.await.unwrap();
+    assert_eq!(
+        new.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["results"]
+    );
+    // Missed events come at once, without `ready`.
+    let missed = poll(Some(position)).await;
+    assert_eq!(missed, new);
+}

@@ -19,11 +19,15 @@ use crate::{
     core::Input,
     rt,
     shared::Shared,
-    transport::{EventStream, SseEvent, TransportError},
+    transport::{EventStream, SseEvent, TransportError, TransportFuture},
 };
 
 /// Seconds before expiry at which a token is renewed rather than used.
 const TOKEN_MARGIN: u64 = 5;
+/// How long a new stream may take to say `ready` before the client takes it for one that a
+/// proxy holds back, and polls instead.
+#[cfg(not(target_arch = "wasm32"))]
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps the event stream open until the client is dropped (`shutdown` resolves).
 pub(crate) async fn run(
@@ -37,13 +41,35 @@ pub(crate) async fn run(
         return;
     };
     let mut backoff = Backoff::new(seed);
+    // Natively, a stream that never says `ready` is taken for one that a buffering proxy holds
+    // back: from then on the client polls. (The browser's `EventSource` keeps its stream.)
+    let mut polling = false;
     loop {
         let Some(inner) = client.upgrade() else {
             return;
         };
         let had_token = token.is_some();
-        let opened = connect(&inner, &mut token, last_event_id).await;
+        let endpoint = if polling { "poll" } else { "events" };
+        // The time a new stream has to say `ready` runs from the request: a proxy that holds
+        // the stream back may hold its head back too.
+        let mut held_back = held_back_after(polling);
+        let opened = {
+            let connecting = connect(&inner, &mut token, last_event_id, endpoint);
+            match select(Box::pin(connecting), &mut held_back).await {
+                Either::Left((opened, _)) => Some(opened),
+                Either::Right(_) => None,
+            }
+        };
         let mut ready = false;
+        // The answer came to its end as a poll's does, or the client just switched to polling:
+        // ask again at once.
+        let mut again = false;
+        let Some(opened) = opened else {
+            tracing::info!("the event stream does not get through; polling");
+            polling = true;
+            inner.post(Input::Polling);
+            continue;
+        };
         match opened {
             Err(e) if e.status() == Some(401) && had_token => {
                 // The token expired or the server restarted with a new key: get a new one now.
@@ -55,9 +81,24 @@ pub(crate) async fn run(
             Ok(mut stream) => {
                 drop(inner);
                 loop {
-                    let event = match select(stream.next(), &mut shutdown).await {
-                        Either::Left((event, _)) => event,
-                        Either::Right(_) => return,
+                    let next = select(stream.next(), &mut shutdown);
+                    let event = match select(next, &mut held_back).await {
+                        Either::Left((Either::Left((event, _)), _)) => event,
+                        Either::Left((Either::Right(_), _)) => return,
+                        Either::Right(_) if !ready => {
+                            // Nothing came through in time: a proxy holds the stream back.
+                            tracing::info!("the event stream does not get through; polling");
+                            polling = true;
+                            again = true;
+                            if let Some(inner) = client.upgrade() {
+                                inner.post(Input::Polling);
+                            }
+                            break;
+                        }
+                        Either::Right(_) => {
+                            held_back = held_back_after(true);
+                            continue;
+                        }
                     };
                     let Some(inner) = client.upgrade() else {
                         return;
@@ -77,7 +118,10 @@ pub(crate) async fn run(
                             tracing::debug!(error = %e, "event stream broke");
                             break;
                         }
-                        None => break,
+                        None => {
+                            again = polling;
+                            break;
+                        }
                     }
                 }
             }
@@ -85,6 +129,10 @@ pub(crate) async fn run(
         let Some(inner) = client.upgrade() else {
             return;
         };
+        if again {
+            backoff.reset();
+            continue;
+        }
         if ready {
             // It was open: reconnect at once.
             inner.post(Input::StreamLost);
@@ -103,10 +151,22 @@ pub(crate) async fn run(
     }
 }
 
+/// Resolves when a stream that has said nothing yet counts as held back; never when polling
+/// (or in the browser).
+fn held_back_after(polling: bool) -> TransportFuture<'static, ()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if !polling {
+        return Box::pin(rt::sleep(READY_TIMEOUT));
+    }
+    let _ = polling;
+    Box::pin(std::future::pending())
+}
+
 async fn connect(
     inner: &Shared,
     token: &mut Option<TokenGrant>,
     last_event_id: Option<u64>,
+    endpoint: &str,
 ) -> Result<EventStream, TransportError> {
     let current = match token.take() {
         Some(grant) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
@@ -126,7 +186,7 @@ async fn connect(
     ));
     let stream = inner
         .transport
-        .events(&inner.url("events"), &current.token, last_event_id)
+        .events(&inner.url(endpoint), &current.token, last_event_id)
         .await;
     *token = Some(current);
     stream

@@ -39,6 +39,26 @@ pub(super) async fn events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
+    open(crudp, query, headers, false).await
+}
+
+/// `GET /poll`: the same events as `GET /events`, for clients whose stream cannot get through
+/// (a proxy that buffers `text/event-stream`): the answer ends after the missed events, or
+/// after the first new one, or after [`POLL_WAIT`] without any. `ready` comes only with the
+/// first poll (no `lastEventId`) or after a `reset`.
+pub(super) async fn poll(
+    State(crudp): State<Crudp>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    open(crudp, query, headers, true).await
+}
+
+/// How long a poll waits for a new event: below the 30 to 60 s after which proxies commonly
+/// give up on a quiet request.
+pub(super) const POLL_WAIT: Duration = Duration::from_secs(25);
+
+async fn open(crudp: Crudp, query: EventsQuery, headers: HeaderMap, poll: bool) -> Response {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -91,37 +111,56 @@ pub(super) async fn events(
     head.push_back(retry_frame(
         crudp.shared.limits.retry_hint.as_millis() as u64
     ));
-    match subscription.start {
-        Start::Reset => head.push_back(event_frame(
+    let (reset, missed) = match subscription.start {
+        Start::Reset => {
+            head.push_back(event_frame(
+                subscription.position,
+                EventKind::Reset,
+                &position,
+            ));
+            (true, false)
+        }
+        Start::Replay(frames) => {
+            let missed = !frames.is_empty();
+            head.extend(frames.into_iter().map(|f| f.bytes));
+            (false, missed)
+        }
+    };
+    let ready = !poll || reset || last_event_id.is_none();
+    if ready {
+        head.push_back(event_frame(
             subscription.position,
-            EventKind::Reset,
+            EventKind::Ready,
             &position,
-        )),
-        Start::Replay(frames) => head.extend(frames.into_iter().map(|f| f.bytes)),
+        ));
     }
-    head.push_back(event_frame(
-        subscription.position,
-        EventKind::Ready,
-        &position,
-    ));
-
-    if let Some(hook) = &crudp.shared.on_connect {
-        hook(&connection);
-    }
+    let mode = if poll {
+        Mode::Poll {
+            // With something to say already, the answer ends with it.
+            delivered: missed || ready,
+            until: Box::pin(tokio::time::sleep(POLL_WAIT)),
+        }
+    } else {
+        if let Some(hook) = &crudp.shared.on_connect {
+            hook(&connection);
+        }
+        Mode::Live
+    };
     let heartbeat = crudp.shared.limits.heartbeat;
     let expires = Instant::now() + Duration::from_secs(claims.exp.saturating_sub(unix_now()));
     let state = Stream {
         head,
+        mode,
         live: subscription.live,
         ping: tokio::time::interval_at(Instant::now() + heartbeat, heartbeat),
         // One timer for the stream's whole life, not one per event.
         expires: Box::pin(tokio::time::sleep_until(expires)),
 
         _registration: subscription.guard,
-        _presence: Presence {
+        _presence: (!poll).then(|| Presence {
             crudp: crudp.clone(),
             connection,
-        },
+        }),
     };
     let body = stream::unfold(state, |mut state| async move {
         let next = state.next().await?;
@@ -141,11 +180,23 @@ pub(super) async fn events(
 
 struct Stream {
     head: VecDeque<Bytes>,
+    mode: Mode,
     live: mpsc::Receiver<Frame>,
     ping: tokio::time::Interval,
     expires: std::pin::Pin<Box<tokio::time::Sleep>>,
     _registration: Box<dyn Send + Sync>,
-    _presence: Presence,
+    /// Streams, not polls, are presence.
+    _presence: Option<Presence>,
+}
+
+enum Mode {
+    /// `GET /events`: open until the client goes, the hub closes it or the token expires.
+    Live,
+    /// `GET /poll`: ends once it has delivered something, or at `until`.
+    Poll {
+        delivered: bool,
+        until: std::pin::Pin<Box<tokio::time::Sleep>>,
+    },
 }
 
 impl Stream {
@@ -155,6 +206,19 @@ impl Stream {
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(bytes) = self.head.pop_front() {
             return Some(bytes);
+        }
+        if let Mode::Poll { delivered, until } = &mut self.mode {
+            if *delivered {
+                // What is already there goes too; then the answer ends.
+                return self.live.try_recv().ok().map(|f| f.bytes);
+            }
+            return tokio::select! {
+                frame = self.live.recv() => {
+                    *delivered = true;
+                    frame.map(|f| f.bytes)
+                }
+                () = until.as_mut() => None,
+            };
         }
         tokio::select! {
             biased;

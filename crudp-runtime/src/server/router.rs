@@ -39,12 +39,16 @@ impl Crudp {
     /// - `POST /token`: a postcard [`TokenRequest`] (the clients of one user whose events one
     ///   stream carries) in, a [`TokenGrant`] out: a short-lived token for `GET /events`.
     /// - `GET /events?token=…&lastEventId=…`: the event stream (Server-Sent Events).
+    /// - `GET /poll?token=…&lastEventId=…`: the same events, for clients behind a proxy that
+    ///   buffers event streams: each answer ends after the missed events, the first new one,
+    ///   or 25 seconds.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/call", post(call))
             .route("/sync", post(sync))
             .route("/token", post(token))
             .route("/events", get(super::events::events))
+            .route("/poll", get(super::events::poll))
             .with_state(self.clone())
     }
 
