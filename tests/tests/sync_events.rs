@@ -623,6 +623,10 @@ async fn one_stream_carries_several_clients_of_one_user_and_says_whose_results_a
         .collect();
     whose.sort();
     assert_eq!(whose, [a, b]);
+    // The stream carries b's broadcast for a; it names b, so that b's tab can skip it.
+    let shout = events.iter().find(|e| e.event == "broadcast").unwrap();
+    let shout: Broadcast = postcard::from_bytes(&shout.data).unwrap();
+    assert_eq!(shout.origin, Some(b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

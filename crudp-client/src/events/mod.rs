@@ -209,6 +209,8 @@ fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
             Err(e) => tracing::warn!("undecodable results event: {e}"),
         },
         EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
+            // This client's own call: its listeners heard of it with the result.
+            Ok(broadcast) if broadcast.origin == Some(inner.id) => {}
             Ok(broadcast) => {
                 inner
                     .listeners

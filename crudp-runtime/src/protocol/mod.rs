@@ -212,6 +212,10 @@ pub struct Broadcast {
     /// The postcard encoding of the action's `Ok` value.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    /// The client whose call produced it, which has the value as its result already; `None`
+    /// for broadcasts from server code. A stream that carries several clients (a browser's
+    /// tabs) still receives it for the others.
+    pub origin: Option<ClientId>,
 }
 
 /// Where a stream stands (`event: ready` and `event: reset`): the ID of the last event

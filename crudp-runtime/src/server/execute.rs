@@ -131,6 +131,7 @@ impl Crudp {
                     handler: packet.handler,
                     action: packet.action,
                     value: value.clone(),
+                    origin: Some(client),
                 };
                 if let Err(e) = self
                     .publish_broadcast(broadcast, Channel::from(target), Some(client))

@@ -174,6 +174,7 @@ impl Crudp {
                 handler: module.id,
                 action,
                 value,
+                origin: None,
             },
             target.into(),
             None,
