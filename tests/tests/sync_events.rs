@@ -674,4 +674,18 @@ async fn a_poll_ends_with_the_missed_events_or_the_first_new_one() {
     // Missed events come at once, without `ready`.
     let missed = poll(Some(position)).await;
     assert_eq!(missed, new);
+    // A client not sure it is connected asks for `ready`, and gets it at once.
+    let asked = reqwest::get(format!(
+        "{url}/poll?token={token}&lastEventId={}&ready=true",
+        new[0].id
+    ));
+    let asked = tokio::time::timeout(Duration::from_secs(10), async {
+        parse_events(&asked.await.unwrap().bytes().await.unwrap())
+    })
+    .await
+    .expect("the poll ends at once");
+    assert_eq!(
+        asked.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["ready"]
+    );
 }

@@ -44,12 +44,21 @@ pub(crate) async fn run(
     // Natively, a stream that never says `ready` is taken for one that a buffering proxy holds
     // back: from then on the client polls. (The browser's `EventSource` keeps its stream.)
     let mut polling = false;
+    // Whether the next poll must say `ready`: after the switch and after any failure, the
+    // client is not known to be connected.
+    let mut need_ready = true;
     loop {
         let Some(inner) = client.upgrade() else {
             return;
         };
         let had_token = token.is_some();
-        let endpoint = if polling { "poll" } else { "events" };
+        let endpoint = match (polling, need_ready) {
+            (false, _) => "events",
+            (true, false) => "poll",
+            (true, true) => "poll?ready=true",
+        };
+        let asked = rt::monotonic_ms();
+        let mut delivered = 0usize;
         // The time a new stream has to say `ready` runs from the request: a proxy that holds
         // the stream back may hold its head back too.
         let mut held_back = held_back_after(polling);
@@ -108,8 +117,10 @@ pub(crate) async fn run(
                             if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
                                 last_event_id = Some(id);
                             }
+                            delivered += 1;
                             if handle(&inner, event) == Some(EventKind::Ready) {
                                 ready = true;
+                                need_ready = false;
                                 backoff.reset();
                             }
                         }
@@ -130,9 +141,18 @@ pub(crate) async fn run(
             return;
         };
         if again {
-            backoff.reset();
+            // An answer that ends empty long before a poll's wait is over (a proxy that cuts
+            // quiet requests short): do not ask again in a tight loop.
+            if delivered == 0 && rt::monotonic_ms().saturating_sub(asked) < 1000 && polling {
+                drop(inner);
+                let delay = rt::sleep(backoff.next());
+                if let Either::Right(_) = select(Box::pin(delay), &mut shutdown).await {
+                    return;
+                }
+            }
             continue;
         }
+        need_ready = true;
         if ready {
             // It was open: reconnect at once.
             inner.post(Input::StreamLost);
@@ -184,12 +204,13 @@ async fn connect(
     inner.post(Input::ServerLimit(
         usize::try_from(current.max_packets).unwrap_or(usize::MAX),
     ));
-    let stream = inner
-        .transport
-        .events(&inner.url(endpoint), &current.token, last_event_id)
-        .await;
+    // Kept before the stream is awaited, in case the wait is given up.
+    let secret = current.token.clone();
     *token = Some(current);
-    stream
+    inner
+        .transport
+        .events(&inner.url(endpoint), &secret, last_event_id)
+        .await
 }
 
 /// Acts on one event; returns its kind.

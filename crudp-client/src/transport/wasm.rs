@@ -77,9 +77,10 @@ impl Transport for FetchTransport {
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
         // `EventSource` cannot send headers: the token and the first connection's last event ID
         // go in the query; its own reconnections send `Last-Event-ID`, which the server prefers.
+        let join = if url.contains('?') { '&' } else { '?' };
         let url = match last_event_id {
-            Some(id) => format!("{url}?token={token}&lastEventId={id}"),
-            None => format!("{url}?token={token}"),
+            Some(id) => format!("{url}{join}token={token}&lastEventId={id}"),
+            None => format!("{url}{join}token={token}"),
         };
         let opened = (|| {
             let mut source =

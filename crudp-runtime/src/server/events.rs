@@ -32,6 +32,9 @@ pub(super) struct EventsQuery {
     token: Option<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
+    /// With a poll: say `ready` (the client is not sure it is connected).
+    #[serde(default)]
+    ready: bool,
 }
 
 pub(super) async fn events(
@@ -45,7 +48,7 @@ pub(super) async fn events(
 /// `GET /poll`: the same events as `GET /events`, for clients whose stream cannot get through
 /// (a proxy that buffers `text/event-stream`): the answer ends after the missed events, or
 /// after the first new one, or after [`POLL_WAIT`] without any. `ready` comes only with the
-/// first poll (no `lastEventId`) or after a `reset`.
+/// first poll (no `lastEventId`), after a `reset`, or when asked for (`ready=true`).
 pub(super) async fn poll(
     State(crudp): State<Crudp>,
     Query(query): Query<EventsQuery>,
@@ -126,7 +129,7 @@ async fn open(crudp: Crudp, query: EventsQuery, headers: HeaderMap, poll: bool) 
             (false, missed)
         }
     };
-    let ready = !poll || reset || last_event_id.is_none();
+    let ready = !poll || reset || last_event_id.is_none() || query.ready;
     if ready {
         head.push_back(event_frame(
             subscription.position,
