@@ -55,8 +55,9 @@ pub(crate) enum Input {
     Offline,
     /// The most packets the server takes in a batch, learnt with a stream token.
     ServerLimit(usize),
-    /// The event stream did not get through: events come by polling from now on.
-    Polling,
+    /// The event stream did not get through, and events come by polling (`true`), or it
+    /// gets through again (`false`).
+    Polling(bool),
 }
 
 /// What the driver must do.
@@ -198,7 +199,7 @@ impl Core {
                 self.connection = Connection::Offline;
             }
             Input::ServerLimit(max) => self.server_max = max.max(1),
-            Input::Polling => self.polling = true,
+            Input::Polling(polling) => self.polling = polling,
         }
     }
 

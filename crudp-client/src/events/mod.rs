@@ -28,6 +28,8 @@ const TOKEN_MARGIN: u64 = 5;
 /// proxy holds back, and polls instead.
 #[cfg(not(target_arch = "wasm32"))]
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a client polls before it tries the event stream again.
+const STREAM_RETRY_MS: u64 = 5 * 60 * 1000;
 
 /// Keeps the event stream open until the client is dropped (`shutdown` resolves).
 pub(crate) async fn run(
@@ -44,6 +46,8 @@ pub(crate) async fn run(
     // Natively, a stream that never says `ready` is taken for one that a buffering proxy holds
     // back: from then on the client polls. (The browser's `EventSource` keeps its stream.)
     let mut polling = false;
+    // Since when it polls, and whether its status says so.
+    let (mut polling_since, mut says_polling) = (0, false);
     // Whether the next poll must say `ready`: after the switch and after any failure, the
     // client is not known to be connected.
     let mut need_ready = true;
@@ -51,6 +55,10 @@ pub(crate) async fn run(
         let Some(inner) = client.upgrade() else {
             return;
         };
+        if polling && rt::monotonic_ms().saturating_sub(polling_since) >= STREAM_RETRY_MS {
+            // Perhaps the stream gets through now (another network, another proxy).
+            polling = false;
+        }
         let had_token = token.is_some();
         let endpoint = match (polling, need_ready) {
             (false, _) => "events",
@@ -59,24 +67,19 @@ pub(crate) async fn run(
         };
         let asked = rt::monotonic_ms();
         let mut delivered = 0usize;
-        // The time a new stream has to say `ready` runs from the request: a proxy that holds
-        // the stream back may hold its head back too.
-        let mut held_back = held_back_after(polling);
-        let opened = {
-            let connecting = connect(&inner, &mut token, last_event_id, endpoint);
-            match select(Box::pin(connecting), &mut held_back).await {
-                Either::Left((opened, _)) => Some(opened),
-                Either::Right(_) => None,
-            }
-        };
+        let (opened, mut held_back) =
+            connect(&inner, &mut token, last_event_id, endpoint, polling).await;
         let mut ready = false;
         // The answer came to its end as a poll's does, or the client just switched to polling:
         // ask again at once.
         let mut again = false;
         let Some(opened) = opened else {
             tracing::info!("the event stream does not get through; polling");
-            polling = true;
-            inner.post(Input::Polling);
+            (polling, polling_since, need_ready) = (true, rt::monotonic_ms(), true);
+            if !says_polling {
+                says_polling = true;
+                inner.post(Input::Polling(true));
+            }
             continue;
         };
         match opened {
@@ -97,10 +100,13 @@ pub(crate) async fn run(
                         Either::Right(_) if !ready => {
                             // Nothing came through in time: a proxy holds the stream back.
                             tracing::info!("the event stream does not get through; polling");
-                            polling = true;
+                            (polling, polling_since, need_ready) = (true, rt::monotonic_ms(), true);
                             again = true;
-                            if let Some(inner) = client.upgrade() {
-                                inner.post(Input::Polling);
+                            if let Some(inner) = client.upgrade()
+                                && !says_polling
+                            {
+                                says_polling = true;
+                                inner.post(Input::Polling(true));
                             }
                             break;
                         }
@@ -122,6 +128,11 @@ pub(crate) async fn run(
                                 ready = true;
                                 need_ready = false;
                                 backoff.reset();
+                                if !polling && says_polling {
+                                    // The stream gets through again.
+                                    says_polling = false;
+                                    inner.post(Input::Polling(false));
+                                }
                             }
                         }
                         Some(Err(TransportError::Reconnecting)) => inner.post(Input::StreamFailed),
@@ -182,24 +193,26 @@ fn held_back_after(polling: bool) -> TransportFuture<'static, ()> {
     Box::pin(std::future::pending())
 }
 
+/// Gets a token if the one at hand will not do, then opens `endpoint`. The time a new stream
+/// has to say `ready` runs from its request (a proxy that holds the stream back may hold its
+/// head back too), not from the token's: the answer is `None` if it runs out first, and the
+/// timer goes on for the rest of the wait.
 async fn connect(
     inner: &Shared,
     token: &mut Option<TokenGrant>,
     last_event_id: Option<u64>,
     endpoint: &str,
-) -> Result<EventStream, TransportError> {
+    polling: bool,
+) -> (
+    Option<Result<EventStream, TransportError>>,
+    TransportFuture<'static, ()>,
+) {
     let current = match token.take() {
         Some(grant) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
-        _ => {
-            let request = TokenRequest {
-                clients: vec![inner.id],
-            };
-            let body = postcard::to_stdvec(&request).expect("a token request always encodes");
-            let answer = inner.transport.post(&inner.url("token"), body).await?;
-            postcard::from_bytes(&answer).map_err(|e| {
-                TransportError::Malformed(format!("the token grant does not decode: {e}"))
-            })?
-        }
+        _ => match new_token(inner).await {
+            Ok(grant) => grant,
+            Err(e) => return (Some(Err(e)), held_back_after(true)),
+        },
     };
     inner.post(Input::ServerLimit(
         usize::try_from(current.max_packets).unwrap_or(usize::MAX),
@@ -207,10 +220,25 @@ async fn connect(
     // Kept before the stream is awaited, in case the wait is given up.
     let secret = current.token.clone();
     *token = Some(current);
-    inner
+    let mut held_back = held_back_after(polling);
+    let opening = inner
         .transport
-        .events(&inner.url(endpoint), &secret, last_event_id)
-        .await
+        .events(&inner.url(endpoint), &secret, last_event_id);
+    let opened = match select(opening, &mut held_back).await {
+        Either::Left((opened, _)) => Some(opened),
+        Either::Right(_) => None,
+    };
+    (opened, held_back)
+}
+
+async fn new_token(inner: &Shared) -> Result<TokenGrant, TransportError> {
+    let request = TokenRequest {
+        clients: vec![inner.id],
+    };
+    let body = postcard::to_stdvec(&request).expect("a token request always encodes");
+    let answer = inner.transport.post(&inner.url("token"), body).await?;
+    postcard::from_bytes(&answer)
+        .map_err(|e| TransportError::Malformed(format!("the token grant does not decode: {e}")))
 }
 
 /// Acts on one event; returns its kind.
