@@ -15,7 +15,6 @@ use crate::{
     call::CallFuture,
     core::{Core, Input},
     driver::Driver,
-    events,
     listeners::ListenerFn,
     queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
     rt,
@@ -406,7 +405,15 @@ impl Client {
             return Err(message);
         }
         if let (Mode::Sync, Some((stop, kicks))) = (self.shared.mode, stream) {
-            let _ = rt::spawn(events::run(Arc::downgrade(&self.shared), stop, kicks));
+            let client = Arc::downgrade(&self.shared);
+            // In the browser, the tabs share one stream.
+            #[cfg(target_arch = "wasm32")]
+            let _ = rt::spawn(crate::tabs::run(client, stop, kicks));
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = rt::spawn(async move {
+                let (mut stop, mut kicks) = (stop, kicks);
+                crate::events::run(client, &mut stop, &mut kicks, None).await;
+            });
         } else {
             driver.stream_stop = None;
         }

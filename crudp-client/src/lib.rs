@@ -17,6 +17,8 @@ mod queue;
 mod rt;
 mod shared;
 mod status;
+#[cfg(target_arch = "wasm32")]
+mod tabs;
 pub mod transport;
 
 pub use call::CallFuture;

@@ -5,21 +5,22 @@ use std::sync::Weak;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp_runtime::{
-    Broadcast, EventKind,
-    protocol::{TokenGrant, TokenRequest, decode_client_results},
+    Broadcast, ClientId, EventKind,
+    protocol::{MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest, decode_client_results},
 };
 use futures_channel::{mpsc, oneshot};
 use futures_util::{
     StreamExt,
     future::{Either, select},
 };
+use serde::{Deserialize, Serialize};
 
 use crate::{
     backoff::Backoff,
     core::Input,
     rt,
     shared::Shared,
-    transport::{EventStream, SseEvent, TransportError, TransportFuture},
+    transport::{EventStream, MaybeSendSync, SseEvent, TransportError, TransportFuture},
 };
 
 /// Seconds before expiry at which a token is renewed rather than used.
@@ -31,16 +32,86 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a client polls before it tries the event stream again.
 const STREAM_RETRY_MS: u64 = 5 * 60 * 1000;
 
-/// Keeps the event stream open until the client is dropped (`shutdown` resolves).
+/// The other clients a stream serves: those of the browser's other tabs, while this tab's
+/// stream is the one they share.
+pub(crate) trait Fanout: MaybeSendSync {
+    /// The other clients the stream carries.
+    fn peers(&self) -> Vec<ClientId>;
+    /// The last event any tab saw, to resume from.
+    fn last_event_id(&self) -> Option<u64>;
+    /// Passes an event on; `clients` are those the stream carries.
+    fn event(&mut self, event: &SseEvent, clients: &[ClientId]);
+    /// Passes a change of the link on.
+    fn link(&mut self, link: Link);
+    /// Resolves with the next [`Change`].
+    fn change(&mut self) -> TransportFuture<'_, Change>;
+}
+
+/// What makes a shared stream reconnect or stop.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Another client joined: the stream must carry it too.
+    Joined,
+    /// The page is hidden or frozen: another tab must take the stream over.
+    Hidden,
+}
+
+/// A change of the link, for the driver of every client the stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Link {
+    /// The stream was open and broke; it is reconnecting.
+    Lost,
+    /// The stream could not open.
+    Failed,
+    /// Events come by polling (`true`), or by the stream again (`false`).
+    Polling(bool),
+    /// The most packets the server takes in a batch.
+    Limit(u32),
+}
+
+impl Link {
+    pub(crate) fn input(self) -> Input {
+        match self {
+            Link::Lost => Input::StreamLost,
+            Link::Failed => Input::StreamFailed,
+            Link::Polling(polling) => Input::Polling(polling),
+            Link::Limit(packets) => {
+                Input::ServerLimit(usize::try_from(packets).unwrap_or(usize::MAX))
+            }
+        }
+    }
+}
+
+/// Why [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The client was dropped.
+    Shutdown,
+    /// The page is hidden: the stream is another tab's to open.
+    Hidden,
+}
+
+/// Tells this client's driver, and the other tabs' clients, of a change of the link.
+fn tell(inner: &Shared, fanout: &mut Option<&mut dyn Fanout>, link: Link) {
+    inner.post(link.input());
+    if let Some(fanout) = fanout {
+        fanout.link(link);
+    }
+}
+
+/// Keeps the event stream open until the client is dropped (`shutdown` resolves) or, when it
+/// serves other tabs' clients too (`fanout`), until the page is hidden.
 pub(crate) async fn run(
     client: Weak<Shared>,
-    mut shutdown: oneshot::Receiver<()>,
-    mut kicks: mpsc::UnboundedReceiver<()>,
-) {
-    let mut token: Option<TokenGrant> = None;
-    let mut last_event_id: Option<u64> = None;
+    shutdown: &mut oneshot::Receiver<()>,
+    kicks: &mut mpsc::UnboundedReceiver<()>,
+    mut fanout: Option<&mut dyn Fanout>,
+) -> Ended {
+    let mut token: Option<(TokenGrant, Vec<ClientId>)> = None;
+    let mut last_event_id: Option<u64> = fanout.as_ref().and_then(|f| f.last_event_id());
     let Some(seed) = client.upgrade().map(|c| c.id.0) else {
-        return;
+        return Ended::Shutdown;
     };
     let mut backoff = Backoff::new(seed);
     // Natively, a stream that never says `ready` is taken for one that a buffering proxy holds
@@ -53,7 +124,7 @@ pub(crate) async fn run(
     let mut need_ready = true;
     loop {
         let Some(inner) = client.upgrade() else {
-            return;
+            return Ended::Shutdown;
         };
         if polling && rt::monotonic_ms().saturating_sub(polling_since) >= STREAM_RETRY_MS {
             // Perhaps the stream gets through now (another network, another proxy).
@@ -67,18 +138,30 @@ pub(crate) async fn run(
         };
         let asked = rt::monotonic_ms();
         let mut delivered = 0usize;
-        let (opened, mut held_back) =
-            connect(&inner, &mut token, last_event_id, endpoint, polling).await;
+        let clients = match &token {
+            Some((_, clients)) => clients.clone(),
+            None => stream_clients(inner.id, fanout.as_deref()),
+        };
+        let (opened, mut held_back) = connect(
+            &inner,
+            &mut token,
+            &clients,
+            last_event_id,
+            endpoint,
+            polling,
+            &mut fanout,
+        )
+        .await;
         let mut ready = false;
-        // The answer came to its end as a poll's does, or the client just switched to polling:
-        // ask again at once.
+        // The answer came to its end as a poll's does, or the client just switched to polling,
+        // or another client joined: ask again at once.
         let mut again = false;
         let Some(opened) = opened else {
             tracing::info!("the event stream does not get through; polling");
             (polling, polling_since, need_ready) = (true, rt::monotonic_ms(), true);
             if !says_polling {
                 says_polling = true;
-                inner.post(Input::Polling(true));
+                tell(&inner, &mut fanout, Link::Polling(true));
             }
             continue;
         };
@@ -93,11 +176,20 @@ pub(crate) async fn run(
             Ok(mut stream) => {
                 drop(inner);
                 loop {
-                    let next = select(stream.next(), &mut shutdown);
-                    let event = match select(next, &mut held_back).await {
-                        Either::Left((Either::Left((event, _)), _)) => event,
-                        Either::Left((Either::Right(_), _)) => return,
-                        Either::Right(_) if !ready => {
+                    let next = match next_event(&mut stream, shutdown, &mut held_back, &mut fanout)
+                        .await
+                    {
+                        Next::Event(event) => event,
+                        Next::Shutdown => return Ended::Shutdown,
+                        Next::Change(Change::Hidden) => return Ended::Hidden,
+                        Next::Change(Change::Joined) => {
+                            // Others may be joining too: let them, then carry them all.
+                            rt::sleep(JOIN_PAUSE).await;
+                            token = None;
+                            again = true;
+                            break;
+                        }
+                        Next::HeldBack if !ready => {
                             // Nothing came through in time: a proxy holds the stream back.
                             tracing::info!("the event stream does not get through; polling");
                             (polling, polling_since, need_ready) = (true, rt::monotonic_ms(), true);
@@ -106,36 +198,41 @@ pub(crate) async fn run(
                                 && !says_polling
                             {
                                 says_polling = true;
-                                inner.post(Input::Polling(true));
+                                tell(&inner, &mut fanout, Link::Polling(true));
                             }
                             break;
                         }
-                        Either::Right(_) => {
+                        Next::HeldBack => {
                             held_back = held_back_after(true);
                             continue;
                         }
                     };
                     let Some(inner) = client.upgrade() else {
-                        return;
+                        return Ended::Shutdown;
                     };
-                    match event {
+                    match next {
                         Some(Ok(event)) => {
                             if let Some(id) = event.id.as_deref().and_then(|id| id.parse().ok()) {
                                 last_event_id = Some(id);
                             }
                             delivered += 1;
-                            if handle(&inner, event) == Some(EventKind::Ready) {
+                            if let Some(fanout) = &mut fanout {
+                                fanout.event(&event, &clients);
+                            }
+                            if handle(&inner, event, &clients) == Some(EventKind::Ready) {
                                 ready = true;
                                 need_ready = false;
                                 backoff.reset();
                                 if !polling && says_polling {
                                     // The stream gets through again.
                                     says_polling = false;
-                                    inner.post(Input::Polling(false));
+                                    tell(&inner, &mut fanout, Link::Polling(false));
                                 }
                             }
                         }
-                        Some(Err(TransportError::Reconnecting)) => inner.post(Input::StreamFailed),
+                        Some(Err(TransportError::Reconnecting)) => {
+                            tell(&inner, &mut fanout, Link::Failed)
+                        }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "event stream broke");
                             break;
@@ -149,7 +246,7 @@ pub(crate) async fn run(
             }
         }
         let Some(inner) = client.upgrade() else {
-            return;
+            return Ended::Shutdown;
         };
         if again {
             // An answer that ends empty long before a poll's wait is over (a proxy that cuts
@@ -157,8 +254,8 @@ pub(crate) async fn run(
             if delivered == 0 && rt::monotonic_ms().saturating_sub(asked) < 1000 && polling {
                 drop(inner);
                 let delay = rt::sleep(backoff.next());
-                if let Either::Right(_) = select(Box::pin(delay), &mut shutdown).await {
-                    return;
+                if let Either::Right(_) = select(Box::pin(delay), &mut *shutdown).await {
+                    return Ended::Shutdown;
                 }
             }
             continue;
@@ -166,19 +263,66 @@ pub(crate) async fn run(
         need_ready = true;
         if ready {
             // It was open: reconnect at once.
-            inner.post(Input::StreamLost);
+            tell(&inner, &mut fanout, Link::Lost);
             continue;
         }
         // It never opened (the browser's `EventSource` reports a refused token this way too):
         // try a new token, after a pause.
         token = None;
-        inner.post(Input::StreamFailed);
+        tell(&inner, &mut fanout, Link::Failed);
         drop(inner);
-        let delay = rt::sleep(backoff.next());
-        if let Either::Right(_) = select(select(Box::pin(delay), kicks.next()), &mut shutdown).await
-        {
-            return;
+        let delay = select(Box::pin(rt::sleep(backoff.next())), kicks.next());
+        let change = match &mut fanout {
+            Some(fanout) => Either::Left(fanout.change()),
+            None => Either::Right(std::future::pending()),
+        };
+        match select(select(delay, change), &mut *shutdown).await {
+            Either::Right(_) => return Ended::Shutdown,
+            Either::Left((Either::Right((Change::Hidden, _)), _)) => return Ended::Hidden,
+            Either::Left(_) => {}
         }
+    }
+}
+
+/// How long a shared stream waits, when a client joins, for others to join before it
+/// reconnects to carry them.
+const JOIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// This client and the others it serves, as many as a token may name.
+fn stream_clients(own: ClientId, fanout: Option<&dyn Fanout>) -> Vec<ClientId> {
+    let mut clients = vec![own];
+    if let Some(fanout) = fanout {
+        clients.extend(fanout.peers().into_iter().filter(|c| *c != own));
+    }
+    clients.truncate(MAX_TOKEN_CLIENTS);
+    clients
+}
+
+enum Next {
+    Event(Option<Result<SseEvent, TransportError>>),
+    Shutdown,
+    HeldBack,
+    Change(Change),
+}
+
+/// Waits for the next event, the client's end, the end of the wait for `ready`, or a change
+/// of the tabs the stream serves.
+async fn next_event(
+    stream: &mut EventStream,
+    shutdown: &mut oneshot::Receiver<()>,
+    held_back: &mut TransportFuture<'static, ()>,
+    fanout: &mut Option<&mut dyn Fanout>,
+) -> Next {
+    let change = match fanout {
+        Some(fanout) => Either::Left(fanout.change()),
+        None => Either::Right(std::future::pending()),
+    };
+    let event = select(stream.next(), shutdown);
+    match select(select(event, held_back), change).await {
+        Either::Left((Either::Left((Either::Left((event, _)), _)), _)) => Next::Event(event),
+        Either::Left((Either::Left((Either::Right(_), _)), _)) => Next::Shutdown,
+        Either::Left((Either::Right(_), _)) => Next::HeldBack,
+        Either::Right((change, _)) => Next::Change(change),
     }
 }
 
@@ -193,33 +337,33 @@ fn held_back_after(polling: bool) -> TransportFuture<'static, ()> {
     Box::pin(std::future::pending())
 }
 
-/// Gets a token if the one at hand will not do, then opens `endpoint`. The time a new stream
-/// has to say `ready` runs from its request (a proxy that holds the stream back may hold its
-/// head back too), not from the token's: the answer is `None` if it runs out first, and the
-/// timer goes on for the rest of the wait.
+/// Gets a token for `clients` if the one at hand will not do, then opens `endpoint`. The
+/// time a new stream has to say `ready` runs from its request (a proxy that holds the stream
+/// back may hold its head back too), not from the token's: the answer is `None` if it runs out
+/// first, and the timer goes on for the rest of the wait.
 async fn connect(
     inner: &Shared,
-    token: &mut Option<TokenGrant>,
+    token: &mut Option<(TokenGrant, Vec<ClientId>)>,
+    clients: &[ClientId],
     last_event_id: Option<u64>,
     endpoint: &str,
     polling: bool,
+    fanout: &mut Option<&mut dyn Fanout>,
 ) -> (
     Option<Result<EventStream, TransportError>>,
     TransportFuture<'static, ()>,
 ) {
     let current = match token.take() {
-        Some(grant) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
-        _ => match new_token(inner).await {
+        Some((grant, _)) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
+        _ => match new_token(inner, clients).await {
             Ok(grant) => grant,
             Err(e) => return (Some(Err(e)), held_back_after(true)),
         },
     };
-    inner.post(Input::ServerLimit(
-        usize::try_from(current.max_packets).unwrap_or(usize::MAX),
-    ));
+    tell(inner, fanout, Link::Limit(current.max_packets));
     // Kept before the stream is awaited, in case the wait is given up.
     let secret = current.token.clone();
-    *token = Some(current);
+    *token = Some((current, clients.to_vec()));
     let mut held_back = held_back_after(polling);
     let opening = inner
         .transport
@@ -231,9 +375,9 @@ async fn connect(
     (opened, held_back)
 }
 
-async fn new_token(inner: &Shared) -> Result<TokenGrant, TransportError> {
+async fn new_token(inner: &Shared, clients: &[ClientId]) -> Result<TokenGrant, TransportError> {
     let request = TokenRequest {
-        clients: vec![inner.id],
+        clients: clients.to_vec(),
     };
     let body = postcard::to_stdvec(&request).expect("a token request always encodes");
     let answer = inner.transport.post(&inner.url("token"), body).await?;
@@ -241,8 +385,9 @@ async fn new_token(inner: &Shared) -> Result<TokenGrant, TransportError> {
         .map_err(|e| TransportError::Malformed(format!("the token grant does not decode: {e}")))
 }
 
-/// Acts on one event; returns its kind.
-fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
+/// Acts on one event of a stream that carries `clients`; returns its kind. Results of the
+/// other clients and a `ready` of a stream that does not carry this client are left alone.
+pub(crate) fn handle(inner: &Shared, event: SseEvent, clients: &[ClientId]) -> Option<EventKind> {
     let kind = EventKind::from_name(event.event.as_deref()?)?;
     let data = match URL_SAFE_NO_PAD.decode(event.data.trim()) {
         Ok(data) => data,
@@ -254,7 +399,7 @@ fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
     match kind {
         EventKind::Results => match decode_client_results(&data, usize::MAX) {
             Ok((client, results)) if client == inner.id => inner.post(Input::Results(results)),
-            Ok((client, _)) => tracing::warn!(%client, "results of another client on this stream"),
+            Ok(_) => {}
             Err(e) => tracing::warn!("undecodable results event: {e}"),
         },
         EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
@@ -272,7 +417,8 @@ fn handle(inner: &Shared, event: SseEvent) -> Option<EventKind> {
             tracing::debug!("event stream reset: events may have been missed");
             inner.watchers.reset();
         }
-        EventKind::Ready => inner.post(Input::StreamReady),
+        EventKind::Ready if clients.contains(&inner.id) => inner.post(Input::StreamReady),
+        EventKind::Ready => {}
     }
     Some(kind)
 }

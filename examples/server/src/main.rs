@@ -1,9 +1,11 @@
 //! The todo example's server: the `Todos` and `Board` modules over SQLite under `/crudp`, a
-//! sign-in page at `/`, and the Leptos and Yew front ends at `/leptos/` and `/yew/`.
+//! sign-in page at `/`, who is connected at `/online`, and the Leptos and Yew front ends at
+//! `/leptos/` and `/yew/`.
 //!
 //! `todo-server [ADDRESS] [--db FILE] [--dist DIR]`: by default `127.0.0.1:3000`, `todo.db`,
 //! and the front ends that `cargo xtask demo` builds into `target/demo`.
 
+mod presence;
 mod signin;
 mod store;
 
@@ -59,16 +61,27 @@ async fn main() -> Result<(), String> {
     let store = store::Store::open(outcomes.clone())
         .await
         .map_err(cannot_open)?;
+    // Who is connected, for `/online`.
+    let presence = presence::Presence::default();
     let api = Crudp::builder()
         .outcome_store(outcomes)
         .authenticator(signin::authenticate)
         .handler(TodosServer::new(store.clone()))
         .handler(BoardServer::new(store))
+        .on_connect({
+            let presence = presence.clone();
+            move |peer| presence.connected(peer)
+        })
+        .on_disconnect({
+            let presence = presence.clone();
+            move |peer| presence.disconnected(peer)
+        })
         .build();
     let app = axum::Router::new()
         .nest("/crudp", api.router())
         .route("/", get(signin::home))
         .route("/signin", post(signin::sign_in))
+        .route("/online", get(move || async move { presence.show() }))
         .nest_service("/leptos", front_end(&options.dist, "leptos"))
         .nest_service("/yew", front_end(&options.dist, "yew"))
         .route_service("/board.css", ServeFile::new(options.dist.join("board.css")));

@@ -1,0 +1,414 @@
+//! One event stream per browser. The clients of one server in all the tabs of an origin elect
+//! a leader with the Web Locks API; the leader's stream carries every client's events, and it
+//! passes each on over a `BroadcastChannel`: a client's results to that client, the rest to
+//! all. When the leader's page goes away or is frozen, its lock is let go and another tab
+//! takes over, resuming after the last event any tab saw, so that nothing is lost or delivered
+//! twice. Where either API is missing, each client keeps its own stream.
+
+pub(crate) mod locks;
+
+use std::{
+    cell::RefCell,
+    collections::BTreeSet,
+    future::poll_fn,
+    rc::Rc,
+    sync::{Arc, Weak},
+    task::{Poll, Waker},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crudp_runtime::{ClientId, EventKind, protocol::decode_client_results};
+use futures_channel::{mpsc, oneshot};
+use futures_util::{
+    StreamExt,
+    future::{Either, select},
+};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+use web_sys::{BroadcastChannel, MessageEvent};
+
+use crate::{
+    events::{self, Change, Ended, Fanout, Link},
+    rt,
+    shared::Shared,
+    transport::{SseEvent, TransportFuture},
+};
+
+/// How long a new leader waits for the other tabs to say who they are before it connects.
+const ROLL_CALL: Duration = Duration::from_millis(100);
+
+/// What the tabs tell each other.
+#[derive(Serialize, Deserialize)]
+enum Message {
+    /// A client that wants its events (from a new tab, or to a new leader).
+    Hello(ClientId),
+    /// A client whose page went away.
+    Bye(ClientId),
+    /// A tab took the stream over: every other tab says hello.
+    Leader,
+    /// Skip the stream's back-off: a follower's network came back, or it was asked to sync.
+    Kick,
+    /// An event of the shared stream, for one client or, without `to`, for all; `clients` are
+    /// those the stream carries.
+    Event {
+        to: Option<ClientId>,
+        id: Option<String>,
+        kind: Option<String>,
+        data: String,
+        clients: Vec<ClientId>,
+    },
+    /// A change of the shared stream's link.
+    Link(Link),
+}
+
+/// What this client knows of the tabs, shared with the channel's and the page's handlers.
+struct State {
+    me: ClientId,
+    leading: bool,
+    hidden: bool,
+    /// The clients of the other tabs.
+    peers: BTreeSet<ClientId>,
+    /// The peers the stream carries now.
+    carried: BTreeSet<ClientId>,
+    last_event_id: Option<u64>,
+    /// The stream's lock, while this tab leads.
+    lock: Option<locks::Held>,
+    /// The task waiting for a change.
+    waker: Option<Waker>,
+}
+
+impl State {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A listener on the window or the document: its target, its event and itself.
+type PageListener = (
+    web_sys::EventTarget,
+    &'static str,
+    Closure<dyn FnMut(JsValue)>,
+);
+
+/// This client's membership of the browser's tabs; leaves when dropped.
+struct Tabs {
+    channel: BroadcastChannel,
+    lock_name: String,
+    state: Rc<RefCell<State>>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    page: Vec<PageListener>,
+}
+
+/// Keeps this client's events coming until it is dropped: through the stream of whichever tab
+/// leads, this one's when it does.
+pub(crate) async fn run(
+    client: Weak<Shared>,
+    mut shutdown: oneshot::Receiver<()>,
+    mut kicks: mpsc::UnboundedReceiver<()>,
+) {
+    let Some(mut tabs) = client.upgrade().and_then(|inner| Tabs::join(&inner)) else {
+        events::run(client, &mut shutdown, &mut kicks, None).await;
+        return;
+    };
+    loop {
+        // While the page is hidden or frozen, it does not ask to lead.
+        if let Either::Right(_) = select(Box::pin(tabs.shown()), &mut shutdown).await {
+            return;
+        }
+        // A follower until this tab holds the stream's lock: its kicks go to the leader.
+        let mut lock = Box::pin(locks::acquire(&tabs.lock_name, false));
+        let held = loop {
+            match select(select(lock.as_mut(), kicks.next()), &mut shutdown).await {
+                Either::Right(_) => return,
+                Either::Left((Either::Left((held, _)), _)) => break held,
+                Either::Left((Either::Right((Some(()), _)), _)) => tabs.post(&Message::Kick),
+                // The client is gone.
+                Either::Left((Either::Right((None, _)), _)) => return,
+            }
+        };
+        drop(lock);
+        let Some(held) = held else {
+            // Web Locks failed after all: this client keeps its own stream.
+            drop(tabs);
+            events::run(client, &mut shutdown, &mut kicks, None).await;
+            return;
+        };
+        if tabs.state.borrow().hidden {
+            // Hidden while it waited: let another tab lead.
+            continue;
+        }
+        tabs.lead(held);
+        let roll_call = select(Box::pin(rt::sleep(ROLL_CALL)), &mut shutdown).await;
+        if let Either::Right(_) = roll_call {
+            return;
+        }
+        let ended = events::run(client.clone(), &mut shutdown, &mut kicks, Some(&mut tabs)).await;
+        tabs.follow();
+        if ended == Ended::Shutdown {
+            return;
+        }
+    }
+}
+
+impl Tabs {
+    /// Joins the tabs of this client's server, if the browser has what it takes.
+    fn join(inner: &Arc<Shared>) -> Option<Self> {
+        if !locks::available() {
+            return None;
+        }
+        let name = format!("crudp:{}:stream", inner.base());
+        let channel = BroadcastChannel::new(&name).ok()?;
+        let state = Rc::new(RefCell::new(State {
+            me: inner.id,
+            leading: false,
+            hidden: false,
+            peers: BTreeSet::new(),
+            carried: BTreeSet::new(),
+            last_event_id: None,
+            lock: None,
+            waker: None,
+        }));
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
+            let (state, channel, inner) =
+                (Rc::clone(&state), channel.clone(), Arc::downgrade(inner));
+            move |event: MessageEvent| {
+                let Some(message) = decode(&event.data()) else {
+                    tracing::warn!("an undecodable message from another tab");
+                    return;
+                };
+                if let Some(inner) = inner.upgrade() {
+                    receive(&state, &channel, &inner, message);
+                }
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let mut tabs = Self {
+            channel,
+            lock_name: name,
+            state,
+            _on_message: on_message,
+            page: Vec::new(),
+        };
+        tabs.watch_page();
+        tabs.post(&Message::Hello(inner.id));
+        Some(tabs)
+    }
+
+    /// Follows the page's life: a page hidden (perhaps into the back/forward cache) or frozen
+    /// lets the stream go at once, and says hello again when it comes back.
+    fn watch_page(&mut self) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let document: Option<web_sys::EventTarget> = window.document().map(Into::into);
+        let window: web_sys::EventTarget = window.into();
+        let targets = [
+            (Some(window.clone()), "pagehide", true),
+            (Some(window), "pageshow", false),
+            (document.clone(), "freeze", true),
+            (document, "resume", false),
+        ];
+        for (target, event, hide) in targets {
+            let Some(target) = target else { continue };
+            let (state, channel) = (Rc::clone(&self.state), self.channel.clone());
+            let handler = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+                let mut state = state.borrow_mut();
+                if state.hidden == hide {
+                    return;
+                }
+                state.hidden = hide;
+                let me = state.me;
+                if hide {
+                    // Let go now: a frozen or cached page runs nothing more.
+                    if let Some(mut lock) = state.lock.take() {
+                        lock.release();
+                    }
+                    post(&channel, &Message::Bye(me));
+                } else {
+                    post(&channel, &Message::Hello(me));
+                }
+                state.wake();
+            });
+            if target
+                .add_event_listener_with_callback(event, handler.as_ref().unchecked_ref())
+                .is_ok()
+            {
+                self.page.push((target, event, handler));
+            }
+        }
+    }
+
+    fn post(&self, message: &Message) {
+        post(&self.channel, message);
+    }
+
+    /// Takes the stream over: the other tabs say who they are.
+    fn lead(&mut self, held: locks::Held) {
+        let mut state = self.state.borrow_mut();
+        state.leading = true;
+        state.lock = Some(held);
+        state.peers.clear();
+        state.carried.clear();
+        drop(state);
+        self.post(&Message::Leader);
+    }
+
+    /// Lets the stream go.
+    fn follow(&mut self) {
+        let mut state = self.state.borrow_mut();
+        state.leading = false;
+        state.lock = None;
+    }
+
+    /// Resolves when the page is not hidden.
+    async fn shown(&self) {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.hidden {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Tabs {
+    fn drop(&mut self) {
+        let me = self.state.borrow().me;
+        self.post(&Message::Bye(me));
+        self.channel.set_onmessage(None);
+        self.channel.close();
+        for (target, event, handler) in &self.page {
+            let _ =
+                target.remove_event_listener_with_callback(event, handler.as_ref().unchecked_ref());
+        }
+    }
+}
+
+impl Fanout for Tabs {
+    fn peers(&self) -> Vec<ClientId> {
+        let mut state = self.state.borrow_mut();
+        state.carried = state.peers.clone();
+        state.carried.iter().copied().collect()
+    }
+
+    fn last_event_id(&self) -> Option<u64> {
+        self.state.borrow().last_event_id
+    }
+
+    fn event(&mut self, event: &SseEvent, clients: &[ClientId]) {
+        let id = event.id.clone();
+        let me = {
+            let mut state = self.state.borrow_mut();
+            if let Some(id) = id.as_deref().and_then(|id| id.parse().ok()) {
+                state.last_event_id = Some(id);
+            }
+            state.me
+        };
+        let to = match event.event.as_deref().and_then(EventKind::from_name) {
+            Some(EventKind::Results) => {
+                let Some(client) = results_client(&event.data) else {
+                    return;
+                };
+                if client == me {
+                    return;
+                }
+                Some(client)
+            }
+            _ => None,
+        };
+        self.post(&Message::Event {
+            to,
+            id,
+            kind: event.event.clone(),
+            data: event.data.clone(),
+            clients: clients.to_vec(),
+        });
+    }
+
+    fn link(&mut self, link: Link) {
+        self.post(&Message::Link(link));
+    }
+
+    fn change(&mut self) -> TransportFuture<'_, Change> {
+        Box::pin(poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.hidden || state.lock.is_none() {
+                return Poll::Ready(Change::Hidden);
+            }
+            if !state.peers.is_subset(&state.carried) {
+                return Poll::Ready(Change::Joined);
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }))
+    }
+}
+
+/// The client a results event is for.
+fn results_client(data: &str) -> Option<ClientId> {
+    let bytes = URL_SAFE_NO_PAD.decode(data.trim()).ok()?;
+    decode_client_results(&bytes, usize::MAX)
+        .ok()
+        .map(|(client, _)| client)
+}
+
+/// Acts on a message from another tab.
+fn receive(state: &RefCell<State>, channel: &BroadcastChannel, inner: &Shared, message: Message) {
+    let mut s = state.borrow_mut();
+    match message {
+        Message::Hello(client) => {
+            s.peers.insert(client);
+            s.wake();
+        }
+        Message::Bye(client) => {
+            s.peers.remove(&client);
+        }
+        Message::Leader if !s.leading && !s.hidden => post(channel, &Message::Hello(s.me)),
+        Message::Kick if s.leading => inner.kick_stream(),
+        Message::Event {
+            to,
+            id,
+            kind,
+            data,
+            clients,
+        } if !s.leading => {
+            if let Some(id) = id.as_deref().and_then(|id| id.parse().ok()) {
+                s.last_event_id = Some(id);
+            }
+            if to.is_some_and(|to| to != s.me) {
+                return;
+            }
+            drop(s);
+            let event = SseEvent {
+                id,
+                event: kind,
+                data,
+            };
+            events::handle(inner, event, &clients);
+        }
+        Message::Link(link) if !s.leading => {
+            drop(s);
+            inner.post(link.input());
+        }
+        _ => {}
+    }
+}
+
+fn post(channel: &BroadcastChannel, message: &Message) {
+    let bytes = postcard::to_stdvec(message).expect("a message between tabs always encodes");
+    if let Err(e) = channel.post_message(&js_sys::Uint8Array::from(&bytes[..])) {
+        tracing::warn!("a message to the other tabs was not sent: {e:?}");
+    }
+}
+
+fn decode(data: &JsValue) -> Option<Message> {
+    let bytes = data.dyn_ref::<js_sys::Uint8Array>()?.to_vec();
+    postcard::from_bytes(&bytes).ok()
+}
