@@ -60,6 +60,10 @@ fn App() -> impl IntoView {
     // Broadcasts may have been missed (the server restarted, say): reload the board.
     client.on_reset(move || reload(list)).keep();
     // ANCHOR_END: listeners
+    // How many changes this page heard of, its own included.
+    let heard = RwSignal::new(0usize);
+    todos().on_create(move |_| heard.update(|n| *n += 1)).keep();
+    todos().on_update(move |_| heard.update(|n| *n += 1)).keep();
     spawn_local(async move {
         if let Ok(todos) = board.read().await {
             list.set(todos);
@@ -108,6 +112,7 @@ fn App() -> impl IntoView {
                     children=|(_, text)| view! { <li class="pending">{text} " (pending)"</li> }
                 />
             </ul>
+            <p id="heard">{move || heard.get()} " changes heard"</p>
         </main>
     }
 }

@@ -4,100 +4,15 @@
 //!
 //! The front ends must be built first: `cargo xtask test` does it.
 
+mod demo;
 mod webdriver;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command},
-    time::Duration,
-};
-
-use webdriver::{Driver, Session, free_port};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The server, stopped when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_server(port: u16, db: &Path, dist: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_todo-server"))
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "--db".as_ref(),
-            db.as_os_str(),
-            "--dist".as_ref(),
-            dist.as_os_str(),
-        ])
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Running(child);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the todo server did not start");
-}
-
-async fn sign_in(session: &Session, base: &str, name: &str, admin: bool) {
-    session.goto(&format!("{base}/")).await;
-    session.type_into("#name", name).await;
-    let role = if admin {
-        "#role option:nth-child(2)"
-    } else {
-        "#role option:nth-child(1)"
-    };
-    session.click(role).await;
-    session.click("#signin").await;
-    session
-        .wait_for_text("body", "the sign-in", |t| {
-            t.contains(&format!("Signed in as {name}"))
-        })
-        .await;
-}
-
-async fn add(session: &Session, title: &str) {
-    session.type_into("#new-title", title).await;
-    session.click("#add").await;
-}
-
-fn stored(db: &Path, title: &str) -> usize {
-    let db = rusqlite::Connection::open(db).unwrap();
-    db.query_row(
-        "SELECT COUNT(*) FROM todos WHERE title = ?1",
-        [title],
-        |row| row.get::<_, i64>(0),
-    )
-    .unwrap() as usize
-}
+use demo::{add, prepare, sign_in, start_server, stored};
+use webdriver::{Driver, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
-    let dist = workspace().join("target/demo");
-    assert!(
-        dist.join("leptos/app_bg.wasm").exists() && dist.join("yew/app_bg.wasm").exists(),
-        "the front ends are not built: run `cargo xtask test`, which builds them first"
-    );
-    let out = workspace().join("target/e2e");
-    std::fs::create_dir_all(&out).unwrap();
-    let db = out.join("todo.db");
-    for stale in ["todo.db", "todo.db-wal", "todo.db-shm"] {
-        let _ = std::fs::remove_file(out.join(stale));
-    }
+    let (dist, out, db) = prepare("todo");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = start_server(port, &db, &dist).await;

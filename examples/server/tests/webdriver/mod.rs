@@ -1,5 +1,5 @@
 //! Just enough of the W3C WebDriver protocol to drive headless Chromium through Debian's
-//! `chromedriver`: sessions, navigation, elements, text and screenshots.
+//! `chromedriver`: sessions, tabs, navigation, elements, text and screenshots.
 
 use std::{
     net::TcpListener,
@@ -142,6 +142,41 @@ impl Session {
             .unwrap();
         let value: Value = response.json().await.unwrap();
         value["value"].clone()
+    }
+
+    /// Opens a new tab (not switched to); its handle.
+    #[allow(dead_code)]
+    pub(crate) async fn new_tab(&self) -> String {
+        let tab = self.post("window/new", json!({ "type": "tab" })).await;
+        tab["handle"].as_str().expect("a window handle").to_owned()
+    }
+
+    /// The handle of the current tab.
+    #[allow(dead_code)]
+    pub(crate) async fn current_tab(&self) -> String {
+        self.get("window")
+            .await
+            .as_str()
+            .expect("a window handle")
+            .to_owned()
+    }
+
+    /// Makes `handle` the tab that commands go to.
+    #[allow(dead_code)]
+    pub(crate) async fn switch_to(&self, handle: &str) {
+        self.post("window", json!({ "handle": handle })).await;
+    }
+
+    /// Closes the current tab; switch to another before the next command.
+    #[allow(dead_code)]
+    pub(crate) async fn close_tab(&self) {
+        call(
+            &self.http,
+            reqwest::Method::DELETE,
+            &format!("{}/window", self.url),
+            None,
+        )
+        .await;
     }
 
     pub(crate) async fn goto(&self, url: &str) {

@@ -1,0 +1,179 @@
+//! Several tabs of the demo in one headless Chromium: they share one event stream (counted at
+//! the server's `/online`), every tab's calls and broadcasts arrive, and when the tab holding
+//! the stream closes, another takes it over without losing or repeating an event.
+//!
+//! The front ends must be built first: `cargo xtask test` does it.
+
+mod demo;
+mod webdriver;
+
+use std::time::{Duration, Instant};
+
+use crudp::{Client, transport::ReqwestTransport};
+use demo::{add, prepare, sign_in, start_server, stored};
+use example_api::TodosClient;
+use webdriver::{Driver, Session, free_port};
+
+/// Waits until `user` has `streams` event streams open carrying `clients` clients in all.
+async fn wait_online(base: &str, user: &str, streams: u64, clients: u64) {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        last = reqwest::get(format!("{base}/online"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let online = &last[user];
+        if online["streams"] == streams && online["clients"] == clients {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user} never had {streams} stream(s) for {clients} clients: /online says {last}");
+}
+
+/// Opens the Leptos board in a new tab of `session`, waits until it is online, and returns
+/// the tab's handle.
+async fn open_board(session: &Session, base: &str) -> String {
+    let tab = session.new_tab().await;
+    session.switch_to(&tab).await;
+    session.goto(&format!("{base}/leptos/")).await;
+    session
+        .wait_for_text("#status", "the new tab online", |t| t.starts_with("online"))
+        .await;
+    tab
+}
+
+/// Each tab adds a todo; then every tab shows all of them, stored, and has heard `heard`
+/// changes in all.
+async fn each_tab_adds_one(session: &Session, tabs: &[String], round: &str, heard: &[usize]) {
+    let titles: Vec<String> = (0..tabs.len())
+        .map(|i| format!("{round} from tab {i}"))
+        .collect();
+    for (tab, title) in tabs.iter().zip(&titles) {
+        session.switch_to(tab).await;
+        add(session, title).await;
+    }
+    for (i, tab) in tabs.iter().enumerate() {
+        session.switch_to(tab).await;
+        session
+            .wait_for_text("#todos", "every tab's todo", |t| {
+                titles.iter().all(|title| t.contains(title.as_str())) && !t.contains("(pending)")
+            })
+            .await;
+        let expected = format!("{} changes heard", heard[i]);
+        session
+            .wait_for_text("#heard", &expected, |t| t == expected)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_and_then_eight_tabs_share_one_event_stream() {
+    let (dist, out, db) = prepare("tabs");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = start_server(port, &db, &dist).await;
+    let driver = Driver::start().await;
+    let ann = driver.session().await;
+    sign_in(&ann, &base, "ann", false).await;
+    let first = ann.current_tab().await;
+    ann.goto(&format!("{base}/leptos/")).await;
+    let mut tabs = vec![first];
+    while tabs.len() < 6 {
+        tabs.push(open_board(&ann, &base).await);
+    }
+    wait_online(&base, "ann", 1, 6).await;
+    each_tab_adds_one(&ann, &tabs, "six", &[6; 6]).await;
+
+    while tabs.len() < 8 {
+        tabs.push(open_board(&ann, &base).await);
+    }
+    wait_online(&base, "ann", 1, 8).await;
+    // The first six heard the first round too.
+    each_tab_adds_one(&ann, &tabs, "eight", &[14, 14, 14, 14, 14, 14, 8, 8]).await;
+    for i in 0..6 {
+        assert_eq!(stored(&db, &format!("six from tab {i}")), 1);
+    }
+    for i in 0..8 {
+        assert_eq!(stored(&db, &format!("eight from tab {i}")), 1);
+    }
+    ann.screenshot(&out.join("eight-tabs.png")).await;
+    ann.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_tab_holding_the_stream_closes_another_takes_over_and_nothing_is_lost_or_repeated()
+{
+    let (dist, out, db) = prepare("takeover");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = start_server(port, &db, &dist).await;
+    let driver = Driver::start().await;
+    let ann = driver.session().await;
+    sign_in(&ann, &base, "ann", false).await;
+    // The first tab to open leads.
+    let leader = ann.current_tab().await;
+    ann.goto(&format!("{base}/leptos/")).await;
+    ann.wait_for_text("#status", "the first tab online", |t| {
+        t.starts_with("online")
+    })
+    .await;
+    let followers = [open_board(&ann, &base).await, open_board(&ann, &base).await];
+    wait_online(&base, "ann", 1, 3).await;
+
+    // Bob creates todos one after another from a native client, while ann's leading tab closes.
+    let http = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::COOKIE,
+                "crudp_user=bob:guest".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let bob = Client::builder(format!("{base}/crudp"))
+        .transport(ReqwestTransport::with_client(http))
+        .build();
+    let todos = TodosClient::new(&bob);
+    let total = 30;
+    let creating = tokio::spawn(async move {
+        for i in 0..total {
+            todos.create(format!("bob-{i:02}")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ann.switch_to(&leader).await;
+    ann.close_tab().await;
+    let closed = Instant::now();
+    ann.switch_to(&followers[0]).await;
+    wait_online(&base, "ann", 1, 2).await;
+    eprintln!("the stream was taken over in {:?}", closed.elapsed());
+    creating.await.unwrap();
+
+    let expected = format!("{total} changes heard");
+    for tab in &followers {
+        ann.switch_to(tab).await;
+        ann.wait_for_text("#todos", "all of bob's todos", |t| {
+            (0..total).all(|i| t.contains(&format!("bob-{i:02}")))
+        })
+        .await;
+        ann.wait_for_text("#heard", &expected, |t| t == expected)
+            .await;
+    }
+    // A repeated event would still be on its way: give it time, then count again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for tab in &followers {
+        ann.switch_to(tab).await;
+        assert_eq!(ann.text("#heard").await, expected, "an event was repeated");
+    }
+    for i in 0..total {
+        assert_eq!(stored(&db, &format!("bob-{i:02}")), 1);
+    }
+    ann.screenshot(&out.join("takeover.png")).await;
+    ann.quit().await;
+}
