@@ -4,75 +4,94 @@
 
 use std::sync::{Arc, Weak};
 
-use wasm_bindgen::{JsCast, closure::Closure};
+use wasm_bindgen::{JsCast, JsValue, closure::Closure};
+use web_sys::EventTarget;
 
 use crate::{core::Input, shared::Shared};
 
-/// The listeners on `window`; removed when the client is dropped.
-pub(crate) struct Hooks {
-    online: Closure<dyn FnMut()>,
-    offline: Closure<dyn FnMut()>,
-    pagehide: Closure<dyn FnMut()>,
-}
+/// A listener: its target, its event and itself.
+type PageListener = (EventTarget, &'static str, Closure<dyn FnMut(JsValue)>);
 
-impl Hooks {
-    pub(crate) fn install(inner: &Arc<Shared>) -> Option<Self> {
-        let window = web_sys::window()?;
-        let weak: Weak<Shared> = Arc::downgrade(inner);
-        let online = Closure::<dyn FnMut()>::new({
-            let weak = weak.clone();
-            move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.kick_stream();
-                    inner.post(Input::Sync);
-                }
-            }
-        });
-        let offline = Closure::<dyn FnMut()>::new({
-            let weak = weak.clone();
-            move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.post(Input::Offline);
-                }
-            }
-        });
-        let pagehide = Closure::<dyn FnMut()>::new(move || {
-            if let Some(inner) = weak.upgrade() {
-                inner.release_when_saved();
-            }
-        });
-        window
-            .add_event_listener_with_callback("online", online.as_ref().unchecked_ref())
-            .ok()?;
-        window
-            .add_event_listener_with_callback("pagehide", pagehide.as_ref().unchecked_ref())
-            .ok()?;
-        window
-            .add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref())
-            .ok()?;
-        Some(Self {
-            online,
-            offline,
-            pagehide,
-        })
-    }
-}
+/// Event listeners, removed when this is dropped.
+#[derive(Default)]
+pub(crate) struct PageListeners(Vec<PageListener>);
 
-impl Drop for Hooks {
-    fn drop(&mut self) {
-        if let Some(window) = web_sys::window() {
-            let _ = window.remove_event_listener_with_callback(
-                "offline",
-                self.offline.as_ref().unchecked_ref(),
-            );
-            let _ = window.remove_event_listener_with_callback(
-                "online",
-                self.online.as_ref().unchecked_ref(),
-            );
-            let _ = window.remove_event_listener_with_callback(
-                "pagehide",
-                self.pagehide.as_ref().unchecked_ref(),
-            );
+impl PageListeners {
+    /// Calls `handler` on every `event` at `target`.
+    pub(crate) fn on(
+        &mut self,
+        target: &EventTarget,
+        event: &'static str,
+        handler: impl FnMut(JsValue) + 'static,
+    ) {
+        let handler = Closure::<dyn FnMut(JsValue)>::new(handler);
+        if target
+            .add_event_listener_with_callback(event, handler.as_ref().unchecked_ref())
+            .is_ok()
+        {
+            self.0.push((target.clone(), event, handler));
         }
     }
+
+    /// Calls `handler` on every `event` at the window.
+    pub(crate) fn on_window(
+        &mut self,
+        event: &'static str,
+        handler: impl FnMut(JsValue) + 'static,
+    ) {
+        if let Some(window) = web_sys::window() {
+            self.on(&window.into(), event, handler);
+        }
+    }
+
+    /// Calls `handler` on every `event` at the document.
+    pub(crate) fn on_document(
+        &mut self,
+        event: &'static str,
+        handler: impl FnMut(JsValue) + 'static,
+    ) {
+        if let Some(document) = web_sys::window().and_then(|w| w.document()) {
+            self.on(&document.into(), event, handler);
+        }
+    }
+}
+
+impl Drop for PageListeners {
+    fn drop(&mut self) {
+        for (target, event, handler) in &self.0 {
+            let _ =
+                target.remove_event_listener_with_callback(event, handler.as_ref().unchecked_ref());
+        }
+    }
+}
+
+/// Whether a `pageshow` or `pagehide` event is about a page kept in the back/forward cache.
+pub(crate) fn persisted(event: &JsValue) -> bool {
+    event
+        .dyn_ref::<web_sys::PageTransitionEvent>()
+        .is_some_and(web_sys::PageTransitionEvent::persisted)
+}
+
+/// The client's listeners on `window`; removed when the client is dropped.
+pub(crate) fn install(inner: &Arc<Shared>) -> PageListeners {
+    let mut listeners = PageListeners::default();
+    let weak: Weak<Shared> = Arc::downgrade(inner);
+    let with = move |f: fn(&Shared)| {
+        let weak = weak.clone();
+        move |_: JsValue| {
+            if let Some(inner) = weak.upgrade() {
+                f(&inner);
+            }
+        }
+    };
+    listeners.on_window(
+        "online",
+        with(|inner| {
+            inner.kick_stream();
+            inner.post(Input::Sync);
+        }),
+    );
+    listeners.on_window("offline", with(|inner| inner.post(Input::Offline)));
+    listeners.on_window("pagehide", with(Shared::release_when_saved));
+    listeners
 }

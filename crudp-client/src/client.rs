@@ -15,7 +15,7 @@ use crate::{
     call::CallFuture,
     core::{Core, Input},
     driver::Driver,
-    listeners::ListenerFn,
+    listeners::{ListenerFn, Listeners},
     queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
     rt,
     shared::Shared,
@@ -52,7 +52,10 @@ struct Handle {
     _stop: oneshot::Sender<()>,
     /// The browser events the client listens to (`online`, `pagehide`).
     #[cfg(target_arch = "wasm32")]
-    _browser: Option<crate::browser::Hooks>,
+    _browser: crate::browser::PageListeners,
+    /// Stops the task that holds the client's Web Lock, if it has one.
+    #[cfg(target_arch = "wasm32")]
+    _lease: Option<oneshot::Sender<()>>,
 }
 
 impl Drop for Handle {
@@ -78,11 +81,14 @@ struct Start {
 #[must_use]
 pub struct ClientBuilder {
     url: String,
-    transport: Option<Box<dyn Transport>>,
-    storage: Option<Box<dyn Storage>>,
+    transport: Option<Arc<dyn Transport>>,
+    storage: Option<Arc<dyn Storage>>,
     mode: Mode,
     max_batch_packets: usize,
     batch_window: Duration,
+    /// The ID whose queue, left behind by a closed page, this client sends (its lock held),
+    /// and the listeners of the client that adopted it.
+    adopting: Option<(ClientId, Arc<Listeners>)>,
 }
 
 /// A registered listener, unregistered when this handle is dropped (as a component that
@@ -139,7 +145,7 @@ impl std::fmt::Debug for Listener {
 impl ClientBuilder {
     /// Sends through `transport` instead of the platform's default.
     pub fn transport(mut self, transport: impl Transport) -> Self {
-        self.transport = Some(Box::new(transport));
+        self.transport = Some(Arc::new(transport));
         self
     }
 
@@ -169,7 +175,7 @@ impl ClientBuilder {
     /// reload or a restart, and takes over a queue that a closed client left there. Default:
     /// the browser's `localStorage` on wasm32, nothing natively.
     pub fn storage(mut self, storage: impl Storage) -> Self {
-        self.storage = Some(Box::new(storage));
+        self.storage = Some(Arc::new(storage));
         self
     }
 
@@ -184,9 +190,22 @@ impl ClientBuilder {
         let transport = self.transport.unwrap_or_else(default_transport);
         let base = self.url.trim_end_matches('/').to_owned();
         let fresh = ClientId(rt::random_u64());
-        let storage = self.storage.or_else(default_storage);
-        let (id, persistence, saved) = match storage {
-            Some(storage) => {
+        let storage = self.storage.clone().or_else(default_storage);
+        // Where the browser has Web Locks, they decide who holds an ID, and queues left behind
+        // are adopted by other clients.
+        let web_locks = storage.is_some() && web_locks();
+        let (adopting, listeners) = match self.adopting {
+            Some((orphan, listeners)) => (Some(orphan), listeners),
+            None => (None, Arc::default()),
+        };
+        let (id, persistence, saved) = match (storage, adopting) {
+            (Some(storage), Some(orphan)) => {
+                let holder = rt::random_u64();
+                let (persistence, saved) =
+                    Persistence::open_as(storage, &base, orphan, holder, rt::now_ms());
+                (orphan, Some(persistence), saved)
+            }
+            (Some(storage), None) => {
                 let previous = rt::previous_identity(&base);
                 let (persistence, saved) = Persistence::open(
                     storage,
@@ -195,12 +214,15 @@ impl ClientBuilder {
                     rt::random_u64(),
                     fresh,
                     rt::now_ms(),
+                    !web_locks,
                 );
                 rt::remember_identity(&base, persistence.client());
                 (persistence.client(), Some(persistence), saved)
             }
-            None => (fresh, None, Saved::default()),
+            (None, _) => (fresh, None, Saved::default()),
         };
+        // An adopting client holds its lock already; any other waits for its own.
+        let lease = web_locks && adopting.is_none();
         let restored = !saved.packets.is_empty();
         let window = u64::try_from(self.batch_window.as_millis()).unwrap_or(u64::MAX);
         let core = Core::new(id, self.mode, saved, self.max_batch_packets, window);
@@ -215,6 +237,8 @@ impl ClientBuilder {
             core.status(),
             inputs,
             kick,
+            !lease,
+            listeners,
         ));
         let (stop, stop_receiver) = oneshot::channel();
         let (stream_stop, stream_stop_receiver) = oneshot::channel();
@@ -236,7 +260,9 @@ impl ClientBuilder {
                 })),
                 _stop: stop,
                 #[cfg(target_arch = "wasm32")]
-                _browser: crate::browser::Hooks::install(&shared),
+                _browser: crate::browser::install(&shared),
+                #[cfg(target_arch = "wasm32")]
+                _lease: lease.then(|| hold(&shared, self.max_batch_packets, self.batch_window)),
             }),
             shared,
         };
@@ -247,28 +273,82 @@ impl ClientBuilder {
     }
 }
 
+/// Starts the task that holds the client's Web Lock and adopts the queues left behind, with
+/// clients of these batch settings; the sender stops it.
 #[cfg(target_arch = "wasm32")]
-fn default_storage() -> Option<Box<dyn Storage>> {
-    Some(Box::new(crate::queue::storage::LocalStorage))
+fn hold(
+    shared: &Arc<Shared>,
+    max_batch_packets: usize,
+    batch_window: Duration,
+) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel();
+    let template = ClientBuilder {
+        url: shared.base().to_owned(),
+        transport: Some(Arc::clone(&shared.transport)),
+        storage: None,
+        // Nobody waits for the results of an adopted queue: they come in the answer.
+        mode: Mode::Call,
+        max_batch_packets,
+        batch_window,
+        adopting: None,
+    };
+    let (listeners, parent) = (Arc::clone(&shared.listeners), Arc::downgrade(shared));
+    let adopt: crate::leases::Adopt = Box::new(move |orphan, storage| {
+        if let Some(parent) = parent.upgrade() {
+            parent.adopt(orphan);
+        }
+        let builder = ClientBuilder {
+            url: template.url.clone(),
+            transport: template.transport.clone(),
+            storage: Some(storage),
+            adopting: Some((orphan, Arc::clone(&listeners))),
+            ..template
+        };
+        Box::new(builder.build())
+    });
+    let _ = rt::spawn(crate::leases::run(Arc::downgrade(shared), stopped, adopt));
+    stop
+}
+
+#[cfg(target_arch = "wasm32")]
+impl crate::leases::Adopted for Client {
+    fn pending(&self) -> usize {
+        self.status().pending()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn web_locks() -> bool {
+    crate::leases::available()
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn default_storage() -> Option<Box<dyn Storage>> {
+fn web_locks() -> bool {
+    false
+}
+
+#[cfg(target_arch = "wasm32")]
+fn default_storage() -> Option<Arc<dyn Storage>> {
+    Some(Arc::new(crate::queue::storage::LocalStorage))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_storage() -> Option<Arc<dyn Storage>> {
     None
 }
 
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-fn default_transport() -> Box<dyn Transport> {
-    Box::new(crate::transport::ReqwestTransport::new())
+fn default_transport() -> Arc<dyn Transport> {
+    Arc::new(crate::transport::ReqwestTransport::new())
 }
 
 #[cfg(target_arch = "wasm32")]
-fn default_transport() -> Box<dyn Transport> {
-    Box::new(crate::transport::FetchTransport::new())
+fn default_transport() -> Arc<dyn Transport> {
+    Arc::new(crate::transport::FetchTransport::new())
 }
 
 #[cfg(not(any(feature = "native", target_arch = "wasm32")))]
-fn default_transport() -> Box<dyn Transport> {
+fn default_transport() -> Arc<dyn Transport> {
     panic!(
         "no default transport on this target: pass one with `Client::builder(url).transport(..)`"
     )
@@ -291,6 +371,7 @@ impl Client {
             mode: Mode::default(),
             max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
             batch_window: DEFAULT_BATCH_WINDOW,
+            adopting: None,
         }
     }
 

@@ -58,6 +58,10 @@ pub(crate) enum Input {
     /// The event stream did not get through, and events come by polling (`true`), or it
     /// gets through again (`false`).
     Polling(bool),
+    /// Whether this page holds the client's ID (in the browser, its Web Lock): while it does
+    /// not, nothing is sent. Taken back, the calls are saved again and may leave at once.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Held(bool),
 }
 
 /// What the driver must do.
@@ -97,6 +101,7 @@ pub(crate) struct Core {
     reported: Option<Status>,
     unsaved: bool,
     polling: bool,
+    held: bool,
 }
 
 impl Core {
@@ -127,6 +132,7 @@ impl Core {
             reported: None,
             unsaved: false,
             polling: false,
+            held: true,
         }
     }
 
@@ -147,7 +153,7 @@ impl Core {
 
     /// When the driver should [`poll`](Self::poll) again though nothing happened, in ms.
     pub(crate) fn deadline(&self) -> Option<u64> {
-        if self.sending.is_some() || self.calls.queued() == 0 {
+        if self.sending.is_some() || self.calls.queued() == 0 || !self.held {
             return None;
         }
         // While paused nothing leaves, released or not; then the window, if any, still runs.
@@ -200,6 +206,17 @@ impl Core {
             }
             Input::ServerLimit(max) => self.server_max = max.max(1),
             Input::Polling(polling) => self.polling = polling,
+            Input::Held(held) => {
+                self.held = held;
+                if held {
+                    // Another page may have sent some of them meanwhile: the server answers
+                    // those without running them again.
+                    self.calls.requeue(None);
+                    self.release_all();
+                    self.paused_until = None;
+                    self.unsaved = true;
+                }
+            }
         }
     }
 
@@ -213,7 +230,7 @@ impl Core {
             self.paused_until = None;
         }
         let may_send = self.mode == Mode::Call || self.connection == Connection::Online;
-        if may_send && self.sending.is_none() && self.paused_until.is_none() {
+        if may_send && self.held && self.sending.is_none() && self.paused_until.is_none() {
             let released = self.calls.queued_up_to(self.released);
             if released > 0 {
                 let max = released.min(self.max_batch).min(self.server_max);
@@ -378,6 +395,31 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn nothing_leaves_while_another_page_holds_the_id_and_all_leaves_once_it_is_back() {
+        let mut core = core(Mode::Call);
+        handle(&mut core, Input::Held(false), 0);
+        call(&mut core, 0);
+        handle(&mut core, Input::Sync, 0);
+        assert_eq!(poll(&mut core, 100).0, None, "not held");
+        assert_eq!(core.deadline(), None, "nothing to wake up for");
+        handle(&mut core, Input::Held(true), 200);
+        assert_eq!(poll(&mut core, 200).0, Some(vec![1]));
+        // Let go with the call in flight, then taken back: it is sent again.
+        handle(&mut core, Input::Held(false), 300);
+        handle(
+            &mut core,
+            Input::Sent(Err(TransportError::Reconnecting)),
+            300,
+        );
+        handle(&mut core, Input::Held(true), 400);
+        assert_eq!(poll(&mut core, 400).0, Some(vec![1]));
+        assert_eq!(
+            handle(&mut core, Input::Sent(Ok(Some(ok(&[1])))), 401),
+            vec![1]
+        );
     }
 
     #[test]

@@ -153,9 +153,13 @@ impl Driver {
     /// Carries out one effect; a batch to send comes back as the future of its answer.
     fn perform(&mut self, effect: Effect) -> Pending<Result<Option<Results>, TransportError>> {
         match effect {
-            // Once the ID is let go, another client may own the queue: it sends, not this one.
             Effect::Send(body) if !self.shared.is_released() => return Some(self.send(body)),
-            Effect::Send(_) => {}
+            // Once the ID is let go, another client may own the queue: it sends, not this one.
+            // The batch goes back to the queue until the ID is taken back.
+            Effect::Send(_) => {
+                let let_go = TransportError::Unreachable("the client let its ID go".into());
+                return Some(Box::pin(std::future::ready(Err(let_go))));
+            }
             Effect::Resolve(call, reply) => {
                 if let Ok(Outcome::Ok(value)) = &reply {
                     self.shared

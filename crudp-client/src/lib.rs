@@ -12,6 +12,8 @@ mod client;
 mod core;
 mod driver;
 mod events;
+#[cfg(target_arch = "wasm32")]
+mod leases;
 mod listeners;
 mod queue;
 mod rt;

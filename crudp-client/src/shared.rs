@@ -3,7 +3,7 @@
 //! the way in to the driver. The state machine itself is the driver's alone.
 
 use std::sync::{
-    Mutex, MutexGuard, PoisonError,
+    Arc, Mutex, MutexGuard, PoisonError,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
@@ -23,8 +23,12 @@ pub(crate) struct Shared {
     base: String,
     pub(crate) id: ClientId,
     pub(crate) mode: Mode,
-    pub(crate) transport: Box<dyn Transport>,
-    pub(crate) listeners: Listeners,
+    pub(crate) transport: Arc<dyn Transport>,
+    /// Shared with the clients that send queues this one adopted, so that their results reach
+    /// the same listeners.
+    pub(crate) listeners: Arc<Listeners>,
+    /// The IDs whose queues this client adopted: broadcasts of their calls are its own.
+    adopted: Mutex<Vec<ClientId>>,
     pub(crate) watchers: Watchers,
     /// The status the driver reported last, and the calls made since that it had not taken
     /// in yet (counted in [`status`](Self::status) at once).
@@ -37,7 +41,8 @@ pub(crate) struct Shared {
     kick: mpsc::UnboundedSender<()>,
     /// Where the queue is saved until each call's outcome is known, if anywhere.
     pub(crate) persistence: Option<Persistence>,
-    /// Set once the client let its ID go: another client may own the saved queue now.
+    /// Set while the client does not hold its ID: it let it go (another client may own the
+    /// saved queue now), or waits for it (in the browser, for its Web Lock).
     released: AtomicBool,
     /// The page is going away: let the ID go as soon as every call made is saved.
     release_requested: AtomicBool,
@@ -50,25 +55,31 @@ impl Shared {
         base: String,
         id: ClientId,
         mode: Mode,
-        transport: Box<dyn Transport>,
+        transport: Arc<dyn Transport>,
         persistence: Option<Persistence>,
         status: Status,
         inputs: mpsc::UnboundedSender<Input>,
         kick: mpsc::UnboundedSender<()>,
+        held: bool,
+        listeners: Arc<Listeners>,
     ) -> Self {
+        if !held {
+            let _ = inputs.unbounded_send(Input::Held(false));
+        }
         Self {
             base,
             id,
             mode,
             transport,
-            listeners: Listeners::default(),
+            listeners,
+            adopted: Mutex::new(Vec::new()),
             watchers: Watchers::default(),
             reported: Mutex::new((status, 0)),
             unsaved: AtomicUsize::new(0),
             inputs,
             kick,
             persistence,
-            released: AtomicBool::new(false),
+            released: AtomicBool::new(!held),
             release_requested: AtomicBool::new(false),
         }
     }
@@ -113,6 +124,26 @@ impl Shared {
         self.reported.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Records that this client adopted the queue of `client`.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn adopt(&self, client: ClientId) {
+        self.adopted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(client);
+    }
+
+    /// Whether a call of `client` is this client's own: its listeners hear of it with the
+    /// result, not by broadcast.
+    pub(crate) fn is_own(&self, client: ClientId) -> bool {
+        client == self.id
+            || self
+                .adopted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&client)
+    }
+
     /// Skips the event stream's back-off.
     pub(crate) fn kick_stream(&self) {
         let _ = self.kick.unbounded_send(());
@@ -146,12 +177,26 @@ impl Shared {
         self.unsaved.load(Ordering::Acquire) == 0
     }
 
-    /// Lets the client's ID go, for the next load of this tab or another.
+    /// Lets the client's ID go, for the next load of this tab or another: nothing is sent or
+    /// saved until it is [taken back](Self::take_back).
     pub(crate) fn release(&self) {
         if let Some(persistence) = &self.persistence
             && !self.released.swap(true, Ordering::AcqRel)
         {
             persistence.release(rt::now_ms());
+            self.post(Input::Held(false));
+        }
+    }
+
+    /// Holds the client's ID again (or at last): its calls are saved and may leave.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn take_back(&self) {
+        self.release_requested.store(false, Ordering::Release);
+        if self.released.swap(false, Ordering::AcqRel) {
+            if let Some(persistence) = &self.persistence {
+                persistence.renew(rt::now_ms());
+            }
+            self.post(Input::Held(true));
         }
     }
 

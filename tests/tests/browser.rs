@@ -5,9 +5,9 @@
 
 use std::{cell::RefCell, rc::Rc, time::Duration};
 
-use crudp::{CallError, Client, Connection, MemoryStorage};
+use crudp::{CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Storage};
 use crudp_tests::*;
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -164,11 +164,9 @@ async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
     assert_eq!(count("executions").await - before, 3, "each call ran once");
 }
 
-#[wasm_bindgen_test]
-async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once() {
-    reachable().await;
-    // The default storage: localStorage, as after a reload.
-    let before = count("executions").await;
+/// Leaves two calls in the page's `localStorage`, as a page closed while offline does; returns
+/// the ID of the client that made them.
+async fn leave_a_queue_behind() -> ClientId {
     command("down").await;
     let first = Client::new(server());
     let todos = TodosClient::new(&first);
@@ -181,19 +179,61 @@ async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once(
     // The page goes away: the client saves its queue and lets its ID go.
     drop((todos, first));
     command("up").await;
+    id
+}
 
+/// Whether the page's `localStorage` still holds a queue of `client`.
+fn queue_saved(client: ClientId) -> bool {
+    let storage = LocalStorage;
+    storage
+        .keys()
+        .iter()
+        .any(|key| key.ends_with(&format!(":queue:{client}")))
+}
+
+#[wasm_bindgen_test]
+async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once() {
+    reachable().await;
+    let before = count("executions").await;
+    let id = leave_a_queue_behind().await;
+    assert!(queue_saved(id));
+
+    // The default storage: localStorage, as after a reload. The client takes a new ID, and
+    // sends the queue left behind under its own ID.
     let second = Client::new(server());
-    assert_eq!(second.id(), id);
+    assert_ne!(second.id(), id);
     let (seen, listener) = collect();
     TodosClient::new(&second).on_create(listener).keep();
     eventually("the saved calls' results", || seen.borrow().len() == 2).await;
     let titles: Vec<_> = seen.borrow().iter().map(|t| t.title.clone()).collect();
     assert_eq!(titles, ["saved 0", "saved 1"]);
     assert_eq!(count("executions").await - before, 2);
-    eventually("the saved queue to empty", || {
-        second.status().pending() == 0
-    })
+    eventually("the saved queue to empty", || !queue_saved(id)).await;
+    // Heard once: by result, not again by broadcast.
+    gloo_timers::future::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen.borrow().len(), 2);
+}
+
+#[wasm_bindgen_test]
+async fn two_clients_starting_at_once_send_a_queue_left_behind_once() {
+    reachable().await;
+    let id = leave_a_queue_behind().await;
+    let (executions, batches) = (count("executions").await, count("batches").await);
+    // Both look for queues left behind at the same moment; the Web Lock picks one.
+    let (second, third) = (Client::new(server()), Client::new(server()));
+    assert!(second.id() != id && third.id() != id && second.id() != third.id());
+    eventually("the saved queue to empty", || !queue_saved(id)).await;
+    gloo_timers::future::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count("executions").await - executions, 2);
+    assert_eq!(count("batches").await - batches, 1, "sent once, by one client");
+    // Both still work, each under its own ID.
+    let (a, b) = join(
+        TodosClient::new(&second).create("after the race 0".into()),
+        TodosClient::new(&third).create("after the race 1".into()),
+    )
     .await;
+    assert_eq!(a.unwrap().title, "after the race 0");
+    assert_eq!(b.unwrap().title, "after the race 1");
 }
 
 #[wasm_bindgen_test]

@@ -404,7 +404,7 @@ pub(crate) fn handle(inner: &Shared, event: SseEvent, clients: &[ClientId]) -> O
         },
         EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
             // This client's own call: its listeners heard of it with the result.
-            Ok(broadcast) if broadcast.origin == Some(inner.id) => {}
+            Ok(broadcast) if broadcast.origin.is_some_and(|o| inner.is_own(o)) => {}
             Ok(broadcast) => {
                 inner
                     .listeners

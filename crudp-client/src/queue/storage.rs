@@ -6,6 +6,12 @@
 //! it go. A client starting up takes, in order: its own previous ID if its lease was let go
 //! (a reload of the same tab), an ID whose lease was let go or went stale and whose queue still
 //! holds packets (a closed tab's queue is not lost), or a new random ID.
+//!
+//! Two tabs starting at the same instant could both take the same queue that way, since
+//! nothing in a key-value store is atomic. Where the browser has Web Locks, the lease is
+//! decided by them instead (see `leases`): a client takes its previous ID only if that ID left
+//! no queue behind, else a new one, and queues left behind are adopted by whichever tab gets
+//! their lock.
 
 use std::{
     collections::BTreeMap,
@@ -157,7 +163,7 @@ impl Lease {
 
 /// One client's place in a [`Storage`].
 pub(crate) struct Persistence {
-    storage: Box<dyn Storage>,
+    storage: Arc<dyn Storage>,
     prefix: String,
     client: ClientId,
     holder: u64,
@@ -166,13 +172,16 @@ pub(crate) struct Persistence {
 impl Persistence {
     /// Picks this client's ID (see the module docs), takes its lease, and loads its queue.
     /// `previous` is the ID this tab used before a reload, if the platform remembers one.
+    /// With `adopt`, a queue left behind may become this client's; without, the client takes
+    /// an ID that left no queue behind, and the queues are for [`orphans`](Self::orphans).
     pub(crate) fn open(
-        storage: Box<dyn Storage>,
+        storage: Arc<dyn Storage>,
         url: &str,
         previous: Option<ClientId>,
         holder: u64,
         fresh: ClientId,
         now_ms: u64,
+        adopt: bool,
     ) -> (Self, Saved) {
         let prefix = format!("crudp:{url}:");
         let lease_of = |client: ClientId| {
@@ -180,34 +189,56 @@ impl Persistence {
                 .get(&format!("{prefix}lease:{client}"))
                 .and_then(|v| Lease::parse(&v))
         };
+        let has_queue =
+            |client: ClientId| storage.get(&format!("{prefix}queue:{client}")).is_some();
         // Only a lease this storage knows and that was let go or went stale: another client of the
         // same page may share the remembered ID but keep its lease elsewhere.
-        let reusable = previous.filter(|c| lease_of(*c).is_some_and(|l| l.free(now_ms)));
+        let reusable = previous
+            .filter(|c| lease_of(*c).is_some_and(|l| l.free(now_ms)))
+            .filter(|c| adopt || !has_queue(*c));
         let orphan = || {
-            let queues = format!("{prefix}queue:");
-            storage
-                .keys()
+            queued(storage.as_ref(), &prefix)
                 .into_iter()
-                .filter_map(|key| {
-                    let client = u64::from_str_radix(key.strip_prefix(&queues)?, 16)
-                        .ok()
-                        .map(ClientId)?;
-                    lease_of(client)
-                        .is_none_or(|l| l.free(now_ms))
-                        .then_some(client)
-                })
+                .filter(|client| lease_of(*client).is_none_or(|l| l.free(now_ms)))
                 .min()
         };
-        let client = reusable.or_else(orphan).unwrap_or(fresh);
+        let client = reusable
+            .or_else(|| adopt.then(orphan).flatten())
+            .unwrap_or(fresh);
+        Self::open_as(storage, url, client, holder, now_ms)
+    }
+
+    /// Takes the lease of `client` and loads its queue.
+    pub(crate) fn open_as(
+        storage: Arc<dyn Storage>,
+        url: &str,
+        client: ClientId,
+        holder: u64,
+        now_ms: u64,
+    ) -> (Self, Saved) {
         let persistence = Self {
             storage,
-            prefix,
+            prefix: format!("crudp:{url}:"),
             client,
             holder,
         };
         persistence.renew(now_ms);
         let saved = persistence.load().unwrap_or_default();
         (persistence, saved)
+    }
+
+    /// The other clients that left a queue in this storage.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn orphans(&self) -> Vec<ClientId> {
+        let mut clients = queued(self.storage.as_ref(), &self.prefix);
+        clients.retain(|c| *c != self.client);
+        clients
+    }
+
+    /// The storage, to open another client's place in it.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
     }
 
     pub(crate) fn client(&self) -> ClientId {
@@ -252,6 +283,20 @@ impl Persistence {
     }
 }
 
+/// The clients with a queue under `prefix`.
+fn queued(storage: &dyn Storage, prefix: &str) -> Vec<ClientId> {
+    let queues = format!("{prefix}queue:");
+    storage
+        .keys()
+        .into_iter()
+        .filter_map(|key| {
+            u64::from_str_radix(key.strip_prefix(&queues)?, 16)
+                .ok()
+                .map(ClientId)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use crudp_runtime::Action;
@@ -265,12 +310,13 @@ mod tests {
         now: u64,
     ) -> (Persistence, Saved) {
         Persistence::open(
-            Box::new(storage.clone()),
+            Arc::new(storage.clone()),
             "u",
             previous.map(ClientId),
             fresh,
             ClientId(fresh),
             now,
+            true,
         )
     }
 

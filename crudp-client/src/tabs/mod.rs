@@ -29,6 +29,7 @@ use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use web_sys::{BroadcastChannel, MessageEvent};
 
 use crate::{
+    browser::PageListeners,
     events::{self, Change, Ended, Fanout, Link},
     rt,
     shared::Shared,
@@ -86,20 +87,13 @@ impl State {
     }
 }
 
-/// A listener on the window or the document: its target, its event and itself.
-type PageListener = (
-    web_sys::EventTarget,
-    &'static str,
-    Closure<dyn FnMut(JsValue)>,
-);
-
 /// This client's membership of the browser's tabs; leaves when dropped.
 struct Tabs {
     channel: BroadcastChannel,
     lock_name: String,
     state: Rc<RefCell<State>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
-    page: Vec<PageListener>,
+    page: PageListeners,
 }
 
 /// Keeps this client's events coming until it is dropped: through the stream of whichever tab
@@ -190,7 +184,7 @@ impl Tabs {
             lock_name: name,
             state,
             _on_message: on_message,
-            page: Vec::new(),
+            page: PageListeners::default(),
         };
         tabs.watch_page();
         tabs.post(&Message::Hello(inner.id));
@@ -200,21 +194,14 @@ impl Tabs {
     /// Follows the page's life: a page hidden (perhaps into the back/forward cache) or frozen
     /// lets the stream go at once, and says hello again when it comes back.
     fn watch_page(&mut self) {
-        let Some(window) = web_sys::window() else {
-            return;
-        };
-        let document: Option<web_sys::EventTarget> = window.document().map(Into::into);
-        let window: web_sys::EventTarget = window.into();
-        let targets = [
-            (Some(window.clone()), "pagehide", true),
-            (Some(window), "pageshow", false),
-            (document.clone(), "freeze", true),
-            (document, "resume", false),
-        ];
-        for (target, event, hide) in targets {
-            let Some(target) = target else { continue };
+        for (event, hide, window) in [
+            ("pagehide", true, true),
+            ("pageshow", false, true),
+            ("freeze", true, false),
+            ("resume", false, false),
+        ] {
             let (state, channel) = (Rc::clone(&self.state), self.channel.clone());
-            let handler = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+            let handler = move |_: JsValue| {
                 let mut state = state.borrow_mut();
                 if state.hidden == hide {
                     return;
@@ -231,12 +218,11 @@ impl Tabs {
                     post(&channel, &Message::Hello(me));
                 }
                 state.wake();
-            });
-            if target
-                .add_event_listener_with_callback(event, handler.as_ref().unchecked_ref())
-                .is_ok()
-            {
-                self.page.push((target, event, handler));
+            };
+            if window {
+                self.page.on_window(event, handler);
+            } else {
+                self.page.on_document(event, handler);
             }
         }
     }
@@ -284,10 +270,6 @@ impl Drop for Tabs {
         self.post(&Message::Bye(me));
         self.channel.set_onmessage(None);
         self.channel.close();
-        for (target, event, handler) in &self.page {
-            let _ =
-                target.remove_event_listener_with_callback(event, handler.as_ref().unchecked_ref());
-        }
     }
 }
 
