@@ -1,6 +1,7 @@
 //! Several tabs of the demo in one headless Chromium: they share one event stream (counted at
-//! the server's `/online`), every tab's calls and broadcasts arrive, and when the tab holding
-//! the stream closes, another takes it over without losing or repeating an event.
+//! the server's `/online`), every tab's calls and broadcasts arrive, when the tab holding the
+//! stream closes another takes it over without losing or repeating an event, and the queue of
+//! a tab closed offline is sent once by one of the tabs opened after it.
 //!
 //! The front ends must be built first: `cargo xtask test` does it.
 
@@ -175,5 +176,78 @@ async fn when_the_tab_holding_the_stream_closes_another_takes_over_and_nothing_i
         assert_eq!(stored(&db, &format!("bob-{i:02}")), 1);
     }
     ann.screenshot(&out.join("takeover.png")).await;
+    ann.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() {
+    let (dist, out, db) = prepare("orphan");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start_server(port, &db, &dist).await;
+    let driver = Driver::start().await;
+    let ann = driver.session().await;
+    sign_in(&ann, &base, "ann", false).await;
+    let home = ann.current_tab().await;
+    let closed = open_board(&ann, &base).await;
+
+    // Offline, two todos wait in the tab's queue; then the tab is closed.
+    drop(server);
+    ann.wait_for_text("#status", "offline", |t| t.starts_with("offline"))
+        .await;
+    for title in ["left behind 0", "left behind 1"] {
+        add(&ann, title).await;
+    }
+    ann.wait_for_text("#status", "two queued", |t| t.contains("2 queued"))
+        .await;
+    ann.close_tab().await;
+    ann.switch_to(&home).await;
+
+    // Two tabs open at the same moment; each may find the queue left behind.
+    let _server = start_server(port, &db, &dist).await;
+    ann.execute(
+        "window.open('/leptos/', '_blank', 'noopener'); window.open('/leptos/', '_blank', 'noopener');",
+    )
+    .await;
+    let mut opened = Vec::new();
+    for _ in 0..100 {
+        opened = ann.tabs().await;
+        opened.retain(|tab| *tab != home && *tab != closed);
+        if opened.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(opened.len(), 2, "two new tabs");
+    for tab in &opened {
+        ann.switch_to(tab).await;
+        ann.wait_for_text("#status", "online", |t| t.starts_with("online"))
+            .await;
+    }
+    for _ in 0..100 {
+        if stored(&db, "left behind 0") + stored(&db, "left behind 1") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each tab still works under its own ID, and sees the todos left behind.
+    for (i, tab) in opened.iter().enumerate() {
+        ann.switch_to(tab).await;
+        add(&ann, &format!("after {i}")).await;
+    }
+    for (i, tab) in opened.iter().enumerate() {
+        ann.switch_to(tab).await;
+        ann.wait_for_text("#todos", "every todo", |t| {
+            ["left behind 0", "left behind 1", &format!("after {i}")]
+                .iter()
+                .all(|title| t.contains(title))
+                && !t.contains("(pending)")
+        })
+        .await;
+    }
+    for title in ["left behind 0", "left behind 1", "after 0", "after 1"] {
+        assert_eq!(stored(&db, title), 1, "{title}");
+    }
+    ann.screenshot(&out.join("orphan.png")).await;
     ann.quit().await;
 }

@@ -68,7 +68,7 @@ impl Driver {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--window-size=900,700",
+                    "--no-first-run", "--window-size=900,700", "--disable-popup-blocking",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
@@ -159,6 +159,25 @@ impl Session {
             .as_str()
             .expect("a window handle")
             .to_owned()
+    }
+
+    /// The handles of every open tab.
+    #[allow(dead_code)]
+    pub(crate) async fn tabs(&self) -> Vec<String> {
+        let handles = self.get("window/handles").await;
+        handles
+            .as_array()
+            .expect("window handles")
+            .iter()
+            .map(|h| h.as_str().expect("a window handle").to_owned())
+            .collect()
+    }
+
+    /// Runs `script` in the current tab.
+    #[allow(dead_code)]
+    pub(crate) async fn execute(&self, script: &str) {
+        self.post("execute/sync", json!({ "script": script, "args": [] }))
+            .await;
     }
 
     /// Makes `handle` the tab that commands go to.
