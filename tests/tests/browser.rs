@@ -225,7 +225,11 @@ async fn two_clients_starting_at_once_send_a_queue_left_behind_once() {
     eventually("the saved queue to empty", || !queue_saved(id)).await;
     gloo_timers::future::sleep(Duration::from_millis(500)).await;
     assert_eq!(count("executions").await - executions, 2);
-    assert_eq!(count("batches").await - batches, 1, "sent once, by one client");
+    assert_eq!(
+        count("batches").await - batches,
+        1,
+        "sent once, by one client"
+    );
     // Both still work, each under its own ID.
     let (a, b) = join(
         TodosClient::new(&second).create("after the race 0".into()),
@@ -234,6 +238,46 @@ async fn two_clients_starting_at_once_send_a_queue_left_behind_once() {
     .await;
     assert_eq!(a.unwrap().title, "after the race 0");
     assert_eq!(b.unwrap().title, "after the race 1");
+}
+
+/// Tells the page's listeners that it goes into the back/forward cache (`pagehide`) or comes
+/// back from it (`pageshow`), as the browser does.
+fn page_transition(kind: &str) {
+    let init = web_sys::PageTransitionEventInit::new();
+    init.set_persisted(true);
+    let event = web_sys::PageTransitionEvent::new_with_event_init_dict(kind, &init).unwrap();
+    web_sys::window().unwrap().dispatch_event(&event).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn a_page_back_from_the_back_forward_cache_takes_its_id_back_after_another_sent_its_queue() {
+    reachable().await;
+    command("down").await;
+    let cached = Client::new(server());
+    let call = TodosClient::new(&cached).create("through the cache".into());
+    gloo_timers::future::sleep(Duration::from_millis(100)).await;
+    let before = count("executions").await;
+
+    // Into the cache: the ID is let go with the call saved, and another client adopts it.
+    page_transition("pagehide");
+    command("up").await;
+    let other = Client::new(server());
+    eventually("the queue sent by the other client", || {
+        !queue_saved(cached.id())
+    })
+    .await;
+    assert_eq!(count("executions").await - before, 1);
+
+    // Back: the page takes its ID back and its call resolves, without running it again.
+    page_transition("pageshow");
+    let todo = call.await.unwrap();
+    assert_eq!(todo.title, "through the cache");
+    assert_eq!(count("executions").await - before, 1);
+    let next = TodosClient::new(&cached)
+        .create("after the cache".into())
+        .await;
+    assert_eq!(next.unwrap().title, "after the cache");
+    drop(other);
 }
 
 #[wasm_bindgen_test]
