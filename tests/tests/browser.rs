@@ -5,7 +5,7 @@
 
 use std::{cell::RefCell, rc::Rc, time::Duration};
 
-use crudp::{CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Storage};
+use crudp::{CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Mode, Storage};
 use crudp_tests::*;
 use futures_util::future::{join, join_all};
 use wasm_bindgen_test::*;
@@ -15,6 +15,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 /// The test server's address, given at build time by `cargo xtask test`.
 const SERVER: Option<&str> = option_env!("CRUDP_TEST_SERVER");
 const CONTROL: Option<&str> = option_env!("CRUDP_TEST_CONTROL");
+/// Another server, behind a proxy that buffers whole answers, event streams included.
+const BUFFERED: Option<&str> = option_env!("CRUDP_TEST_BUFFERED");
 
 fn given(value: Option<&'static str>) -> &'static str {
     match value {
@@ -312,4 +314,39 @@ async fn the_stream_token_rotates_and_no_broadcast_is_missed() {
         .filter(|id| ids.contains(id))
         .collect();
     assert_eq!(heard, ids, "each once, in order");
+}
+
+#[wasm_bindgen_test]
+async fn behind_a_proxy_that_holds_the_event_stream_back_the_client_polls() {
+    reachable().await;
+    let client = Client::builder(given(BUFFERED))
+        .storage(MemoryStorage::new())
+        .build();
+    let todos = TodosClient::new(&client);
+    let (seen, listener) = collect();
+    let _heard = todos.on_create(listener);
+    // Its result comes by polling, once the stream has said nothing for a few seconds.
+    let todo = todos.create("through the buffer".into()).await.unwrap();
+    assert_eq!(todo.title, "through the buffer");
+    assert!(
+        client.status().polling,
+        "the status says it polls: {:?}",
+        client.status()
+    );
+    // So do broadcasts: another client's call (whose results come in the answer).
+    let other = Client::builder(given(BUFFERED))
+        .storage(MemoryStorage::new())
+        .mode(Mode::Call)
+        .build();
+    TodosClient::new(&other)
+        .create("shout to the poller".into())
+        .await
+        .unwrap();
+    eventually("the broadcast, by polling", || {
+        seen.borrow()
+            .iter()
+            .any(|t| t.title == "shout to the poller")
+    })
+    .await;
+    assert_eq!(client.status().connection, Connection::Online);
 }

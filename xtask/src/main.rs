@@ -116,7 +116,7 @@ fn browser_tests() -> Result<(), String> {
         .map_err(|e| format!("cannot start the test server: {e}"))?;
     let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines();
     let mut vars = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let line = lines
             .next()
             .and_then(Result::ok)

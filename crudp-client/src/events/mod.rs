@@ -27,7 +27,6 @@ use crate::{
 const TOKEN_MARGIN: u64 = 5;
 /// How long a new stream may take to say `ready` before the client takes it for one that a
 /// proxy holds back, and polls instead.
-#[cfg(not(target_arch = "wasm32"))]
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a client polls before it tries the event stream again.
 const STREAM_RETRY_MS: u64 = 5 * 60 * 1000;
@@ -114,8 +113,8 @@ pub(crate) async fn run(
         return Ended::Shutdown;
     };
     let mut backoff = Backoff::new(seed);
-    // Natively, a stream that never says `ready` is taken for one that a buffering proxy holds
-    // back: from then on the client polls. (The browser's `EventSource` keeps its stream.)
+    // A stream that never says `ready` (and does not fail either) is taken for one that a
+    // buffering proxy holds back: from then on the client polls.
     let mut polling = false;
     // Since when it polls, and whether its status says so.
     let (mut polling_since, mut says_polling) = (0, false);
@@ -231,6 +230,11 @@ pub(crate) async fn run(
                             }
                         }
                         Some(Err(TransportError::Reconnecting)) => {
+                            // The stream fails rather than being held back: the wait for
+                            // `ready` starts again with the next attempt.
+                            if !ready {
+                                held_back = held_back_after(polling);
+                            }
                             tell(&inner, &mut fanout, Link::Failed)
                         }
                         Some(Err(e)) => {
@@ -326,15 +330,13 @@ async fn next_event(
     }
 }
 
-/// Resolves when a stream that has said nothing yet counts as held back; never when polling
-/// (or in the browser).
+/// Resolves when a stream that has said nothing yet counts as held back; never when polling.
 fn held_back_after(polling: bool) -> TransportFuture<'static, ()> {
-    #[cfg(not(target_arch = "wasm32"))]
-    if !polling {
-        return Box::pin(rt::sleep(READY_TIMEOUT));
+    if polling {
+        Box::pin(std::future::pending())
+    } else {
+        Box::pin(rt::sleep(READY_TIMEOUT))
     }
-    let _ = polling;
-    Box::pin(std::future::pending())
 }
 
 /// Gets a token for `clients` if the one at hand will not do, then opens `endpoint`. The

@@ -1,25 +1,29 @@
-//! The browser transport: `fetch` and `EventSource`, through gloo-net.
+//! The browser transport: `fetch` for batches and polls, `EventSource` for the event stream.
 //!
 //! Network errors on the event stream are retried by the `EventSource` itself, which resumes
-//! with `Last-Event-ID`; only when it gives up (an error status, such as `401` for an expired
-//! token) does the stream end, and the client reconnects with a new token.
+//! with `Last-Event-ID`; each retry shows as [`TransportError::Reconnecting`]. Only when it
+//! gives up (an error status, such as `401` for an expired token) does the stream end, and the
+//! client reconnects with a new token. A poll (`GET /poll`) is one `fetch`, whose answer's
+//! events make a stream that ends with it.
 
 use std::{
+    convert::Infallible,
+    io::Cursor,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use futures_util::{Stream, StreamExt, stream::SelectAll};
-use gloo_net::{
-    eventsource::{
-        State,
-        futures::{EventSource, EventSourceSubscription},
-    },
-    http::Request,
-};
-use web_sys::RequestCredentials;
+use futures_channel::mpsc;
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use gloo_net::http::Request;
+use sse_stream::SseByteStream;
+use wasm_bindgen::{JsCast, closure::Closure};
+use web_sys::{MessageEvent, RequestCredentials};
 
 use super::{EventStream, SseEvent, Transport, TransportError, TransportFuture};
+
+/// The events a CRUDP stream carries.
+const KINDS: [&str; 4] = ["results", "broadcast", "reset", "ready"];
 
 /// Sends batches with `fetch` and listens with `EventSource`; the default transport in the
 /// browser.
@@ -39,6 +43,34 @@ impl FetchTransport {
     pub fn with_credentials() -> Self {
         Self { credentials: true }
     }
+
+    fn credentials(&self) -> RequestCredentials {
+        if self.credentials {
+            RequestCredentials::Include
+        } else {
+            RequestCredentials::SameOrigin
+        }
+    }
+}
+
+fn unreachable(e: gloo_net::Error) -> TransportError {
+    TransportError::Unreachable(e.to_string())
+}
+
+/// The body of a `2xx` answer, or the error status.
+async fn body(request: Result<Request, gloo_net::Error>) -> Result<Vec<u8>, TransportError> {
+    let response = request
+        .map_err(unreachable)?
+        .send()
+        .await
+        .map_err(unreachable)?;
+    if response.ok() {
+        return response.binary().await.map_err(unreachable);
+    }
+    Err(TransportError::Status {
+        status: response.status(),
+        message: response.text().await.unwrap_or_default(),
+    })
 }
 
 impl Transport for FetchTransport {
@@ -47,26 +79,11 @@ impl Transport for FetchTransport {
         url: &str,
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
-        let mut request = Request::post(url).header("content-type", "application/octet-stream");
-        if self.credentials {
-            request = request.credentials(RequestCredentials::Include);
-        }
-        let request = request.body(js_sys::Uint8Array::from(&body[..]));
-        Box::pin(async move {
-            let unreachable = |e: gloo_net::Error| TransportError::Unreachable(e.to_string());
-            let response = request
-                .map_err(unreachable)?
-                .send()
-                .await
-                .map_err(unreachable)?;
-            if response.ok() {
-                return response.binary().await.map_err(unreachable);
-            }
-            Err(TransportError::Status {
-                status: response.status(),
-                message: response.text().await.unwrap_or_default(),
-            })
-        })
+        let request = Request::post(url)
+            .header("content-type", "application/octet-stream")
+            .credentials(self.credentials())
+            .body(js_sys::Uint8Array::from(&body[..]));
+        Box::pin(self::body(request))
     }
 
     fn events(
@@ -77,61 +94,119 @@ impl Transport for FetchTransport {
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
         // `EventSource` cannot send headers: the token and the first connection's last event ID
         // go in the query; its own reconnections send `Last-Event-ID`, which the server prefers.
+        let (path, _) = url.split_once('?').unwrap_or((url, ""));
+        let polling = path.ends_with("/poll");
         let join = if url.contains('?') { '&' } else { '?' };
         let url = match last_event_id {
             Some(id) => format!("{url}{join}token={token}&lastEventId={id}"),
             None => format!("{url}{join}token={token}"),
         };
-        let opened = (|| {
-            let mut source =
-                EventSource::new(&url).map_err(|e| TransportError::Unreachable(e.to_string()))?;
-            let mut events = SelectAll::new();
-            for kind in ["results", "broadcast", "reset", "ready"] {
-                let subscription = source
-                    .subscribe(kind)
-                    .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-                events.push(subscription);
-            }
-            let ticks = gloo_timers::future::IntervalStream::new(1000);
-            Ok(Box::pin(Events {
-                source,
-                events,
-                ticks,
-            }) as EventStream)
-        })();
+        if polling {
+            let request = Request::get(&url)
+                .header("accept", "text/event-stream")
+                .credentials(self.credentials())
+                .build();
+            return Box::pin(async move {
+                let answer = body(request).await?;
+                Ok(parse(answer))
+            });
+        }
+        let opened = Events::open(&url, self.credentials);
         Box::pin(async move { opened })
     }
 }
 
-/// The subscriptions of one `EventSource`, which is closed when this is dropped.
+/// The events of a poll's answer.
+fn parse(answer: Vec<u8>) -> EventStream {
+    let chunks = stream::once(async move { Ok::<_, Infallible>(Cursor::new(answer)) });
+    let events = SseByteStream::new(chunks)
+        .map_err(|e| TransportError::Malformed(e.to_string()))
+        .try_filter_map(|sse| async move {
+            // Comments (the heartbeat) and `retry:` hints carry no event.
+            Ok(sse.data.map(|data| SseEvent {
+                id: sse.id,
+                event: sse.event,
+                data,
+            }))
+        });
+    Box::pin(events)
+}
+
+/// A listener for one kind of event.
+type Listener = (&'static str, Closure<dyn FnMut(MessageEvent)>);
+
+/// An `EventSource` and its listeners, removed and closed when this is dropped.
 struct Events {
-    source: EventSource,
-    events: SelectAll<EventSourceSubscription>,
-    /// Once a second, whether the `EventSource` is reconnecting by itself, which it does not
-    /// report otherwise.
-    ticks: gloo_timers::future::IntervalStream,
+    source: web_sys::EventSource,
+    listeners: Vec<Listener>,
+    on_error: Closure<dyn FnMut(web_sys::Event)>,
+    received: mpsc::UnboundedReceiver<Result<SseEvent, TransportError>>,
+}
+
+impl Events {
+    fn open(url: &str, credentials: bool) -> Result<EventStream, TransportError> {
+        let init = web_sys::EventSourceInit::new();
+        init.set_with_credentials(credentials);
+        let source = web_sys::EventSource::new_with_event_source_init_dict(url, &init)
+            .map_err(|e| TransportError::Unreachable(format!("{e:?}")))?;
+        let (sender, received) = mpsc::unbounded();
+        let listeners = KINDS
+            .into_iter()
+            .map(|kind| {
+                let sender = sender.clone();
+                let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |m: MessageEvent| {
+                    let _ = sender.unbounded_send(Ok(SseEvent {
+                        id: Some(m.last_event_id()).filter(|id| !id.is_empty()),
+                        event: Some(kind.to_owned()),
+                        data: m.data().as_string().unwrap_or_default(),
+                    }));
+                });
+                let _ = source
+                    .add_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
+                (kind, listener)
+            })
+            .collect();
+        // An `error` event means the connection failed: the `EventSource` retries by itself
+        // unless it is closed for good.
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new({
+            let source = source.clone();
+            move |_: web_sys::Event| {
+                let error = if source.ready_state() == web_sys::EventSource::CLOSED {
+                    TransportError::Unreachable("the event stream closed".into())
+                } else {
+                    TransportError::Reconnecting
+                };
+                let _ = sender.unbounded_send(Err(error));
+            }
+        });
+        let _ = source.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
+        Ok(Box::pin(Events {
+            source,
+            listeners,
+            on_error,
+            received,
+        }))
+    }
 }
 
 impl Stream for Events {
     type Item = Result<SseEvent, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        while let Poll::Ready(Some(())) = self.ticks.poll_next_unpin(cx) {
-            if self.source.state() == State::Connecting {
-                return Poll::Ready(Some(Err(TransportError::Reconnecting)));
-            }
+        self.received.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.source.close();
+        for (kind, listener) in &self.listeners {
+            let _ = self
+                .source
+                .remove_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
         }
-        self.events.poll_next_unpin(cx).map(|item| {
-            item.map(|event| match event {
-                Ok((kind, message)) => Ok(SseEvent {
-                    id: Some(message.last_event_id()).filter(|id| !id.is_empty()),
-                    event: Some(kind),
-                    data: message.data().as_string().unwrap_or_default(),
-                }),
-                Err(e) => Err(TransportError::Unreachable(format!(
-                    "{e}: the event stream closed"
-                ))),
-            })
-        })
+        let _ = self
+            .source
+            .remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
     }
 }

@@ -1,6 +1,8 @@
 //! The server the browser tests talk to: the test API behind a proxy that can take it off the
-//! network, and a control endpoint for the tests. It prints
-//! `CRUDP_TEST_SERVER=<url>` and `CRUDP_TEST_CONTROL=<url>`, then serves until its standard
+//! network, a second one (with tokens of the default lifetime, so its streams stay open)
+//! behind a proxy that buffers whole answers, so that no event stream gets through, and a
+//! control endpoint for the tests. It prints `CRUDP_TEST_SERVER=<url>`,
+//! `CRUDP_TEST_BUFFERED=<url>` and `CRUDP_TEST_CONTROL=<url>`, then serves until its standard
 //! input closes.
 //!
 //! Control (CORS-enabled for 127.0.0.1 pages): `POST /down`, `POST /up`, `GET /executions`,
@@ -12,12 +14,14 @@ async fn main() {
     use std::{sync::Arc, time::Duration};
 
     use axum::routing::{get, post};
-    use crudp_tests::{Proxy, Server, loopback_cors};
+    use crudp_tests::{BufferingProxy, Proxy, Server, loopback_cors};
     use tokio::io::AsyncReadExt;
 
     // Tokens live 2 s, so every browser test sees its stream's token rotate.
     let server = Arc::new(Server::start_with(|b| b.token_ttl(Duration::from_secs(2))).await);
     let proxy = Arc::new(Proxy::start(server.addr).await);
+    let buffered = Server::start().await;
+    let buffering = BufferingProxy::start(buffered.addr).await;
     let (down, up) = (Arc::clone(&proxy), Arc::clone(&proxy));
     let (executions, batches) = (Arc::clone(&server), Arc::clone(&server));
     let control = axum::Router::new()
@@ -36,6 +40,7 @@ async fn main() {
         .await
         .expect("a free port");
     println!("CRUDP_TEST_SERVER={}", proxy.url());
+    println!("CRUDP_TEST_BUFFERED={}", buffering.url());
     println!(
         "CRUDP_TEST_CONTROL=http://{}",
         listener.local_addr().expect("an address")
