@@ -182,8 +182,9 @@ pub(crate) async fn run(
                         Next::Shutdown => return Ended::Shutdown,
                         Next::Change(Change::Hidden) => return Ended::Hidden,
                         Next::Change(Change::Joined) => {
-                            // Others may be joining too: let them, then carry them all.
-                            rt::sleep(JOIN_PAUSE).await;
+                            // Carry it too: a new token, and the stream resumes where it was.
+                            // (No pause to gather others first: a leader in a background tab
+                            // may have its timers held back for a minute.)
                             token = None;
                             again = true;
                             break;
@@ -287,10 +288,6 @@ pub(crate) async fn run(
         }
     }
 }
-
-/// How long a shared stream waits, when a client joins, for others to join before it
-/// reconnects to carry them.
-const JOIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// This client and the others it serves, as many as a token may name.
 fn stream_clients(own: ClientId, fanout: Option<&dyn Fanout>) -> Vec<ClientId> {

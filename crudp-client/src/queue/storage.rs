@@ -205,6 +205,22 @@ impl Persistence {
         let client = reusable
             .or_else(|| adopt.then(orphan).flatten())
             .unwrap_or(fresh);
+        // The leases of clients that are gone and left no queue are of no more use (but a
+        // tab's own, for its reload).
+        let leases = format!("{prefix}lease:");
+        for key in storage.keys() {
+            let Some(other) = key
+                .strip_prefix(&leases)
+                .and_then(|id| u64::from_str_radix(id, 16).ok())
+                .map(ClientId)
+            else {
+                continue;
+            };
+            let gone = lease_of(other).is_none_or(|l| l.free(now_ms));
+            if gone && other != client && Some(other) != previous && !has_queue(other) {
+                storage.remove(&key);
+            }
+        }
         Self::open_as(storage, url, client, holder, now_ms)
     }
 
@@ -370,6 +386,57 @@ mod tests {
         let (late, saved) = open(&storage, None, 4, 1000 + LEASE_TTL_MS + 1);
         assert_eq!(late.client(), ClientId(1));
         assert_eq!(saved.packets[0].seq, 5);
+    }
+
+    #[test]
+    fn with_web_locks_a_queue_left_behind_is_adopted_not_taken_as_the_id() {
+        let storage = MemoryStorage::new();
+        let open = |previous: Option<u64>, fresh: u64, now: u64| {
+            Persistence::open(
+                Arc::new(storage.clone()),
+                "u",
+                previous.map(ClientId),
+                fresh,
+                ClientId(fresh),
+                now,
+                false,
+            )
+        };
+        let (reloaded, _) = open(None, 1, 0);
+        queue(&reloaded, &[1]);
+        reloaded.release(10);
+        // The reload left a call unsent: a new ID, and the queue is an orphan to adopt.
+        let (next, saved) = open(Some(1), 2, 20);
+        assert_eq!((next.client(), saved), (ClientId(2), Saved::default()));
+        assert_eq!(next.orphans(), [ClientId(1)]);
+        // Without a queue, a reload keeps its ID.
+        next.release(30);
+        let (again, _) = open(Some(2), 3, 40);
+        assert_eq!(again.client(), ClientId(2));
+    }
+
+    #[test]
+    fn the_leases_of_clients_gone_without_a_queue_are_removed() {
+        let storage = MemoryStorage::new();
+        let tabs: Vec<_> = (1..=3).map(|id| open(&storage, None, id, 0).0).collect();
+        for tab in &tabs {
+            tab.release(1);
+        }
+        // A reload of the tab of 2, then a new tab.
+        let (reloaded, _) = open(&storage, Some(2), 5, 2);
+        let (held, _) = open(&storage, None, 4, 3);
+        let leases: Vec<String> = storage
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains("lease"))
+            .collect();
+        // 1 and 3 are gone; 2 is the reload's (taken again), 4 the new tab's.
+        let lease = |id: u64| format!("crudp:u:lease:{}", ClientId(id));
+        assert_eq!(leases, [lease(2), lease(4)]);
+        assert_eq!(
+            (reloaded.client(), held.client()),
+            (ClientId(2), ClientId(4))
+        );
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::{
     rc::Rc,
     sync::{Arc, Weak},
     task::{Poll, Waker},
-    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -31,13 +30,9 @@ use web_sys::{BroadcastChannel, MessageEvent};
 use crate::{
     browser::PageListeners,
     events::{self, Change, Ended, Fanout, Link},
-    rt,
     shared::Shared,
     transport::{SseEvent, TransportFuture},
 };
-
-/// How long a new leader waits for the other tabs to say who they are before it connects.
-const ROLL_CALL: Duration = Duration::from_millis(100);
 
 /// What the tabs tell each other.
 #[derive(Serialize, Deserialize)]
@@ -135,10 +130,6 @@ pub(crate) async fn run(
             continue;
         }
         tabs.lead(held);
-        let roll_call = select(Box::pin(rt::sleep(ROLL_CALL)), &mut shutdown).await;
-        if let Either::Right(_) = roll_call {
-            return;
-        }
         let ended = events::run(client.clone(), &mut shutdown, &mut kicks, Some(&mut tabs)).await;
         tabs.follow();
         if ended == Ended::Shutdown {
@@ -231,13 +222,12 @@ impl Tabs {
         post(&self.channel, message);
     }
 
-    /// Takes the stream over: the other tabs say who they are.
+    /// Takes the stream over, for the clients this tab heard of; the other tabs say who they
+    /// are again, and any it had not heard of join the stream.
     fn lead(&mut self, held: locks::Held) {
         let mut state = self.state.borrow_mut();
         state.leading = true;
         state.lock = Some(held);
-        state.peers.clear();
-        state.carried.clear();
         drop(state);
         self.post(&Message::Leader);
     }

@@ -7,15 +7,13 @@
 mod demo;
 mod webdriver;
 
-use demo::{add, prepare, sign_in, start_server, stored};
-use webdriver::{Driver, free_port};
+use demo::{Demo, add, sign_in};
+use webdriver::Driver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
-    let (dist, out, db) = prepare("todo");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start_server(port, &db, &dist).await;
+    let mut demo = Demo::start("todo").await;
+    let base = demo.base.clone();
 
     let driver = Driver::start().await;
     let (ann, bob) = (driver.session().await, driver.session().await);
@@ -41,7 +39,7 @@ async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
     .await;
 
     // Offline: with the server stopped, new todos are queued and shown as pending.
-    drop(server);
+    demo.stop();
     ann.wait_for_text("#status", "offline", |t| t.starts_with("offline"))
         .await;
     add(&ann, "offline one").await;
@@ -57,12 +55,13 @@ async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
     );
     ann.wait_for_text("#status", "two queued", |t| t.contains("2 queued"))
         .await;
-    ann.screenshot(&out.join("leptos-offline.png")).await;
-    bob.screenshot(&out.join("yew-while-server-down.png")).await;
-    assert_eq!(stored(&db, "offline one"), 0);
+    ann.screenshot(&demo.out.join("leptos-offline.png")).await;
+    bob.screenshot(&demo.out.join("yew-while-server-down.png"))
+        .await;
+    assert_eq!(demo.stored("offline one"), 0);
 
     // Back: the queue is sent, each todo is stored once and reaches the other page.
-    let _server = start_server(port, &db, &dist).await;
+    demo.restart().await;
     for title in ["offline one", "offline two"] {
         bob.wait_for_text("#todos", title, |t| t.contains(title))
             .await;
@@ -73,11 +72,11 @@ async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
         t.starts_with("online, 0 queued, 0 in flight")
     })
     .await;
-    assert_eq!(stored(&db, "offline one"), 1);
-    assert_eq!(stored(&db, "offline two"), 1);
-    assert_eq!(stored(&db, "milk from ann"), 1);
-    ann.screenshot(&out.join("leptos-after.png")).await;
-    bob.screenshot(&out.join("yew-after.png")).await;
+    assert_eq!(demo.stored("offline one"), 1);
+    assert_eq!(demo.stored("offline two"), 1);
+    assert_eq!(demo.stored("milk from ann"), 1);
+    ann.screenshot(&demo.out.join("leptos-after.png")).await;
+    bob.screenshot(&demo.out.join("yew-after.png")).await;
     ann.quit().await;
     bob.quit().await;
 }

@@ -11,9 +11,18 @@ mod webdriver;
 use std::time::{Duration, Instant};
 
 use crudp::{Client, transport::ReqwestTransport};
-use demo::{add, prepare, sign_in, start_server, stored};
+use demo::{Demo, add, sign_in};
 use example_api::TodosClient;
-use webdriver::{Driver, Session, free_port};
+use webdriver::{Driver, Session};
+
+/// The demo, and ann signed in on its home page in a new browser.
+async fn ann_at_home(name: &str) -> (Demo, Driver, Session) {
+    let demo = Demo::start(name).await;
+    let driver = Driver::start().await;
+    let ann = driver.session().await;
+    sign_in(&ann, &demo.base, "ann", false).await;
+    (demo, driver, ann)
+}
 
 /// Waits until `user` has `streams` event streams open carrying `clients` clients in all.
 async fn wait_online(base: &str, user: &str, streams: u64, clients: u64) {
@@ -72,13 +81,8 @@ async fn each_tab_adds_one(session: &Session, tabs: &[String], round: &str, hear
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_and_then_eight_tabs_share_one_event_stream() {
-    let (dist, out, db) = prepare("tabs");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = start_server(port, &db, &dist).await;
-    let driver = Driver::start().await;
-    let ann = driver.session().await;
-    sign_in(&ann, &base, "ann", false).await;
+    let (demo, _driver, ann) = ann_at_home("tabs").await;
+    let base = demo.base.clone();
     let first = ann.current_tab().await;
     ann.goto(&format!("{base}/leptos/")).await;
     let mut tabs = vec![first];
@@ -95,25 +99,20 @@ async fn six_and_then_eight_tabs_share_one_event_stream() {
     // The first six heard the first round too.
     each_tab_adds_one(&ann, &tabs, "eight", &[14, 14, 14, 14, 14, 14, 8, 8]).await;
     for i in 0..6 {
-        assert_eq!(stored(&db, &format!("six from tab {i}")), 1);
+        assert_eq!(demo.stored(&format!("six from tab {i}")), 1);
     }
     for i in 0..8 {
-        assert_eq!(stored(&db, &format!("eight from tab {i}")), 1);
+        assert_eq!(demo.stored(&format!("eight from tab {i}")), 1);
     }
-    ann.screenshot(&out.join("eight-tabs.png")).await;
+    ann.screenshot(&demo.out.join("eight-tabs.png")).await;
     ann.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_tab_holding_the_stream_closes_another_takes_over_and_nothing_is_lost_or_repeated()
 {
-    let (dist, out, db) = prepare("takeover");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = start_server(port, &db, &dist).await;
-    let driver = Driver::start().await;
-    let ann = driver.session().await;
-    sign_in(&ann, &base, "ann", false).await;
+    let (demo, _driver, ann) = ann_at_home("takeover").await;
+    let base = demo.base.clone();
     // The first tab to open leads.
     let leader = ann.current_tab().await;
     ann.goto(&format!("{base}/leptos/")).await;
@@ -173,26 +172,21 @@ async fn when_the_tab_holding_the_stream_closes_another_takes_over_and_nothing_i
         assert_eq!(ann.text("#heard").await, expected, "an event was repeated");
     }
     for i in 0..total {
-        assert_eq!(stored(&db, &format!("bob-{i:02}")), 1);
+        assert_eq!(demo.stored(&format!("bob-{i:02}")), 1);
     }
-    ann.screenshot(&out.join("takeover.png")).await;
+    ann.screenshot(&demo.out.join("takeover.png")).await;
     ann.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() {
-    let (dist, out, db) = prepare("orphan");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start_server(port, &db, &dist).await;
-    let driver = Driver::start().await;
-    let ann = driver.session().await;
-    sign_in(&ann, &base, "ann", false).await;
+    let (mut demo, _driver, ann) = ann_at_home("orphan").await;
+    let base = demo.base.clone();
     let home = ann.current_tab().await;
     let closed = open_board(&ann, &base).await;
 
     // Offline, two todos wait in the tab's queue; then the tab is closed.
-    drop(server);
+    demo.stop();
     ann.wait_for_text("#status", "offline", |t| t.starts_with("offline"))
         .await;
     for title in ["left behind 0", "left behind 1"] {
@@ -204,7 +198,7 @@ async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() 
     ann.switch_to(&home).await;
 
     // Two tabs open at the same moment; each may find the queue left behind.
-    let _server = start_server(port, &db, &dist).await;
+    demo.restart().await;
     ann.execute(
         "window.open('/leptos/', '_blank', 'noopener'); window.open('/leptos/', '_blank', 'noopener');",
     )
@@ -225,7 +219,7 @@ async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() 
             .await;
     }
     for _ in 0..100 {
-        if stored(&db, "left behind 0") + stored(&db, "left behind 1") == 2 {
+        if demo.stored("left behind 0") + demo.stored("left behind 1") == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -246,8 +240,8 @@ async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() 
         .await;
     }
     for title in ["left behind 0", "left behind 1", "after 0", "after 1"] {
-        assert_eq!(stored(&db, title), 1, "{title}");
+        assert_eq!(demo.stored(title), 1, "{title}");
     }
-    ann.screenshot(&out.join("orphan.png")).await;
+    ann.screenshot(&demo.out.join("orphan.png")).await;
     ann.quit().await;
 }

@@ -7,14 +7,14 @@ use std::{
     time::Duration,
 };
 
-use crate::webdriver::Session;
+use crate::webdriver::{Session, free_port};
 
-pub(crate) fn workspace() -> PathBuf {
+fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The server, stopped when dropped.
-pub(crate) struct Running(Child);
+struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Running {
     }
 }
 
-pub(crate) async fn start_server(port: u16, db: &Path, dist: &Path) -> Running {
+async fn start_server(port: u16, db: &Path, dist: &Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_todo-server"))
         .arg(format!("127.0.0.1:{port}"))
         .args([
@@ -70,7 +70,7 @@ pub(crate) async fn add(session: &Session, title: &str) {
     session.click("#add").await;
 }
 
-pub(crate) fn stored(db: &Path, title: &str) -> usize {
+fn stored(db: &Path, title: &str) -> usize {
     let db = rusqlite::Connection::open(db).unwrap();
     db.query_row(
         "SELECT COUNT(*) FROM todos WHERE title = ?1",
@@ -81,7 +81,7 @@ pub(crate) fn stored(db: &Path, title: &str) -> usize {
 }
 
 /// The built front ends and a fresh `target/e2e/<name>.db`: `(dist, out, db)`.
-pub(crate) fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dist = workspace().join("target/demo");
     assert!(
         dist.join("leptos/app_bg.wasm").exists() && dist.join("yew/app_bg.wasm").exists(),
@@ -94,4 +94,47 @@ pub(crate) fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     }
     let db = out.join(format!("{name}.db"));
     (dist, out, db)
+}
+
+/// The demo server on a free port over a fresh `target/e2e/<name>.db`.
+pub(crate) struct Demo {
+    pub(crate) dist: PathBuf,
+    /// Where screenshots go.
+    pub(crate) out: PathBuf,
+    pub(crate) db: PathBuf,
+    pub(crate) port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+    server: Option<Running>,
+}
+
+impl Demo {
+    pub(crate) async fn start(name: &str) -> Self {
+        let (dist, out, db) = prepare(name);
+        let port = free_port();
+        let server = start_server(port, &db, &dist).await;
+        Self {
+            dist,
+            out,
+            db,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server.
+    pub(crate) fn stop(&mut self) {
+        self.server = None;
+    }
+
+    /// Starts the server again, on the same port and database.
+    pub(crate) async fn restart(&mut self) {
+        self.server = Some(start_server(self.port, &self.db, &self.dist).await);
+    }
+
+    /// How many todos titled `title` the database holds.
+    pub(crate) fn stored(&self, title: &str) -> usize {
+        stored(&self.db, title)
+    }
 }
