@@ -42,6 +42,9 @@ pub(crate) trait Fanout: MaybeSendSync {
     fn event(&mut self, event: &SseEvent, clients: &[ClientId]);
     /// Passes a change of the link on.
     fn link(&mut self, link: Link);
+    /// The server refuses `client` to this user (a tab left from before a sign-out): the
+    /// stream goes on without it.
+    fn refused(&mut self, client: ClientId);
     /// Resolves with the next [`Change`].
     fn change(&mut self) -> TransportFuture<'_, Change>;
 }
@@ -151,6 +154,8 @@ pub(crate) async fn run(
             &mut fanout,
         )
         .await;
+        // The stream carries those its token names.
+        let clients = token.as_ref().map_or(clients, |(_, named)| named.clone());
         let mut ready = false;
         // The answer came to its end as a poll's does, or the client just switched to polling,
         // or another client joined: ask again at once.
@@ -352,17 +357,38 @@ async fn connect(
     Option<Result<EventStream, TransportError>>,
     TransportFuture<'static, ()>,
 ) {
+    let mut clients = clients.to_vec();
     let current = match token.take() {
         Some((grant, _)) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
-        _ => match new_token(inner, clients).await {
+        _ => match new_token(inner, &clients).await {
             Ok(grant) => grant,
+            Err(e) if e.status() == Some(403) && clients.len() > 1 => {
+                // One of the clients belongs to another user: find which, and carry the rest.
+                let mut kept = Vec::new();
+                for client in clients {
+                    match new_token(inner, &[client]).await {
+                        Ok(_) => kept.push(client),
+                        Err(e) if e.status() == Some(403) => {
+                            if let Some(fanout) = fanout {
+                                fanout.refused(client);
+                            }
+                        }
+                        Err(e) => return (Some(Err(e)), held_back_after(true)),
+                    }
+                }
+                clients = kept;
+                match new_token(inner, &clients).await {
+                    Ok(grant) => grant,
+                    Err(e) => return (Some(Err(e)), held_back_after(true)),
+                }
+            }
             Err(e) => return (Some(Err(e)), held_back_after(true)),
         },
     };
     tell(inner, fanout, Link::Limit(current.max_packets));
     // Kept before the stream is awaited, in case the wait is given up.
     let secret = current.token.clone();
-    *token = Some((current, clients.to_vec()));
+    *token = Some((current, clients));
     let mut held_back = held_back_after(polling);
     let opening = inner
         .transport

@@ -67,7 +67,12 @@ struct State {
     peers: BTreeSet<ClientId>,
     /// The peers the stream carries now.
     carried: BTreeSet<ClientId>,
+    /// Clients the server refused to this tab's user, while it leads.
+    refused: BTreeSet<ClientId>,
     last_event_id: Option<u64>,
+    /// The page was hidden or frozen while another tab led: the broadcasts of that time
+    /// passed it by, which its reset watchers hear once it is carried again.
+    missed: bool,
     /// The stream's lock, while this tab leads.
     lock: Option<locks::Held>,
     /// The task waiting for a change.
@@ -152,7 +157,9 @@ impl Tabs {
             hidden: false,
             peers: BTreeSet::new(),
             carried: BTreeSet::new(),
+            refused: BTreeSet::new(),
             last_event_id: None,
+            missed: false,
             lock: None,
             waker: None,
         }));
@@ -200,6 +207,7 @@ impl Tabs {
                 state.hidden = hide;
                 let me = state.me;
                 if hide {
+                    state.missed = true;
                     // Let go now: a frozen or cached page runs nothing more.
                     if let Some(mut lock) = state.lock.take() {
                         lock.release();
@@ -228,6 +236,10 @@ impl Tabs {
         let mut state = self.state.borrow_mut();
         state.leading = true;
         state.lock = Some(held);
+        // Whoever is signed in now may own them.
+        state.refused.clear();
+        // Its stream resumes from the last event this tab saw.
+        state.missed = false;
         drop(state);
         self.post(&Message::Leader);
     }
@@ -308,6 +320,13 @@ impl Fanout for Tabs {
         self.post(&Message::Link(link));
     }
 
+    fn refused(&mut self, client: ClientId) {
+        tracing::warn!(%client, "another user's client: the shared stream goes on without it");
+        let mut state = self.state.borrow_mut();
+        state.peers.remove(&client);
+        state.refused.insert(client);
+    }
+
     fn change(&mut self) -> TransportFuture<'_, Change> {
         Box::pin(poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
@@ -335,7 +354,7 @@ fn results_client(data: &str) -> Option<ClientId> {
 fn receive(state: &RefCell<State>, channel: &BroadcastChannel, inner: &Shared, message: Message) {
     let mut s = state.borrow_mut();
     match message {
-        Message::Hello(client) => {
+        Message::Hello(client) if !s.refused.contains(&client) => {
             s.peers.insert(client);
             s.wake();
         }
@@ -357,6 +376,12 @@ fn receive(state: &RefCell<State>, channel: &BroadcastChannel, inner: &Shared, m
             if to.is_some_and(|to| to != s.me) {
                 return;
             }
+            let carried = clients.contains(&s.me);
+            let ready = kind.as_deref().and_then(EventKind::from_name) == Some(EventKind::Ready);
+            let caught_up = carried && ready && s.missed;
+            if caught_up {
+                s.missed = false;
+            }
             drop(s);
             let event = SseEvent {
                 id,
@@ -364,6 +389,9 @@ fn receive(state: &RefCell<State>, channel: &BroadcastChannel, inner: &Shared, m
                 data,
             };
             events::handle(inner, event, &clients);
+            if caught_up {
+                inner.watchers.reset();
+            }
         }
         Message::Link(link) if !s.leading => {
             drop(s);

@@ -245,3 +245,64 @@ async fn two_tabs_opening_at_once_send_the_queue_of_a_tab_closed_offline_once() 
     ann.screenshot(&demo.out.join("orphan.png")).await;
     ann.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_left_from_before_a_sign_in_as_someone_else_does_not_stop_the_others() {
+    let (demo, _driver, browser) = ann_at_home("switch").await;
+    let base = demo.base.clone();
+    let home = browser.current_tab().await;
+    // Ann's board leads the stream; then the browser signs in as bob.
+    let _stale = open_board(&browser, &base).await;
+    browser.switch_to(&home).await;
+    sign_in(&browser, &base, "bob", false).await;
+    // Bob's board joins the stream that ann's tab leads: the server refuses ann's client to
+    // bob, and the stream goes on with bob's.
+    let _fresh = open_board(&browser, &base).await;
+    add(&browser, "bob after the switch").await;
+    browser
+        .wait_for_text("#todos", "bob's todo", |t| {
+            t.contains("bob after the switch") && !t.contains("(pending)")
+        })
+        .await;
+    assert_eq!(demo.stored("bob after the switch"), 1);
+    wait_online(&base, "bob", 1, 1).await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_hands_the_stream_over_and_rejoins_when_it_resumes() {
+    let (demo, _driver, ann) = ann_at_home("frozen").await;
+    let base = demo.base.clone();
+    let leader = ann.current_tab().await;
+    ann.goto(&format!("{base}/leptos/")).await;
+    ann.wait_for_text("#status", "the first tab online", |t| {
+        t.starts_with("online")
+    })
+    .await;
+    let follower = open_board(&ann, &base).await;
+    wait_online(&base, "ann", 1, 2).await;
+
+    // The browser freezes the leading tab (as it does with background tabs): the other tab
+    // takes the stream over, for itself.
+    ann.switch_to(&leader).await;
+    ann.execute("document.dispatchEvent(new Event('freeze'))")
+        .await;
+    wait_online(&base, "ann", 1, 1).await;
+    ann.switch_to(&follower).await;
+    add(&ann, "while frozen").await;
+    ann.wait_for_text("#todos", "the todo", |t| {
+        t.contains("while frozen") && !t.contains("(pending)")
+    })
+    .await;
+
+    // Resumed, it is carried again, and hears what it missed.
+    ann.switch_to(&leader).await;
+    ann.execute("document.dispatchEvent(new Event('resume'))")
+        .await;
+    wait_online(&base, "ann", 1, 2).await;
+    ann.wait_for_text("#todos", "the todo in the resumed tab", |t| {
+        t.contains("while frozen")
+    })
+    .await;
+    ann.quit().await;
+}
