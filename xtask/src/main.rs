@@ -6,7 +6,8 @@
 //! - `cargo xtask test`: every test: rustfmt, the workspace's tests (trybuild cases
 //!   included), the wasm32 builds, clippy with warnings denied, and the browser tests in
 //!   headless Chromium against a real server. It installs what a fresh machine lacks: the
-//!   wasm32 target, the matching `wasm-bindgen` test runner, and (as root) Chromium.
+//!   wasm32 target, the matching `wasm-bindgen` test runner, and (as root) Chromium and
+//!   `redis-server`.
 
 mod bench;
 mod setup;
@@ -58,6 +59,7 @@ fn test() -> Result<(), String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;
     setup::chromium()?;
+    setup::redis()?;
     cargo(&["fmt", "--all", "--check"])?;
     // The end-to-end test of the demo drives the built front ends.
     front_ends()?;

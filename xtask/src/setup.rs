@@ -95,10 +95,28 @@ pub(crate) fn chromium() -> Result<(), String> {
     if PathBuf::from(CHROMEDRIVER).exists() && output("chromium", &["--version"]).is_some() {
         return Ok(());
     }
+    apt(&["chromium", "chromium-driver"])
+}
+
+/// Debian's `redis-server`, which the scale-out tests start on free ports of their own.
+pub(crate) fn redis() -> Result<(), String> {
+    if output("redis-server", &["--version"]).is_some() {
+        return Ok(());
+    }
+    apt(&["redis-server"])
+}
+
+/// Installs Debian `packages`, as root.
+fn apt(packages: &[&str]) -> Result<(), String> {
     let root = output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
     if !root {
-        return Err("Chromium is missing: run `apt-get update && apt-get install -y chromium chromium-driver` as root".into());
+        return Err(format!(
+            "missing: run `apt-get update && apt-get install -y {}` as root",
+            packages.join(" ")
+        ));
     }
     run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y", "chromium", "chromium-driver"]))
+    run(Command::new("apt-get")
+        .args(["install", "-y"])
+        .args(packages))
 }

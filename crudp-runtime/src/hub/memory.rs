@@ -134,11 +134,186 @@ impl MemoryHub {
     pub fn connections(&self) -> usize {
         self.shared.state().connections.len()
     }
+
+    /// Opens a connection as [`Hub::subscribe`] does, except when this hub no longer holds
+    /// the events after `last_event_id` (evicted, or from before it started relaying): then
+    /// the replay is left empty and [`Opened::missing`] says which events to read from the
+    /// shared backend instead of answering `reset`.
+    pub fn open(
+        &self,
+        subscriber: Subscriber,
+        last_event_id: Option<u64>,
+    ) -> Result<Opened, HubError> {
+        let mut state = self.shared.state();
+        // Anonymous visitors share one identity: limit them per client instead.
+        let user = if subscriber.user == User::anonymous() {
+            let first = subscriber.clients.first().map_or(0, |c| c.0);
+            format!("anonymous client {first}")
+        } else {
+            subscriber.user.id.clone()
+        };
+        let open = state.per_user.get(&user).copied().unwrap_or(0);
+        if open >= self.shared.connections_per_user {
+            return Err(HubError::TooManyConnections {
+                user,
+                max: self.shared.connections_per_user,
+            });
+        }
+        let channels: Vec<String> = subscriber.channels().iter().map(Channel::key).collect();
+        let mut missing = None;
+        let start = match last_event_id {
+            None => Start::Replay(Vec::new()),
+            Some(last) if last > state.last_id() => Start::Reset,
+            Some(last) => match state.since(last) {
+                None => {
+                    missing = Some((last, state.last_id()));
+                    Start::Replay(Vec::new())
+                }
+                Some(missed) => Start::Replay(
+                    missed
+                        .filter(|e| {
+                            !Subscriber::skips(&subscriber.clients, e.except)
+                                && channels.contains(&e.channel)
+                        })
+                        .map(|e| e.frame.clone())
+                        .collect(),
+                ),
+            },
+        };
+        let id = state.next_connection;
+        state.next_connection += 1;
+        let (sender, live) = mpsc::channel(self.shared.connection_buffer);
+        for channel in &channels {
+            state
+                .by_channel
+                .entry(channel.clone())
+                .or_default()
+                .insert(id);
+        }
+        *state.per_user.entry(user.clone()).or_default() += 1;
+        state.connections.insert(
+            id,
+            Connection {
+                sender,
+                channels,
+                clients: subscriber.clients,
+                user,
+            },
+        );
+        Ok(Opened {
+            subscription: Subscription {
+                start,
+                position: state.last_id(),
+                live,
+                guard: Box::new(Registration {
+                    hub: Arc::downgrade(&self.shared),
+                    id,
+                }),
+            },
+            missing,
+        })
+    }
+
+    /// Routes an event whose ID a shared backend gave it, and keeps it for replay: how a
+    /// distributed hub hands each instance's connections what it reads from the backend. IDs
+    /// only increase; one at or below the last is ignored, and after a gap the events before
+    /// it are no longer replayed from here.
+    pub fn deliver(&self, id: u64, publication: Publication) {
+        let mut state = self.shared.state();
+        if id < state.next_id {
+            return;
+        }
+        if id > state.next_id {
+            state.ring.clear();
+            state.ring_bytes = 0;
+        }
+        self.shared.route(&mut state, id, publication);
+    }
+
+    /// Takes `last_id` as the last event published, for a hub that relays a shared backend's
+    /// events: [`deliver`](Self::deliver) goes on from there.
+    #[must_use]
+    pub fn relaying(self, last_id: u64) -> Self {
+        {
+            let mut state = self.shared.state();
+            state.next_id = last_id + 1;
+            state.ring.clear();
+            state.ring_bytes = 0;
+        }
+        self
+    }
+
+    /// Closes every open connection: their clients reconnect and catch up by replay, for
+    /// instance once a lost backend is back.
+    pub fn disconnect_all(&self) {
+        let mut state = self.shared.state();
+        let ids: Vec<u64> = state.connections.keys().copied().collect();
+        for id in ids {
+            state.remove(id);
+        }
+    }
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends event `id` to the connections of its channel and keeps it for replay.
+    fn route(&self, state: &mut State, id: u64, publication: Publication) {
+        let Publication {
+            channel,
+            kind,
+            data,
+            except,
+        } = publication;
+        let channel = channel.key();
+        state.next_id = id + 1;
+        let frame = Frame {
+            id,
+            bytes: event_frame(id, kind, &data),
+        };
+
+        let mut overrun = Vec::new();
+        if let Some(ids) = state.by_channel.get(&channel) {
+            for connection_id in ids {
+                let Some(connection) = state.connections.get(connection_id) else {
+                    continue;
+                };
+                if Subscriber::skips(&connection.clients, except) {
+                    continue;
+                }
+                match connection.sender.try_send(frame.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
+                        overrun.push(*connection_id)
+                    }
+                }
+            }
+        }
+        for connection_id in overrun {
+            // Dropping the sender ends the stream; the client reconnects and catches up by replay.
+            tracing::debug!(
+                connection = connection_id,
+                "closing an event stream that fell behind"
+            );
+            state.remove(connection_id);
+        }
+
+        let stored = Stored {
+            frame,
+            channel,
+            except,
+        };
+        let size = stored.size();
+        state.ring_bytes += size;
+        state.ring.push_back(stored);
+        while state.ring.len() > self.replay_capacity || state.ring_bytes > self.replay_bytes {
+            let Some(old) = state.ring.pop_front() else {
+                break;
+            };
+            state.ring_bytes -= old.size();
+        }
     }
 }
 
@@ -179,63 +354,9 @@ impl State {
 
 impl Hub for MemoryHub {
     fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<u64, HubError>> {
-        let Publication {
-            channel,
-            kind,
-            data,
-            except,
-        } = publication;
-        let channel = channel.key();
         let mut state = self.shared.state();
         let id = state.next_id;
-        state.next_id += 1;
-        let frame = Frame {
-            id,
-            bytes: event_frame(id, kind, &data),
-        };
-
-        let mut overrun = Vec::new();
-        if let Some(ids) = state.by_channel.get(&channel) {
-            for connection_id in ids {
-                let Some(connection) = state.connections.get(connection_id) else {
-                    continue;
-                };
-                if Subscriber::skips(&connection.clients, except) {
-                    continue;
-                }
-                match connection.sender.try_send(frame.clone()) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
-                        overrun.push(*connection_id)
-                    }
-                }
-            }
-        }
-        for connection_id in overrun {
-            // Dropping the sender ends the stream; the client reconnects and catches up by replay.
-            tracing::debug!(
-                connection = connection_id,
-                "closing an event stream that fell behind"
-            );
-            state.remove(connection_id);
-        }
-
-        let stored = Stored {
-            frame,
-            channel,
-            except,
-        };
-        let size = stored.size();
-        state.ring_bytes += size;
-        state.ring.push_back(stored);
-        while state.ring.len() > self.shared.replay_capacity
-            || state.ring_bytes > self.shared.replay_bytes
-        {
-            let Some(old) = state.ring.pop_front() else {
-                break;
-            };
-            state.ring_bytes -= old.size();
-        }
+        self.shared.route(&mut state, id, publication);
         Box::pin(std::future::ready(Ok(id)))
     }
 
@@ -244,70 +365,25 @@ impl Hub for MemoryHub {
         subscriber: Subscriber,
         last_event_id: Option<u64>,
     ) -> BoxFuture<'_, Result<Subscription, HubError>> {
-        let result = (|| {
-            let mut state = self.shared.state();
-            // Anonymous visitors share one identity: limit them per client instead.
-            let user = if subscriber.user == User::anonymous() {
-                let first = subscriber.clients.first().map_or(0, |c| c.0);
-                format!("anonymous client {first}")
-            } else {
-                subscriber.user.id.clone()
-            };
-            let open = state.per_user.get(&user).copied().unwrap_or(0);
-            if open >= self.shared.connections_per_user {
-                return Err(HubError::TooManyConnections {
-                    user,
-                    max: self.shared.connections_per_user,
-                });
+        let result = self.open(subscriber, last_event_id).map(|opened| {
+            let mut subscription = opened.subscription;
+            if opened.missing.is_some() {
+                subscription.start = Start::Reset;
             }
-            let channels: Vec<String> = subscriber.channels().iter().map(Channel::key).collect();
-            let start = match last_event_id {
-                None => Start::Replay(Vec::new()),
-                Some(last) => match state.since(last) {
-                    None => Start::Reset,
-                    Some(missed) => Start::Replay(
-                        missed
-                            .filter(|e| {
-                                !Subscriber::skips(&subscriber.clients, e.except)
-                                    && channels.contains(&e.channel)
-                            })
-                            .map(|e| e.frame.clone())
-                            .collect(),
-                    ),
-                },
-            };
-            let id = state.next_connection;
-            state.next_connection += 1;
-            let (sender, live) = mpsc::channel(self.shared.connection_buffer);
-            for channel in &channels {
-                state
-                    .by_channel
-                    .entry(channel.clone())
-                    .or_default()
-                    .insert(id);
-            }
-            *state.per_user.entry(user.clone()).or_default() += 1;
-            state.connections.insert(
-                id,
-                Connection {
-                    sender,
-                    channels,
-                    clients: subscriber.clients,
-                    user,
-                },
-            );
-            Ok(Subscription {
-                start,
-                position: state.last_id(),
-                live,
-                guard: Box::new(Registration {
-                    hub: Arc::downgrade(&self.shared),
-                    id,
-                }),
-            })
-        })();
+            subscription
+        });
         Box::pin(std::future::ready(result))
     }
+}
+
+/// A connection opened by [`MemoryHub::open`].
+#[derive(Debug)]
+pub struct Opened {
+    /// The connection; its replay is empty when events are `missing`.
+    pub subscription: Subscription,
+    /// The events after the first ID and up to the second that this hub no longer holds, and
+    /// that the connection must replay before its live events.
+    pub missing: Option<(u64, u64)>,
 }
 
 /// Unregisters a connection when its stream is dropped.
@@ -359,6 +435,85 @@ mod tests {
             Start::Replay(frames) => frames.iter().map(|f| f.id).collect(),
             Start::Reset => panic!("expected a replay"),
         }
+    }
+
+    fn delivered(hub: &MemoryHub, id: u64, channel: Channel) {
+        hub.deliver(
+            id,
+            Publication {
+                channel,
+                kind: EventKind::Broadcast,
+                data: vec![1],
+                except: None,
+            },
+        );
+    }
+
+    #[test]
+    fn a_relaying_hub_routes_given_ids_and_names_what_it_cannot_replay() {
+        let hub = MemoryHub::default().relaying(100);
+        let ann = subscriber("ann", "guest", 1);
+        let early = hub.open(ann.clone(), None).unwrap();
+        assert_eq!((early.subscription.position, early.missing), (100, None));
+        let mut live = early.subscription.live;
+        for id in 101..=103 {
+            delivered(&hub, id, Channel::All);
+        }
+        // Old or repeated IDs are ignored.
+        delivered(&hub, 102, Channel::All);
+        let got: Vec<u64> = std::iter::from_fn(|| live.try_recv().ok().map(|f| f.id)).collect();
+        assert_eq!(got, [101, 102, 103]);
+
+        // From the ring; from before the relay started: missing; from the future: reset.
+        let opened = hub.open(ann.clone(), Some(101)).unwrap();
+        assert_eq!(
+            (ids(&opened.subscription.start), opened.missing),
+            (vec![102, 103], None)
+        );
+        let opened = hub.open(ann.clone(), Some(50)).unwrap();
+        assert_eq!(
+            (ids(&opened.subscription.start), opened.missing),
+            (vec![], Some((50, 103)))
+        );
+        let future = subscribe(&hub, ann.clone(), Some(500));
+        assert!(matches!(future.start, Start::Reset));
+        // The plain subscription answers what it cannot replay with `reset`.
+        assert!(matches!(
+            subscribe(&hub, ann.clone(), Some(50)).start,
+            Start::Reset
+        ));
+
+        // After a gap, the events before it are not replayed from here.
+        delivered(&hub, 110, Channel::All);
+        assert_eq!(hub.open(ann, Some(103)).unwrap().missing, Some((103, 110)));
+        assert_eq!(
+            hub.connections(),
+            4,
+            "the early one, two replays and the reset"
+        );
+        hub.disconnect_all();
+        assert_eq!(hub.connections(), 0);
+        assert_eq!(live.try_recv().map(|f| f.id).ok(), Some(110));
+        assert_eq!(
+            live.try_recv().map(|f| f.id),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn channel_keys_read_back() {
+        for channel in [
+            Channel::All,
+            Channel::Role("admin".into()),
+            Channel::User("a:b".into()),
+            Channel::Client {
+                client: ClientId(0xabc),
+                owner: "x:y".into(),
+            },
+        ] {
+            assert_eq!(Channel::from_key(&channel.key()), Some(channel));
+        }
+        assert_eq!(Channel::from_key("nothing"), None);
     }
 
     #[test]

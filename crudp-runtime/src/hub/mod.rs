@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use frame::{PING, event_frame, retry_frame};
-pub use memory::MemoryHub;
+pub use memory::{MemoryHub, Opened};
 
 use crate::{
     context::{Target, User},
@@ -47,6 +47,32 @@ impl Channel {
             Channel::User(user) => format!("user:{user}"),
             Channel::Client { client, owner } => format!("client:{client}:{owner}"),
         }
+    }
+}
+
+impl Channel {
+    /// The channel with this [`key`](Self::key), if it is one.
+    pub fn from_key(key: &str) -> Option<Self> {
+        if key == "all" {
+            return Some(Channel::All);
+        }
+        if let Some(role) = key.strip_prefix("role:") {
+            return Some(Channel::Role(role.to_owned()));
+        }
+        if let Some(user) = key.strip_prefix("user:") {
+            return Some(Channel::User(user.to_owned()));
+        }
+        let (client, owner) = key.strip_prefix("client:")?.split_once(':')?;
+        Some(Channel::Client {
+            client: ClientId(u64::from_str_radix(client, 16).ok()?),
+            owner: owner.to_owned(),
+        })
+    }
+
+    /// Whether a connection of `subscriber` receives an event of this channel that skips the
+    /// connections of `except` alone.
+    pub fn reaches(&self, subscriber: &Subscriber, except: Option<ClientId>) -> bool {
+        !Subscriber::skips(&subscriber.clients, except) && subscriber.channels().contains(self)
     }
 }
 
