@@ -644,3 +644,93 @@ async fn buffer_responses(
         client_out.write_all(&message).await?;
     }
 }
+
+/// A `redis-server` of the test's own, on a free port with its files in a directory of its
+/// own; stopped, and its files removed, when dropped.
+pub struct RedisServer {
+    process: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one (with the append-only file on, as the scale-out guarantees assume) and
+    /// waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("crudp-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            process: Self::spawn(port, &dir),
+            port,
+            dir,
+        };
+        server.wait().await;
+        server
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (`cargo xtask test` installs it)")
+    }
+
+    async fn wait(&mut self) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A client for it.
+    pub fn client(&self) -> crudp_redis::redis::Client {
+        crudp_redis::redis::Client::open(self.url()).unwrap()
+    }
+
+    /// Kills it (`-9`), keeping its files.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// Starts it again on the same port and files, after [`kill`](Self::kill).
+    pub async fn restart(&mut self) {
+        self.process = Self::spawn(self.port, &self.dir);
+        self.wait().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

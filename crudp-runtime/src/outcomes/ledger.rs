@@ -89,6 +89,7 @@ impl Ledger {
     }
 
     /// The clients seen since `since`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn seen_since(&self, since: Instant) -> Vec<ClientId> {
         self.clients
             .iter()
@@ -98,6 +99,7 @@ impl Ledger {
     }
 
     /// The mark of `client`: its highest packet with a final outcome.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn mark(&self, client: ClientId) -> Option<u64> {
         self.clients.get(&client).map(|r| r.saved.mark)
     }
@@ -236,6 +238,7 @@ impl Ledger {
     }
 
     /// Whether `seq` of `client` is reserved now (by anyone).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn is_running(&self, client: ClientId, seq: u64) -> bool {
         self.clients
             .get(&client)
@@ -274,6 +277,7 @@ impl Ledger {
 
     /// Records a final outcome that a handler committed itself, while its packet is still
     /// reserved; the reservation ends with the packet's `finish`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn committed(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
         if self
             .clients
@@ -348,12 +352,14 @@ impl Ledger {
     }
 
     /// The state of `client` to write if it has changes not yet durable, with its version.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn dirty(&self, client: ClientId) -> Option<(Saved, u64)> {
         let record = self.clients.get(&client)?;
         record.dirty.then(|| (record.saved.clone(), record.version))
     }
 
     /// The state of `client` at `version` is durable: unless it changed since, it may go.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn written(&mut self, client: ClientId, version: u64) {
         if let Some(record) = self.clients.get_mut(&client)
             && record.version == version

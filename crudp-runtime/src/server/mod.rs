@@ -14,7 +14,8 @@ use serde::Serialize;
 pub use crate::{
     auth::{Anonymous, AuthError, Authenticator, Claims, TokenError, TokenKey},
     hub::{
-        Channel, Frame, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription,
+        Channel, Frame, Hub, HubError, MemoryHub, Opened, Publication, Start, Subscriber,
+        Subscription,
         memory::{
             DEFAULT_CONNECTION_BUFFER, DEFAULT_CONNECTIONS_PER_USER, DEFAULT_REPLAY_BUFFER,
             DEFAULT_REPLAY_BYTES,

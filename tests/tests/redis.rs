@@ -1,0 +1,130 @@
+//! The event hub on Redis, with a real `redis-server` of the test's own: events published on
+//! one instance reach the connections of the others, `Last-Event-ID` resumes on any instance,
+//! and a Redis restart loses nothing.
+
+use std::time::Duration;
+
+use crudp::{
+    ClientId, User,
+    protocol::EventKind,
+    server::{Channel, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription},
+};
+use crudp_redis::RedisHub;
+use crudp_tests::RedisServer;
+
+fn ann() -> Subscriber {
+    Subscriber {
+        user: User::new("ann", "guest"),
+        clients: vec![ClientId(1)],
+    }
+}
+
+fn event(channel: Channel, data: u8) -> Publication {
+    Publication {
+        channel,
+        kind: EventKind::Broadcast,
+        data: vec![data],
+        except: None,
+    }
+}
+
+async fn hub(redis: &RedisServer) -> RedisHub {
+    RedisHub::new(&redis.client(), "crudp:", MemoryHub::default())
+        .await
+        .unwrap()
+}
+
+/// The IDs a connection replays and then receives live within `wait`.
+async fn ids(mut subscription: Subscription, wait: Duration) -> Vec<u64> {
+    let mut ids: Vec<u64> = match subscription.start {
+        Start::Replay(frames) => frames.iter().map(|f| f.id).collect(),
+        Start::Reset => panic!("a reset instead of a replay"),
+    };
+    while let Ok(Some(frame)) = tokio::time::timeout(wait, subscription.live.recv()).await {
+        ids.push(frame.id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_on_one_instance_reaches_the_others_and_replays_on_any() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (hub(&redis).await, hub(&redis).await);
+    let mut on_b = b.subscribe(ann(), None).await.unwrap();
+    let first = a.publish(event(Channel::All, 1)).await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), on_b.live.recv())
+        .await
+        .expect("the event reaches the other instance")
+        .unwrap();
+    assert_eq!(frame.id, first);
+
+    // Missed by a connection that left after `first`: ann's events only, on whichever
+    // instance, from the local buffer or from Redis.
+    let second = b.publish(event(Channel::All, 2)).await.unwrap();
+    b.publish(event(Channel::User("bob".into()), 3))
+        .await
+        .unwrap();
+    let ann_client = Channel::Client {
+        client: ClientId(1),
+        owner: "ann".into(),
+    };
+    let fourth = a.publish(event(ann_client, 4)).await.unwrap();
+    let wait = Duration::from_millis(500);
+    assert_eq!(
+        ids(a.subscribe(ann(), Some(first)).await.unwrap(), wait).await,
+        [second, fourth]
+    );
+    assert_eq!(
+        ids(b.subscribe(ann(), Some(first)).await.unwrap(), wait).await,
+        [second, fourth]
+    );
+    // A new instance has nothing buffered: it reads the missed events from Redis.
+    let c = hub(&redis).await;
+    assert_eq!(
+        ids(c.subscribe(ann(), Some(first)).await.unwrap(), wait).await,
+        [second, fourth]
+    );
+    // An ID from before the stream began, or from the future: reset.
+    for unknown in [5, fourth + 100] {
+        let subscription = c.subscribe(ann(), Some(unknown)).await.unwrap();
+        assert!(matches!(subscription.start, Start::Reset), "{unknown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_closes_the_streams_and_they_resume_with_nothing_lost() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = (hub(&redis).await, hub(&redis).await);
+    let before = a.publish(event(Channel::All, 1)).await.unwrap();
+    let mut on_b = b.subscribe(ann(), None).await.unwrap();
+
+    redis.kill();
+    assert!(matches!(
+        a.publish(event(Channel::All, 2)).await,
+        Err(HubError::Unavailable(_))
+    ));
+    // The streams close, so that their clients reconnect.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while on_b.live.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the stream on B closed");
+
+    redis.restart().await;
+    let mut after = None;
+    for _ in 0..100 {
+        if let Ok(id) = a.publish(event(Channel::All, 3)).await {
+            after = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = after.expect("publishing works again");
+    assert!(
+        after > before,
+        "IDs go on from where they were (the append-only file)"
+    );
+    // Resuming after `before` on B replays exactly the event published since.
+    let resumed = b.subscribe(ann(), Some(before)).await.unwrap();
+    assert_eq!(ids(resumed, Duration::from_millis(500)).await, [after]);
+}
