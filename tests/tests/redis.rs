@@ -1,15 +1,19 @@
-//! The event hub on Redis, with a real `redis-server` of the test's own: events published on
-//! one instance reach the connections of the others, `Last-Event-ID` resumes on any instance,
-//! and a Redis restart loses nothing.
+//! The event hub and the outcome store on Redis, with a real `redis-server` of the test's own:
+//! events published on one instance reach the connections of the others, `Last-Event-ID`
+//! resumes on any instance, a Redis restart loses nothing, and instances share one
+//! exactly-once state.
 
 use std::time::Duration;
 
 use crudp::{
-    ClientId, User,
+    ClientId, Outcome, User,
     protocol::EventKind,
-    server::{Channel, Hub, HubError, MemoryHub, Publication, Start, Subscriber, Subscription},
+    server::{
+        Begin, Channel, Claim, Hub, HubError, Lease, MemoryHub, OutcomeLimits, OutcomeStore,
+        Publication, Start, StoreError, Subscriber, Subscription,
+    },
 };
-use crudp_redis::RedisHub;
+use crudp_redis::{RedisHub, RedisOutcomes};
 use crudp_tests::RedisServer;
 
 fn ann() -> Subscriber {
@@ -127,4 +131,95 @@ async fn a_redis_restart_closes_the_streams_and_they_resume_with_nothing_lost() 
     // Resuming after `before` on B replays exactly the event published since.
     let resumed = b.subscribe(ann(), Some(before)).await.unwrap();
     assert_eq!(ids(resumed, Duration::from_millis(500)).await, [after]);
+}
+
+async fn store(redis: &RedisServer, limits: OutcomeLimits) -> RedisOutcomes {
+    RedisOutcomes::new(&redis.client(), "crudp:", limits)
+        .await
+        .unwrap()
+}
+
+fn ok(byte: u8) -> Outcome {
+    Outcome::Ok(vec![byte])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_ownership_reservations_and_outcomes() {
+    let redis = RedisServer::start().await;
+    let limits = OutcomeLimits::default().clients_per_user(2);
+    let (a, b) = (
+        store(&redis, limits.clone()).await,
+        store(&redis, limits).await,
+    );
+    let client = ClientId(7);
+
+    // Ownership: bound on first use, on every instance, for good; limited per user.
+    assert_eq!(a.claim(client, "ann").await.unwrap(), Claim::Granted);
+    assert_eq!(b.claim(client, "ann").await.unwrap(), Claim::Granted);
+    assert_eq!(b.claim(client, "bob").await.unwrap(), Claim::Foreign);
+    assert_eq!(b.claim(ClientId(8), "ann").await.unwrap(), Claim::Granted);
+    assert!(matches!(
+        a.claim(ClientId(9), "ann").await.unwrap(),
+        Claim::Refused(_)
+    ));
+    assert!(matches!(
+        a.begin(ClientId(10), 1).await,
+        Err(StoreError::UnknownClient(_))
+    ));
+
+    // One reservation at a time, whichever instance asks; the outcome is kept for both.
+    let Begin::Run(lease) = a.begin(client, 1).await.unwrap() else {
+        panic!("packet 1 runs");
+    };
+    assert_eq!(b.begin(client, 1).await.unwrap(), Begin::Busy(1));
+    assert_eq!(b.begin(client, 2).await.unwrap(), Begin::Busy(1));
+    assert!(matches!(
+        b.finish(client, 1, Lease::new(lease.id() + 1), &ok(0))
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    a.finish(client, 1, lease, &ok(1)).await.unwrap();
+    assert_eq!(b.begin(client, 1).await.unwrap(), Begin::Done(ok(1)));
+
+    // A packet that could not run holds the later ones back, until it runs.
+    let Begin::Run(lease) = b.begin(client, 2).await.unwrap() else {
+        panic!("packet 2 runs");
+    };
+    let unavailable = Outcome::Unavailable {
+        message: "later".into(),
+    };
+    b.finish(client, 2, lease, &unavailable).await.unwrap();
+    assert_eq!(a.begin(client, 3).await.unwrap(), Begin::Blocked(2));
+    let Begin::Run(lease) = a.begin(client, 2).await.unwrap() else {
+        panic!("packet 2 runs again");
+    };
+    a.finish(client, 2, lease, &ok(2)).await.unwrap();
+    assert!(matches!(b.begin(client, 3).await.unwrap(), Begin::Run(_)));
+    assert_eq!(a.begin(client, 2).await.unwrap(), Begin::Done(ok(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_of_an_instance_that_died_is_taken_over() {
+    let redis = RedisServer::start().await;
+    let survivor = store(&redis, OutcomeLimits::default()).await;
+    let client = ClientId(1);
+    {
+        let dying = store(&redis, OutcomeLimits::default()).await;
+        dying.claim(client, "ann").await.unwrap();
+        assert!(matches!(
+            dying.begin(client, 1).await.unwrap(),
+            Begin::Run(_)
+        ));
+        // Dropped: it stops saying it is alive, as a killed instance does.
+    }
+    assert_eq!(survivor.begin(client, 1).await.unwrap(), Begin::Busy(1));
+    let mut taken = false;
+    for _ in 0..150 {
+        if let Begin::Run(_) = survivor.begin(client, 1).await.unwrap() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the reservation was taken over");
 }

@@ -276,9 +276,30 @@ impl OutcomeLimits {
         self
     }
 
-    /// The ownership time, never shorter than the idle time.
-    pub(crate) fn ownership_time(&self) -> Duration {
+    /// How long a client not seen stays bound to its user: the ownership time, never shorter
+    /// than the idle time.
+    pub fn ownership_time(&self) -> Duration {
         self.ownership.max(self.idle)
+    }
+
+    /// How long the outcomes of a client not seen are kept.
+    pub fn idle_time(&self) -> Duration {
+        self.idle
+    }
+
+    /// The most outcomes kept per client.
+    pub fn kept_per_client(&self) -> usize {
+        self.outcomes_per_client
+    }
+
+    /// The most client IDs one user may own.
+    pub fn max_clients_per_user(&self) -> usize {
+        self.clients_per_user
+    }
+
+    /// The most new client IDs one user may make in a minute.
+    pub fn max_new_clients_per_minute(&self) -> u32 {
+        self.new_clients_per_minute
     }
 }
 
