@@ -734,3 +734,42 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy that sends each new connection to the next of its targets in turn, as a
+/// round-robin load balancer does: one client's requests and its event stream land on
+/// different servers.
+pub struct RoundRobinProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundRobinProxy {
+    pub async fn start(targets: Vec<SocketAddr>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut next = 0;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = targets[next % targets.len()];
+                next += 1;
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// The CRUDP mount point through the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}/crudp", self.addr)
+    }
+}
+
+impl Drop for RoundRobinProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

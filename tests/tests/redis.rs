@@ -3,18 +3,24 @@
 //! resumes on any instance, a Redis restart loses nothing, and instances share one
 //! exactly-once state.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use crudp::{
-    ClientId, Outcome, User,
+    Client, ClientId, Outcome, User,
     protocol::EventKind,
     server::{
-        Begin, Channel, Claim, Hub, HubError, Lease, MemoryHub, OutcomeLimits, OutcomeStore,
-        Publication, Start, StoreError, Subscriber, Subscription,
+        Begin, BuildError, Channel, Claim, Crudp, Hub, HubError, Lease, MemoryHub, OutcomeLimits,
+        OutcomeStore, Publication, Start, StoreError, Subscriber, Subscription,
     },
 };
-use crudp_redis::{RedisHub, RedisOutcomes};
-use crudp_tests::RedisServer;
+use crudp_redis::{RedisBackend, RedisHub, RedisOutcomes};
+use crudp_tests::{RedisServer, RoundRobinProxy, Server, TodosClient, transport_as};
 
 fn ann() -> Subscriber {
     Subscriber {
@@ -222,4 +228,86 @@ async fn a_reservation_of_an_instance_that_died_is_taken_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(taken, "the reservation was taken over");
+}
+
+/// 32 bytes, shared by the instances.
+const SECRET: &[u8] = b"an instance-shared secret, 32+ b";
+
+#[tokio::test]
+async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let backend = || RedisBackend::connect(&url);
+    let missing = Crudp::builder()
+        .backend(backend().await.unwrap())
+        .try_build();
+    assert_eq!(missing.err(), Some(BuildError::TokenSecret { len: None }));
+    let short = Crudp::builder()
+        .backend(backend().await.unwrap())
+        .token_secret(b"short")
+        .try_build();
+    assert_eq!(short.err(), Some(BuildError::TokenSecret { len: Some(5) }));
+    let message = BuildError::TokenSecret { len: None }.to_string();
+    assert!(message.contains("token_secret"), "{message}");
+    assert!(
+        Crudp::builder()
+            .backend(backend().await.unwrap())
+            .token_secret(SECRET)
+            .try_build()
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
+    let redis = RedisServer::start().await;
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let backend = RedisBackend::connect(&redis.url()).await.unwrap();
+        servers.push(Server::start_with(|b| b.backend(backend).token_secret(SECRET)).await);
+    }
+    let proxy = RoundRobinProxy::start(servers.iter().map(|s| s.addr).collect()).await;
+    let client_of = |user: &str| {
+        Client::builder(proxy.url())
+            .transport(transport_as(user, "guest"))
+            .build()
+    };
+
+    // A listener on one instance hears a call made through the other.
+    let listener = client_of("ann");
+    let heard = Arc::new(AtomicUsize::new(0));
+    let _on_create = TodosClient::new(&listener).on_create({
+        let heard = Arc::clone(&heard);
+        move |_| {
+            heard.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    // 4 clients, 250 creates each, in batches of 25: each runs once, in one of the instances.
+    let makers = (0..4).map(|i| {
+        let client = client_of(&format!("user{i}"));
+        async move {
+            let todos = TodosClient::new(&client);
+            for round in 0..10 {
+                let calls = (0..25).map(|j| todos.create(format!("shout {i}.{round}.{j}")));
+                for result in futures_util::future::join_all(calls).await {
+                    result.unwrap();
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(makers).await;
+    let executions: usize = servers.iter().map(Server::executions).sum();
+    assert_eq!(executions, 1000, "each call ran exactly once");
+    assert!(
+        servers.iter().all(|s| s.executions() > 0),
+        "both instances ran calls"
+    );
+    for _ in 0..100 {
+        if heard.load(Ordering::SeqCst) == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(heard.load(Ordering::SeqCst), 1000, "every broadcast, once");
 }

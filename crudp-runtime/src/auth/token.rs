@@ -34,10 +34,12 @@ pub enum TokenError {
     Expired,
 }
 
-/// The server's key for signing and checking tokens.
+/// The server's key for signing and checking tokens, and the key it replaced, if it is being
+/// rotated: tokens signed with either verify; new ones are signed with the current key.
 #[derive(Clone)]
 pub struct TokenKey {
     mac: Hmac<Sha256>,
+    previous: Option<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -54,7 +56,17 @@ impl TokenKey {
     pub fn new(secret: &[u8]) -> Self {
         Self {
             mac: Hmac::new_from_slice(secret).expect("HMAC accepts keys of any length"),
+            previous: None,
         }
+    }
+
+    /// Also accepts tokens signed with `secret`, the key this one replaces, for as long as
+    /// tokens signed with it may live.
+    #[must_use]
+    pub fn with_previous(mut self, secret: &[u8]) -> Self {
+        self.previous =
+            Some(Hmac::new_from_slice(secret).expect("HMAC accepts keys of any length"));
+        self
     }
 
     /// A random key, for a single server process.
@@ -88,9 +100,14 @@ impl TokenKey {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
-        let mut mac = self.mac.clone();
-        mac.update(&body);
-        mac.verify_slice(&tag).map_err(|_| TokenError::Forged)?;
+        let signed_by = |key: &Hmac<Sha256>| {
+            let mut mac = key.clone();
+            mac.update(&body);
+            mac.verify_slice(&tag).is_ok()
+        };
+        if !signed_by(&self.mac) && !self.previous.as_ref().is_some_and(signed_by) {
+            return Err(TokenError::Forged);
+        }
         let claims: Claims = postcard::from_bytes(&body).map_err(|_| TokenError::Malformed)?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
@@ -110,6 +127,21 @@ mod tests {
             clients: vec![ClientId(7)],
             exp,
         }
+    }
+
+    #[test]
+    fn during_a_rotation_tokens_of_the_previous_key_still_verify() {
+        let old = TokenKey::new(b"old");
+        let token = old.sign(&claims(100));
+        let rotated = TokenKey::new(b"new").with_previous(b"old");
+        assert_eq!(rotated.verify(&token, 99), Ok(claims(100)));
+        assert_eq!(
+            TokenKey::new(b"new").verify(&token, 99),
+            Err(TokenError::Forged)
+        );
+        let fresh = rotated.sign(&claims(100));
+        assert_eq!(TokenKey::new(b"new").verify(&fresh, 99), Ok(claims(100)));
+        assert_eq!(old.verify(&fresh, 99), Err(TokenError::Forged));
     }
 
     #[test]

@@ -119,7 +119,9 @@ impl Crudp {
             authenticator: Box::new(Anonymous),
             hub: None,
             outcomes: None,
-            tokens: None,
+            secret: None,
+            previous_secret: None,
+            shared_backend: false,
             limits: Limits {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_packets: DEFAULT_MAX_PACKETS,
@@ -216,7 +218,9 @@ pub struct CrudpBuilder {
     authenticator: Box<dyn Authenticator>,
     hub: Option<Box<dyn Hub>>,
     outcomes: Option<Box<dyn OutcomeStore>>,
-    tokens: Option<TokenKey>,
+    secret: Option<Vec<u8>>,
+    previous_secret: Option<Vec<u8>>,
+    shared_backend: bool,
     limits: Limits,
     replay_buffer: usize,
     replay_bytes: usize,
@@ -254,10 +258,31 @@ impl CrudpBuilder {
         self
     }
 
-    /// The secret that signs event-stream tokens; servers behind one load balancer share it.
-    /// Default: a random secret per process.
+    /// The secret that signs event-stream tokens, at least [`MIN_TOKEN_SECRET`] bytes;
+    /// servers that share a [`backend`](Self::backend) must share it. Default: a random secret
+    /// per process.
     pub fn token_secret(mut self, secret: &[u8]) -> Self {
-        self.tokens = Some(TokenKey::new(secret));
+        self.secret = Some(secret.to_vec());
+        self
+    }
+
+    /// The secret [`token_secret`](Self::token_secret) replaces, during a rotation: tokens it
+    /// signed still verify, new ones are signed with the new secret. Keep it for the tokens'
+    /// lifetime ([`token_ttl`](Self::token_ttl)) after every server has the new one.
+    pub fn previous_token_secret(mut self, secret: &[u8]) -> Self {
+        self.previous_secret = Some(secret.to_vec());
+        self
+    }
+
+    /// Puts the event hub and the exactly-once state in a backend that several server
+    /// processes share, so that they act as one (`crudp_redis::RedisBackend`, say). Such
+    /// servers must also share a [`token_secret`](Self::token_secret): building refuses
+    /// without one.
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        let parts = backend.into_parts();
+        self.hub = Some(parts.hub);
+        self.outcomes = Some(parts.outcomes);
+        self.shared_backend = true;
         self
     }
 
@@ -397,6 +422,20 @@ impl CrudpBuilder {
         let outcomes = self
             .outcomes
             .unwrap_or_else(|| Box::new(MemoryOutcomes::default()));
+        let tokens = match (&self.secret, self.shared_backend) {
+            (None, true) => return Err(BuildError::TokenSecret { len: None }),
+            (Some(secret), _) if secret.len() < MIN_TOKEN_SECRET => {
+                return Err(BuildError::TokenSecret {
+                    len: Some(secret.len()),
+                });
+            }
+            (None, false) => TokenKey::random(),
+            (Some(secret), _) => TokenKey::new(secret),
+        };
+        let tokens = match &self.previous_secret {
+            Some(previous) => tokens.with_previous(previous),
+            None => tokens,
+        };
         let mut limits = self.limits;
         // A batch is never larger than the outcomes a client can have kept, so a re-sent
         // batch is answered in full.
@@ -409,7 +448,7 @@ impl CrudpBuilder {
                 authenticator: self.authenticator,
                 hub,
                 outcomes,
-                tokens: self.tokens.unwrap_or_else(TokenKey::random),
+                tokens,
                 limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
@@ -434,10 +473,37 @@ impl CrudpBuilder {
     }
 }
 
+/// The fewest bytes a [`CrudpBuilder::token_secret`] may have: 32.
+pub const MIN_TOKEN_SECRET: usize = 32;
+
+/// A backend that several server processes share: where their event hub and exactly-once
+/// state live. See [`CrudpBuilder::backend`].
+pub trait Backend {
+    /// The hub and the outcome store.
+    fn into_parts(self) -> BackendParts;
+}
+
+/// What a [`Backend`] is made of.
+pub struct BackendParts {
+    /// The event hub.
+    pub hub: Box<dyn Hub>,
+    /// The exactly-once state.
+    pub outcomes: Box<dyn OutcomeStore>,
+}
+
 /// Why a [`Crudp`] server could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
+    /// No token secret with a shared backend (`len: None`), or one too short to be safe.
+    #[error("{}", match len {
+        None => format!("servers that share a backend must share a token secret: set `token_secret` to the same random {MIN_TOKEN_SECRET} or more bytes on each"),
+        Some(len) => format!("the token secret has {len} bytes; it needs at least {MIN_TOKEN_SECRET} random bytes"),
+    })]
+    TokenSecret {
+        /// The secret's length, if one was given.
+        len: Option<usize>,
+    },
     /// Two modules have the same wire ID.
     #[error(
         "modules {first} and {second} have the same wire ID {id}: pin another ID on one of them with `#[crudp::module(id = N)]`",
