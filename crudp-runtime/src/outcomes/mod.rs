@@ -5,6 +5,8 @@
 //! forgets), `SqliteOutcomes` (feature `sqlite`) keeps it in a SQLite file that survives
 //! restarts.
 
+#[cfg(feature = "sqlite")]
+mod effects;
 mod ledger;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -12,6 +14,8 @@ mod sqlite;
 
 use std::time::Duration;
 
+#[cfg(feature = "sqlite")]
+pub use effects::SqliteEffects;
 pub use memory::MemoryOutcomes;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutcomes;

@@ -529,12 +529,12 @@ impl OutcomeStore for SqliteOutcomes {
     }
 }
 
-fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+pub(super) fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     db.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs `work` on Tokio's blocking threads; a panic in it is a panic here.
-async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+pub(super) async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -546,11 +546,11 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 }
 
 /// SQLite integers are `i64`; IDs keep their bits.
-fn sql(value: u64) -> i64 {
+pub(super) fn sql(value: u64) -> i64 {
     value as i64
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

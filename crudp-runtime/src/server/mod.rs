@@ -32,7 +32,10 @@ use crate::{
     protocol::{Action, Broadcast, ClientId, EventKind},
 };
 #[cfg(feature = "sqlite")]
-pub use {crate::outcomes::SqliteOutcomes, rusqlite};
+pub use {
+    crate::outcomes::{SqliteEffects, SqliteOutcomes},
+    rusqlite,
+};
 
 /// Default for [`CrudpBuilder::max_body_bytes`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
