@@ -2,8 +2,11 @@
 //! sign-in page at `/`, who is connected at `/online`, and the Leptos and Yew front ends at
 //! `/leptos/` and `/yew/`.
 //!
-//! `todo-server [ADDRESS] [--db FILE] [--dist DIR]`: by default `127.0.0.1:3000`, `todo.db`,
-//! and the front ends that `cargo xtask demo` builds into `target/demo`.
+//! `todo-server [ADDRESS] [--db FILE] [--dist DIR] [--redis URL]`: by default
+//! `127.0.0.1:3000`, `todo.db`, and the front ends that `cargo xtask demo` builds into
+//! `target/demo`. With `--redis`, several servers that share the Redis server and the
+//! database file act as one; they must share a token secret too, in `CRUDP_TOKEN_SECRET`
+//! (32 bytes or more).
 
 mod presence;
 mod signin;
@@ -12,7 +15,8 @@ mod store;
 use std::path::PathBuf;
 
 use axum::routing::{get, post};
-use crudp::server::{Crudp, SqliteOutcomes};
+use crudp::server::{Crudp, CrudpBuilder, SqliteEffects, SqliteOutcomes};
+use crudp_redis::RedisBackend;
 use example_api::{BoardServer, TodosServer};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -20,6 +24,7 @@ struct Options {
     address: String,
     db: PathBuf,
     dist: PathBuf,
+    redis: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -27,12 +32,14 @@ fn options() -> Result<Options, String> {
         address: "127.0.0.1:3000".into(),
         db: "todo.db".into(),
         dist: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/demo"),
+        redis: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--db" => options.db = args.next().ok_or("--db needs a file")?.into(),
             "--dist" => options.dist = args.next().ok_or("--dist needs a directory")?.into(),
+            "--redis" => options.redis = Some(args.next().ok_or("--redis needs a URL")?),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             address => options.address = address.into(),
         }
@@ -46,6 +53,19 @@ fn front_end(dist: &std::path::Path, name: &str) -> ServeDir<ServeFile> {
     ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))
 }
 
+/// A server that shares the Redis server at `url` with others, and their token secret.
+async fn shared(url: &str) -> Result<CrudpBuilder, String> {
+    let secret = std::env::var("CRUDP_TOKEN_SECRET").map_err(|_| {
+        "servers that share Redis must share a token secret: set CRUDP_TOKEN_SECRET to the same 32 or more random bytes for each".to_owned()
+    })?;
+    let backend = RedisBackend::connect(url)
+        .await
+        .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+    Ok(Crudp::builder()
+        .backend(backend)
+        .token_secret(secret.as_bytes()))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     tracing_subscriber::fmt()
@@ -54,17 +74,28 @@ async fn main() -> Result<(), String> {
         )
         .init();
     let options = options()?;
-    let cannot_open = |e| format!("cannot open {}: {e}", options.db.display());
+    let db = options.db.display().to_string();
+    let cannot_open = |e: &dyn std::fmt::Display| format!("cannot open {db}: {e}");
     // ANCHOR: server
-    // The todos and the exactly-once state in one SQLite file that survives restarts.
-    let outcomes = SqliteOutcomes::open(&options.db).map_err(cannot_open)?;
-    let store = store::Store::open(outcomes.clone())
-        .await
-        .map_err(cannot_open)?;
     // Who is connected, for `/online`.
     let presence = presence::Presence::default();
-    let api = Crudp::builder()
-        .outcome_store(outcomes)
+    let (db, builder) = match &options.redis {
+        // One server: the todos and the exactly-once state in one SQLite file that survives
+        // restarts.
+        None => {
+            let outcomes = SqliteOutcomes::open(&options.db).map_err(|e| cannot_open(&e))?;
+            let builder = Crudp::builder().outcome_store(outcomes.clone());
+            (store::Db::Outcomes(outcomes), builder)
+        }
+        // Several servers as one: events and exactly-once state in Redis, the todos in a
+        // file they share.
+        Some(url) => {
+            let db = SqliteEffects::open(&options.db).map_err(|e| cannot_open(&e))?;
+            (store::Db::Effects(db), shared(url).await?)
+        }
+    };
+    let store = store::Store::open(db).await.map_err(|e| cannot_open(&e))?;
+    let api = builder
         .authenticator(signin::authenticate)
         .handler(TodosServer::new(store.clone()))
         .handler(BoardServer::new(store))

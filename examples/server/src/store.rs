@@ -2,22 +2,52 @@
 
 use crudp::{
     Context, Target,
-    server::{SqliteOutcomes, StoreError},
+    server::{SqliteEffects, SqliteOutcomes, StoreError},
 };
 use example_api::{Board, Todo, TodoError, Todos};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The todo board, in the same SQLite file as the server's exactly-once state: each change
-/// commits together with its call's outcome. Clones share the file, so both modules can hold
-/// one.
+/// The todo board in SQLite, where each change commits together with its call's outcome.
+/// Clones share the file, so both modules can hold one.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: SqliteOutcomes,
+    db: Db,
+}
+
+/// The file: the exactly-once store's own (one server), or one whose writes record their
+/// calls (servers that share a Redis backend and this file).
+#[derive(Clone)]
+pub(crate) enum Db {
+    Outcomes(SqliteOutcomes),
+    Effects(SqliteEffects),
+}
+
+impl Db {
+    async fn connection<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> T {
+        match self {
+            Db::Outcomes(db) => db.connection(query).await,
+            Db::Effects(db) => db.connection(query).await,
+        }
+    }
+
+    async fn transaction<T, F>(&self, ctx: &Context, work: F) -> Result<T, TodoError>
+    where
+        F: FnOnce(&Connection) -> Result<T, TodoError> + Send + 'static,
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        match self {
+            Db::Outcomes(db) => db.transaction(ctx, work).await,
+            Db::Effects(db) => db.transaction(ctx, work).await,
+        }
+    }
 }
 
 impl Store {
-    /// The store over `outcomes`' file, whose todo table is created if needed.
-    pub(crate) async fn open(db: SqliteOutcomes) -> Result<Self, StoreError> {
+    /// The store over `db`, whose todo table is created if needed.
+    pub(crate) async fn open(db: Db) -> Result<Self, StoreError> {
         db.connection(|db| {
             db.execute_batch(
                 "CREATE TABLE IF NOT EXISTS todos (
