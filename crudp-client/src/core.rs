@@ -15,6 +15,11 @@ use crate::{
 /// Consecutive failures after which the client reports [`Connection::Offline`].
 pub(crate) const OFFLINE_AFTER: u32 = 3;
 
+/// How long, in [`Mode::Sync`], calls accepted by the server wait for their results before
+/// they are sent again: the server that accepted them may have died while the event stream,
+/// on another server, stayed up. (The server answers a call it ran from its records.)
+pub(crate) const RESULTS_WITHIN_MS: u64 = 15_000;
+
 /// How results come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -102,6 +107,9 @@ pub(crate) struct Core {
     unsaved: bool,
     polling: bool,
     held: bool,
+    /// Since when calls accepted by the server have been waiting for their results, in
+    /// [`Mode::Sync`]; a result arriving starts the wait again.
+    waiting_since: Option<u64>,
 }
 
 impl Core {
@@ -133,6 +141,7 @@ impl Core {
             unsaved: false,
             polling: false,
             held: true,
+            waiting_since: None,
         }
     }
 
@@ -153,11 +162,19 @@ impl Core {
 
     /// When the driver should [`poll`](Self::poll) again though nothing happened, in ms.
     pub(crate) fn deadline(&self) -> Option<u64> {
+        let resend = self
+            .waiting_since
+            .filter(|_| self.calls.in_flight() > 0)
+            .map(|since| since.saturating_add(RESULTS_WITHIN_MS));
         if self.sending.is_some() || self.calls.queued() == 0 || !self.held {
-            return None;
+            return resend;
         }
         // While paused nothing leaves, released or not; then the window, if any, still runs.
-        self.paused_until.or(self.window_ends)
+        let next = self.paused_until.or(self.window_ends);
+        match (next, resend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Takes one input in; the effects come from [`poll`](Self::poll), so that a burst of
@@ -195,6 +212,7 @@ impl Core {
                 // Calls in flight lost their results: send them again; the server answers
                 // them without running them twice.
                 self.calls.requeue(None);
+                self.waiting_since = None;
                 self.connection = Connection::Online;
                 self.failures = 0;
             }
@@ -224,6 +242,17 @@ impl Core {
     /// save if the calls changed.
     pub(crate) fn poll(&mut self, now: u64, effects: &mut Vec<Effect>) {
         if self.window_ends.is_some_and(|end| end <= now) {
+            self.release_all();
+        }
+        if self.calls.in_flight() == 0 {
+            self.waiting_since = None;
+        } else if self
+            .waiting_since
+            .is_some_and(|since| now.saturating_sub(since) >= RESULTS_WITHIN_MS)
+        {
+            tracing::debug!("no results for a while: sending the calls in flight again");
+            self.waiting_since = None;
+            self.calls.requeue(None);
             self.release_all();
         }
         if self.paused_until.is_some_and(|until| until <= now) {
@@ -278,6 +307,9 @@ impl Core {
         match answer {
             Ok(results) => {
                 self.send_backoff.reset();
+                if self.mode == Mode::Sync && self.calls.in_flight() > 0 {
+                    self.waiting_since.get_or_insert(now);
+                }
                 if self.mode == Mode::Call {
                     self.connection = Connection::Online;
                     self.failures = 0;
@@ -308,6 +340,9 @@ impl Core {
 
     /// Hands results to their calls; `Unavailable` ones are sent again after a hold.
     fn deliver(&mut self, results: Results, now: u64, effects: &mut Vec<Effect>) {
+        if self.waiting_since.is_some() {
+            self.waiting_since = Some(now);
+        }
         let mut retry = Vec::new();
         for result in results.results {
             if Calls::is_final(&result.outcome) {
@@ -395,6 +430,33 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn calls_accepted_whose_results_never_come_are_sent_again() {
+        let mut core = core(Mode::Sync);
+        handle(&mut core, Input::StreamReady, 0);
+        call(&mut core, 0);
+        call(&mut core, 0);
+        handle(&mut core, Input::Release, 0);
+        assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2]));
+        handle(&mut core, Input::Sent(Ok(None)), 10);
+        assert_eq!(poll(&mut core, 10).0, None, "accepted: waiting for results");
+        assert_eq!(core.deadline(), Some(10 + RESULTS_WITHIN_MS));
+        // A result restarts the wait for the others.
+        handle(&mut core, Input::Results(ok(&[1])), 5000);
+        assert_eq!(poll(&mut core, 10 + RESULTS_WITHIN_MS).0, None);
+        assert_eq!(poll(&mut core, 5000 + RESULTS_WITHIN_MS).0, Some(vec![2]));
+        assert_eq!(
+            handle(
+                &mut core,
+                Input::Results(ok(&[2])),
+                5001 + RESULTS_WITHIN_MS
+            ),
+            vec![2]
+        );
+        handle(&mut core, Input::Sent(Ok(None)), 5002 + RESULTS_WITHIN_MS);
+        assert_eq!(core.deadline(), None, "nothing in flight");
     }
 
     #[test]
