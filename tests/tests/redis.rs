@@ -3,6 +3,8 @@
 //! resumes on any instance, a Redis restart loses nothing, and instances share one
 //! exactly-once state.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::{
     sync::{
         Arc,

@@ -11,7 +11,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::sqlite::{blocking, lock, sql, unix_now};
+use super::sqlite::{blocking, committed_or_retried, lock, sql, unix_now};
 use crate::context::{Context, RetryLater};
 
 /// How long the record of a call is kept: longer than any client keeps re-sending it.
@@ -131,12 +131,7 @@ impl SqliteEffects {
             Ok(result)
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(e) => Err(ctx
-                .retry_later(format!("the database could not commit: {e}"))
-                .into()),
-        }
+        committed_or_retried(ctx, done)
     }
 }
 

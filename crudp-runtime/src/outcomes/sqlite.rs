@@ -203,12 +203,7 @@ impl SqliteOutcomes {
             Ok(result)
         })
         .await;
-        match done {
-            Ok(result) => result,
-            Err(e) => Err(ctx
-                .retry_later(format!("the database could not commit: {e}"))
-                .into()),
-        }
+        committed_or_retried(ctx, done)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -527,6 +522,19 @@ impl OutcomeStore for SqliteOutcomes {
     fn limits(&self) -> &OutcomeLimits {
         &self.inner.limits
     }
+}
+
+/// A handler's result once its transaction committed; if the database failed, the call is
+/// retried later.
+pub(super) fn committed_or_retried<T, E: From<RetryLater>>(
+    ctx: &Context,
+    done: rusqlite::Result<Result<T, E>>,
+) -> Result<T, E> {
+    done.unwrap_or_else(|e| {
+        Err(ctx
+            .retry_later(format!("the database could not commit: {e}"))
+            .into())
+    })
 }
 
 pub(super) fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {

@@ -48,11 +48,17 @@ async fn wait_online(base: &str, user: &str, streams: u64, clients: u64) {
 async fn open_board(session: &Session, base: &str) -> String {
     let tab = session.new_tab().await;
     session.switch_to(&tab).await;
+    board_here(session, base).await
+}
+
+/// Opens the Leptos board in the current tab of `session`, waits until it is online, and
+/// returns the tab's handle.
+async fn board_here(session: &Session, base: &str) -> String {
     session.goto(&format!("{base}/leptos/")).await;
     session
-        .wait_for_text("#status", "the new tab online", |t| t.starts_with("online"))
+        .wait_for_text("#status", "the board online", |t| t.starts_with("online"))
         .await;
-    tab
+    session.current_tab().await
 }
 
 /// Each tab adds a todo; then every tab shows all of them, stored, and has heard `heard`
@@ -114,12 +120,7 @@ async fn when_the_tab_holding_the_stream_closes_another_takes_over_and_nothing_i
     let (demo, _driver, ann) = ann_at_home("takeover").await;
     let base = demo.base.clone();
     // The first tab to open leads.
-    let leader = ann.current_tab().await;
-    ann.goto(&format!("{base}/leptos/")).await;
-    ann.wait_for_text("#status", "the first tab online", |t| {
-        t.starts_with("online")
-    })
-    .await;
+    let leader = board_here(&ann, &base).await;
     let followers = [open_board(&ann, &base).await, open_board(&ann, &base).await];
     wait_online(&base, "ann", 1, 3).await;
 
@@ -273,12 +274,7 @@ async fn a_tab_left_from_before_a_sign_in_as_someone_else_does_not_stop_the_othe
 async fn a_frozen_leader_hands_the_stream_over_and_rejoins_when_it_resumes() {
     let (demo, _driver, ann) = ann_at_home("frozen").await;
     let base = demo.base.clone();
-    let leader = ann.current_tab().await;
-    ann.goto(&format!("{base}/leptos/")).await;
-    ann.wait_for_text("#status", "the first tab online", |t| {
-        t.starts_with("online")
-    })
-    .await;
+    let leader = board_here(&ann, &base).await;
     let follower = open_board(&ann, &base).await;
     wait_online(&base, "ann", 1, 2).await;
 
