@@ -58,10 +58,21 @@ if seq <= tonumber(c[2]) then
   if outcome then return {'done', outcome} end
   return {'expired'}
 end
-if c[4] and redis.call('EXISTS', ARGV[4] .. c[5]) == 1 then return {'busy', c[4]} end
+if c[4] and redis.call('EXISTS', ARGV[4] .. c[5]) == 1 then
+  return {'busy', c[4], c[5], redis.call('HGET', KEYS[1], 'lease')}
+end
 if c[3] and seq > tonumber(c[3]) then return {'blocked', c[3]} end
 local lease = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1], 'running', ARGV[1], 'lease', lease, 'holder', ARGV[3])
+return {'run', tostring(lease)}
+";
+
+/// `KEYS`: the client, the lease counter. `ARGV`: seq, the lease to replace, this instance.
+const TAKE_OVER: &str = r"
+local c = redis.call('HMGET', KEYS[1], 'running', 'lease')
+if c[1] ~= ARGV[1] or c[2] ~= ARGV[2] then return {'busy', c[1] or ARGV[1]} end
+local lease = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'lease', lease, 'holder', ARGV[3])
 return {'run', tostring(lease)}
 ";
 
@@ -96,12 +107,17 @@ pub struct RedisOutcomes {
     instance: String,
     limits: OutcomeLimits,
     scripts: Scripts,
+    /// The leases this instance was given and has not finished: a reservation under its name
+    /// and another lease was made by a `begin` whose answer never arrived (Redis went away
+    /// first), and nobody runs it.
+    leases: std::sync::Mutex<std::collections::HashSet<u64>>,
     heartbeat: JoinHandle<()>,
 }
 
 struct Scripts {
     claim: Script,
     begin: Script,
+    take_over: Script,
     finish: Script,
 }
 
@@ -151,10 +167,18 @@ impl RedisOutcomes {
             scripts: Scripts {
                 claim: Script::new(CLAIM),
                 begin: Script::new(BEGIN),
+                take_over: Script::new(TAKE_OVER),
                 finish: Script::new(FINISH),
             },
+            leases: std::sync::Mutex::default(),
             heartbeat,
         })
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn client_key(&self, client: ClientId) -> String {
@@ -248,8 +272,32 @@ impl OutcomeStore for RedisOutcomes {
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| StoreError::Unavailable("a malformed answer from Redis".into()))
             };
+            let answer = match answer.first().map(Vec::as_slice) {
+                Some(b"busy")
+                    if answer.get(2).map(Vec::as_slice) == Some(self.instance.as_bytes())
+                        && !self.leases().contains(&number(answer.get(3))?) =>
+                {
+                    // Reserved under this instance's name by a `begin` whose answer was
+                    // lost: nobody runs it, so it is taken over.
+                    self.scripts
+                        .take_over
+                        .key(self.client_key(client))
+                        .key(format!("{}leases", self.prefix))
+                        .arg(seq)
+                        .arg(number(answer.get(3))?)
+                        .arg(&self.instance)
+                        .invoke_async::<Vec<Vec<u8>>>(&mut self.redis.clone())
+                        .await
+                        .map_err(unavailable)?
+                }
+                _ => answer,
+            };
             Ok(match answer.first().map(Vec::as_slice) {
-                Some(b"run") => Begin::Run(Lease::new(number(answer.get(1))?)),
+                Some(b"run") => {
+                    let lease = number(answer.get(1))?;
+                    self.leases().insert(lease);
+                    Begin::Run(Lease::new(lease))
+                }
                 Some(b"done") => {
                     let outcome = answer.get(1).and_then(|b| postcard::from_bytes(b).ok());
                     outcome.map_or(Begin::Expired, Begin::Done)
@@ -285,6 +333,7 @@ impl OutcomeStore for RedisOutcomes {
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
+            self.leases().remove(&lease.id());
             match answer.as_str() {
                 "lost" => Err(StoreError::LeaseLost { client, seq }),
                 _ => Ok(()),

@@ -313,3 +313,45 @@ async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
     }
     assert_eq!(heard.load(Ordering::SeqCst), 1000, "every broadcast, once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_loses_and_repeats_no_call() {
+    let mut redis = RedisServer::start().await;
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let backend = RedisBackend::connect(&redis.url()).await.unwrap();
+        servers.push(Server::start_with(|b| b.backend(backend).token_secret(SECRET)).await);
+    }
+    let proxy = RoundRobinProxy::start(servers.iter().map(|s| s.addr).collect()).await;
+    let made = Arc::new(AtomicUsize::new(0));
+    let makers: Vec<_> = (0..2)
+        .map(|i| {
+            let client = Client::builder(proxy.url())
+                .transport(transport_as(&format!("user{i}"), "guest"))
+                .build();
+            let made = Arc::clone(&made);
+            tokio::spawn(async move {
+                let todos = TodosClient::new(&client);
+                for round in 0..10 {
+                    let calls = (0..20).map(|j| todos.create(format!("todo {i}.{round}.{j}")));
+                    for result in futures_util::future::join_all(calls).await {
+                        result.expect("every call succeeds");
+                        made.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    while made.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart().await;
+    for maker in makers {
+        maker.await.unwrap();
+    }
+    assert_eq!(made.load(Ordering::SeqCst), 400);
+    let executions: usize = servers.iter().map(Server::executions).sum();
+    assert_eq!(executions, 400, "none lost, none twice");
+}
