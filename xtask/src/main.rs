@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask demo`: builds and starts the example server on http://127.0.0.1:3000, then
 //!   runs the example's native client against it; the server keeps serving until Ctrl-C.
+//!   `--instances N` runs N servers that act as one, on a Redis server of their own, behind a
+//!   round-robin proxy on the same address.
 //! - `cargo xtask bench`: the benchmarks, in release mode; writes `BENCHMARKS.md`.
 //! - `cargo xtask test`: every test: rustfmt, the workspace's tests (trybuild cases
 //!   included), the wasm32 builds, clippy with warnings denied, and the browser tests in
@@ -10,6 +12,7 @@
 //!   `redis-server`.
 
 mod bench;
+mod instances;
 mod setup;
 
 use std::{
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench::all(),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench>");
+            eprintln!("usage: cargo xtask <demo [--instances N]|test|bench>");
             return ExitCode::from(2);
         }
     };
@@ -206,8 +209,20 @@ pub(crate) fn front_ends() -> Result<PathBuf, String> {
 }
 
 fn demo() -> Result<(), String> {
+    let instances = match env::args().skip(2).collect::<Vec<_>>().as_slice() {
+        [] => 1,
+        [flag, n] if flag == "--instances" => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or("--instances needs a number of servers, 1 or more")?,
+        _ => return Err("usage: cargo xtask demo [--instances N]".into()),
+    };
     let dist = front_ends()?;
     cargo(&["build", "--locked", "-p", "example-server"])?;
+    if instances > 1 {
+        return instances::run(instances, &dist);
+    }
     let mut server = Command::new(target_dir().join("debug").join("todo-server"))
         .arg(DEMO_ADDRESS)
         .arg("--db")
@@ -217,26 +232,34 @@ fn demo() -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot start the server: {e}"))?;
     let address: SocketAddr = DEMO_ADDRESS.parse().map_err(|e| format!("{e}"))?;
-    let started = Instant::now();
-    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = server.try_wait() {
-            return Err(format!(
-                "the server stopped ({status}); is {DEMO_ADDRESS} already in use?"
-            ));
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = server.kill();
-            return Err(format!(
-                "the server did not listen on {DEMO_ADDRESS} within 30 s"
-            ));
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(address, "the server", &mut server)?;
     println!(
         "\nThe todo board is at http://{DEMO_ADDRESS}/: sign in, then open Leptos or Yew; a second \
          window signed in as someone else shows changes live. Ctrl-C stops the server."
     );
     server.wait().map_err(|e| format!("{e}"))?;
+    Ok(())
+}
+
+/// Waits until `what` (the process `child`) listens on `address`, for 30 s at most.
+pub(crate) fn wait_for(
+    address: SocketAddr,
+    what: &str,
+    child: &mut std::process::Child,
+) -> Result<(), String> {
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{what} stopped ({status}); is {address} already in use?"
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Err(format!("{what} did not listen on {address} within 30 s"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
     Ok(())
 }
 
