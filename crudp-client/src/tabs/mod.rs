@@ -17,7 +17,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use crudp_runtime::{ClientId, EventKind, protocol::decode_client_results};
+use crudp_runtime::{ClientId, EventKind, protocol::client_of_results};
 use futures_channel::{mpsc, oneshot};
 use futures_util::{
     StreamExt,
@@ -46,7 +46,7 @@ enum Message {
     /// Skip the stream's back-off: a follower's network came back, or it was asked to sync.
     Kick,
     /// An event of the shared stream, for one client or, without `to`, for all; `clients` are
-    /// those the stream carries.
+    /// those the stream carries (for `ready`; empty otherwise).
     Event {
         to: Option<ClientId>,
         id: Option<String>,
@@ -295,7 +295,8 @@ impl Fanout for Tabs {
             }
             state.me
         };
-        let to = match event.event.as_deref().and_then(EventKind::from_name) {
+        let kind = event.event.as_deref().and_then(EventKind::from_name);
+        let to = match kind {
             Some(EventKind::Results) => {
                 let Some(client) = results_client(&event.data) else {
                     return;
@@ -312,7 +313,12 @@ impl Fanout for Tabs {
             id,
             kind: event.event.clone(),
             data: event.data.clone(),
-            clients: clients.to_vec(),
+            // Only `ready` needs them: it says whom the stream carries.
+            clients: if kind == Some(EventKind::Ready) {
+                clients.to_vec()
+            } else {
+                Vec::new()
+            },
         });
     }
 
@@ -345,9 +351,7 @@ impl Fanout for Tabs {
 /// The client a results event is for.
 fn results_client(data: &str) -> Option<ClientId> {
     let bytes = URL_SAFE_NO_PAD.decode(data.trim()).ok()?;
-    decode_client_results(&bytes, usize::MAX)
-        .ok()
-        .map(|(client, _)| client)
+    client_of_results(&bytes).ok()
 }
 
 /// Acts on a message from another tab.

@@ -101,6 +101,13 @@ pub fn encode_client_results(client: ClientId, results: &Results) -> Vec<u8> {
     out
 }
 
+/// The client that results encoded by [`encode_client_results`] are for, without decoding
+/// the results.
+pub fn client_of_results(bytes: &[u8]) -> Result<ClientId, DecodeError> {
+    let mut reader = Reader::new(bytes)?;
+    Ok(ClientId(reader.take(|| "the client ID".to_owned())?))
+}
+
 /// Decodes what [`encode_client_results`] encodes, refusing more than `max_results` results.
 pub fn decode_client_results(
     bytes: &[u8],
@@ -204,6 +211,23 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::protocol::{Action, Outcome, RejectCode};
+
+    #[test]
+    fn results_name_their_client_before_the_results_are_decoded() {
+        let results = Results {
+            results: vec![crate::protocol::PacketResult {
+                seq: 3,
+                outcome: Outcome::Ok(vec![9]),
+            }],
+        };
+        let bytes = encode_client_results(ClientId(42), &results);
+        assert_eq!(client_of_results(&bytes), Ok(ClientId(42)));
+        assert_eq!(
+            decode_client_results(&bytes, 10),
+            Ok((ClientId(42), results))
+        );
+        assert!(client_of_results(&[]).is_err());
+    }
 
     fn sample() -> Batch {
         Batch {

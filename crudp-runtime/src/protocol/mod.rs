@@ -5,8 +5,8 @@
 mod codec;
 
 pub use codec::{
-    DecodeError, decode_batch, decode_client_results, decode_results, encode_batch,
-    encode_client_results, encode_packets, encode_results,
+    DecodeError, client_of_results, decode_batch, decode_client_results, decode_results,
+    encode_batch, encode_client_results, encode_packets, encode_results,
 };
 
 use serde::{Deserialize, Serialize};
