@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn results_name_their_client_before_the_results_are_decoded() {
         let results = Results {
-            results: vec![crate::protocol::PacketResult {
+            results: vec![PacketResult {
                 seq: 3,
                 outcome: Outcome::Ok(vec![9]),
             }],
