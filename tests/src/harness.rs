@@ -167,7 +167,14 @@ impl Server {
     }
 
     pub async fn start_with(configure: impl FnOnce(CrudpBuilder) -> CrudpBuilder) -> Self {
-        let store = Arc::new(Store::default());
+        Self::start_sharing(Arc::new(Store::default()), configure).await
+    }
+
+    /// A server of `store`, which other servers may share.
+    pub async fn start_sharing(
+        store: Arc<Store>,
+        configure: impl FnOnce(CrudpBuilder) -> CrudpBuilder,
+    ) -> Self {
         let api = configure(
             Crudp::builder()
                 .authenticator(header_user)
@@ -771,5 +778,54 @@ impl RoundRobinProxy {
 impl Drop for RoundRobinProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The token secret of a [`Cluster`]'s instances.
+pub const CLUSTER_SECRET: &[u8] = b"the instances' shared secret, 32 bytes or more";
+
+/// Several [`Server`]s acting as one: one store, a `redis-server` of their own as the backend,
+/// behind a [`RoundRobinProxy`].
+pub struct Cluster {
+    pub servers: Vec<Server>,
+    pub proxy: RoundRobinProxy,
+    pub redis: RedisServer,
+}
+
+impl Cluster {
+    /// `instances` servers, each built by `configure` after the backend and the secret are set.
+    pub async fn start(instances: usize, configure: impl Fn(CrudpBuilder) -> CrudpBuilder) -> Self {
+        let redis = RedisServer::start().await;
+        let store = Arc::new(Store::default());
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            let backend = crudp_redis::RedisBackend::connect(&redis.url())
+                .await
+                .unwrap();
+            let configure =
+                |b: CrudpBuilder| configure(b.backend(backend).token_secret(CLUSTER_SECRET));
+            servers.push(Server::start_sharing(Arc::clone(&store), configure).await);
+        }
+        let proxy = RoundRobinProxy::start(servers.iter().map(|s| s.addr).collect()).await;
+        Self {
+            servers,
+            proxy,
+            redis,
+        }
+    }
+
+    /// The CRUDP mount point through the proxy.
+    pub fn url(&self) -> String {
+        self.proxy.url()
+    }
+
+    /// Batches that reached the instances.
+    pub fn requests(&self) -> usize {
+        self.servers.iter().map(Server::requests).sum()
+    }
+
+    /// Executions in the shared store.
+    pub fn executions(&self) -> usize {
+        self.servers[0].executions()
     }
 }

@@ -22,7 +22,7 @@ use crudp::{
     },
 };
 use crudp_redis::{RedisBackend, RedisHub, RedisOutcomes};
-use crudp_tests::{RedisServer, RoundRobinProxy, Server, TodosClient, transport_as};
+use crudp_tests::{Cluster, RedisServer, TodosClient, transport_as};
 
 fn ann() -> Subscriber {
     Subscriber {
@@ -262,15 +262,9 @@ async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
-    let redis = RedisServer::start().await;
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let backend = RedisBackend::connect(&redis.url()).await.unwrap();
-        servers.push(Server::start_with(|b| b.backend(backend).token_secret(SECRET)).await);
-    }
-    let proxy = RoundRobinProxy::start(servers.iter().map(|s| s.addr).collect()).await;
+    let cluster = Cluster::start(2, |b| b).await;
     let client_of = |user: &str| {
-        Client::builder(proxy.url())
+        Client::builder(cluster.url())
             .transport(transport_as(user, "guest"))
             .build()
     };
@@ -299,10 +293,9 @@ async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
         }
     });
     futures_util::future::join_all(makers).await;
-    let executions: usize = servers.iter().map(Server::executions).sum();
-    assert_eq!(executions, 1000, "each call ran exactly once");
+    assert_eq!(cluster.executions(), 1000, "each call ran exactly once");
     assert!(
-        servers.iter().all(|s| s.executions() > 0),
+        cluster.servers.iter().all(|s| s.requests() > 0),
         "both instances ran calls"
     );
     for _ in 0..100 {
@@ -316,17 +309,11 @@ async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_run_loses_and_repeats_no_call() {
-    let mut redis = RedisServer::start().await;
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let backend = RedisBackend::connect(&redis.url()).await.unwrap();
-        servers.push(Server::start_with(|b| b.backend(backend).token_secret(SECRET)).await);
-    }
-    let proxy = RoundRobinProxy::start(servers.iter().map(|s| s.addr).collect()).await;
+    let mut cluster = Cluster::start(2, |b| b).await;
     let made = Arc::new(AtomicUsize::new(0));
     let makers: Vec<_> = (0..2)
         .map(|i| {
-            let client = Client::builder(proxy.url())
+            let client = Client::builder(cluster.url())
                 .transport(transport_as(&format!("user{i}"), "guest"))
                 .build();
             let made = Arc::clone(&made);
@@ -345,13 +332,12 @@ async fn redis_restarted_mid_run_loses_and_repeats_no_call() {
     while made.load(Ordering::SeqCst) < 100 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    redis.kill();
+    cluster.redis.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    redis.restart().await;
+    cluster.redis.restart().await;
     for maker in makers {
         maker.await.unwrap();
     }
     assert_eq!(made.load(Ordering::SeqCst), 400);
-    let executions: usize = servers.iter().map(Server::executions).sum();
-    assert_eq!(executions, 400, "none lost, none twice");
+    assert_eq!(cluster.executions(), 400, "none lost, none twice");
 }

@@ -106,15 +106,20 @@ fn test() -> Result<(), String> {
         ]
         .concat(),
     )?;
-    browser_tests()?;
+    browser_tests(1)?;
+    // Again with every server as two instances on Redis, behind a round-robin proxy.
+    browser_tests(2)?;
     eprintln!("xtask: every test passed");
     Ok(())
 }
 
-/// Starts the test server (built by `cargo test --workspace`, with the workspace's features),
-/// then runs the wasm tests in headless Chromium against it.
-fn browser_tests() -> Result<(), String> {
+/// Starts the test server (built by `cargo test --workspace`, with the workspace's features)
+/// with each of its servers as `instances` instances, then runs the wasm tests in headless
+/// Chromium against it.
+fn browser_tests(instances: usize) -> Result<(), String> {
+    eprintln!("xtask: the browser tests against {instances} instance(s)");
     let mut server = Command::new(target_dir().join("debug").join("test-server"))
+        .args(["--instances", &instances.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

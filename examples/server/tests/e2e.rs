@@ -1,6 +1,7 @@
 //! The demo, end to end: two users in two headless Chromium windows, one on the Leptos front
 //! end and one on the Yew front end, against the real `todo-server` over SQLite, through an
-//! outage. Screenshots go to `target/e2e/`.
+//! outage; then the same against two servers on Redis behind a round-robin proxy.
+//! Screenshots go to `target/e2e/`.
 //!
 //! The front ends must be built first: `cargo xtask test` does it.
 
@@ -12,7 +13,19 @@ use webdriver::Driver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
-    let mut demo = Demo::start("todo").await;
+    walkthrough(Demo::start("todo").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_works_across_two_servers_on_redis() {
+    walkthrough(Demo::start_instances("todo-2", 2).await).await;
+}
+
+/// Screenshots are named after the database: `<db>-leptos-offline.png` and so on.
+async fn walkthrough(mut demo: Demo) {
+    let name = demo.db.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = demo.out.clone();
+    let shot = |page: &str| out.join(format!("{name}-{page}.png"));
     let base = demo.base.clone();
 
     let driver = Driver::start().await;
@@ -55,9 +68,8 @@ async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
     );
     ann.wait_for_text("#status", "two queued", |t| t.contains("2 queued"))
         .await;
-    ann.screenshot(&demo.out.join("leptos-offline.png")).await;
-    bob.screenshot(&demo.out.join("yew-while-server-down.png"))
-        .await;
+    ann.screenshot(&shot("leptos-offline")).await;
+    bob.screenshot(&shot("yew-while-server-down")).await;
     assert_eq!(demo.stored("offline one"), 0);
 
     // Back: the queue is sent, each todo is stored once and reaches the other page.
@@ -75,8 +87,8 @@ async fn two_users_see_each_other_live_and_offline_todos_are_stored_once() {
     assert_eq!(demo.stored("offline one"), 1);
     assert_eq!(demo.stored("offline two"), 1);
     assert_eq!(demo.stored("milk from ann"), 1);
-    ann.screenshot(&demo.out.join("leptos-after.png")).await;
-    bob.screenshot(&demo.out.join("yew-after.png")).await;
+    ann.screenshot(&shot("leptos-after")).await;
+    bob.screenshot(&shot("yew-after")).await;
     ann.quit().await;
     bob.quit().await;
 }

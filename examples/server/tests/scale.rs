@@ -1,4 +1,4 @@
-//! Two todo servers as one: on a real `redis-server` and one SQLite file, behind a
+//! Two, then three todo servers as one: on a real `redis-server` and one SQLite file, behind a
 //! round-robin proxy, so that a client's batches and its event stream land on different
 //! servers. Four native clients make 1,000 creates while one server is killed with `SIGKILL`
 //! and started again: every call succeeds, and each todo is stored exactly once.
@@ -85,14 +85,27 @@ fn count(db: &Path, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_act_as_one_and_a_killed_one_loses_or_repeats_nothing() {
+    killed_mid_run(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_act_as_one_and_a_killed_one_loses_or_repeats_nothing() {
+    killed_mid_run(3).await;
+}
+
+async fn killed_mid_run(instances: usize) {
     let redis = RedisServer::start().await;
-    let dir: PathBuf = std::env::temp_dir().join(format!("crudp-scale-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("crudp-scale-{}-{instances}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("todo.db");
-    let ports = [free_port(), free_port()];
+    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
     let mut first = start(ports[0], &db, &redis.url()).await;
-    let _second = start(ports[1], &db, &redis.url()).await;
+    let mut others = Vec::new();
+    for port in &ports[1..] {
+        others.push(start(*port, &db, &redis.url()).await);
+    }
     let proxy = RoundRobinProxy::start(
         ports
             .iter()

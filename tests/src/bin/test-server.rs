@@ -7,6 +7,9 @@
 //!
 //! Control (CORS-enabled for 127.0.0.1 pages): `POST /down`, `POST /up`, `GET /executions`,
 //! `GET /batches`.
+//!
+//! With `--instances N` (N ≥ 2), each of the two servers is N instances acting as one: on a
+//! `redis-server` of their own, sharing one store, behind a round-robin proxy.
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::main]
@@ -14,14 +17,60 @@ async fn main() {
     use std::{sync::Arc, time::Duration};
 
     use axum::routing::{get, post};
-    use crudp_tests::{BufferingProxy, Proxy, Server, loopback_cors};
+    use crudp::server::CrudpBuilder;
+    use crudp_tests::{BufferingProxy, Cluster, Proxy, Server, loopback_cors};
     use tokio::io::AsyncReadExt;
 
+    /// One server, or a cluster of them.
+    enum Serving {
+        One(Server),
+        Many(Cluster),
+    }
+
+    impl Serving {
+        async fn start(instances: usize, configure: impl Fn(CrudpBuilder) -> CrudpBuilder) -> Self {
+            if instances > 1 {
+                Self::Many(Cluster::start(instances, configure).await)
+            } else {
+                Self::One(Server::start_with(configure).await)
+            }
+        }
+
+        fn addr(&self) -> std::net::SocketAddr {
+            match self {
+                Self::One(server) => server.addr,
+                Self::Many(cluster) => cluster.proxy.addr,
+            }
+        }
+
+        fn executions(&self) -> usize {
+            match self {
+                Self::One(server) => server.executions(),
+                Self::Many(cluster) => cluster.executions(),
+            }
+        }
+
+        fn requests(&self) -> usize {
+            match self {
+                Self::One(server) => server.requests(),
+                Self::Many(cluster) => cluster.requests(),
+            }
+        }
+    }
+
+    let args: Vec<String> = std::env::args().collect();
+    let instances = match args.iter().position(|a| a == "--instances") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--instances takes a number"),
+        None => 1,
+    };
     // Tokens live 2 s, so every browser test sees its stream's token rotate.
-    let server = Arc::new(Server::start_with(|b| b.token_ttl(Duration::from_secs(2))).await);
-    let proxy = Arc::new(Proxy::start(server.addr).await);
-    let buffered = Server::start().await;
-    let buffering = BufferingProxy::start(buffered.addr).await;
+    let server = Arc::new(Serving::start(instances, |b| b.token_ttl(Duration::from_secs(2))).await);
+    let proxy = Arc::new(Proxy::start(server.addr()).await);
+    let buffered = Serving::start(instances, |b| b).await;
+    let buffering = BufferingProxy::start(buffered.addr()).await;
     let (down, up) = (Arc::clone(&proxy), Arc::clone(&proxy));
     let (executions, batches) = (Arc::clone(&server), Arc::clone(&server));
     let control = axum::Router::new()

@@ -2,10 +2,13 @@
 //! a user does on its pages.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command},
     time::Duration,
 };
+
+use crudp_tests::{RedisServer, RoundRobinProxy};
 
 use crate::webdriver::{Session, free_port};
 
@@ -23,17 +26,23 @@ impl Drop for Running {
     }
 }
 
-async fn start_server(port: u16, db: &Path, dist: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_todo-server"))
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "--db".as_ref(),
-            db.as_os_str(),
-            "--dist".as_ref(),
-            dist.as_os_str(),
-        ])
-        .spawn()
-        .unwrap();
+/// The servers' shared token secret, when they run on Redis.
+const SECRET: &str = "the demo's instances share this secret of 32+ bytes";
+
+async fn start_server(port: u16, db: &Path, dist: &Path, redis: Option<&RedisServer>) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_todo-server"));
+    command.arg(format!("127.0.0.1:{port}")).args([
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--dist".as_ref(),
+        dist.as_os_str(),
+    ]);
+    if let Some(redis) = redis {
+        command
+            .args(["--redis", &redis.url()])
+            .env("CRUDP_TOKEN_SECRET", SECRET);
+    }
+    let mut child = command.spawn().unwrap();
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -96,41 +105,74 @@ fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dist, out, db)
 }
 
-/// The demo server on a free port over a fresh `target/e2e/<name>.db`.
+/// The demo on a fresh `target/e2e/<name>.db`: one server on a free port, or several on a
+/// `redis-server` of their own behind a round-robin proxy.
 pub(crate) struct Demo {
     pub(crate) dist: PathBuf,
     /// Where screenshots go.
     pub(crate) out: PathBuf,
     pub(crate) db: PathBuf,
-    pub(crate) port: u16,
     /// `http://127.0.0.1:<port>`.
     pub(crate) base: String,
-    server: Option<Running>,
+    ports: Vec<u16>,
+    servers: Vec<Running>,
+    redis: Option<RedisServer>,
+    _proxy: Option<RoundRobinProxy>,
 }
 
 impl Demo {
+    /// One server.
     pub(crate) async fn start(name: &str) -> Self {
+        Self::start_instances(name, 1).await
+    }
+
+    /// `instances` servers acting as one (on Redis when there are several).
+    pub(crate) async fn start_instances(name: &str, instances: usize) -> Self {
         let (dist, out, db) = prepare(name);
-        let port = free_port();
-        let server = start_server(port, &db, &dist).await;
-        Self {
+        let redis = if instances > 1 {
+            Some(RedisServer::start().await)
+        } else {
+            None
+        };
+        let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+        let proxy = if instances > 1 {
+            let targets = ports
+                .iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect();
+            Some(RoundRobinProxy::start(targets).await)
+        } else {
+            None
+        };
+        let base = match &proxy {
+            Some(proxy) => format!("http://{}", proxy.addr),
+            None => format!("http://127.0.0.1:{}", ports[0]),
+        };
+        let mut demo = Self {
             dist,
             out,
             db,
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            server: Some(server),
-        }
+            base,
+            ports,
+            servers: Vec::new(),
+            redis,
+            _proxy: proxy,
+        };
+        demo.restart().await;
+        demo
     }
 
-    /// Stops the server.
+    /// Stops the servers.
     pub(crate) fn stop(&mut self) {
-        self.server = None;
+        self.servers.clear();
     }
 
-    /// Starts the server again, on the same port and database.
+    /// Starts the servers again, on the same ports and database.
     pub(crate) async fn restart(&mut self) {
-        self.server = Some(start_server(self.port, &self.db, &self.dist).await);
+        for port in &self.ports {
+            let server = start_server(*port, &self.db, &self.dist, self.redis.as_ref()).await;
+            self.servers.push(server);
+        }
     }
 
     /// How many todos titled `title` the database holds.
