@@ -119,7 +119,18 @@ pub(crate) struct FanOut {
     pub(crate) p99_ms: Vec<f64>,
 }
 
-/// Opens `k` connections to `kind` (`crudp` or `naive`), publishes `events` events, measures.
+/// Where the connections of `kind` go: CRUDP's mount, or the naive broadcaster's path. On
+/// Redis, to the instance that does not publish.
+pub(crate) fn mount(kind: &str) -> &'static str {
+    match kind {
+        "naive" => "/naive",
+        "redis" => "/redis-b",
+        _ => "/crudp",
+    }
+}
+
+/// Opens `k` connections to `kind` (`crudp`, `redis` or `naive`), publishes `events` events,
+/// measures.
 pub(crate) async fn run(
     base: &str,
     server: SocketAddr,
@@ -141,11 +152,7 @@ pub(crate) async fn run(
             .ok()
     };
     let before = rss().await.unwrap_or(0);
-    let path = if kind == "naive" {
-        "/naive/events"
-    } else {
-        "/crudp/events"
-    };
+    let path = &format!("{}/events", mount(kind));
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let mut children = Vec::new();
     for (i, start) in (0..k).step_by(PER_PROCESS).enumerate() {

@@ -35,11 +35,11 @@ impl Runner {
     pub(crate) async fn new(variant: &str, base: &str) -> Self {
         let runner = match variant {
             "crudp /sync" => Self::Crudp(TodosClient::new(&Client::new(format!("{base}/crudp")))),
-            "crudp /call" | "crudp /call, SQLite" => {
-                let mount = if variant == "crudp /call" {
-                    "crudp"
-                } else {
-                    "durable"
+            "crudp /call" | "crudp /call, SQLite" | "crudp /call, Redis" => {
+                let mount = match variant {
+                    "crudp /call" => "crudp",
+                    "crudp /call, SQLite" => "durable",
+                    _ => "redis",
                 };
                 let client = Client::builder(format!("{base}/{mount}"))
                     .mode(Mode::Call)
@@ -89,8 +89,8 @@ impl Runner {
     }
 }
 
-/// The outcome stores compared for `/call`: in memory, and SQLite.
-pub(crate) const STORES: [&str; 2] = ["crudp /call", "crudp /call, SQLite"];
+/// The outcome stores compared for `/call`: in memory, SQLite, and Redis.
+pub(crate) const STORES: [&str; 3] = ["crudp /call", "crudp /call, SQLite", "crudp /call, Redis"];
 
 /// Operations per second of `reps` runs of `n` creates for each variant, the variants taking
 /// turns run by run so that a slower moment of the machine hits them alike.

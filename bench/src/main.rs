@@ -80,7 +80,8 @@ async fn main() {
             let [variant, n, reps] = &args[1..] else {
                 panic!("load VARIANT N REPS")
             };
-            let (_server, address) = start_server().await;
+            let redis = crudp_tests::RedisServer::start().await;
+            let (_server, address) = start_server(&redis).await;
             let rates = load::throughput(
                 variant,
                 &format!("http://{address}"),
@@ -102,10 +103,11 @@ async fn main() {
     }
 }
 
-/// Starts the server process and returns it with its address.
-async fn start_server() -> (tokio::process::Child, SocketAddr) {
+/// Starts the server process, with its instances on `redis`, and returns it with its address.
+async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Child, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().expect("the benchmark's own path"))
         .arg("server")
+        .env("CRUDP_BENCH_REDIS", redis.url())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -123,7 +125,9 @@ async fn start_server() -> (tokio::process::Child, SocketAddr) {
 }
 
 async fn run(plan: &Plan) -> String {
-    let (_server, address) = start_server().await;
+    // As the tests run it: append-only file on, `appendfsync always`.
+    let redis = crudp_tests::RedisServer::start().await;
+    let (_server, address) = start_server(&redis).await;
     let base = format!("http://{address}");
     let mut report = String::new();
 
@@ -168,19 +172,19 @@ async fn run(plan: &Plan) -> String {
         );
     }
 
-    // The durable store.
+    // The durable stores.
     let _ = writeln!(
         report,
-        "\n### `/call` with the durable store (SQLite, WAL) beside the in-memory one \
-         (median of {} runs, taking turns; min–max)\n",
+        "\n### `/call` with the durable stores (SQLite in WAL mode; Redis with `appendfsync \
+         always`) beside the in-memory one (median of {} runs, taking turns; min–max)\n",
         plan.reps
     );
     let _ = writeln!(
         report,
-        "| N | {} | SQLite ÷ in-memory |",
+        "| N | {} | SQLite ÷ in-memory | Redis ÷ in-memory |",
         load::STORES.join(" | ")
     );
-    let _ = writeln!(report, "|---:|---:|---:|---:|");
+    let _ = writeln!(report, "|---:|---:|---:|---:|---:|---:|");
     for &n in &plan.creates {
         let rates = load::interleaved(&load::STORES, &base, n, plan.reps).await;
         let mut row = format!("| {n} |");
@@ -188,7 +192,12 @@ async fn run(plan: &Plan) -> String {
             let (min, max) = min_max(rates);
             let _ = write!(row, " {:.0} ({min:.0}–{max:.0}) |", median(rates));
         }
-        let _ = writeln!(row, " {:.2}× |", median(&rates[1]) / median(&rates[0]));
+        let _ = writeln!(
+            row,
+            " {:.2}× | {:.2}× |",
+            median(&rates[1]) / median(&rates[0]),
+            median(&rates[2]) / median(&rates[0])
+        );
         report.push_str(&row);
     }
 
@@ -235,7 +244,8 @@ async fn run(plan: &Plan) -> String {
     // SSE fan-out.
     let _ = writeln!(
         report,
-        "\n### SSE fan-out: idle connections, one publish to all ({} publishes each)\n",
+        "\n### SSE fan-out: idle connections, one publish to all ({} publishes each)\n\n\
+         `crudp on Redis`: published on one instance, the connections on another.\n",
         plan.events
     );
     let _ = writeln!(
@@ -243,22 +253,27 @@ async fn run(plan: &Plan) -> String {
         "| K | hub | server memory per connection | p50 ms (min–max) | p99 ms (min–max) |"
     );
     let _ = writeln!(report, "|---:|---|---:|---:|---:|");
-    let token = stream_token(&base).await;
     for &k in &plan.fan_out {
-        for kind in ["crudp", "naive"] {
-            let (_server, address) = start_server().await;
+        for (kind, hub) in [
+            ("crudp", "crudp"),
+            ("redis", "crudp on Redis"),
+            ("naive", "naive"),
+        ] {
+            let (_server, address) = start_server(&redis).await;
             let base = format!("http://{address}");
-            let token = if kind == "crudp" {
-                stream_token(&base).await
+            // The naive broadcaster takes no token; it gets one all the same.
+            let mount = if kind == "naive" {
+                "/crudp"
             } else {
-                token.clone()
+                fanout::mount(kind)
             };
+            let token = stream_token(&base, mount).await;
             let result = fanout::run(&base, address, kind, k, plan.events, &token).await;
             let (p50min, p50max) = min_max(&result.p50_ms);
             let (p99min, p99max) = min_max(&result.p99_ms);
             let _ = writeln!(
                 report,
-                "| {} | {kind} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
+                "| {} | {hub} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
                 result.connections,
                 result.bytes_per_connection / 1024.0,
                 median(&result.p50_ms),
@@ -269,11 +284,11 @@ async fn run(plan: &Plan) -> String {
     report
 }
 
-/// A token for one client's event streams on the server at `base`.
-async fn stream_token(base: &str) -> String {
+/// A token for one client's event streams on the CRUDP `mount` of the server at `base`.
+async fn stream_token(base: &str, mount: &str) -> String {
     let client = crudp::ClientId(7);
     let response = reqwest::Client::new()
-        .post(format!("{base}/crudp/token"))
+        .post(format!("{base}{mount}/token"))
         .body(
             postcard::to_stdvec(&crudp::protocol::TokenRequest {
                 clients: vec![client],

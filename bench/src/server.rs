@@ -1,5 +1,7 @@
 //! The server side of every benchmark, in its own process: the same todo logic behind CRUDP,
 //! plain JSON endpoints and a hand-rolled postcard endpoint, plus a naive SSE broadcaster.
+//! With a Redis URL in `CRUDP_BENCH_REDIS`, also two CRUDP instances on that Redis server
+//! (`/redis` and `/redis-b`), as two processes would be.
 
 use std::{
     convert::Infallible,
@@ -16,8 +18,9 @@ use axum::{
 };
 use crudp::{
     Action, Context, Module, Target,
-    server::{Crudp, SqliteOutcomes},
+    server::{Crudp, CrudpBuilder, SqliteOutcomes},
 };
+use crudp_redis::RedisBackend;
 use example_api::{Todo, TodoError, Todos, TodosClient, TodosServer};
 use futures_util::{Stream, stream};
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,8 @@ impl Todos for Board {
 struct Shared {
     board: Board,
     api: Crudp,
+    /// The first instance on Redis, if any.
+    on_redis: Option<Crudp>,
     naive: broadcast::Sender<String>,
 }
 
@@ -118,14 +123,17 @@ pub(crate) fn micros() -> u64 {
 /// Publishes one event to every connection of `kind` and answers when it did, in µs.
 async fn publish(State(shared): State<Shared>, Query(to): Query<PublishTo>) -> String {
     let at = micros();
-    if to.kind == "naive" {
-        let _ = shared.naive.send(at.to_string());
-    } else {
-        let _ = shared
-            .api
-            .broadcast(&TodosClient::DESCRIPTOR, Action::Read, &at, Target::All)
-            .await;
-    }
+    let api = match to.kind.as_str() {
+        "naive" => {
+            let _ = shared.naive.send(at.to_string());
+            return at.to_string();
+        }
+        "redis" => shared.on_redis.as_ref().expect("a Redis server"),
+        _ => &shared.api,
+    };
+    let _ = api
+        .broadcast(&TodosClient::DESCRIPTOR, Action::Read, &at, Target::All)
+        .await;
     at.to_string()
 }
 
@@ -139,30 +147,47 @@ pub(crate) fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-pub(crate) async fn serve() {
-    let board = Board::default();
-    let api = Crudp::builder()
+/// The shared token secret of the instances on Redis.
+const SECRET: &[u8] = b"the benchmark's instances share this secret";
+
+/// The builder every CRUDP variant starts from.
+fn builder(board: &Board) -> CrudpBuilder {
+    Crudp::builder()
         .handler(TodosServer::new(board.clone()))
         .connections_per_user(usize::MAX)
         .queue_depth(1 << 16)
         .queue_per_client(1 << 16)
         .token_ttl(Duration::from_secs(24 * 3600))
-        .build();
+}
+
+pub(crate) async fn serve() {
+    let board = Board::default();
+    let api = builder(&board).build();
     // The same, with the durable store, in a file of its own.
     let file = std::env::temp_dir().join(format!("crudp-bench-{}.db", std::process::id()));
     for stale in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{stale}", file.display()));
     }
-    let durable = Crudp::builder()
-        .handler(TodosServer::new(board.clone()))
+    let durable = builder(&board)
         .outcome_store(SqliteOutcomes::open(&file).expect("a SQLite file"))
-        .queue_depth(1 << 16)
-        .queue_per_client(1 << 16)
         .build();
+    let mut on_redis = Vec::new();
+    if let Ok(url) = std::env::var("CRUDP_BENCH_REDIS") {
+        for _ in 0..2 {
+            let backend = RedisBackend::connect(&url).await.expect("Redis answers");
+            on_redis.push(
+                builder(&board)
+                    .backend(backend)
+                    .token_secret(SECRET)
+                    .build(),
+            );
+        }
+    }
     let (naive, _) = broadcast::channel(256);
     let shared = Shared {
         board,
         api: api.clone(),
+        on_redis: on_redis.first().cloned(),
         naive,
     };
     let app = Router::new()
@@ -174,6 +199,10 @@ pub(crate) async fn serve() {
         .with_state(shared)
         .nest("/crudp", api.router())
         .nest("/durable", durable.router());
+    let app = match &on_redis[..] {
+        [a, b] => app.nest("/redis", a.router()).nest("/redis-b", b.router()),
+        _ => app,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");

@@ -21,14 +21,18 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const ALIVE_FOR: Duration = Duration::from_secs(10);
 
 /// `KEYS`: the client, the user's clients. `ARGV`: client, user, now (ms), ownership (ms),
-/// clients per user, new clients per minute, whether the user is anonymous.
+/// clients per user, new clients per minute, whether the user is anonymous, slack (ms). A known
+/// client's ownership is renewed only once it has run down by the slack, so that most claims
+/// write nothing (and, with `appendfsync always`, wait for no disk).
 const CLAIM: &str = r"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 if owner then
-  redis.call('PEXPIRE', KEYS[1], ttl)
   if owner ~= ARGV[2] then return 'foreign' end
-  if ARGV[7] == '0' then redis.call('ZADD', KEYS[2], now + ttl, ARGV[1]) end
+  if redis.call('PTTL', KEYS[1]) < ttl - tonumber(ARGV[8]) then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    if ARGV[7] == '0' then redis.call('ZADD', KEYS[2], now + ttl, ARGV[1]) end
+  end
   return 'granted'
 end
 if ARGV[7] == '0' then
@@ -46,54 +50,99 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return 'granted'
 ";
 
-/// `KEYS`: the client, its outcomes, the lease counter. `ARGV`: seq, ownership (ms), this
-/// instance, the prefix of instance keys.
+/// Whether the sequence number `a` is below `b`; both are decimal strings without leading
+/// zeros, compared as such, since Lua's numbers are exact only up to 2^53.
+const BELOW: &str = r"
+local function below(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+";
+
+/// `KEYS`: the client, its outcomes, the lease counter. `ARGV`: this instance, the prefix of
+/// instance keys, then the packets' seqs. Answers a prefix of the packets:
+/// `{kind, …}` per packet for kept outcomes and `expired` (packets at or below the mark), then
+/// `busy` or `blocked` for the first one past the mark, or `{'run', lease, n}` for the `n`
+/// packets after the mark, in ascending order, reserved together (`running` is the first).
 const BEGIN: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'running', 'holder')
-if not c[1] then return {'unknown'} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local seq = tonumber(ARGV[1])
-if seq <= tonumber(c[2]) then
-  local outcome = redis.call('HGET', KEYS[2], ARGV[1])
-  if outcome then return {'done', outcome} end
-  return {'expired'}
+if not c[1] then return {{'unknown'}} end
+local answers = {}
+for i = 3, #ARGV do
+  local seq = ARGV[i]
+  if not below(c[2], seq) then
+    local outcome = redis.call('HGET', KEYS[2], seq)
+    if outcome then answers[#answers + 1] = {'done', outcome}
+    else answers[#answers + 1] = {'expired'} end
+  else
+    if c[4] and redis.call('EXISTS', ARGV[2] .. c[5]) == 1 then
+      answers[#answers + 1] = {'busy', c[4], c[5], redis.call('HGET', KEYS[1], 'lease')}
+      return answers
+    end
+    if c[3] and below(c[3], seq) then
+      answers[#answers + 1] = {'blocked', c[3]}
+      return answers
+    end
+    local n, last = 1, seq
+    while ARGV[i + n] and below(last, ARGV[i + n]) do
+      last = ARGV[i + n]
+      n = n + 1
+    end
+    local lease = tostring(redis.call('INCR', KEYS[3]))
+    redis.call('HSET', KEYS[1], 'running', seq, 'lease', lease, 'holder', ARGV[1])
+    answers[#answers + 1] = {'run', lease, tostring(n)}
+    return answers
+  end
 end
-if c[4] and redis.call('EXISTS', ARGV[4] .. c[5]) == 1 then
-  return {'busy', c[4], c[5], redis.call('HGET', KEYS[1], 'lease')}
-end
-if c[3] and seq > tonumber(c[3]) then return {'blocked', c[3]} end
-local lease = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[1], 'running', ARGV[1], 'lease', lease, 'holder', ARGV[3])
-return {'run', tostring(lease)}
+return answers
 ";
 
-/// `KEYS`: the client, the lease counter. `ARGV`: seq, the lease to replace, this instance.
-const TAKE_OVER: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'running', 'lease')
-if c[1] ~= ARGV[1] or c[2] ~= ARGV[2] then return {'busy', c[1] or ARGV[1]} end
-local lease = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'lease', lease, 'holder', ARGV[3])
-return {'run', tostring(lease)}
+/// `KEYS`: the client. `ARGV`: a lease. Ends the reservation if it is still this lease's.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'lease') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder')
+end
+return 'ok'
 ";
 
-/// `KEYS`: the client, its outcomes. `ARGV`: seq, lease, the encoded outcome, whether it is
-/// `Unavailable`, outcomes kept per client, idle time (ms).
+/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), then per packet that ran,
+/// in order: seq, the encoded outcome, whether it is `Unavailable`, and the outcome to drop
+/// now (or an empty string).
 const FINISH: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'running', 'lease')
-if not c[1] or c[4] ~= ARGV[1] or c[5] ~= ARGV[2] then return 'lost' end
+local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'lease')
+if not c[1] or c[4] ~= ARGV[1] then return 'lost' end
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder')
-local seq = tonumber(ARGV[1])
-if seq <= tonumber(c[2]) then return 'already' end
-if ARGV[4] == '1' then
-  if not c[3] or seq < tonumber(c[3]) then redis.call('HSET', KEYS[1], 'stalled', ARGV[1]) end
-  return 'stalled'
+local mark, stalled = c[2], c[3]
+local kept, dropped = {}, {}
+local function flush()
+  if #kept > 0 then redis.call('HSET', KEYS[2], unpack(kept)) end
+  if #dropped > 0 then redis.call('HDEL', KEYS[2], unpack(dropped)) end
+  kept, dropped = {}, {}
 end
-redis.call('HSET', KEYS[1], 'mark', ARGV[1])
-if c[3] and tonumber(c[3]) <= seq then redis.call('HDEL', KEYS[1], 'stalled') end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HDEL', KEYS[2], string.format('%d', seq - tonumber(ARGV[5])))
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-return 'final'
+for i = 3, #ARGV, 4 do
+  local seq = ARGV[i]
+  if below(mark, seq) then
+    if ARGV[i + 2] == '1' then
+      if not stalled or below(seq, stalled) then stalled = seq end
+    else
+      mark = seq
+      if stalled and not below(seq, stalled) then stalled = nil end
+      kept[#kept + 1] = seq
+      kept[#kept + 1] = ARGV[i + 1]
+      if ARGV[i + 3] ~= '' then dropped[#dropped + 1] = ARGV[i + 3] end
+      if #kept >= 2000 then flush() end
+    end
+  end
+end
+flush()
+if stalled then
+  redis.call('HSET', KEYS[1], 'mark', mark, 'stalled', stalled)
+else
+  redis.call('HSET', KEYS[1], 'mark', mark)
+  redis.call('HDEL', KEYS[1], 'stalled')
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 'ok'
 ";
 
 /// The [`OutcomeStore`] of instances that share a Redis server; see the module documentation.
@@ -117,7 +166,7 @@ pub struct RedisOutcomes {
 struct Scripts {
     claim: Script,
     begin: Script,
-    take_over: Script,
+    release: Script,
     finish: Script,
 }
 
@@ -166,9 +215,9 @@ impl RedisOutcomes {
             limits,
             scripts: Scripts {
                 claim: Script::new(CLAIM),
-                begin: Script::new(BEGIN),
-                take_over: Script::new(TAKE_OVER),
-                finish: Script::new(FINISH),
+                begin: Script::new(&format!("{BELOW}{BEGIN}")),
+                release: Script::new(RELEASE),
+                finish: Script::new(&format!("{BELOW}{FINISH}")),
             },
             leases: std::sync::Mutex::default(),
             heartbeat,
@@ -187,6 +236,41 @@ impl RedisOutcomes {
 
     fn outcomes_key(&self, client: ClientId) -> String {
         format!("{}outcomes:{client}", self.prefix)
+    }
+
+    /// Runs the `BEGIN` script for `seqs`: one answer per packet answered, each
+    /// `[kind, values…]`.
+    async fn reserve(
+        &self,
+        client: ClientId,
+        seqs: &[u64],
+    ) -> Result<Vec<Vec<Vec<u8>>>, StoreError> {
+        let mut begin = self.scripts.begin.key(self.client_key(client));
+        begin
+            .key(self.outcomes_key(client))
+            .key(format!("{}leases", self.prefix))
+            .arg(&self.instance)
+            .arg(format!("{}instance:", self.prefix));
+        for seq in seqs {
+            begin.arg(seq);
+        }
+        begin
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The lease of a reservation held under this instance's name that this instance was
+    /// never told of, if `answers` ends on one.
+    fn lost_lease(&self, answers: &[Vec<Vec<u8>>]) -> Option<u64> {
+        let busy = answers.last()?;
+        if busy.first().map(Vec::as_slice) != Some(b"busy")
+            || busy.get(2).map(Vec::as_slice) != Some(self.instance.as_bytes())
+        {
+            return None;
+        }
+        let lease = number(busy.get(3)).ok()?;
+        (!self.leases().contains(&lease)).then_some(lease)
     }
 }
 
@@ -216,6 +300,18 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+fn malformed() -> StoreError {
+    StoreError::Unavailable("a malformed answer from Redis".into())
+}
+
+/// A number in an answer from Redis.
+fn number(bytes: Option<&Vec<u8>>) -> Result<u64, StoreError> {
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(malformed)
+}
+
 impl OutcomeStore for RedisOutcomes {
     fn claim<'a>(
         &'a self,
@@ -235,6 +331,7 @@ impl OutcomeStore for RedisOutcomes {
                 .arg(self.limits.max_clients_per_user())
                 .arg(self.limits.max_new_clients_per_minute())
                 .arg(u8::from(user == User::anonymous().id))
+                .arg(millis(self.limits.ownership_time() / 10).min(60_000))
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
@@ -253,60 +350,8 @@ impl OutcomeStore for RedisOutcomes {
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
         Box::pin(async move {
-            let answer: Vec<Vec<u8>> = self
-                .scripts
-                .begin
-                .key(self.client_key(client))
-                .key(self.outcomes_key(client))
-                .key(format!("{}leases", self.prefix))
-                .arg(seq)
-                .arg(millis(self.limits.ownership_time()))
-                .arg(&self.instance)
-                .arg(format!("{}instance:", self.prefix))
-                .invoke_async(&mut self.redis.clone())
-                .await
-                .map_err(unavailable)?;
-            let number = |bytes: Option<&Vec<u8>>| {
-                bytes
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| StoreError::Unavailable("a malformed answer from Redis".into()))
-            };
-            let answer = match answer.first().map(Vec::as_slice) {
-                Some(b"busy")
-                    if answer.get(2).map(Vec::as_slice) == Some(self.instance.as_bytes())
-                        && !self.leases().contains(&number(answer.get(3))?) =>
-                {
-                    // Reserved under this instance's name by a `begin` whose answer was
-                    // lost: nobody runs it, so it is taken over.
-                    self.scripts
-                        .take_over
-                        .key(self.client_key(client))
-                        .key(format!("{}leases", self.prefix))
-                        .arg(seq)
-                        .arg(number(answer.get(3))?)
-                        .arg(&self.instance)
-                        .invoke_async::<Vec<Vec<u8>>>(&mut self.redis.clone())
-                        .await
-                        .map_err(unavailable)?
-                }
-                _ => answer,
-            };
-            Ok(match answer.first().map(Vec::as_slice) {
-                Some(b"run") => {
-                    let lease = number(answer.get(1))?;
-                    self.leases().insert(lease);
-                    Begin::Run(Lease::new(lease))
-                }
-                Some(b"done") => {
-                    let outcome = answer.get(1).and_then(|b| postcard::from_bytes(b).ok());
-                    outcome.map_or(Begin::Expired, Begin::Done)
-                }
-                Some(b"expired") => Begin::Expired,
-                Some(b"busy") => Begin::Busy(number(answer.get(1))?),
-                Some(b"blocked") => Begin::Blocked(number(answer.get(1))?),
-                _ => return Err(StoreError::UnknownClient(client)),
-            })
+            let answers = self.begin_batch(client, &[seq]).await?;
+            answers.into_iter().next().ok_or_else(malformed)
         })
     }
 
@@ -318,24 +363,98 @@ impl OutcomeStore for RedisOutcomes {
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let encoded = postcard::to_stdvec(outcome).expect("an outcome always encodes");
-            let answer: String = self
-                .scripts
-                .finish
-                .key(self.client_key(client))
+            self.finish_batch(client, lease, &[(seq, outcome.clone())])
+                .await
+        })
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        client: ClientId,
+        seqs: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        Box::pin(async move {
+            if seqs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut answers = self.reserve(client, seqs).await?;
+            if let Some(lost) = self.lost_lease(&answers) {
+                // Reserved under this instance's name by a `begin` whose answer was lost
+                // (Redis went away first): nobody runs it, so it ends, and the packets are
+                // asked for again.
+                self.scripts
+                    .release
+                    .key(self.client_key(client))
+                    .arg(lost)
+                    .invoke_async::<()>(&mut self.redis.clone())
+                    .await
+                    .map_err(unavailable)?;
+                answers = self.reserve(client, seqs).await?;
+            }
+            let mut begins = Vec::with_capacity(seqs.len());
+            for answer in &answers {
+                let begin = match answer.first().map(Vec::as_slice) {
+                    Some(b"run") => {
+                        let lease = number(answer.get(1))?;
+                        let n = usize::try_from(number(answer.get(2))?).map_err(|_| malformed())?;
+                        self.leases().insert(lease);
+                        let room = seqs.len().saturating_sub(begins.len());
+                        begins.extend(std::iter::repeat_n(
+                            Begin::Run(Lease::new(lease)),
+                            n.min(room),
+                        ));
+                        continue;
+                    }
+                    Some(b"done") => {
+                        let outcome = answer.get(1).and_then(|b| postcard::from_bytes(b).ok());
+                        outcome.map_or(Begin::Expired, Begin::Done)
+                    }
+                    Some(b"expired") => Begin::Expired,
+                    Some(b"busy") => Begin::Busy(number(answer.get(1))?),
+                    Some(b"blocked") => Begin::Blocked(number(answer.get(1))?),
+                    Some(b"unknown") => return Err(StoreError::UnknownClient(client)),
+                    _ => return Err(malformed()),
+                };
+                begins.push(begin);
+            }
+            Ok(begins)
+        })
+    }
+
+    fn finish_batch<'a>(
+        &'a self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &'a [(u64, Outcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let kept = u64::try_from(self.limits.kept_per_client()).unwrap_or(u64::MAX);
+            let mut finish = self.scripts.finish.key(self.client_key(client));
+            finish
                 .key(self.outcomes_key(client))
-                .arg(seq)
                 .arg(lease.id())
-                .arg(encoded)
-                .arg(u8::from(matches!(outcome, Outcome::Unavailable { .. })))
-                .arg(self.limits.kept_per_client())
-                .arg(millis(self.limits.idle_time()))
+                .arg(millis(self.limits.idle_time()));
+            for (seq, outcome) in outcomes {
+                let dropped = seq
+                    .checked_sub(kept)
+                    .filter(|s| *s > 0)
+                    .map_or_else(String::new, |s| s.to_string());
+                finish
+                    .arg(seq)
+                    .arg(postcard::to_stdvec(outcome).expect("an outcome always encodes"))
+                    .arg(u8::from(matches!(outcome, Outcome::Unavailable { .. })))
+                    .arg(dropped);
+            }
+            let answer: String = finish
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
             self.leases().remove(&lease.id());
             match answer.as_str() {
-                "lost" => Err(StoreError::LeaseLost { client, seq }),
+                "lost" => Err(StoreError::LeaseLost {
+                    client,
+                    seq: outcomes.first().map_or(0, |(seq, _)| *seq),
+                }),
                 _ => Ok(()),
             }
         })

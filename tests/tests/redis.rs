@@ -207,6 +207,69 @@ async fn two_instances_share_ownership_reservations_and_outcomes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (
+        store(&redis, OutcomeLimits::default()).await,
+        store(&redis, OutcomeLimits::default()).await,
+    );
+    let client = ClientId(3);
+    a.claim(client, "ann").await.unwrap();
+
+    // The packets past the mark, ascending, under one lease; a packet out of order waits.
+    let answers = a.begin_batch(client, &[1, 2, 3, 4, 2]).await.unwrap();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    let Begin::Run(lease) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    assert!(answers.iter().all(|a| *a == Begin::Run(lease)));
+    assert_eq!(
+        b.begin_batch(client, &[1, 2]).await.unwrap(),
+        [Begin::Busy(1)]
+    );
+
+    // 1 and 2 ran, 3 could not, 4 was not run: the mark moves to 2, and 3 holds 4 back.
+    let unavailable = Outcome::Unavailable {
+        message: "later".into(),
+    };
+    let ran = [(1, ok(1)), (2, ok(2)), (3, unavailable)];
+    a.finish_batch(client, lease, &ran).await.unwrap();
+    assert!(matches!(
+        b.finish_batch(client, lease, &ran).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let answers = b.begin_batch(client, &[1, 2, 3, 4]).await.unwrap();
+    assert_eq!(answers[..2], [Begin::Done(ok(1)), Begin::Done(ok(2))]);
+    assert_eq!(answers.len(), 4, "3 runs again, and 4 after it");
+    let Begin::Run(lease) = answers[2] else {
+        panic!("{answers:?}");
+    };
+    b.finish_batch(client, lease, &[(3, ok(3)), (4, ok(4))])
+        .await
+        .unwrap();
+    assert_eq!(
+        a.begin_batch(client, &[3, 4]).await.unwrap(),
+        [Begin::Done(ok(3)), Begin::Done(ok(4))]
+    );
+    assert_eq!(a.begin_batch(client, &[5]).await.unwrap().len(), 1);
+
+    // Sequence numbers beyond 2^53, where Lua's numbers are not exact, compare exactly.
+    let huge = ClientId(4);
+    a.claim(huge, "ann").await.unwrap();
+    let (low, high) = ((1 << 62) + 1, (1 << 62) + 2);
+    let Begin::Run(lease) = a.begin(huge, high).await.unwrap() else {
+        panic!("the first packet runs");
+    };
+    a.finish(huge, high, lease, &ok(9)).await.unwrap();
+    assert_eq!(a.begin(huge, high).await.unwrap(), Begin::Done(ok(9)));
+    assert_eq!(a.begin(huge, low).await.unwrap(), Begin::Expired);
+    assert!(matches!(
+        a.begin(huge, high + 1).await.unwrap(),
+        Begin::Run(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_of_an_instance_that_died_is_taken_over() {
     let redis = RedisServer::start().await;
     let survivor = store(&redis, OutcomeLimits::default()).await;

@@ -122,6 +122,9 @@ pub enum StoreError {
 ///   `finish` until it succeeds.
 /// - [`flush`](Self::flush) makes the finished outcomes durable; the server calls it before
 ///   it answers a batch. Stores that write through need not implement it.
+/// - [`begin_batch`](Self::begin_batch) and [`finish_batch`](Self::finish_batch) do the same
+///   for several packets at once; by default one packet at a time. A store where each step is
+///   a round trip (Redis) implements them to reserve a batch's packets together.
 pub trait OutcomeStore: Send + Sync + 'static {
     /// Binds `client` to `user` on first use; a client of another user is [`Claim::Foreign`].
     fn claim<'a>(
@@ -142,6 +145,45 @@ pub trait OutcomeStore: Send + Sync + 'static {
         lease: Lease,
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// What to do with the packets `seqs` of `client` (in the order sent), for a store that
+    /// can answer several in one step, where each step is a round trip: the server asks this,
+    /// not [`begin`](Self::begin).
+    ///
+    /// It answers a non-empty prefix of `seqs`, in order; the server asks again for the rest
+    /// once it finished those. The [`Begin::Run`] answers, if any, come last and share one
+    /// lease: the packets they reserve run in order, and
+    /// [`finish_batch`](Self::finish_batch) records those that ran and ends the whole
+    /// reservation. The default answers the first packet alone, with [`begin`](Self::begin).
+    fn begin_batch<'a>(
+        &'a self,
+        client: ClientId,
+        seqs: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        Box::pin(async move {
+            match seqs.first() {
+                Some(&seq) => Ok(vec![self.begin(client, seq).await?]),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    /// Records the outcomes of the packets that ran under `lease` (from
+    /// [`begin_batch`](Self::begin_batch)), in order, and ends its reservation, of the
+    /// packets that did not run too. The default calls [`finish`](Self::finish) for each.
+    fn finish_batch<'a>(
+        &'a self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &'a [(u64, Outcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            for (seq, outcome) in outcomes {
+                self.finish(client, *seq, lease, outcome).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// Makes every finished outcome durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -341,6 +383,23 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).finish(client, seq, lease, outcome)
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        client: ClientId,
+        seqs: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        (**self).begin_batch(client, seqs)
+    }
+
+    fn finish_batch<'a>(
+        &'a self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &'a [(u64, Outcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).finish_batch(client, lease, outcomes)
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

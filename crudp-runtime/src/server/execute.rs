@@ -54,82 +54,131 @@ impl Crudp {
     /// `Unavailable` makes the rest of the batch `Unavailable` too, so that order holds when
     /// the client sends them again. `ctx` is the context of the whole request.
     pub(super) async fn execute(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
-        let mut results = Vec::with_capacity(packets.len());
+        let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
+        let mut outcomes = Vec::with_capacity(packets.len());
         let mut stopped: Option<String> = None;
-        for packet in packets {
-            let outcome = match &stopped {
-                Some(reason) => Outcome::Unavailable {
-                    message: format!(
-                        "not run: an earlier call of the batch was not run ({reason})"
-                    ),
-                },
-                None => self.execute_once(&ctx.for_seq(packet.seq), &packet).await,
-            };
-            if let (None, Outcome::Unavailable { message }) = (&stopped, &outcome) {
-                stopped = Some(message.clone());
+        while outcomes.len() < packets.len() {
+            let done = outcomes.len();
+            match &stopped {
+                Some(reason) => outcomes.extend(packets[done..].iter().map(|_| not_run(reason))),
+                None => {
+                    let answered = self
+                        .execute_some(ctx, &packets[done..], &seqs[done..])
+                        .await;
+                    stopped = answered.iter().find_map(|outcome| match outcome {
+                        Outcome::Unavailable { message } => Some(message.clone()),
+                        _ => None,
+                    });
+                    outcomes.extend(answered);
+                }
             }
-            results.push(PacketResult {
-                seq: packet.seq,
-                outcome,
-            });
         }
         if !self.flush().await {
             // They ran, but until their outcomes are durable they are not answered: sent again,
             // they get their kept outcomes, never run twice.
-            for result in &mut results {
-                if !matches!(result.outcome, Outcome::Unavailable { .. }) {
-                    result.outcome = Outcome::Unavailable {
+            for outcome in &mut outcomes {
+                if !matches!(outcome, Outcome::Unavailable { .. }) {
+                    *outcome = Outcome::Unavailable {
                         message: "the outcome store could not make this call's outcome durable yet"
                             .into(),
                     };
                 }
             }
         }
+        let results = packets
+            .iter()
+            .zip(outcomes)
+            .map(|(packet, outcome)| PacketResult {
+                seq: packet.seq,
+                outcome,
+            })
+            .collect();
         Results { results }
     }
 
-    async fn execute_once(&self, ctx: &Context, packet: &Packet) -> Outcome {
+    /// Answers the packets the store answers now (`begin_batch`), a prefix of `packets` (whose
+    /// sequence numbers are `seqs`) of at least one: the ones it reserved run in order, until one is `Unavailable`, and their
+    /// outcomes are recorded together before their broadcasts go out.
+    async fn execute_some(&self, ctx: &Context, packets: &[Packet], seqs: &[u64]) -> Vec<Outcome> {
         let client = ctx.client();
-        let lease = match self.shared.outcomes.begin(client, packet.seq).await {
-            Ok(Begin::Run(lease)) => lease,
-            Ok(Begin::Done(outcome)) => return outcome,
-            Ok(Begin::Expired) => return Outcome::Expired,
-            Ok(Begin::Blocked(earlier)) => {
-                return Outcome::Unavailable {
+        let answers = match self.shared.outcomes.begin_batch(client, seqs).await {
+            Ok(answers) if !answers.is_empty() => answers,
+            Ok(_) => {
+                return vec![Outcome::Unavailable {
+                    message: "the outcome store answered none of the calls".into(),
+                }];
+            }
+            Err(e) => {
+                return vec![Outcome::Unavailable {
+                    message: e.to_string(),
+                }];
+            }
+        };
+        let mut outcomes = Vec::with_capacity(answers.len());
+        let mut lease = None;
+        // The packets that ran: their index, their outcome, and what they broadcast.
+        let mut ran = Vec::new();
+        let mut stopped: Option<String> = None;
+        for (packet, answer) in packets.iter().zip(answers) {
+            let outcome = match answer {
+                Begin::Run(reserved) => {
+                    lease = Some(reserved);
+                    match &stopped {
+                        Some(reason) => not_run(reason),
+                        None => {
+                            let ctx = ctx.for_seq(packet.seq);
+                            let outcome = self.execute_packet(&ctx, packet).await;
+                            let effects = ctx.take_effects();
+                            let outcome = match effects.retry_later {
+                                Some(message) => Outcome::Unavailable { message },
+                                None => outcome,
+                            };
+                            ran.push((outcomes.len(), effects.broadcast));
+                            outcome
+                        }
+                    }
+                }
+                Begin::Done(outcome) => outcome,
+                Begin::Expired => Outcome::Expired,
+                Begin::Blocked(earlier) => Outcome::Unavailable {
                     message: format!(
                         "waiting for call {earlier} of this client, which could not run yet"
                     ),
-                };
-            }
-            Ok(Begin::Busy(running)) => {
-                return Outcome::Unavailable {
+                },
+                Begin::Busy(running) => Outcome::Unavailable {
                     message: format!(
                         "call {running} of this client is still running or being recorded"
                     ),
-                };
-            }
-            Err(e) => {
-                return Outcome::Unavailable {
-                    message: e.to_string(),
-                };
-            }
-        };
-        let outcome = self.execute_packet(ctx, packet).await;
-        let effects = ctx.take_effects();
-        let outcome = match effects.retry_later {
-            Some(message) => Outcome::Unavailable { message },
-            None => outcome,
-        };
-        if !self.finish(client, packet.seq, lease, &outcome).await {
-            return Outcome::Unavailable {
-                message: "the outcome store could not record this call's outcome yet".into(),
+                },
             };
+            if let (None, Outcome::Unavailable { message }) = (&stopped, &outcome) {
+                stopped = Some(message.clone());
+            }
+            outcomes.push(outcome);
         }
-        if let Outcome::Ok(value) = &outcome {
-            for target in effects.broadcast {
+        let Some(lease) = lease else {
+            return outcomes;
+        };
+        let recorded: Vec<(u64, Outcome)> = ran
+            .iter()
+            .map(|(i, _)| (packets[*i].seq, outcomes[*i].clone()))
+            .collect();
+        if !self.finish(client, lease, recorded).await {
+            for (i, _) in &ran {
+                outcomes[*i] = Outcome::Unavailable {
+                    message: "the outcome store could not record this call's outcome yet".into(),
+                };
+            }
+            return outcomes;
+        }
+        for (i, targets) in ran {
+            let Outcome::Ok(value) = &outcomes[i] else {
+                continue;
+            };
+            for target in targets {
                 let broadcast = Broadcast {
-                    handler: packet.handler,
-                    action: packet.action,
+                    handler: packets[i].handler,
+                    action: packets[i].action,
                     value: value.clone(),
                     origin: Some(client),
                 };
@@ -141,24 +190,19 @@ impl Crudp {
                 }
             }
         }
-        outcome
+        outcomes
     }
 
-    /// Records a packet's outcome; `false` if the store could not. Its reservation then stays
-    /// (so the packet cannot run again: its re-sends are `Busy`) and the outcome is recorded
-    /// in the background, until the store takes it.
-    async fn finish(&self, client: ClientId, seq: u64, lease: Lease, outcome: &Outcome) -> bool {
-        match self
-            .shared
-            .outcomes
-            .finish(client, seq, lease, outcome)
-            .await
-        {
+    /// Records the outcomes of packets that ran under `lease`; `false` if the store could
+    /// not. Their reservation then stays (so they cannot run again: their re-sends are
+    /// `Busy`) and the outcomes are recorded in the background, until the store takes them.
+    async fn finish(&self, client: ClientId, lease: Lease, outcomes: Vec<(u64, Outcome)>) -> bool {
+        let store = &self.shared.outcomes;
+        match store.finish_batch(client, lease, &outcomes).await {
             Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
-                tracing::error!(%client, seq, "outcome not recorded, retrying in the background: {e}");
+                tracing::error!(%client, "outcomes not recorded, retrying in the background: {e}");
                 let crudp = self.clone();
-                let outcome = outcome.clone();
                 tokio::spawn(async move {
                     let store = &crudp.shared.outcomes;
                     let mut recorded = false;
@@ -168,7 +212,7 @@ impl Crudp {
                         let attempt = if recorded {
                             store.flush().await
                         } else {
-                            store.finish(client, seq, lease, &outcome).await
+                            store.finish_batch(client, lease, &outcomes).await
                         };
                         match attempt {
                             Ok(()) if recorded => return,
@@ -178,10 +222,10 @@ impl Crudp {
                                 continue;
                             }
                             Err(StoreError::Unavailable(e)) => {
-                                tracing::warn!(%client, seq, "the outcome store is still failing: {e}");
+                                tracing::warn!(%client, "the outcome store is still failing: {e}");
                             }
                             Err(e) => {
-                                tracing::error!(%client, seq, "the outcome store refused: {e}");
+                                tracing::error!(%client, "the outcome store refused: {e}");
                                 return;
                             }
                         }
@@ -192,7 +236,7 @@ impl Crudp {
                 false
             }
             Err(e) => {
-                tracing::error!(%client, seq, "outcome not recorded: {e}");
+                tracing::error!(%client, "outcomes not recorded: {e}");
                 false
             }
         }
@@ -249,6 +293,13 @@ impl Crudp {
                 }
             }
         }
+    }
+}
+
+/// The answer of a packet not run because an earlier one of its batch was not.
+fn not_run(reason: &str) -> Outcome {
+    Outcome::Unavailable {
+        message: format!("not run: an earlier call of the batch was not run ({reason})"),
     }
 }
 
