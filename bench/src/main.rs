@@ -289,6 +289,7 @@ async fn stream_token(base: &str, mount: &str) -> String {
     let client = crudp::ClientId(7);
     let response = reqwest::Client::new()
         .post(format!("{base}{mount}/token"))
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(
             postcard::to_stdvec(&crudp::protocol::TokenRequest {
                 clients: vec![client],

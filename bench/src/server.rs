@@ -18,9 +18,12 @@ use axum::{
 };
 use crudp::{
     Action, Context, Module, Target,
-    server::{Crudp, CrudpBuilder, SqliteOutcomes},
+    server::{
+        Crudp, CrudpBuilder, DEFAULT_CONNECTION_BUFFER, DEFAULT_REPLAY_BUFFER, MemoryHub,
+        OutcomeLimits, SqliteOutcomes,
+    },
 };
-use crudp_redis::RedisBackend;
+use crudp_redis::{DEFAULT_PREFIX, RedisBackend, RedisHub, RedisOutcomes};
 use example_api::{Todo, TodoError, Todos, TodosClient, TodosServer};
 use futures_util::{Stream, stream};
 use serde::{Deserialize, Serialize};
@@ -154,7 +157,6 @@ const SECRET: &[u8] = b"the benchmark's instances share this secret";
 fn builder(board: &Board) -> CrudpBuilder {
     Crudp::builder()
         .handler(TodosServer::new(board.clone()))
-        .connections_per_user(usize::MAX)
         .queue_depth(1 << 16)
         .queue_per_client(1 << 16)
         .token_ttl(Duration::from_secs(24 * 3600))
@@ -162,7 +164,7 @@ fn builder(board: &Board) -> CrudpBuilder {
 
 pub(crate) async fn serve() {
     let board = Board::default();
-    let api = builder(&board).build();
+    let api = builder(&board).connections_per_user(usize::MAX).build();
     // The same, with the durable store, in a file of its own.
     let file = std::env::temp_dir().join(format!("crudp-bench-{}.db", std::process::id()));
     for stale in ["", "-wal", "-shm"] {
@@ -173,8 +175,19 @@ pub(crate) async fn serve() {
         .build();
     let mut on_redis = Vec::new();
     if let Ok(url) = std::env::var("CRUDP_BENCH_REDIS") {
+        let redis = crudp_redis::redis::Client::open(url).expect("a Redis URL");
         for _ in 0..2 {
-            let backend = RedisBackend::connect(&url).await.expect("Redis answers");
+            // This instance's connections: as many as the benchmark opens.
+            let local =
+                MemoryHub::new(DEFAULT_REPLAY_BUFFER, DEFAULT_CONNECTION_BUFFER, usize::MAX);
+            let backend = RedisBackend::new(
+                RedisHub::new(&redis, DEFAULT_PREFIX, local)
+                    .await
+                    .expect("Redis answers"),
+                RedisOutcomes::new(&redis, DEFAULT_PREFIX, OutcomeLimits::default())
+                    .await
+                    .expect("Redis answers"),
+            );
             on_redis.push(
                 builder(&board)
                     .backend(backend)

@@ -5,7 +5,11 @@
 //! instance that stopped heartbeating is taken over, so a killed instance never leaves a
 //! client blocked.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
 
 use crudp_runtime::{
     BoxFuture, User,
@@ -105,41 +109,32 @@ end
 return 'ok'
 ";
 
-/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), then per packet that ran,
-/// in order: seq, the encoded outcome, whether it is `Unavailable`, and the outcome to drop
-/// now (or an empty string).
+/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the number `n` of final
+/// outcomes, the packet that could not run (or an empty string), then `n` pairs of seq and
+/// encoded outcome, ascending, then the seqs of the outcomes to drop. The packets are past the
+/// mark, since the lease reserved them.
 const FINISH: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'lease')
 if not c[1] or c[4] ~= ARGV[1] then return 'lost' end
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder')
-local mark, stalled = c[2], c[3]
-local kept, dropped = {}, {}
-local function flush()
-  if #kept > 0 then redis.call('HSET', KEYS[2], unpack(kept)) end
-  if #dropped > 0 then redis.call('HDEL', KEYS[2], unpack(dropped)) end
-  kept, dropped = {}, {}
+local last = 4 + 2 * tonumber(ARGV[3])
+for i = 5, last, 4000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))
 end
-for i = 3, #ARGV, 4 do
-  local seq = ARGV[i]
-  if below(mark, seq) then
-    if ARGV[i + 2] == '1' then
-      if not stalled or below(seq, stalled) then stalled = seq end
-    else
-      mark = seq
-      if stalled and not below(seq, stalled) then stalled = nil end
-      kept[#kept + 1] = seq
-      kept[#kept + 1] = ARGV[i + 1]
-      if ARGV[i + 3] ~= '' then dropped[#dropped + 1] = ARGV[i + 3] end
-      if #kept >= 2000 then flush() end
-    end
+for i = last + 1, #ARGV, 4000 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
+local stalled = c[3]
+if last > 4 then
+  local mark = ARGV[last - 1]
+  redis.call('HSET', KEYS[1], 'mark', mark)
+  if stalled and not below(mark, stalled) then
+    stalled = nil
+    redis.call('HDEL', KEYS[1], 'stalled')
   end
 end
-flush()
-if stalled then
-  redis.call('HSET', KEYS[1], 'mark', mark, 'stalled', stalled)
-else
-  redis.call('HSET', KEYS[1], 'mark', mark)
-  redis.call('HDEL', KEYS[1], 'stalled')
+if ARGV[4] ~= '' and (not stalled or below(ARGV[4], stalled)) then
+  redis.call('HSET', KEYS[1], 'stalled', ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
@@ -159,9 +154,15 @@ pub struct RedisOutcomes {
     /// The leases this instance was given and has not finished: a reservation under its name
     /// and another lease was made by a `begin` whose answer never arrived (Redis went away
     /// first), and nobody runs it.
-    leases: std::sync::Mutex<std::collections::HashSet<u64>>,
+    leases: Mutex<std::collections::HashSet<u64>>,
+    /// Claims Redis granted lately, answered again without asking it until the time given: an
+    /// owner never changes, and Redis keeps it far longer than that.
+    granted: Mutex<HashMap<ClientId, (String, Instant)>>,
     heartbeat: JoinHandle<()>,
 }
+
+/// The most claims [`RedisOutcomes`] remembers; past it, it forgets them all.
+const GRANTS_REMEMBERED: usize = 65_536;
 
 struct Scripts {
     claim: Script,
@@ -219,15 +220,20 @@ impl RedisOutcomes {
                 release: Script::new(RELEASE),
                 finish: Script::new(&format!("{BELOW}{FINISH}")),
             },
-            leases: std::sync::Mutex::default(),
+            leases: Mutex::default(),
+            granted: Mutex::default(),
             heartbeat,
         })
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
-        self.leases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn leases(&self) -> MutexGuard<'_, std::collections::HashSet<u64>> {
+        lock(&self.leases)
+    }
+
+    /// How long a claim is answered from memory, and how far an owner's time in Redis runs
+    /// down before a claim renews it: a tenth of the ownership time, at most a minute.
+    fn slack(&self) -> Duration {
+        (self.limits.ownership_time() / 10).min(Duration::from_secs(60))
     }
 
     fn client_key(&self, client: ClientId) -> String {
@@ -296,6 +302,10 @@ fn now_ms() -> u64 {
         .map_or(0, millis)
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -319,6 +329,13 @@ impl OutcomeStore for RedisOutcomes {
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
+            let now = Instant::now();
+            let remembered = lock(&self.granted)
+                .get(&client)
+                .is_some_and(|(owner, until)| owner == user && now < *until);
+            if remembered {
+                return Ok(Claim::Granted);
+            }
             let answer: String = self
                 .scripts
                 .claim
@@ -331,12 +348,19 @@ impl OutcomeStore for RedisOutcomes {
                 .arg(self.limits.max_clients_per_user())
                 .arg(self.limits.max_new_clients_per_minute())
                 .arg(u8::from(user == User::anonymous().id))
-                .arg(millis(self.limits.ownership_time() / 10).min(60_000))
+                .arg(millis(self.slack()))
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
             Ok(match answer.as_str() {
-                "granted" => Claim::Granted,
+                "granted" => {
+                    let mut granted = lock(&self.granted);
+                    if granted.len() >= GRANTS_REMEMBERED {
+                        granted.clear();
+                    }
+                    granted.insert(client, (user.to_owned(), now + self.slack()));
+                    Claim::Granted
+                }
                 "foreign" => Claim::Foreign,
                 "per_user" => {
                     Claim::Refused(ClientLimit::PerUser(self.limits.max_clients_per_user()))
@@ -428,22 +452,36 @@ impl OutcomeStore for RedisOutcomes {
         outcomes: &'a [(u64, Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            // As `finish` would record them one by one: final outcomes move the mark; the
+            // first packet that could not run stalls the client, unless a later final one
+            // passes it.
+            let mut finals = Vec::with_capacity(outcomes.len());
+            let mut stalled = None;
+            for (seq, outcome) in outcomes {
+                if matches!(outcome, Outcome::Unavailable { .. }) {
+                    stalled = stalled.or(Some(*seq));
+                } else {
+                    finals.push((*seq, outcome));
+                    stalled = stalled.filter(|s| seq < s);
+                }
+            }
             let kept = u64::try_from(self.limits.kept_per_client()).unwrap_or(u64::MAX);
             let mut finish = self.scripts.finish.key(self.client_key(client));
             finish
                 .key(self.outcomes_key(client))
                 .arg(lease.id())
-                .arg(millis(self.limits.idle_time()));
-            for (seq, outcome) in outcomes {
-                let dropped = seq
-                    .checked_sub(kept)
-                    .filter(|s| *s > 0)
-                    .map_or_else(String::new, |s| s.to_string());
+                .arg(millis(self.limits.idle_time()))
+                .arg(finals.len())
+                .arg(stalled.map_or_else(String::new, |s| s.to_string()));
+            for (seq, outcome) in &finals {
                 finish
                     .arg(seq)
-                    .arg(postcard::to_stdvec(outcome).expect("an outcome always encodes"))
-                    .arg(u8::from(matches!(outcome, Outcome::Unavailable { .. })))
-                    .arg(dropped);
+                    .arg(postcard::to_stdvec(outcome).expect("an outcome always encodes"));
+            }
+            for (seq, _) in &finals {
+                if let Some(dropped) = seq.checked_sub(kept).filter(|s| *s > 0) {
+                    finish.arg(dropped);
+                }
             }
             let answer: String = finish
                 .invoke_async(&mut self.redis.clone())

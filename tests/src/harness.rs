@@ -17,7 +17,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp::{
     ClientId, Context, Target, User,
     protocol::TokenGrant,
-    server::{AuthError, Crudp, CrudpBuilder},
+    server::{AllowedOrigins, AuthError, Crudp, CrudpBuilder},
 };
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
@@ -177,6 +177,7 @@ impl Server {
     ) -> Self {
         let api = configure(
             Crudp::builder()
+                .allowed_origins(AllowedOrigins::matching(is_loopback))
                 .authenticator(header_user)
                 .handler(TodosServer::new(Arc::clone(&store)))
                 .handler(CatalogServer::new(Prices))
@@ -252,9 +253,14 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP client signed in as `user` with `role`, sending `application/octet-stream` bodies.
 pub fn http_as(user: &str, role: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("x-user", format!("{user}:{role}").parse().unwrap());
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        "application/octet-stream".parse().unwrap(),
+    );
     reqwest::Client::builder()
         .default_headers(headers)
         .build()
@@ -368,13 +374,18 @@ pub async fn eventually(what: &str, done: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// CORS for pages served from any port of 127.0.0.1, as the browser tests are.
+/// Whether `origin` is a page served from any port of 127.0.0.1, as the browser tests are.
+pub fn is_loopback(origin: &str) -> bool {
+    origin.starts_with("http://127.0.0.1:")
+}
+
+/// CORS for pages served from any port of 127.0.0.1.
 pub fn loopback_cors() -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(|origin, _| {
-            origin.as_bytes().starts_with(b"http://127.0.0.1:")
+            origin.to_str().is_ok_and(is_loopback)
         }))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([

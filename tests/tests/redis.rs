@@ -253,6 +253,26 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     );
     assert_eq!(a.begin_batch(client, &[5]).await.unwrap().len(), 1);
 
+    // Only the latest outcomes are kept: older re-sent packets are `Expired`.
+    let small = store(&redis, OutcomeLimits::default().outcomes_per_client(2)).await;
+    let kept = ClientId(5);
+    small.claim(kept, "ann").await.unwrap();
+    let answers = small.begin_batch(kept, &[1, 2, 3, 4]).await.unwrap();
+    let Begin::Run(lease) = answers[0] else {
+        panic!("{answers:?}");
+    };
+    let ran: Vec<_> = (1..=4).map(|seq| (seq, ok(seq as u8))).collect();
+    small.finish_batch(kept, lease, &ran).await.unwrap();
+    assert_eq!(
+        small.begin_batch(kept, &[1, 2, 3, 4]).await.unwrap(),
+        [
+            Begin::Expired,
+            Begin::Expired,
+            Begin::Done(ok(3)),
+            Begin::Done(ok(4))
+        ]
+    );
+
     // Sequence numbers beyond 2^53, where Lua's numbers are not exact, compare exactly.
     let huge = ClientId(4);
     a.claim(huge, "ann").await.unwrap();
@@ -299,7 +319,7 @@ async fn a_reservation_of_an_instance_that_died_is_taken_over() {
 const SECRET: &[u8] = b"an instance-shared secret, 32+ b";
 
 #[tokio::test]
-async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes() {
+async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes_and_its_own_hub_settings() {
     let redis = RedisServer::start().await;
     let url = redis.url();
     let backend = || RedisBackend::connect(&url);
@@ -321,6 +341,17 @@ async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes() {
             .try_build()
             .is_ok()
     );
+    // A setting of the default hub, which the backend's hub would not take, is an error.
+    let ignored = Crudp::builder()
+        .connections_per_user(1000)
+        .backend(backend().await.unwrap())
+        .token_secret(SECRET)
+        .try_build();
+    let Some(e @ BuildError::HubSetting { setting }) = ignored.err() else {
+        panic!("a hub setting with a backend builds");
+    };
+    assert_eq!(setting, "connections_per_user");
+    assert!(e.to_string().contains("RedisHub::new"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -391,6 +391,7 @@ async fn forged_tokens_get_401_and_foreign_clients_get_403() {
     assert_eq!(response.status(), 403);
     let response = reqwest::Client::new()
         .post(format!("{}/sync", server.url()))
+        .header("content-type", "application/octet-stream")
         .header("x-user", "nobody")
         .body(batch)
         .send()

@@ -4,7 +4,11 @@ use std::{panic::AssertUnwindSafe, time::Duration};
 
 use futures_util::FutureExt;
 
-use super::{Crudp, queue::Job};
+use super::{
+    Crudp,
+    panics::{self, Marked},
+    queue::Job,
+};
 use crate::{
     context::Context,
     dispatch::unknown_action,
@@ -269,8 +273,8 @@ impl Crudp {
             return unknown_action(descriptor, packet.action);
         }
         // Calling `dispatch` inside the guarded future also catches a panic before its first await.
-        let run = async { module.dispatch(ctx, packet.action, &packet.args).await };
-        match AssertUnwindSafe(run).catch_unwind().await {
+        let run = std::pin::pin!(async { module.dispatch(ctx, packet.action, &packet.args).await });
+        match AssertUnwindSafe(Marked(run)).catch_unwind().await {
             Ok(outcome) => outcome,
             Err(panic) => {
                 let reason = panic
@@ -278,10 +282,13 @@ impl Crudp {
                     .copied()
                     .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                     .unwrap_or("no message");
+                let caught = panics::take_caught();
                 tracing::error!(
                     module = descriptor.name,
                     action = %packet.action,
                     request = %ctx.request_id(),
+                    at = %caught.location,
+                    backtrace = caught.backtrace.as_deref(),
                     "handler panicked: {reason}"
                 );
                 Outcome::Rejected {

@@ -2,10 +2,13 @@
 
 mod events;
 mod execute;
+mod origin;
+mod panics;
 mod queue;
 mod reply;
 mod router;
 
+pub use origin::AllowedOrigins;
 pub use router::MAX_SEQ;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -98,6 +101,7 @@ struct Shared {
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
     queue: queue::Queue,
+    allowed_origins: AllowedOrigins,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,8 +145,10 @@ impl Crudp {
             replay_bytes: DEFAULT_REPLAY_BYTES,
             connection_buffer: DEFAULT_CONNECTION_BUFFER,
             connections_per_user: DEFAULT_CONNECTIONS_PER_USER,
+            hub_settings: Vec::new(),
             on_connect: None,
             on_disconnect: None,
+            allowed_origins: AllowedOrigins::none(),
         }
     }
 
@@ -229,8 +235,11 @@ pub struct CrudpBuilder {
     replay_bytes: usize,
     connection_buffer: usize,
     connections_per_user: usize,
+    /// The settings of the in-memory hub given, which a hub of one's own would not take.
+    hub_settings: Vec<&'static str>,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
+    allowed_origins: AllowedOrigins,
 }
 
 impl CrudpBuilder {
@@ -244,6 +253,14 @@ impl CrudpBuilder {
     /// [`User::anonymous`].
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// The origins besides the server's own whose pages may call `POST /call`, `/sync` and
+    /// `/token` (a browser's request from any other is refused with `403`). Default: none.
+    /// List the origins the server's CORS layer allows.
+    pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.allowed_origins = origins;
         self
     }
 
@@ -341,30 +358,42 @@ impl CrudpBuilder {
 
     /// How many events the in-memory hub keeps for `Last-Event-ID` replay.
     /// Default: [`DEFAULT_REPLAY_BUFFER`].
+    /// Of the default hub: with [`hub`](Self::hub) or [`backend`](Self::backend), set it on
+    /// that hub instead ([`BuildError::HubSetting`]).
     pub fn replay_buffer(mut self, events: usize) -> Self {
         self.replay_buffer = events;
+        self.hub_settings.push("replay_buffer");
         self
     }
 
     /// How many events may wait for one slow connection before it is closed (it recovers by
     /// replay). Default: [`DEFAULT_CONNECTION_BUFFER`].
+    /// Of the default hub: with [`hub`](Self::hub) or [`backend`](Self::backend), set it on
+    /// that hub instead ([`BuildError::HubSetting`]).
     pub fn connection_buffer(mut self, events: usize) -> Self {
         self.connection_buffer = events;
+        self.hub_settings.push("connection_buffer");
         self
     }
 
     /// How many event streams one user may hold open; more get `429`.
     /// Default: [`DEFAULT_CONNECTIONS_PER_USER`].
+    /// Of the default hub: with [`hub`](Self::hub) or [`backend`](Self::backend), set it on
+    /// that hub instead ([`BuildError::HubSetting`]).
     pub fn connections_per_user(mut self, connections: usize) -> Self {
         self.connections_per_user = connections;
+        self.hub_settings.push("connections_per_user");
         self
     }
 
     /// The most bytes of events the in-memory hub keeps for replay, besides the count of
     /// [`replay_buffer`](Self::replay_buffer); the oldest go first. Default:
     /// [`DEFAULT_REPLAY_BYTES`].
+    /// Of the default hub: with [`hub`](Self::hub) or [`backend`](Self::backend), set it on
+    /// that hub instead ([`BuildError::HubSetting`]).
     pub fn replay_bytes(mut self, bytes: usize) -> Self {
         self.replay_bytes = bytes;
+        self.hub_settings.push("replay_bytes");
         self
     }
 
@@ -412,6 +441,9 @@ impl CrudpBuilder {
             }
             modules.insert(descriptor.id, module);
         }
+        if let (Some(_), Some(setting)) = (&self.hub, self.hub_settings.first()) {
+            return Err(BuildError::HubSetting { setting });
+        }
         let hub = self.hub.unwrap_or_else(|| {
             Box::new(
                 MemoryHub::new(
@@ -445,6 +477,7 @@ impl CrudpBuilder {
         limits.max_packets = limits
             .max_packets
             .min(outcomes.limits().outcomes_per_client);
+        panics::install_hook();
         Ok(Crudp {
             shared: Arc::new(Shared {
                 modules,
@@ -460,6 +493,7 @@ impl CrudpBuilder {
                     limits.queue_per_client,
                     limits.queue_bytes,
                 ),
+                allowed_origins: self.allowed_origins,
             }),
         })
     }
@@ -506,6 +540,14 @@ pub enum BuildError {
     TokenSecret {
         /// The secret's length, if one was given.
         len: Option<usize>,
+    },
+    /// A setting of the default in-memory hub, on a server given a hub of its own.
+    #[error(
+        "`{setting}` sets the default in-memory hub, but this server has a hub of its own (from `hub` or `backend`): set it on that hub (for `crudp_redis`, on the `MemoryHub` given to `RedisHub::new`)"
+    )]
+    HubSetting {
+        /// The builder method.
+        setting: &'static str,
     },
     /// Two modules have the same wire ID.
     #[error(

@@ -32,6 +32,11 @@ impl Crudp {
     /// The axum router with the CRUDP endpoints; nest it under a prefix of your choice,
     /// e.g. `Router::new().nest("/crudp", api.router())`.
     ///
+    /// The `POST` endpoints take `Content-Type: application/octet-stream` only (`415`
+    /// otherwise) and, from a browser, requests of the server's own origin or of
+    /// [`CrudpBuilder::allowed_origins`](super::CrudpBuilder::allowed_origins) (`403`
+    /// otherwise).
+    ///
     /// - `POST /call`: a postcard [`Batch`] in, `200 OK` with the postcard
     ///   [`Results`](crate::Results) out.
     /// - `POST /sync`: a [`Batch`] in, `202 Accepted` at once; the results come as an
@@ -52,9 +57,12 @@ impl Crudp {
             .with_state(self.clone())
     }
 
-    /// Authenticates a request and reads its body (at most `max_body_bytes`).
+    /// Checks where a request comes from, authenticates it and reads its body (at most
+    /// `max_body_bytes`).
     async fn admit(&self, request: Request) -> Result<(Parts, User, bytes::Bytes), Response> {
         let (parts, body) = request.into_parts();
+        super::origin::check(&parts, &self.shared.allowed_origins)
+            .map_err(|(status, message)| refuse(status, message))?;
         let user = match self.shared.authenticator.authenticate(&parts).await {
             Ok(user) => user,
             Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
