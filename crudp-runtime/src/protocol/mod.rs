@@ -151,6 +151,9 @@ pub enum RejectCode {
     Forbidden,
     /// The handler panicked or its result could not be encoded.
     Internal,
+    /// The handler ran longer than the server's handler timeout and was stopped. It may have
+    /// done part of its work, so it is not run again.
+    Timeout,
 }
 
 impl std::fmt::Display for RejectCode {
@@ -161,6 +164,7 @@ impl std::fmt::Display for RejectCode {
             RejectCode::BadArguments => "bad arguments",
             RejectCode::Forbidden => "forbidden",
             RejectCode::Internal => "internal error",
+            RejectCode::Timeout => "timed out",
         })
     }
 }

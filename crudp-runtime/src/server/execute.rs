@@ -274,7 +274,27 @@ impl Crudp {
         }
         // Calling `dispatch` inside the guarded future also catches a panic before its first await.
         let run = std::pin::pin!(async { module.dispatch(ctx, packet.action, &packet.args).await });
-        match AssertUnwindSafe(Marked(run)).catch_unwind().await {
+        let limit = self.shared.limits.handler_timeout;
+        let Ok(finished) =
+            tokio::time::timeout(limit, AssertUnwindSafe(Marked(run)).catch_unwind()).await
+        else {
+            // Stopped: what it asked for (broadcasts, a retry) goes with it.
+            drop(ctx.take_effects());
+            tracing::warn!(
+                module = descriptor.name,
+                action = %packet.action,
+                request = %ctx.request_id(),
+                "handler stopped after {limit:?}"
+            );
+            return Outcome::Rejected {
+                code: RejectCode::Timeout,
+                message: format!(
+                    "the handler `{}::{}` ran longer than {limit:?} and was stopped",
+                    descriptor.name, packet.action
+                ),
+            };
+        };
+        match finished {
             Ok(outcome) => outcome,
             Err(panic) => {
                 let reason = panic

@@ -52,6 +52,14 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 pub const DEFAULT_QUEUE_PER_CLIENT: usize = 16;
 /// Default for [`CrudpBuilder::workers`]: 16 batches at once.
 pub const DEFAULT_WORKERS: usize = 16;
+/// Default for [`CrudpBuilder::queue_per_user`]: 256 batches of one user, a quarter of the
+/// default queue.
+pub const DEFAULT_QUEUE_PER_USER: usize = 256;
+/// Default for [`CrudpBuilder::workers_per_user`]: 4 batches of one user at once, a quarter of
+/// the default workers.
+pub const DEFAULT_WORKERS_PER_USER: usize = 4;
+/// Default for [`CrudpBuilder::handler_timeout`]: 30 seconds.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`CrudpBuilder::token_ttl`]: 10 minutes.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// Default for [`CrudpBuilder::heartbeat`]: a `: ping` comment every 30 seconds.
@@ -111,7 +119,10 @@ struct Limits {
     queue_depth: usize,
     queue_bytes: usize,
     queue_per_client: usize,
+    queue_per_user: usize,
     workers: usize,
+    workers_per_user: usize,
+    handler_timeout: Duration,
     token_ttl: Duration,
     heartbeat: Duration,
     retry_hint: Duration,
@@ -135,7 +146,10 @@ impl Crudp {
                 queue_depth: DEFAULT_QUEUE_DEPTH,
                 queue_bytes: DEFAULT_QUEUE_BYTES,
                 queue_per_client: DEFAULT_QUEUE_PER_CLIENT,
+                queue_per_user: DEFAULT_QUEUE_PER_USER,
                 workers: DEFAULT_WORKERS,
+                workers_per_user: DEFAULT_WORKERS_PER_USER,
+                handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
                 retry_hint: DEFAULT_RETRY_HINT,
@@ -350,9 +364,36 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most batches of one user (of all its clients) waiting to run, so that one user
+    /// cannot fill the queue, however many client IDs it makes; beyond it that user gets
+    /// `503`. Default: [`DEFAULT_QUEUE_PER_USER`].
+    pub fn queue_per_user(mut self, batches: usize) -> Self {
+        self.limits.queue_per_user = batches.max(1);
+        self
+    }
+
     /// How many batches (of different clients) run at once. Default: [`DEFAULT_WORKERS`].
     pub fn workers(mut self, workers: usize) -> Self {
         self.limits.workers = workers.max(1);
+        self
+    }
+
+    /// How many batches of one user (of different clients) run at once, so that one user's
+    /// slow or hanging handlers leave the other workers to other users. Default:
+    /// [`DEFAULT_WORKERS_PER_USER`].
+    pub fn workers_per_user(mut self, workers: usize) -> Self {
+        self.limits.workers_per_user = workers.max(1);
+        self
+    }
+
+    /// How long one call's handler may run. A handler still running then is stopped (its
+    /// future is dropped) and its call answered `Rejected` with [`RejectCode::Timeout`], for
+    /// good: it may have done part of its work, so it is not run again. Default:
+    /// [`DEFAULT_HANDLER_TIMEOUT`].
+    ///
+    /// [`RejectCode::Timeout`]: crate::protocol::RejectCode::Timeout
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handler_timeout = timeout;
         self
     }
 
@@ -488,11 +529,7 @@ impl CrudpBuilder {
                 limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
-                queue: queue::Queue::new(
-                    limits.queue_depth,
-                    limits.queue_per_client,
-                    limits.queue_bytes,
-                ),
+                queue: queue::Queue::new(limits),
                 allowed_origins: self.allowed_origins,
             }),
         })

@@ -1,19 +1,26 @@
-//! The batch queue: bounded, in order per client, clients in parallel.
+//! The batch queue: bounded, in order per client, clients in parallel, users in fair shares.
 //!
 //! Each client has its own FIFO of batches; a client with work is handed to one worker at a
 //! time, which drains its FIFO, so one client's batches never overlap or reorder while
-//! different clients run side by side.
+//! different clients run side by side. A user may have only so many batches waiting
+//! (`queue_per_user`) and only so many of its clients running at once (`workers_per_user`):
+//! the rest of the queue and of the workers stay free for other users, however many client IDs
+//! one user makes.
 
 use std::{
     collections::{HashMap, VecDeque},
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
+    pin::pin,
+    sync::{
+        Arc, Mutex, MutexGuard, Once, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
-use super::Shared;
+use super::{Limits, Shared};
 use crate::{
     context::Context,
     protocol::{ClientId, Packet, Results},
@@ -30,34 +37,61 @@ pub(super) struct Job {
 }
 
 pub(super) struct Queue {
-    depth: usize,
-    per_client: usize,
-    max_bytes: usize,
+    limits: Limits,
     jobs: Mutex<Jobs>,
-    ready: OnceLock<mpsc::UnboundedSender<ClientId>>,
+    wake: Arc<Wake>,
+    start: Once,
+}
+
+/// How idle workers learn of work, or that the server is gone.
+#[derive(Default)]
+struct Wake {
+    notify: Notify,
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
 struct Jobs {
     /// A client is present while it has batches waiting or one running.
-    per_client: HashMap<ClientId, VecDeque<Job>>,
+    per_client: HashMap<ClientId, Waiting>,
+    /// Clients with batches waiting and no worker, in the order they became ready.
+    ready: VecDeque<ClientId>,
+    per_user: HashMap<Arc<str>, Load>,
     waiting: usize,
     /// The body bytes of the batches waiting.
     bytes: usize,
 }
 
-/// The queue holds its maximum number of batches.
-#[derive(Debug)]
-pub(super) struct Full;
+struct Waiting {
+    user: Arc<str>,
+    jobs: VecDeque<Job>,
+}
+
+/// A user's batches waiting, and its clients a worker runs.
+#[derive(Default)]
+struct Load {
+    waiting: usize,
+    running: usize,
+}
+
+/// Why a batch was not queued.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Full {
+    #[error("the server's batch queue is full; retry shortly")]
+    Server,
+    #[error("this client has {0} batches waiting, its most; retry shortly")]
+    Client(usize),
+    #[error("this user has {0} batches waiting, its share of the queue; retry shortly")]
+    User(usize),
+}
 
 impl Queue {
-    pub(super) fn new(depth: usize, per_client: usize, max_bytes: usize) -> Self {
+    pub(super) fn new(limits: Limits) -> Self {
         Self {
-            depth,
-            per_client,
-            max_bytes,
+            limits,
             jobs: Mutex::default(),
-            ready: OnceLock::new(),
+            wake: Arc::default(),
+            start: Once::new(),
         }
     }
 
@@ -68,67 +102,133 @@ impl Queue {
     /// Queues a batch, starting the workers on first use.
     pub(super) fn push(&self, shared: &Arc<Shared>, job: Job) -> Result<(), Full> {
         let client = job.ctx.client();
+        let user: Arc<str> = Arc::from(job.ctx.user().id.as_str());
+        let limits = &self.limits;
         let mut jobs = self.jobs();
-        let mine = jobs.per_client.get(&client).map_or(0, VecDeque::len);
-        let over_bytes = jobs.waiting > 0 && jobs.bytes + job.bytes > self.max_bytes;
-        if jobs.waiting >= self.depth || mine >= self.per_client || over_bytes {
-            return Err(Full);
+        let mine = jobs.per_client.get(&client).map_or(0, |w| w.jobs.len());
+        let theirs = jobs.per_user.get(&user).map_or(0, |l| l.waiting);
+        let over_bytes = jobs.waiting > 0 && jobs.bytes + job.bytes > limits.queue_bytes;
+        if jobs.waiting >= limits.queue_depth || over_bytes {
+            return Err(Full::Server);
+        }
+        if mine >= limits.queue_per_client {
+            return Err(Full::Client(mine));
+        }
+        if theirs >= limits.queue_per_user {
+            return Err(Full::User(theirs));
         }
         jobs.waiting += 1;
         jobs.bytes += job.bytes;
+        jobs.per_user.entry(Arc::clone(&user)).or_default().waiting += 1;
         let idle = !jobs.per_client.contains_key(&client);
-        jobs.per_client.entry(client).or_default().push_back(job);
+        jobs.per_client
+            .entry(client)
+            .or_insert_with(|| Waiting {
+                user,
+                jobs: VecDeque::new(),
+            })
+            .jobs
+            .push_back(job);
+        if idle {
+            jobs.ready.push_back(client);
+        }
         drop(jobs);
         if idle {
-            let ready = self.ready.get_or_init(|| start_workers(shared));
-            // The receiver lives as long as the workers, which live as long as the server.
-            let _ = ready.send(client);
+            self.start
+                .call_once(|| start_workers(shared, Arc::clone(&self.wake)));
+            self.wake.notify.notify_one();
         }
         Ok(())
     }
 
-    /// The next batch of `client`, or `None` (and the client leaves the queue) if it has none.
+    /// A ready client whose user runs fewer than its share of workers, now handed to the
+    /// calling worker.
+    fn take_ready(&self) -> Option<ClientId> {
+        let mut jobs = self.jobs();
+        let Jobs {
+            per_client,
+            ready,
+            per_user,
+            ..
+        } = &mut *jobs;
+        let share = self.limits.workers_per_user;
+        let position = ready.iter().position(|client| {
+            per_client
+                .get(client)
+                .and_then(|w| per_user.get(&w.user))
+                .is_none_or(|load| load.running < share)
+        })?;
+        let client = ready.remove(position)?;
+        if let Some(load) = per_client
+            .get(&client)
+            .and_then(|w| per_user.get_mut(&w.user))
+        {
+            load.running += 1;
+        }
+        Some(client)
+    }
+
+    /// The next batch of `client`, or `None`: then the client leaves the queue, and its
+    /// worker is free.
     fn next(&self, client: ClientId) -> Option<Job> {
         let mut jobs = self.jobs();
-        let job = jobs
-            .per_client
-            .get_mut(&client)
-            .and_then(VecDeque::pop_front);
-        match job {
+        let waiting = jobs.per_client.get_mut(&client)?;
+        let user = Arc::clone(&waiting.user);
+        match waiting.jobs.pop_front() {
             Some(job) => {
                 jobs.waiting -= 1;
                 jobs.bytes -= job.bytes;
+                if let Some(load) = jobs.per_user.get_mut(&user) {
+                    load.waiting -= 1;
+                }
                 Some(job)
             }
             None => {
                 jobs.per_client.remove(&client);
+                if let Some(load) = jobs.per_user.get_mut(&user) {
+                    load.running -= 1;
+                    if load.running == 0 && load.waiting == 0 {
+                        jobs.per_user.remove(&user);
+                    }
+                }
+                drop(jobs);
+                // A client of this user may have been waiting for the worker it had.
+                self.wake.notify.notify_one();
                 None
             }
         }
     }
 }
 
-fn start_workers(shared: &Arc<Shared>) -> mpsc::UnboundedSender<ClientId> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-    for _ in 0..shared.limits.workers {
-        tokio::spawn(work(Arc::downgrade(shared), Arc::clone(&receiver)));
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.wake.closed.store(true, Ordering::SeqCst);
+        self.wake.notify.notify_waiters();
     }
-    sender
+}
+
+fn start_workers(shared: &Arc<Shared>, wake: Arc<Wake>) {
+    for _ in 0..shared.limits.workers {
+        tokio::spawn(work(Arc::downgrade(shared), Arc::clone(&wake)));
+    }
 }
 
 /// Takes a ready client, drains its batches in order, repeats. Holds the server weakly, so
 /// the workers end with it.
-async fn work(
-    shared: Weak<Shared>,
-    ready: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ClientId>>>,
-) {
+async fn work(shared: Weak<Shared>, wake: Arc<Wake>) {
     loop {
-        let Some(client) = ready.lock().await.recv().await else {
+        let mut notified = pin!(wake.notify.notified());
+        notified.as_mut().enable();
+        if wake.closed.load(Ordering::SeqCst) {
             return;
-        };
+        }
         let Some(server) = shared.upgrade().map(|shared| super::Crudp { shared }) else {
             return;
+        };
+        let Some(client) = server.shared.queue.take_ready() else {
+            drop(server);
+            notified.await;
+            continue;
         };
         while let Some(job) = server.shared.queue.next(client) {
             // A panic outside the handlers (in a hub or a store) must not take the worker, and

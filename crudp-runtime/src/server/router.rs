@@ -127,7 +127,7 @@ impl Crudp {
         self.shared
             .queue
             .push(&self.shared, job)
-            .map_err(|_| unavailable("the server's batch queue is full; retry shortly".into()))
+            .map_err(|full| unavailable(full.to_string()))
     }
 
     /// Signs a token for `clients` of `user`.

@@ -1,0 +1,91 @@
+//! One user cannot starve the others: its batches get a share of the queue and of the workers
+//! however many client IDs it makes, and a handler that hangs is stopped.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use crudp::{CallError, ClientId, RejectCode};
+use crudp_tests::*;
+
+/// `POST /sync` of one gated create (it waits at the store's gate) from `client` of `user`.
+async fn sync_gated(server: &Server, user: &str, client: u64) -> reqwest::Response {
+    http_as(user, "member")
+        .post(format!("{}/sync", server.url()))
+        .body(batch_of(ClientId(client), creates("gated", [1])))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A liveness guard, not a speed check: generous, so that only a call that never comes fails.
+async fn within_a_minute<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never came"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_hanging_handlers_holds_only_its_share_of_workers_and_queue() {
+    let server = Server::start_with(|b| {
+        b.workers(4)
+            .workers_per_user(2)
+            .queue_per_user(3)
+            .handler_timeout(Duration::from_secs(600))
+    })
+    .await;
+    // The hog's batches, each from a client ID of its own: 2 run (and hang), 3 wait.
+    for client in 1..=5 {
+        assert_eq!(sync_gated(&server, "hog", client).await.status(), 202);
+    }
+    eventually("two of the hog's handlers to hang", || {
+        server.store.at_gate.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let refused = sync_gated(&server, "hog", 6).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("share of the queue"), "{message}");
+
+    // Another user is served meanwhile, by the workers the hog may not take.
+    let ann = server.client_as("ann", "member");
+    let todo = within_a_minute(
+        "ann's answer",
+        TodosClient::new(&ann).create("hello".into()),
+    )
+    .await;
+    assert_eq!(todo.unwrap().title, "hello");
+    assert_eq!(
+        server.store.at_gate.load(Ordering::SeqCst),
+        2,
+        "still only two of the hog's handlers ran"
+    );
+
+    // Released, the hog's batches all run.
+    server.store.gate.add_permits(5);
+    eventually("the hog's 5 batches and ann's call", || {
+        server.executions() == 6
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_hangs_is_stopped_and_its_call_is_not_run_again() {
+    let server = Server::start_with(|b| b.handler_timeout(Duration::from_millis(300))).await;
+    let client = server.client_as("ann", "member");
+    let todos = TodosClient::new(&client);
+    let stopped = within_a_minute("the timeout", todos.create("gated forever".into())).await;
+    match stopped {
+        Err(CallError::Rejected {
+            code: RejectCode::Timeout,
+            message,
+        }) => assert!(message.contains("Todos::create"), "{message}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The client's next calls run; the stopped one never ran to its end, nor again.
+    assert_eq!(todos.create("next".into()).await.unwrap().title, "next");
+    server.store.gate.add_permits(10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.executions(), 1, "only `next` ran");
+}
