@@ -19,7 +19,8 @@ use crate::{core::Input, queue::Reply, shared::Shared};
 /// The call is queued when the method is called, not when this future is first polled, and
 /// dropping the future does not cancel it: the call is still sent, within the client's batch
 /// window. The first poll tells the client that the calling task is done making calls for
-/// now, so the calls it made leave together.
+/// now, so the calls it made leave together; while a future is alive and unpolled, the
+/// client waits a little longer (100 ms at most) before it sends without it.
 #[must_use = "the call is sent either way; await the future to get its result"]
 pub struct CallFuture<T, E> {
     reply: oneshot::Receiver<Reply>,
@@ -40,6 +41,15 @@ impl<T, E> CallFuture<T, E> {
     fn release(&mut self) {
         if let Some(shared) = self.release.take().and_then(|s| s.upgrade()) {
             shared.post(Input::Release);
+        }
+    }
+}
+
+impl<T, E> Drop for CallFuture<T, E> {
+    fn drop(&mut self) {
+        // Never polled: its task is done with it, and the call leaves within the window.
+        if let Some(shared) = self.release.take().and_then(|s| s.upgrade()) {
+            shared.post(Input::Dropped);
         }
     }
 }

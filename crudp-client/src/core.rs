@@ -20,6 +20,10 @@ pub(crate) const OFFLINE_AFTER: u32 = 3;
 /// on another server, stayed up. (The server answers a call it ran from its records.)
 pub(crate) const RESULTS_WITHIN_MS: u64 = 15_000;
 
+/// How much longer than the batch window calls wait while futures of calls are alive and not
+/// yet polled, in ms: their tasks are still making calls (or were descheduled while at it).
+pub(crate) const HOLD_MS: u64 = 100;
+
 /// How results come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -41,8 +45,12 @@ pub(crate) enum Input {
         args: Vec<u8>,
         reply: oneshot::Sender<Reply>,
     },
-    /// A task awaits one of its calls: the calls made so far may leave.
+    /// A task awaits one of its calls (the call's future was polled for the first time): the
+    /// calls made so far may leave.
     Release,
+    /// A call's future was dropped without being polled: its call still leaves, within the
+    /// batch window.
+    Dropped,
     /// Send now, skipping any pause: `client.sync()`, or the network is back.
     Sync,
     /// The batch on its way got an answer (in `Call` mode, with the results) or failed.
@@ -95,6 +103,10 @@ pub(crate) struct Core {
     released: u64,
     /// When the calls made so far leave even if their task has not yielded, in ms.
     window_ends: Option<u64>,
+    /// Calls whose futures are alive and not yet polled: their tasks are still making calls,
+    /// so the window waits for them (up to [`HOLD_MS`] more), and a task descheduled in the
+    /// middle of its calls does not split them.
+    unpolled: usize,
     /// No batch leaves before then (a back-off, or the hold after calls the server could not
     /// run yet), in ms.
     paused_until: Option<u64>,
@@ -131,6 +143,7 @@ impl Core {
             failures: 0,
             sending: None,
             window_ends: None,
+            unpolled: 0,
             paused_until: None,
             send_backoff: Backoff::new(client.0 ^ 0x5eed),
             hold: Backoff::new(client.0 ^ 0xba11),
@@ -170,7 +183,7 @@ impl Core {
             return resend;
         }
         // While paused nothing leaves, released or not; then the window, if any, still runs.
-        let next = self.paused_until.or(self.window_ends);
+        let next = self.paused_until.or(self.window_end());
         match (next, resend) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -199,9 +212,14 @@ impl Core {
                 });
                 self.window_ends
                     .get_or_insert(now.saturating_add(self.batch_window));
+                self.unpolled += 1;
                 self.unsaved = true;
             }
-            Input::Release => self.release_all(),
+            Input::Release => {
+                self.unpolled = self.unpolled.saturating_sub(1);
+                self.release_all();
+            }
+            Input::Dropped => self.unpolled = self.unpolled.saturating_sub(1),
             Input::Sync => {
                 self.release_all();
                 self.paused_until = None;
@@ -241,7 +259,7 @@ impl Core {
     /// What to do now: send the next batch if one may leave, report the status if it changed,
     /// save if the calls changed.
     pub(crate) fn poll(&mut self, now: u64, effects: &mut Vec<Effect>) {
-        if self.window_ends.is_some_and(|end| end <= now) {
+        if self.window_end().is_some_and(|end| end <= now) {
             self.release_all();
         }
         if self.calls.in_flight() == 0 {
@@ -279,6 +297,13 @@ impl Core {
         if std::mem::take(&mut self.unsaved) {
             effects.push(Effect::Save);
         }
+    }
+
+    /// When the calls not released yet leave: at the end of the window, or, while futures of
+    /// calls are alive and unpolled (their tasks have not yielded yet), [`HOLD_MS`] later.
+    fn window_end(&self) -> Option<u64> {
+        let hold = if self.unpolled > 0 { HOLD_MS } else { 0 };
+        self.window_ends.map(|end| end.saturating_add(hold))
     }
 
     fn release_all(&mut self) {
@@ -501,12 +526,36 @@ mod tests {
             None,
             "not released, within the window"
         );
+        // The futures of calls 2 and 3 were never polled, and call 4's is alive: the window
+        // waits longer for their tasks.
+        assert_eq!(core.deadline(), Some(2 + WINDOW + HOLD_MS));
+        assert_eq!(poll(&mut core, 2 + WINDOW).0, None, "a task is still at it");
+        for _ in 0..3 {
+            core.handle(Input::Dropped, 4, &mut Vec::new());
+        }
         assert_eq!(core.deadline(), Some(2 + WINDOW));
         assert_eq!(
             poll(&mut core, 2 + WINDOW).0,
             Some(vec![4]),
-            "the window passed"
+            "the futures were dropped, and the window passed"
         );
+    }
+
+    #[test]
+    fn a_task_descheduled_while_making_calls_does_not_split_them() {
+        let mut core = core(Mode::Call);
+        call(&mut core, 0);
+        call(&mut core, 1);
+        // Descheduled well past the window, before the third call and its first poll.
+        assert_eq!(poll(&mut core, 5 * WINDOW).0, None);
+        call(&mut core, 5 * WINDOW);
+        core.handle(Input::Release, 5 * WINDOW, &mut Vec::new());
+        assert_eq!(poll(&mut core, 5 * WINDOW).0, Some(vec![1, 2, 3]));
+        // A future kept and never polled holds the others' calls only so long.
+        call(&mut core, 6 * WINDOW);
+        handle(&mut core, Input::Sent(Ok(Some(ok(&[1, 2, 3])))), 6 * WINDOW);
+        assert_eq!(poll(&mut core, 7 * WINDOW).0, None);
+        assert_eq!(poll(&mut core, 7 * WINDOW + HOLD_MS).0, Some(vec![4]));
     }
 
     #[test]

@@ -78,6 +78,11 @@ impl User {
     pub fn anonymous() -> Self {
         Self::new(ANONYMOUS, ANONYMOUS)
     }
+
+    /// Whether this is [`User::anonymous`]'s ID.
+    pub fn is_anonymous(&self) -> bool {
+        self.id == ANONYMOUS
+    }
 }
 
 /// The context of one call, handed to every handler method.

@@ -7,8 +7,8 @@ use std::{collections::VecDeque, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{Query, Request, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use super::{
     reply::{refuse, unavailable, unix_now},
 };
 use crate::{
-    auth::TokenError,
+    auth::{Claims, TokenError},
     context::User,
     hub::{Frame, HubError, PING, Start, Subscriber, event_frame, retry_frame},
     protocol::{EventKind, Position},
@@ -40,9 +40,9 @@ pub(super) struct EventsQuery {
 pub(super) async fn events(
     State(crudp): State<Crudp>,
     Query(query): Query<EventsQuery>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    open(crudp, query, headers, false).await
+    open(crudp, query, request.into_parts().0, false).await
 }
 
 /// `GET /poll`: the same events as `GET /events`, for clients whose stream cannot get through
@@ -52,16 +52,39 @@ pub(super) async fn events(
 pub(super) async fn poll(
     State(crudp): State<Crudp>,
     Query(query): Query<EventsQuery>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    open(crudp, query, headers, true).await
+    open(crudp, query, request.into_parts().0, true).await
+}
+
+/// Checks that the request's own credentials, as the authenticator reads them, are still the
+/// token's user's: a user who signed out (the authenticator refuses the request), signed in
+/// as someone else or changed role gets `401`, and its client a new token or none. A request
+/// the authenticator lets in as anonymous carries no session (an `EventSource` of another
+/// origin, say): the token alone vouches for it.
+async fn same_user(crudp: &Crudp, parts: &Parts, claims: &Claims) -> Result<(), Response> {
+    let refused = |why: String| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("{why}; get a new token from `POST /token`"),
+        )
+    };
+    match crudp.shared.authenticator.authenticate(parts).await {
+        Err(e) => Err(refused(format!("the request is not signed in ({e})"))),
+        Ok(user) if user.id == claims.user && user.role == claims.role => Ok(()),
+        Ok(user) if user.is_anonymous() => Ok(()),
+        Ok(_) => Err(refused(
+            "the token is for another user or role than the request's".into(),
+        )),
+    }
 }
 
 /// How long a poll waits for a new event: below the 30 to 60 s after which proxies commonly
 /// give up on a quiet request.
 pub(super) const POLL_WAIT: Duration = Duration::from_secs(25);
 
-async fn open(crudp: Crudp, query: EventsQuery, headers: HeaderMap, poll: bool) -> Response {
+async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Response {
+    let headers = &parts.headers;
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -82,6 +105,11 @@ async fn open(crudp: Crudp, query: EventsQuery, headers: HeaderMap, poll: bool) 
             );
         }
     };
+    if crudp.shared.limits.authenticate_streams
+        && let Err(refusal) = same_user(&crudp, &parts, &claims).await
+    {
+        return refusal;
+    }
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -123,6 +123,7 @@ struct Limits {
     workers: usize,
     workers_per_user: usize,
     handler_timeout: Duration,
+    authenticate_streams: bool,
     token_ttl: Duration,
     heartbeat: Duration,
     retry_hint: Duration,
@@ -150,6 +151,7 @@ impl Crudp {
                 workers: DEFAULT_WORKERS,
                 workers_per_user: DEFAULT_WORKERS_PER_USER,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+                authenticate_streams: true,
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
                 retry_hint: DEFAULT_RETRY_HINT,
@@ -289,6 +291,17 @@ impl CrudpBuilder {
     /// survives restarts. The store's limits are set on its own constructor.
     pub fn outcome_store(mut self, store: impl OutcomeStore) -> Self {
         self.outcomes = Some(Box::new(store));
+        self
+    }
+
+    /// Whether `GET /events` and `GET /poll` also run the authenticator (default: yes), so that
+    /// a stream ends at its next reconnection once its user signed out (the authenticator
+    /// refuses the request), signed in as someone else or changed role: `401`. A request the
+    /// authenticator lets in as anonymous rides on its token alone. Turn it off only when the
+    /// authenticator needs what an `EventSource` cannot send (an `Authorization` header) and
+    /// refuses requests without it; streams then end only when their token expires.
+    pub fn authenticate_streams(mut self, authenticate: bool) -> Self {
+        self.limits.authenticate_streams = authenticate;
         self
     }
 
