@@ -140,7 +140,7 @@ impl Fragile for Glass {
 }
 
 /// Trusts `x-user: <id>:<role>`; without it the user is anonymous, with `x-user: nobody` 401.
-fn header_user(parts: &http::request::Parts) -> Result<User, AuthError> {
+pub fn header_user(parts: &http::request::Parts) -> Result<User, AuthError> {
     match parts.headers.get("x-user").and_then(|v| v.to_str().ok()) {
         None => Ok(User::anonymous()),
         Some(value) => match value.split_once(':') {
@@ -203,7 +203,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            crudp::server::serve(listener, app).await.unwrap();
         });
         Self {
             addr,

@@ -3,11 +3,11 @@
 //! Frames are written by hand (see `hub::frame`): each event is framed once and its bytes are
 //! shared by every connection it reaches.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{Query, Request, State},
+    extract::{ConnectInfo, Query, Request, State},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -19,6 +19,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     Crudp, Peer,
     reply::{refuse, unavailable, unix_now},
+    slots::{Full, Slot},
 };
 use crate::{
     auth::{Claims, TokenError},
@@ -126,6 +127,30 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
         user: connection.user.clone(),
         clients: connection.clients.clone(),
     };
+    let limits = &crudp.shared.limits;
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let slot =
+        match crudp
+            .shared
+            .streams
+            .take(address, limits.max_streams, limits.streams_per_address)
+        {
+            Ok(slot) => slot,
+            Err(Full::Total(most)) => {
+                return unavailable(format!(
+                    "the server holds {most} event streams, its most; retry shortly"
+                ));
+            }
+            Err(Full::Address(most)) => {
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("this address holds {most} event streams, its most"),
+                );
+            }
+        };
     let subscription = match crudp.shared.hub.subscribe(subscriber, last_event_id).await {
         Ok(subscription) => subscription,
         Err(e @ HubError::TooManyConnections { .. }) => {
@@ -188,6 +213,7 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
         expires: Box::pin(tokio::time::sleep_until(expires)),
 
         _registration: subscription.guard,
+        _slot: slot,
         _presence: (!poll).then(|| Presence {
             crudp: crudp.clone(),
             connection,
@@ -216,6 +242,7 @@ struct Stream {
     ping: tokio::time::Interval,
     expires: std::pin::Pin<Box<tokio::time::Sleep>>,
     _registration: Box<dyn Send + Sync>,
+    _slot: Slot,
     /// Streams, not polls, are presence.
     _presence: Option<Presence>,
 }

@@ -7,9 +7,14 @@ mod panics;
 mod queue;
 mod reply;
 mod router;
+mod serve;
+mod slots;
 
 pub use origin::AllowedOrigins;
 pub use router::MAX_SEQ;
+pub use serve::{
+    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Serve, serve,
+};
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
@@ -58,6 +63,12 @@ pub const DEFAULT_QUEUE_PER_USER: usize = 256;
 /// Default for [`CrudpBuilder::workers_per_user`]: 4 batches of one user at once, a quarter of
 /// the default workers.
 pub const DEFAULT_WORKERS_PER_USER: usize = 4;
+/// Default for [`CrudpBuilder::max_streams`]: 10,000 event streams and polls open at once.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Default for [`CrudpBuilder::streams_per_address`]: 256 of one IP address.
+pub const DEFAULT_STREAMS_PER_ADDRESS: usize = 256;
+/// Default for [`CrudpBuilder::body_timeout`]: 30 seconds.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`CrudpBuilder::handler_timeout`]: 30 seconds.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`CrudpBuilder::token_ttl`]: 10 minutes.
@@ -78,7 +89,7 @@ pub const DEFAULT_RESULTS_EVENT_BYTES: usize = 1 << 20;
 /// let api = Crudp::builder().handler(todos).build();
 /// let app = axum::Router::new().nest("/crudp", api.router());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app).await
+/// crudp_runtime::server::serve(listener, app).await
 /// # }
 /// ```
 ///
@@ -110,6 +121,8 @@ struct Shared {
     on_disconnect: Option<Hook>,
     queue: queue::Queue,
     allowed_origins: AllowedOrigins,
+    /// The event streams and polls open.
+    streams: Arc<slots::Slots>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,6 +136,9 @@ struct Limits {
     workers: usize,
     workers_per_user: usize,
     handler_timeout: Duration,
+    body_timeout: Duration,
+    max_streams: usize,
+    streams_per_address: usize,
     authenticate_streams: bool,
     token_ttl: Duration,
     heartbeat: Duration,
@@ -151,6 +167,9 @@ impl Crudp {
                 workers: DEFAULT_WORKERS,
                 workers_per_user: DEFAULT_WORKERS_PER_USER,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                max_streams: DEFAULT_MAX_STREAMS,
+                streams_per_address: DEFAULT_STREAMS_PER_ADDRESS,
                 authenticate_streams: true,
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
@@ -399,6 +418,30 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most event streams (and polls) open at once, of all users; more get `503`.
+    /// Default: [`DEFAULT_MAX_STREAMS`].
+    pub fn max_streams(mut self, streams: usize) -> Self {
+        self.limits.max_streams = streams;
+        self
+    }
+
+    /// The most event streams (and polls) one IP address may hold open; more get `429`. The
+    /// address is the peer's, as [`serve`] (or axum's `into_make_service_with_connect_info`)
+    /// records it; without it, only [`max_streams`](Self::max_streams) applies. Behind a
+    /// reverse proxy every client has the proxy's address: raise it there. Default:
+    /// [`DEFAULT_STREAMS_PER_ADDRESS`].
+    pub fn streams_per_address(mut self, streams: usize) -> Self {
+        self.limits.streams_per_address = streams;
+        self
+    }
+
+    /// How long a request's body may take to arrive; a slower one gets `408` and its
+    /// connection is closed. Default: [`DEFAULT_BODY_TIMEOUT`].
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.body_timeout = timeout;
+        self
+    }
+
     /// How long one call's handler may run. A handler still running then is stopped (its
     /// future is dropped) and its call answered `Rejected` with [`RejectCode::Timeout`], for
     /// good: it may have done part of its work, so it is not run again. Default:
@@ -544,6 +587,7 @@ impl CrudpBuilder {
                 on_disconnect: self.on_disconnect,
                 queue: queue::Queue::new(limits),
                 allowed_origins: self.allowed_origins,
+                streams: Arc::default(),
             }),
         })
     }

@@ -58,7 +58,7 @@ impl Crudp {
     }
 
     /// Checks where a request comes from, authenticates it and reads its body (at most
-    /// `max_body_bytes`).
+    /// `max_body_bytes`, within `body_timeout`).
     async fn admit(&self, request: Request) -> Result<(Parts, User, bytes::Bytes), Response> {
         let (parts, body) = request.into_parts();
         super::origin::check(&parts, &self.shared.allowed_origins)
@@ -67,7 +67,8 @@ impl Crudp {
             Ok(user) => user,
             Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
         };
-        let body = read_body(body, self.shared.limits.max_body_bytes).await?;
+        let limits = &self.shared.limits;
+        let body = read_body(body, limits.max_body_bytes, limits.body_timeout).await?;
         Ok((parts, user, body))
     }
 
@@ -207,8 +208,18 @@ fn octets(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    match axum::body::to_bytes(body, limit).await {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, Response> {
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}"),
+        ));
+    };
+    match read {
         Ok(bytes) => Ok(bytes),
         Err(e) if is_length_limit(&e) => Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,

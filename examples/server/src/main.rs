@@ -126,7 +126,7 @@ async fn main() -> Result<(), String> {
         "todo board at http://{address}/ (front ends from {})",
         options.dist.display()
     );
-    axum::serve(listener, app)
+    crudp::server::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

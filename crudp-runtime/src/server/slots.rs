@@ -1,0 +1,98 @@
+//! Places (connections, event streams) counted in all and per IP address, each given back
+//! when its [`Slot`] is dropped.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+#[derive(Default)]
+pub(super) struct Slots(Mutex<Counts>);
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why no place was free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Full {
+    /// All places are taken: this many.
+    Total(usize),
+    /// The address holds this many places.
+    Address(usize),
+}
+
+/// One place, held until dropped.
+pub(super) struct Slot {
+    slots: Arc<Slots>,
+    address: Option<IpAddr>,
+}
+
+impl Slots {
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for `address` (uncounted per address if unknown), if fewer than `total` are
+    /// taken in all and fewer than `per_address` by that address.
+    pub(super) fn take(
+        self: &Arc<Self>,
+        address: Option<IpAddr>,
+        total: usize,
+        per_address: usize,
+    ) -> Result<Slot, Full> {
+        let mut counts = self.counts();
+        if counts.total >= total {
+            return Err(Full::Total(total));
+        }
+        if let Some(address) = address {
+            let held = counts.per_address.entry(address).or_default();
+            if *held >= per_address {
+                return Err(Full::Address(per_address));
+            }
+            *held += 1;
+        }
+        counts.total += 1;
+        Ok(Slot {
+            slots: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.counts();
+        counts.total -= 1;
+        if let Some(address) = self.address
+            && let Some(held) = counts.per_address.get_mut(&address)
+        {
+            *held -= 1;
+            if *held == 0 {
+                counts.per_address.remove(&address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_counted_in_all_and_per_address_and_given_back() {
+        let slots = Arc::new(Slots::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = slots.take(Some(a), 3, 2).unwrap();
+        let _second = slots.take(Some(a), 3, 2).unwrap();
+        assert_eq!(slots.take(Some(a), 3, 2).err(), Some(Full::Address(2)));
+        let _third = slots.take(Some(b), 3, 2).unwrap();
+        assert_eq!(slots.take(None, 3, 2).err(), Some(Full::Total(3)));
+        drop(first);
+        assert!(slots.take(Some(a), 3, 2).is_ok(), "given back");
+        assert!(slots.counts().per_address.len() <= 2);
+    }
+}
