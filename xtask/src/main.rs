@@ -9,9 +9,11 @@
 //!   included), the wasm32 builds, clippy with warnings denied, and the browser tests in
 //!   headless Chromium against a real server. It installs what a fresh machine lacks: the
 //!   wasm32 target, the matching `wasm-bindgen` test runner, and (as root) Chromium and
-//!   `redis-server`.
+//!   `redis-server`. Then each fuzz target runs for 10 seconds (with a nightly toolchain).
+//! - `cargo xtask fuzz [SECONDS]`: each fuzz target for SECONDS (default 300).
 
 mod bench;
+mod fuzz;
 mod instances;
 mod setup;
 
@@ -34,8 +36,16 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(),
         Some("bench") => bench::all(),
+        Some("fuzz") => env::args()
+            .nth(2)
+            .map_or(Ok(300), |s| s.parse().map_err(|e| format!("SECONDS: {e}")))
+            .and_then(fuzz::run)
+            .and_then(|ran| {
+                ran.then_some(())
+                    .ok_or_else(|| "no nightly toolchain: `rustup toolchain list`".into())
+            }),
         _ => {
-            eprintln!("usage: cargo xtask <demo [--instances N]|test|bench>");
+            eprintln!("usage: cargo xtask <demo [--instances N]|test|bench|fuzz [SECONDS]>");
             return ExitCode::from(2);
         }
     };
@@ -109,6 +119,10 @@ fn test() -> Result<(), String> {
     browser_tests(1)?;
     // Again with every server as two instances on Redis, behind a round-robin proxy.
     browser_tests(2)?;
+    // Briefly: long runs are `cargo xtask fuzz`.
+    if !fuzz::run(10)? {
+        eprintln!("xtask: no nightly toolchain, so the fuzz targets did not run");
+    }
     eprintln!("xtask: every test passed");
     Ok(())
 }

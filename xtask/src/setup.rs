@@ -90,6 +90,25 @@ pub(crate) fn wasm_bindgen_runner() -> Result<(), String> {
         .current_dir(&source))
 }
 
+/// The cargo-fuzz release the fuzz targets are run with.
+const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
+
+/// Whether a nightly toolchain is installed (cargo-fuzz needs one).
+pub(crate) fn nightly() -> bool {
+    output("rustup", &["toolchain", "list"])
+        .is_some_and(|list| list.lines().any(|l| l.starts_with("nightly")))
+}
+
+/// `cargo fuzz`, at [`CARGO_FUZZ`].
+pub(crate) fn cargo_fuzz() -> Result<(), String> {
+    let version = CARGO_FUZZ.trim_start_matches("cargo-fuzz@");
+    let installed = output("cargo", &["fuzz", "--version"]).unwrap_or_default();
+    if installed.split_whitespace().any(|word| word == version) {
+        return Ok(());
+    }
+    run(Command::new("cargo").args(["install", "--locked", CARGO_FUZZ]))
+}
+
 /// Debian's Chromium and its driver.
 pub(crate) fn chromium() -> Result<(), String> {
     if PathBuf::from(CHROMEDRIVER).exists() && output("chromium", &["--version"]).is_some() {

@@ -3,10 +3,9 @@
 
 use std::sync::Weak;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp_runtime::{
-    Broadcast, ClientId, EventKind,
-    protocol::{MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest, decode_client_results},
+    ClientId, EventKind,
+    protocol::{MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest},
 };
 use futures_channel::{mpsc, oneshot};
 use futures_util::{
@@ -20,7 +19,9 @@ use crate::{
     core::Input,
     rt,
     shared::Shared,
-    transport::{EventStream, MaybeSendSync, SseEvent, TransportError, TransportFuture},
+    transport::{
+        DecodedEvent, EventStream, MaybeSendSync, SseEvent, TransportError, TransportFuture,
+    },
 };
 
 /// Seconds before expiry at which a token is renewed rather than used.
@@ -414,36 +415,27 @@ async fn new_token(inner: &Shared, clients: &[ClientId]) -> Result<TokenGrant, T
 /// other clients and a `ready` of a stream that does not carry this client are left alone.
 pub(crate) fn handle(inner: &Shared, event: SseEvent, clients: &[ClientId]) -> Option<EventKind> {
     let kind = EventKind::from_name(event.event.as_deref()?)?;
-    let data = match URL_SAFE_NO_PAD.decode(event.data.trim()) {
-        Ok(data) => data,
-        Err(e) => {
-            tracing::warn!("an event's data is not base64url: {e}");
-            return Some(kind);
+    match event.decode()? {
+        Ok(DecodedEvent::Results(client, results)) if client == inner.id => {
+            inner.post(Input::Results(results));
         }
-    };
-    match kind {
-        EventKind::Results => match decode_client_results(&data, usize::MAX) {
-            Ok((client, results)) if client == inner.id => inner.post(Input::Results(results)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("undecodable results event: {e}"),
-        },
-        EventKind::Broadcast => match postcard::from_bytes::<Broadcast>(&data) {
-            // This client's own call: its listeners heard of it with the result.
-            Ok(broadcast) if broadcast.origin.is_some_and(|o| inner.is_own(o)) => {}
-            Ok(broadcast) => {
-                inner
-                    .listeners
-                    .notify(broadcast.handler, broadcast.action, &broadcast.value)
-            }
-            Err(e) => tracing::warn!("undecodable broadcast event: {e}"),
-        },
+        Ok(DecodedEvent::Results(..)) => {}
+        // This client's own call: its listeners heard of it with the result.
+        Ok(DecodedEvent::Broadcast(broadcast))
+            if broadcast.origin.is_some_and(|o| inner.is_own(o)) => {}
+        Ok(DecodedEvent::Broadcast(broadcast)) => {
+            inner
+                .listeners
+                .notify(broadcast.handler, broadcast.action, &broadcast.value);
+        }
         // Results missed before a reset are asked for again when the stream is ready.
-        EventKind::Reset => {
+        Ok(DecodedEvent::Reset) => {
             tracing::debug!("event stream reset: events may have been missed");
             inner.watchers.reset();
         }
-        EventKind::Ready if clients.contains(&inner.id) => inner.post(Input::StreamReady),
-        EventKind::Ready => {}
+        Ok(DecodedEvent::Ready) if clients.contains(&inner.id) => inner.post(Input::StreamReady),
+        Ok(DecodedEvent::Ready) => {}
+        Err(e) => tracing::warn!("{e}"),
     }
     Some(kind)
 }

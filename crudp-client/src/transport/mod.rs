@@ -5,6 +5,11 @@ mod native;
 
 use std::{future::Future, pin::Pin};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use crudp_runtime::{
+    ClientId,
+    protocol::{Broadcast, EventKind, Results, decode_client_results},
+};
 use futures_util::Stream;
 
 #[cfg(target_arch = "wasm32")]
@@ -49,6 +54,42 @@ pub struct SseEvent {
     pub event: Option<String>,
     /// The `data:` field.
     pub data: String,
+}
+
+/// An event of the CRUDP stream, decoded: [`SseEvent::decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedEvent {
+    /// The results of a batch of `client`.
+    Results(ClientId, Results),
+    /// Another call's result, published to this stream's user, role or everyone.
+    Broadcast(Broadcast),
+    /// Events may have been missed: the stream restarts from now.
+    Reset,
+    /// The stream is open and caught up.
+    Ready,
+}
+
+impl SseEvent {
+    /// Decodes the event as the client does: its kind from `event:`, its payload from `data:`
+    /// (base64url of postcard). `None` for an event of a kind CRUDP does not send (the client
+    /// ignores it); an error says why a CRUDP event does not decode.
+    pub fn decode(&self) -> Option<Result<DecodedEvent, String>> {
+        let kind = EventKind::from_name(self.event.as_deref()?)?;
+        let data = match URL_SAFE_NO_PAD.decode(self.data.trim()) {
+            Ok(data) => data,
+            Err(e) => return Some(Err(format!("the event's data is not base64url: {e}"))),
+        };
+        Some(match kind {
+            EventKind::Results => decode_client_results(&data, usize::MAX)
+                .map(|(client, results)| DecodedEvent::Results(client, results))
+                .map_err(|e| format!("undecodable results event: {e}")),
+            EventKind::Broadcast => postcard::from_bytes::<Broadcast>(&data)
+                .map(DecodedEvent::Broadcast)
+                .map_err(|e| format!("undecodable broadcast event: {e}")),
+            EventKind::Reset => Ok(DecodedEvent::Reset),
+            EventKind::Ready => Ok(DecodedEvent::Ready),
+        })
+    }
 }
 
 /// Carries postcard bodies to the server's endpoints and opens its event stream.

@@ -1,0 +1,63 @@
+//! What each fuzz target checks of one input. The fuzz targets (`cargo xtask fuzz`) and the
+//! normal test suite (`tests/tests/fuzz_corpus.rs`, which replays the seed corpus and every
+//! input that once failed) share these.
+
+use std::sync::LazyLock;
+
+use crudp::{
+    protocol::{decode_batch, decode_client_results, decode_results, encode_batch},
+    server::TokenKey,
+    transport::SseEvent,
+};
+
+/// The most packets a batch may hold here, as on a server with default limits.
+const MAX_PACKETS: usize = 4096;
+
+/// A `POST /call` or `/sync` body: any bytes decode to a batch within the packet limit, or to
+/// an error; what decodes encodes back to a body that decodes the same.
+pub fn batch(data: &[u8]) {
+    if let Ok(batch) = decode_batch(data, MAX_PACKETS) {
+        assert!(batch.packets.len() <= MAX_PACKETS);
+        let again = encode_batch(&batch);
+        assert_eq!(decode_batch(&again, MAX_PACKETS).ok(), Some(batch));
+    }
+}
+
+/// What a client decodes: `POST /call` results and an `event: results`'s client results.
+pub fn results(data: &[u8]) {
+    if let Ok(results) = decode_results(data, MAX_PACKETS) {
+        assert!(results.results.len() <= MAX_PACKETS);
+    }
+    if let Ok((_, results)) = decode_client_results(data, MAX_PACKETS) {
+        assert!(results.results.len() <= MAX_PACKETS);
+    }
+}
+
+static KEY: LazyLock<TokenKey> =
+    LazyLock::new(|| TokenKey::new(b"the fuzzer's secret, 32 bytes or more"));
+
+/// An event-stream token: any text verifies only if this key signed it (signing its claims
+/// gives it back), or is refused.
+pub fn token(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(claims) = KEY.verify(token, 0) {
+        assert_eq!(KEY.verify(&KEY.sign(&claims), 0).ok(), Some(claims));
+    }
+}
+
+/// The client's event decoding: the input is an event's name, a newline, then its data. It
+/// decodes, is ignored, or is refused with a reason.
+pub fn events(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (name, data) = text.split_once('\n').unwrap_or((&text, ""));
+    let event = SseEvent {
+        id: None,
+        event: Some(name.to_owned()),
+        data: data.to_owned(),
+    };
+    if let Some(Err(reason)) = event.decode() {
+        assert!(!reason.is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! CRUDP's fuzz targets, for cargo-fuzz: `cargo xtask fuzz` runs each for a while.
+
+pub mod checks;
