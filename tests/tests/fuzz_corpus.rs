@@ -4,7 +4,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 #[path = "../../fuzz/src/checks.rs"]
-#[expect(unreachable_pub, reason = "the fuzz crate's public API, included here as a module")]
+#[expect(
+    unreachable_pub,
+    reason = "the fuzz crate's public API, included here as a module"
+)]
 mod checks;
 
 use std::path::PathBuf;
