@@ -386,10 +386,7 @@ impl OutcomeStore for RedisOutcomes {
         lease: Lease,
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.finish_batch(client, lease, &[(seq, outcome.clone())])
-                .await
-        })
+        Box::pin(async move { self.finish_batch(client, lease, &[(seq, outcome)]).await })
     }
 
     fn begin_batch<'a>(
@@ -449,7 +446,7 @@ impl OutcomeStore for RedisOutcomes {
         &'a self,
         client: ClientId,
         lease: Lease,
-        outcomes: &'a [(u64, Outcome)],
+        outcomes: &'a [(u64, &'a Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             // As `finish` would record them one by one: final outcomes move the mark; the
@@ -461,7 +458,7 @@ impl OutcomeStore for RedisOutcomes {
                 if matches!(outcome, Outcome::Unavailable { .. }) {
                     stalled = stalled.or(Some(*seq));
                 } else {
-                    finals.push((*seq, outcome));
+                    finals.push((*seq, *outcome));
                     stalled = stalled.filter(|s| seq < s);
                 }
             }

@@ -271,6 +271,41 @@ pub fn transport_as(user: &str, role: &str) -> crudp::transport::ReqwestTranspor
     crudp::transport::ReqwestTransport::with_client(http_as(user, role))
 }
 
+/// The logs of this test process, from the `tracing` subscriber [`LogCapture::install`] sets.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs a subscriber that writes every event passing `filter` (an `EnvFilter`
+    /// directive) here, without colours; once per process.
+    pub fn install(filter: &str) -> Self {
+        let capture = Self::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        capture
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One event as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {

@@ -4,30 +4,10 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::{
-    io::Write,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crudp::{CallError, Client, RejectCode};
 use crudp_tests::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -37,13 +17,7 @@ async fn a_handler_panic_is_one_error_in_the_logs_and_nothing_from_the_panic_hoo
     std::panic::set_hook(Box::new(|_| {
         HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
     }));
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("error")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = LogCapture::install("error");
 
     let server = Server::start().await;
     let client = Client::new(server.url());
@@ -59,7 +33,7 @@ async fn a_handler_panic_is_one_error_in_the_logs_and_nothing_from_the_panic_hoo
     }
     assert_eq!(fragile.create().await, Ok(1), "the server keeps serving");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let panics: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("handler panicked: shattered glass"))

@@ -232,7 +232,7 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     let unavailable = Outcome::Unavailable {
         message: "later".into(),
     };
-    let ran = [(1, ok(1)), (2, ok(2)), (3, unavailable)];
+    let ran = [(1, &ok(1)), (2, &ok(2)), (3, &unavailable)];
     a.finish_batch(client, lease, &ran).await.unwrap();
     assert!(matches!(
         b.finish_batch(client, lease, &ran).await,
@@ -244,7 +244,7 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     let Begin::Run(lease) = answers[2] else {
         panic!("{answers:?}");
     };
-    b.finish_batch(client, lease, &[(3, ok(3)), (4, ok(4))])
+    b.finish_batch(client, lease, &[(3, &ok(3)), (4, &ok(4))])
         .await
         .unwrap();
     assert_eq!(
@@ -261,7 +261,8 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     let Begin::Run(lease) = answers[0] else {
         panic!("{answers:?}");
     };
-    let ran: Vec<_> = (1..=4).map(|seq| (seq, ok(seq as u8))).collect();
+    let outcomes: Vec<_> = (1..=4).map(|seq| (seq, ok(seq as u8))).collect();
+    let ran: Vec<_> = outcomes.iter().map(|(seq, o)| (*seq, o)).collect();
     small.finish_batch(kept, lease, &ran).await.unwrap();
     assert_eq!(
         small.begin_batch(kept, &[1, 2, 3, 4]).await.unwrap(),

@@ -2,37 +2,12 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use crudp::ClientId;
 use crudp_tests::*;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = LogCapture::install("trace");
 
     let server = Server::start().await;
     let token = server.token("ann", "admin", ClientId(3)).await;
@@ -57,7 +32,7 @@ async fn tokens_never_reach_the_logs() {
         .unwrap();
     drop(spy);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.lines().count() > 10,
         "the test must see the logs: {logs}"

@@ -175,7 +175,7 @@ pub trait OutcomeStore: Send + Sync + 'static {
         &'a self,
         client: ClientId,
         lease: Lease,
-        outcomes: &'a [(u64, Outcome)],
+        outcomes: &'a [(u64, &'a Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             for (seq, outcome) in outcomes {
@@ -397,7 +397,7 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
         &'a self,
         client: ClientId,
         lease: Lease,
-        outcomes: &'a [(u64, Outcome)],
+        outcomes: &'a [(u64, &'a Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         (**self).finish_batch(client, lease, outcomes)
     }

@@ -163,11 +163,11 @@ impl Crudp {
         let Some(lease) = lease else {
             return outcomes;
         };
-        let recorded: Vec<(u64, Outcome)> = ran
+        let recorded: Vec<(u64, &Outcome)> = ran
             .iter()
-            .map(|(i, _)| (packets[*i].seq, outcomes[*i].clone()))
+            .map(|(i, _)| (packets[*i].seq, &outcomes[*i]))
             .collect();
-        if !self.finish(client, lease, recorded).await {
+        if !self.finish(client, lease, &recorded).await {
             for (i, _) in &ran {
                 outcomes[*i] = Outcome::Unavailable {
                     message: "the outcome store could not record this call's outcome yet".into(),
@@ -200,14 +200,20 @@ impl Crudp {
     /// Records the outcomes of packets that ran under `lease`; `false` if the store could
     /// not. Their reservation then stays (so they cannot run again: their re-sends are
     /// `Busy`) and the outcomes are recorded in the background, until the store takes them.
-    async fn finish(&self, client: ClientId, lease: Lease, outcomes: Vec<(u64, Outcome)>) -> bool {
+    async fn finish(&self, client: ClientId, lease: Lease, outcomes: &[(u64, &Outcome)]) -> bool {
         let store = &self.shared.outcomes;
-        match store.finish_batch(client, lease, &outcomes).await {
+        match store.finish_batch(client, lease, outcomes).await {
             Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
                 tracing::error!(%client, "outcomes not recorded, retrying in the background: {e}");
                 let crudp = self.clone();
+                let owned: Vec<(u64, Outcome)> = outcomes
+                    .iter()
+                    .map(|(seq, o)| (*seq, (*o).clone()))
+                    .collect();
                 tokio::spawn(async move {
+                    let outcomes: Vec<(u64, &Outcome)> =
+                        owned.iter().map(|(seq, o)| (*seq, o)).collect();
                     let store = &crudp.shared.outcomes;
                     let mut recorded = false;
                     let mut delay = Duration::from_millis(100);
