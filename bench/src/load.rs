@@ -165,11 +165,12 @@ impl crudp::Transport for Counting {
     fn post(
         &self,
         url: &str,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> crudp::transport::TransportFuture<'_, Result<Vec<u8>, crudp::TransportError>> {
         self.posts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.post(url, body)
+        self.inner.post(url, headers, body)
     }
 
     fn events(

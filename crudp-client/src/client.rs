@@ -16,7 +16,7 @@ use crate::{
     core::{Core, Input},
     driver::Driver,
     listeners::{ListenerFn, Listeners},
-    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage},
+    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage, client_key},
     rt,
     shared::Shared,
     status::Status,
@@ -191,6 +191,11 @@ impl ClientBuilder {
         let base = self.url.trim_end_matches('/').to_owned();
         let fresh = ClientId(rt::random_u64());
         let storage = self.storage.clone().or_else(default_storage);
+        // One key per storage (a browser's tabs share it), else one per client.
+        let key = match &storage {
+            Some(storage) => client_key(storage.as_ref(), &base, rt::random_key),
+            None => rt::random_key(),
+        };
         // Where the browser has Web Locks, they decide who holds an ID, and queues left behind
         // are adopted by other clients.
         let web_locks = storage.is_some() && web_locks();
@@ -231,6 +236,7 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(
             base,
             id,
+            key,
             self.mode,
             transport,
             persistence,
@@ -400,6 +406,22 @@ impl Client {
         self.listener(ListenerKind::Watcher { id })
     }
 
+    /// Forgets everything this user left in the browser: the calls not yet answered (their
+    /// futures fail with [`TransportError::SignedOut`]), the saved queues of all the user's
+    /// clients in this storage, the client key (an anonymous visitor becomes a new one) and
+    /// the tab's client ID. Call it when the user signs out, then make a new client for
+    /// whoever signs in next: nothing of this user is sent for them or kept.
+    ///
+    /// This client stops: its event stream closes, and every later call fails with
+    /// [`TransportError::SignedOut`].
+    pub fn sign_out(&self) {
+        self.shared.stop(TransportError::SignedOut);
+        if let Some(persistence) = &self.shared.persistence {
+            persistence.sign_out();
+        }
+        rt::forget_identity(self.shared.base());
+    }
+
     /// Sends what is queued now, and retries at once if the server was unreachable.
     pub fn sync(&self) {
         let _ = self.start();
@@ -414,6 +436,10 @@ impl Client {
         A: Serialize + ?Sized,
     {
         let (reply, receiver) = oneshot::channel();
+        if let Some(stopped) = self.shared.stopped() {
+            let _ = reply.send(Err(stopped));
+            return CallFuture::new(receiver, None);
+        }
         let args = match postcard::to_stdvec(args) {
             Ok(args) => args,
             Err(e) => {

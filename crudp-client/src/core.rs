@@ -75,6 +75,9 @@ pub(crate) enum Input {
     /// not, nothing is sent. Taken back, the calls are saved again and may leave at once.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     Held(bool),
+    /// The client stopped for good (it signed out, or another user signed in): every call
+    /// without an outcome fails with this, and nothing leaves any more.
+    Stop(TransportError),
 }
 
 /// What the driver must do.
@@ -242,6 +245,12 @@ impl Core {
             }
             Input::ServerLimit(max) => self.server_max = max.max(1),
             Input::Polling(polling) => self.polling = polling,
+            Input::Stop(error) => {
+                self.held = false;
+                for call in self.calls.drain() {
+                    effects.push(Effect::Resolve(call, Err(error.clone())));
+                }
+            }
             Input::Held(held) => {
                 self.held = held;
                 if held {

@@ -119,6 +119,10 @@ impl Driver {
                     sending = Some(send);
                 }
             }
+            if self.shared.stopped().is_some() {
+                // Signed out, or another user's: `Drop` saves nothing and lets go of nothing.
+                return;
+            }
             if let Some(stopped) = stopped_at {
                 let drained = self.core.status().pending() == 0 && sending.is_none();
                 let handed_over = self.shared.persistence.is_some();
@@ -184,14 +188,23 @@ impl Driver {
     ) -> TransportFuture<'static, Result<Option<Results>, TransportError>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
+            let headers = shared.headers();
             match shared.mode {
                 Mode::Sync => shared
                     .transport
-                    .post(&shared.url("sync"), body)
+                    .post(&shared.url("sync"), &headers, body)
                     .await
                     .map(|_| None),
                 Mode::Call => {
-                    let answer = shared.transport.post(&shared.url("call"), body).await?;
+                    if !shared.is_named() {
+                        // Without an event stream, the user is named by a token of its own:
+                        // a saved queue leaves only for the user it was saved for.
+                        crate::events::name(&shared).await?;
+                    }
+                    let answer = shared
+                        .transport
+                        .post(&shared.url("call"), &headers, body)
+                        .await?;
                     decode_results(&answer, usize::MAX)
                         .map(Some)
                         .map_err(|e| TransportError::Malformed(e.to_string()))

@@ -37,6 +37,16 @@ pub(crate) trait Adopted {
 /// Makes the client that sends the queue of a given ID, whose lock is held.
 pub(crate) type Adopt = Box<dyn Fn(ClientId, Arc<dyn Storage>) -> Box<dyn Adopted>>;
 
+/// How often a client waits to see the user named before it adopts queues.
+const NAMED_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether the client is named, or gone, or stopped: then there is no more to wait for.
+fn named(client: &Weak<Shared>) -> bool {
+    client
+        .upgrade()
+        .is_none_or(|shared| shared.is_named() || shared.stopped().is_some())
+}
+
 /// Whether this browser decides leases with Web Locks.
 pub(crate) fn available() -> bool {
     locks::available()
@@ -78,7 +88,20 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
         };
         page.borrow_mut().held = Some(held);
         shared.take_back();
-        if std::mem::take(&mut first)
+        drop(shared);
+        // Queues left behind are adopted only once the server named the user: they may be
+        // another user's, from before someone else signed in.
+        let adopt_now = std::mem::take(&mut first);
+        while adopt_now && !named(&client) {
+            if let Either::Right(_) = select(Box::pin(rt::sleep(NAMED_CHECK)), &mut stop).await {
+                return;
+            }
+        }
+        let Some(shared) = client.upgrade() else {
+            return;
+        };
+        if adopt_now
+            && shared.stopped().is_none()
             && let Some(persistence) = &shared.persistence
         {
             for orphan in persistence.orphans() {

@@ -142,6 +142,23 @@ pub(crate) fn remember_identity(url: &str, client: crudp_runtime::ClientId) {
     let _ = (url, client);
 }
 
+/// Forgets this tab's client ID: its next load takes a new one.
+pub(crate) fn forget_identity(url: &str) {
+    #[cfg(target_arch = "wasm32")]
+    browser::forget_identity(url);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = url;
+}
+
+/// A new client key: base64url of 16 random bytes.
+pub(crate) fn random_key() -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&random_u64().to_le_bytes());
+    bytes[8..].copy_from_slice(&random_u64().to_le_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// The tab's identity across reloads, in `sessionStorage`.
 #[cfg(target_arch = "wasm32")]
 mod browser {
@@ -164,6 +181,13 @@ mod browser {
     pub(super) fn remember_identity(url: &str, client: ClientId) {
         if let Some(session) = session() {
             let _ = session.set_item(&format!("crudp:{url}:tab"), &client.to_string());
+        }
+    }
+
+    /// Forgets this tab's client ID.
+    pub(super) fn forget_identity(url: &str) {
+        if let Some(session) = session() {
+            let _ = session.remove_item(&format!("crudp:{url}:tab"));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-use crudp_runtime::ClientId;
+use crudp_runtime::{ClientId, TransportError, protocol::CLIENT_KEY_HEADER};
 use futures_channel::mpsc;
 
 use crate::{
@@ -22,6 +22,8 @@ use crate::{
 pub(crate) struct Shared {
     base: String,
     pub(crate) id: ClientId,
+    /// The client key, sent with every request (see `crudp_runtime::protocol::CLIENT_KEY_HEADER`).
+    key: String,
     pub(crate) mode: Mode,
     pub(crate) transport: Arc<dyn Transport>,
     /// Shared with the clients that send queues this one adopted, so that their results reach
@@ -46,6 +48,12 @@ pub(crate) struct Shared {
     released: AtomicBool,
     /// The page is going away: let the ID go as soon as every call made is saved.
     release_requested: AtomicBool,
+    /// Whether the server named the user and it is the one whose saved state the client
+    /// opened; until then no saved queue is adopted. Always so without storage.
+    named: AtomicBool,
+    /// Why the client stopped for good (it signed out, or the server names another user),
+    /// if it did: every call fails with this.
+    stopped: Mutex<Option<TransportError>>,
 }
 
 impl Shared {
@@ -54,6 +62,7 @@ impl Shared {
     pub(crate) fn new(
         base: String,
         id: ClientId,
+        key: String,
         mode: Mode,
         transport: Arc<dyn Transport>,
         persistence: Option<Persistence>,
@@ -67,8 +76,10 @@ impl Shared {
             let _ = inputs.unbounded_send(Input::Held(false));
         }
         Self {
+            named: AtomicBool::new(persistence.is_none()),
             base,
             id,
+            key,
             mode,
             transport,
             listeners,
@@ -81,7 +92,79 @@ impl Shared {
             persistence,
             released: AtomicBool::new(!held),
             release_requested: AtomicBool::new(false),
+            stopped: Mutex::new(None),
         }
+    }
+
+    /// The headers every request of this client carries: its key.
+    pub(crate) fn headers(&self) -> [(&'static str, &str); 1] {
+        [(CLIENT_KEY_HEADER, self.key.as_str())]
+    }
+
+    /// The server names the user (`None`: as the browser's record says, which the client
+    /// that got the token wrote). Returns whether the client may go on: a client whose saved
+    /// state is another user's stops.
+    pub(crate) fn name(&self, user: Option<&str>) -> bool {
+        let Some(persistence) = &self.persistence else {
+            return true;
+        };
+        match persistence.name(user) {
+            Ok(()) => {
+                self.named.store(true, Ordering::Release);
+                true
+            }
+            Err(stale) => {
+                tracing::warn!(?stale, "the server names another user than this client's");
+                self.stop(TransportError::Status {
+                    status: 403,
+                    message: "someone else signed in since this client was made: it stops, and \
+                              the calls saved for the previous user stay theirs; make a new client"
+                        .into(),
+                });
+                false
+            }
+        }
+    }
+
+    /// Whether the user is named (see [`name`](Self::name)).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn is_named(&self) -> bool {
+        self.named.load(Ordering::Acquire)
+    }
+
+    /// The server refuses this client's ID to the user signed in now (`403`): the page is used
+    /// by someone else than the user last named. The client stops, and the next one made takes
+    /// a new ID.
+    pub(crate) fn refused(&self, error: TransportError) {
+        if let Some(persistence) = &self.persistence {
+            persistence.forget_user();
+        }
+        rt::forget_identity(&self.base);
+        self.stop(error);
+    }
+
+    /// Stops the client for good: nothing more is saved or sent, and every call fails with
+    /// `error`.
+    pub(crate) fn stop(&self, error: TransportError) {
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            if stopped.is_some() {
+                return;
+            }
+            *stopped = Some(error.clone());
+        }
+        // Let go without a word: the lease stays as it was, or goes with a sign-out.
+        self.released.store(true, Ordering::Release);
+        self.post(Input::Stop(error));
+        self.kick_stream();
+    }
+
+    /// Why the client stopped, if it did.
+    pub(crate) fn stopped(&self) -> Option<TransportError> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn url(&self, endpoint: &str) -> String {

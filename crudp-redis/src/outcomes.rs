@@ -12,7 +12,7 @@ use std::{
 };
 
 use crudp_runtime::{
-    BoxFuture, User,
+    BoxFuture,
     protocol::{ClientId, Outcome},
     server::{Begin, Claim, ClientLimit, Lease, OutcomeLimits, OutcomeStore, StoreError},
 };
@@ -25,7 +25,7 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const ALIVE_FOR: Duration = Duration::from_secs(10);
 
 /// `KEYS`: the client, the user's clients. `ARGV`: client, user, now (ms), ownership (ms),
-/// clients per user, new clients per minute, whether the user is anonymous, slack (ms). A known
+/// clients per user, new clients per minute, slack (ms). A known
 /// client's ownership is renewed only once it has run down by the slack, so that most claims
 /// write nothing (and, with `appendfsync always`, wait for no disk).
 const CLAIM: &str = r"
@@ -33,22 +33,20 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 if owner then
   if owner ~= ARGV[2] then return 'foreign' end
-  if redis.call('PTTL', KEYS[1]) < ttl - tonumber(ARGV[8]) then
+  if redis.call('PTTL', KEYS[1]) < ttl - tonumber(ARGV[7]) then
     redis.call('PEXPIRE', KEYS[1], ttl)
-    if ARGV[7] == '0' then redis.call('ZADD', KEYS[2], now + ttl, ARGV[1]) end
+    redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
   end
   return 'granted'
 end
-if ARGV[7] == '0' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'per_user' end
-  local minute = KEYS[2] .. ':minute'
-  local made = redis.call('INCR', minute)
-  if made == 1 then redis.call('PEXPIRE', minute, 60000) end
-  if made > tonumber(ARGV[6]) then return 'per_minute' end
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'per_user' end
+local minute = KEYS[2] .. ':minute'
+local made = redis.call('INCR', minute)
+if made == 1 then redis.call('PEXPIRE', minute, 60000) end
+if made > tonumber(ARGV[6]) then return 'per_minute' end
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'mark', 0)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 'granted'
@@ -347,7 +345,6 @@ impl OutcomeStore for RedisOutcomes {
                 .arg(millis(self.limits.ownership_time()))
                 .arg(self.limits.max_clients_per_user())
                 .arg(self.limits.max_new_clients_per_minute())
-                .arg(u8::from(user == User::anonymous().id))
                 .arg(millis(self.slack()))
                 .invoke_async(&mut self.redis.clone())
                 .await

@@ -74,14 +74,33 @@ impl User {
         }
     }
 
-    /// The user of a server that authenticates nobody: ID and role `anonymous`.
+    /// What an authenticator answers for a request that is not signed in: ID and role
+    /// `anonymous`. The server makes each such request the user of its client key instead
+    /// (see [`User::anonymous_key`]).
     pub fn anonymous() -> Self {
         Self::new(ANONYMOUS, ANONYMOUS)
     }
 
-    /// Whether this is [`User::anonymous`]'s ID.
+    /// The anonymous visitor whose client sends `key`: ID `anonymous:` and 32 hex digits of the
+    /// key's SHA-256 digest, role `anonymous`. The key itself is never stored.
+    #[cfg(feature = "server")]
+    pub fn anonymous_key(key: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key);
+        let mut id = String::with_capacity(ANONYMOUS.len() + 33);
+        id.push_str(ANONYMOUS);
+        id.push(':');
+        for byte in &digest[..16] {
+            id.push_str(&format!("{byte:02x}"));
+        }
+        Self::new(id, ANONYMOUS)
+    }
+
+    /// Whether this is an anonymous visitor: [`User::anonymous`] or the user of a client key.
     pub fn is_anonymous(&self) -> bool {
-        self.id == ANONYMOUS
+        self.id
+            .strip_prefix(ANONYMOUS)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
     }
 }
 

@@ -65,6 +65,10 @@ pub enum TransportError {
     /// The client was dropped before the call was answered.
     #[error("the client was dropped before the call was answered")]
     Closed,
+    /// The client signed out (`Client::sign_out`) before the call was answered; the call was
+    /// dropped with the rest of the user's saved state.
+    #[error("the client signed out; the call was dropped")]
+    SignedOut,
 }
 
 impl TransportError {
@@ -73,7 +77,9 @@ impl TransportError {
         match self {
             TransportError::Unreachable(_) | TransportError::Reconnecting => true,
             TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
-            TransportError::Malformed(_) | TransportError::Closed => false,
+            TransportError::Malformed(_) | TransportError::Closed | TransportError::SignedOut => {
+                false
+            }
         }
     }
 

@@ -253,10 +253,32 @@ impl Drop for Server {
     }
 }
 
+/// The client key the raw HTTP clients of the tests send: they are all one anonymous visitor.
+pub const TEST_KEY: &str = "dGVzdC1jbGllbnQta2V5LTAx";
+
+/// A raw HTTP client that sends [`TEST_KEY`] as its client key, as CRUDP clients do.
+pub fn http() -> reqwest::Client {
+    http_keyed(TEST_KEY)
+}
+
+/// A raw HTTP client that sends `key` as its client key.
+pub fn http_keyed(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(crudp::protocol::CLIENT_KEY_HEADER, key.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// An HTTP client signed in as `user` with `role`, sending `application/octet-stream` bodies.
 pub fn http_as(user: &str, role: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("x-user", format!("{user}:{role}").parse().unwrap());
+    headers.insert(
+        crudp::protocol::CLIENT_KEY_HEADER,
+        TEST_KEY.parse().unwrap(),
+    );
     headers.insert(
         reqwest::header::CONTENT_TYPE,
         "application/octet-stream".parse().unwrap(),
@@ -427,6 +449,7 @@ pub fn loopback_cors() -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static(crudp::protocol::CLIENT_KEY_HEADER),
         ])
 }
 

@@ -42,7 +42,7 @@ fn huge_args() -> Vec<u8> {
 }
 
 async fn post(server: &Server, body: Vec<u8>) -> (u16, String) {
-    let response = reqwest::Client::new()
+    let response = http()
         .post(format!("{}/call", server.url()))
         .header("content-type", "application/octet-stream")
         .body(body)

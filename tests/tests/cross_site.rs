@@ -17,7 +17,7 @@ async fn post(
         "token" => token_request(&[ClientId(5)]),
         _ => batch_of(ClientId(5), creates("forged", [1])),
     };
-    let mut request = reqwest::Client::new()
+    let mut request = http()
         .post(format!("{}/{endpoint}", server.url()))
         // The victim's session, as a cookie would carry it.
         .header("x-user", "victim:admin")

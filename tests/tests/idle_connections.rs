@@ -127,7 +127,8 @@ async fn idle_connections_slow_bodies_and_a_shortage_of_descriptors_lock_nobody_
             .write_all(
                 format!(
                     "POST /crudp/sync HTTP/1.1\r\nHost: {server}\r\nContent-Type: \
-                     application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+                     application/octet-stream\r\nX-User: mallory:member\r\nContent-Length: \
+                     1000\r\n\r\n"
                 )
                 .as_bytes(),
             )

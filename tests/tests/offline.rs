@@ -195,3 +195,122 @@ async fn behind_a_proxy_that_buffers_the_event_stream_the_client_polls() {
     assert_eq!(again, milk);
     assert_eq!(server.executions(), 3, "each call ran once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_drops_the_users_saved_calls_and_the_next_user_never_sends_them() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let storage = MemoryStorage::new();
+    let as_user = |user: &str| {
+        Client::builder(proxy.url())
+            .transport(transport_as(user, "member"))
+            .storage(storage.clone())
+            .build()
+    };
+    let ann = as_user("ann");
+    let todos = TodosClient::new(&ann);
+    todos.create("ann online".into()).await.unwrap();
+    proxy.down().await;
+    let queued = tokio::spawn(todos.create("ann queued".into()));
+    eventually("ann's call saved", || {
+        storage.keys().iter().any(|k| k.contains(":queue:"))
+    })
+    .await;
+
+    ann.sign_out();
+    let dropped = queued.await.unwrap();
+    assert!(
+        matches!(
+            dropped,
+            Err(crudp::CallError::Transport(
+                crudp::TransportError::SignedOut
+            ))
+        ),
+        "{dropped:?}"
+    );
+    assert_eq!(
+        storage.keys(),
+        Vec::<String>::new(),
+        "nothing of ann is kept"
+    );
+    assert!(matches!(
+        todos.create("after signing out".into()).await,
+        Err(crudp::CallError::Transport(
+            crudp::TransportError::SignedOut
+        ))
+    ));
+
+    // Bob signs in on the same storage: his calls go, ann's never do.
+    proxy.up().await;
+    let bob = as_user("bob");
+    let todo = TodosClient::new(&bob).create("bob's".into()).await.unwrap();
+    assert_eq!(todo.title, "bob's");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let titles: Vec<String> = server
+        .store
+        .todos
+        .lock()
+        .unwrap()
+        .values()
+        .map(|t| t.title.clone())
+        .collect();
+    assert_eq!(titles, ["ann online", "bob's"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_saved_for_one_user_is_never_sent_as_another() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let storage = MemoryStorage::new();
+    let as_user = |user: &str| {
+        Client::builder(proxy.url())
+            .transport(transport_as(user, "member"))
+            .storage(storage.clone())
+            .build()
+    };
+    // Ann's call waits offline in the saved queue when her client goes (no sign-out: her
+    // session simply ended).
+    let ann = as_user("ann");
+    TodosClient::new(&ann)
+        .create("ann online".into())
+        .await
+        .unwrap();
+    proxy.down().await;
+    drop(TodosClient::new(&ann).create("ann left behind".into()));
+    eventually("ann's call saved", || {
+        storage.keys().iter().any(|k| k.contains(":queue:"))
+    })
+    .await;
+    drop(ann);
+    proxy.up().await;
+
+    // Bob's client takes the queue over (nothing told it whose it was), but the server refuses
+    // ann's client ID to bob: the client stops rather than send anything as bob's.
+    let stale = as_user("bob");
+    let refused = TodosClient::new(&stale).create("bob first".into()).await;
+    match refused {
+        Err(crudp::CallError::Transport(e)) => assert_eq!(e.status(), Some(403), "{e}"),
+        other => panic!("expected the stale client to stop, got {other:?}"),
+    }
+    // The next client is bob's own; ann's call stays hers, saved.
+    let bob = as_user("bob");
+    TodosClient::new(&bob).create("bob's".into()).await.unwrap();
+    let stored = |title: &str| {
+        server
+            .store
+            .todos
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|t| t.title == title)
+            .count()
+    };
+    assert_eq!(stored("ann left behind"), 0);
+    drop((stale, bob));
+    let kept = storage.keys();
+    assert!(
+        kept.iter().any(|k| k.contains(":queue:")),
+        "ann's call is kept for her: {kept:?}"
+    );
+    assert_eq!(stored("bob first"), 0);
+}

@@ -351,7 +351,7 @@ async fn a_token_that_expires_mid_stream_is_rotated_and_nothing_is_missed() {
 #[tokio::test]
 async fn forged_tokens_get_401_and_foreign_clients_get_403() {
     let server = Server::start().await;
-    let http = reqwest::Client::new();
+    let http = http();
     let token = server.token("ann", "admin", ClientId(1)).await;
     let (body, tag) = token.split_once('.').unwrap();
     let mut forged_tag = tag.to_owned().into_bytes();
@@ -389,7 +389,7 @@ async fn forged_tokens_get_401_and_foreign_clients_get_403() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let response = reqwest::Client::new()
+    let response = http
         .post(format!("{}/sync", server.url()))
         .header("content-type", "application/octet-stream")
         .header("x-user", "nobody")
@@ -405,7 +405,7 @@ async fn a_connection_that_never_reads_does_not_hold_up_the_others() {
     let server = Server::start_with(|b| b.connection_buffer(16)).await;
     let token = server.token("zed", "guest", ClientId(9)).await;
     // Opened and never read: its socket buffers fill, then its queue, then the hub drops it.
-    let stalled = reqwest::Client::new()
+    let stalled = http()
         .get(format!("{}/events?token={token}", server.url()))
         .send()
         .await

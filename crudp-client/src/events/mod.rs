@@ -363,13 +363,24 @@ async fn connect(
         Some((grant, _)) if grant.expires_at > rt::unix_now() + TOKEN_MARGIN => grant,
         _ => match new_token(inner, &clients).await {
             Ok(grant) => grant,
-            Err(e) if e.status() == Some(403) && clients.len() > 1 => {
-                // One of the clients belongs to another user: find which, and carry the rest.
+            Err(e) if e.status() == Some(403) => {
+                // A client belongs to another user (a tab left from before someone else
+                // signed in): find which, and carry the rest; if it is this one, it stops.
                 let mut kept = Vec::new();
+                let alone_refused = clients.len() == 1;
                 for client in clients {
-                    match new_token(inner, &[client]).await {
-                        Ok(_) => kept.push(client),
-                        Err(e) if e.status() == Some(403) => {
+                    let alone = if alone_refused {
+                        Err(e.clone())
+                    } else {
+                        new_token(inner, &[client]).await.map(|_| ())
+                    };
+                    match alone {
+                        Ok(()) => kept.push(client),
+                        Err(refusal) if refusal.status() == Some(403) => {
+                            if client == inner.id {
+                                inner.refused(refusal.clone());
+                                return (Some(Err(refusal)), held_back_after(true));
+                            }
                             if let Some(fanout) = fanout {
                                 fanout.refused(client);
                             }
@@ -386,6 +397,9 @@ async fn connect(
             Err(e) => return (Some(Err(e)), held_back_after(true)),
         },
     };
+    if !inner.name(Some(&current.user)) {
+        return (Some(Err(TransportError::Closed)), held_back_after(true));
+    }
     tell(inner, fanout, Link::Limit(current.max_packets));
     // Kept before the stream is awaited, in case the wait is given up.
     let secret = current.token.clone();
@@ -406,9 +420,26 @@ async fn new_token(inner: &Shared, clients: &[ClientId]) -> Result<TokenGrant, T
         clients: clients.to_vec(),
     };
     let body = postcard::to_stdvec(&request).expect("a token request always encodes");
-    let answer = inner.transport.post(&inner.url("token"), body).await?;
+    let answer = inner
+        .transport
+        .post(&inner.url("token"), &inner.headers(), body)
+        .await?;
     postcard::from_bytes(&answer)
         .map_err(|e| TransportError::Malformed(format!("the token grant does not decode: {e}")))
+}
+
+/// Has the server name the user of a client without an event stream, by a token for it alone;
+/// fails if the client is another user's (and then it stops).
+pub(crate) async fn name(inner: &Shared) -> Result<(), TransportError> {
+    match new_token(inner, &[inner.id]).await {
+        Ok(grant) if inner.name(Some(&grant.user)) => Ok(()),
+        Ok(_) => Err(inner.stopped().unwrap_or(TransportError::Closed)),
+        Err(e) if e.status() == Some(403) => {
+            inner.refused(e.clone());
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Acts on one event of a stream that carries `clients`; returns its kind. Results of the
@@ -433,7 +464,13 @@ pub(crate) fn handle(inner: &Shared, event: SseEvent, clients: &[ClientId]) -> O
             tracing::debug!("event stream reset: events may have been missed");
             inner.watchers.reset();
         }
-        Ok(DecodedEvent::Ready) if clients.contains(&inner.id) => inner.post(Input::StreamReady),
+        // The user was named with the token; a tab whose stream another tab opened reads it
+        // from the browser's record.
+        Ok(DecodedEvent::Ready) if clients.contains(&inner.id) => {
+            if inner.name(None) {
+                inner.post(Input::StreamReady);
+            }
+        }
         Ok(DecodedEvent::Ready) => {}
         Err(e) => tracing::warn!("{e}"),
     }

@@ -137,6 +137,12 @@ impl Calls {
         self.queued.remove(index)
     }
 
+    /// Removes every call, in flight or queued, in sequence order.
+    pub(crate) fn drain(&mut self) -> Vec<Call> {
+        self.requeue(None);
+        self.queued.drain(..).collect()
+    }
+
     /// Removes the in-flight calls among `seqs`.
     pub(crate) fn remove_in_flight(&mut self, seqs: &[u64]) -> Vec<Call> {
         seqs.iter()

@@ -1,11 +1,18 @@
 //! Where the queue survives a reload: a key-value [`Storage`] (the browser's `localStorage` by
 //! default there), and the lease that keeps two tabs from sharing a client ID.
 //!
-//! Each client keeps its unanswered packets under `crudp:<url>:queue:<client>` and a lease
-//! under `crudp:<url>:lease:<client>`: who holds it, when it last said so, and whether it let
-//! it go. A client starting up takes, in order: its own previous ID if its lease was let go
-//! (a reload of the same tab), an ID whose lease was let go or went stale and whose queue still
-//! holds packets (a closed tab's queue is not lost), or a new random ID.
+//! Each client keeps its unanswered packets under `crudp:<url>:<user>queue:<client>` and a
+//! lease under `crudp:<url>:<user>lease:<client>`: who holds it, when it last said so, and
+//! whether it let it go. A client starting up takes, in order: its own previous ID if its lease
+//! was let go (a reload of the same tab), an ID whose lease was let go or went stale and whose
+//! queue still holds packets (a closed tab's queue is not lost), or a new random ID.
+//!
+//! `<user>` keeps the state of different users of one browser apart: it is `u` and a digest of
+//! the user the server last named (in a token grant), kept under `crudp:<url>:user`, then `:`;
+//! empty while no server has named one. A client opens the place of the last user named; once
+//! the server names the user, a client of the unnamed place moves it (and every queue in it) to
+//! that user's, and a client of another user's place stops: it never sends or adopts what
+//! another user left. The client key (`crudp:<url>:key`) is the browser's, shared by its tabs.
 //!
 //! Two tabs starting at the same instant could both take the same queue that way, since
 //! nothing in a key-value store is atomic. Where the browser has Web Locks, the lease is
@@ -161,12 +168,58 @@ impl Lease {
     }
 }
 
+/// The place of the user named `user`: `u`, 16 hex digits of a digest of the name, `:`.
+fn place_of(user: &str) -> String {
+    // FNV-1a: the place only needs to differ between the users of one browser.
+    let digest = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("u{digest:016x}:")
+}
+
+/// The browser's record of the user last named, and its client key.
+fn user_key(url: &str) -> String {
+    format!("crudp:{url}:user")
+}
+
+fn client_key_key(url: &str) -> String {
+    format!("crudp:{url}:key")
+}
+
+/// The client key kept in `storage` for `url`, made now if there is none.
+pub(crate) fn client_key(
+    storage: &dyn Storage,
+    url: &str,
+    fresh: impl FnOnce() -> String,
+) -> String {
+    let at = client_key_key(url);
+    if let Some(key) = storage.get(&at) {
+        return key;
+    }
+    let key = fresh();
+    storage.set(&at, &key);
+    key
+}
+
+/// Why a client may not go on with its saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// The server names another user than the one whose place the client opened: someone
+    /// signed in as someone else.
+    OtherUser,
+}
+
 /// One client's place in a [`Storage`].
 pub(crate) struct Persistence {
     storage: Arc<dyn Storage>,
-    prefix: String,
+    url: String,
+    /// The user's place (see the module docs); empty while no user was named.
+    place: Mutex<String>,
     client: ClientId,
     holder: u64,
+    /// Whether the client took over calls saved before (its own after a reload, or a closed
+    /// page's): those are the saved-for user's alone.
+    restored: std::sync::atomic::AtomicBool,
 }
 
 impl Persistence {
@@ -183,7 +236,8 @@ impl Persistence {
         now_ms: u64,
         adopt: bool,
     ) -> (Self, Saved) {
-        let prefix = format!("crudp:{url}:");
+        let place = storage.get(&user_key(url)).unwrap_or_default();
+        let prefix = format!("crudp:{url}:{place}");
         let lease_of = |client: ClientId| {
             storage
                 .get(&format!("{prefix}lease:{client}"))
@@ -224,7 +278,7 @@ impl Persistence {
         Self::open_as(storage, url, client, holder, now_ms)
     }
 
-    /// Takes the lease of `client` and loads its queue.
+    /// Takes the lease of `client` in the place of the user last named and loads its queue.
     pub(crate) fn open_as(
         storage: Arc<dyn Storage>,
         url: &str,
@@ -232,23 +286,114 @@ impl Persistence {
         holder: u64,
         now_ms: u64,
     ) -> (Self, Saved) {
+        let place = storage.get(&user_key(url)).unwrap_or_default();
         let persistence = Self {
             storage,
-            prefix: format!("crudp:{url}:"),
+            url: url.to_owned(),
+            place: Mutex::new(place),
             client,
             holder,
+            restored: std::sync::atomic::AtomicBool::new(false),
         };
         persistence.renew(now_ms);
         let saved = persistence.load().unwrap_or_default();
+        persistence.restored.store(
+            !saved.packets.is_empty(),
+            std::sync::atomic::Ordering::Release,
+        );
         (persistence, saved)
     }
 
-    /// The other clients that left a queue in this storage.
+    /// The other clients of this user that left a queue in this storage.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn orphans(&self) -> Vec<ClientId> {
-        let mut clients = queued(self.storage.as_ref(), &self.prefix);
+        let mut clients = queued(self.storage.as_ref(), &self.prefix());
         clients.retain(|c| *c != self.client);
         clients
+    }
+
+    fn prefix(&self) -> String {
+        let place = self.place.lock().unwrap_or_else(PoisonError::into_inner);
+        format!("crudp:{}:{place}", self.url)
+    }
+
+    /// The server names `user` (`None`: as the browser's record says, which another tab's
+    /// client wrote). A client of the unnamed place moves it, every queue in it, to the user's.
+    /// A client of another user's place moves its own state to the user's, unless it took over
+    /// calls saved there: then it is [stale](Stale).
+    pub(crate) fn name(&self, user: Option<&str>) -> Result<(), Stale> {
+        let record = user_key(&self.url);
+        let named = match user {
+            Some(user) => {
+                let named = place_of(user);
+                self.storage.set(&record, &named);
+                named
+            }
+            None => self.storage.get(&record).unwrap_or_default(),
+        };
+        let mut place = self.place.lock().unwrap_or_else(PoisonError::into_inner);
+        if *place == named {
+            return Ok(());
+        }
+        let everything = place.is_empty();
+        if !everything && self.restored.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Stale::OtherUser);
+        }
+        let (from, to) = (
+            format!("crudp:{}:{place}", self.url),
+            format!("crudp:{}:{named}", self.url),
+        );
+        let own = [
+            format!("queue:{}", self.client),
+            format!("lease:{}", self.client),
+        ];
+        for key in self.storage.keys() {
+            let Some(rest) = key.strip_prefix(&from) else {
+                continue;
+            };
+            let moves = if everything {
+                rest.starts_with("queue:") || rest.starts_with("lease:")
+            } else {
+                own.iter().any(|own| own == rest)
+            };
+            if moves {
+                if let Some(value) = self.storage.get(&key) {
+                    self.storage.set(&format!("{to}{rest}"), &value);
+                }
+                self.storage.remove(&key);
+            }
+        }
+        *place = named;
+        Ok(())
+    }
+
+    /// Whether the browser's record still names this client's user: after a sign-out
+    /// elsewhere, or a sign-in as someone else, it does not, and nothing more is saved here.
+    fn current(&self) -> bool {
+        let place = self.place.lock().unwrap_or_else(PoisonError::into_inner);
+        place.is_empty() || self.storage.get(&user_key(&self.url)).as_ref() == Some(&*place)
+    }
+
+    /// Removes everything this user's clients saved: their queues and leases, the record of
+    /// the user and the client key, so that nothing of it is sent or kept.
+    pub(crate) fn sign_out(&self) {
+        let prefix = self.prefix();
+        let unnamed = format!("crudp:{}:", self.url);
+        let (record, key) = (user_key(&self.url), client_key_key(&self.url));
+        for stored in self.storage.keys() {
+            let unnamed_state = stored
+                .strip_prefix(&unnamed)
+                .is_some_and(|rest| rest.starts_with("queue:") || rest.starts_with("lease:"));
+            if stored.starts_with(&prefix) || unnamed_state || stored == record || stored == key {
+                self.storage.remove(&stored);
+            }
+        }
+    }
+
+    /// Forgets which user the browser's state is for: the server refused this client to the
+    /// user signed in now, so the last user named is not the one using the page.
+    pub(crate) fn forget_user(&self) {
+        self.storage.remove(&user_key(&self.url));
     }
 
     /// The storage, to open another client's place in it.
@@ -262,11 +407,11 @@ impl Persistence {
     }
 
     fn queue_key(&self) -> String {
-        format!("{}queue:{}", self.prefix, self.client)
+        format!("{}queue:{}", self.prefix(), self.client)
     }
 
     fn lease_key(&self) -> String {
-        format!("{}lease:{}", self.prefix, self.client)
+        format!("{}lease:{}", self.prefix(), self.client)
     }
 
     fn load(&self) -> Option<Saved> {
@@ -275,8 +420,12 @@ impl Persistence {
         postcard::from_bytes(&bytes).ok()
     }
 
-    /// Saves the queue; an empty queue removes the key.
+    /// Saves the queue; an empty queue removes the key. Nothing is saved once the browser's
+    /// record names another user (or none, after a sign-out).
     pub(crate) fn save(&self, saved: &Saved) {
+        if !self.current() {
+            return;
+        }
         if saved.packets.is_empty() {
             self.storage.remove(&self.queue_key());
             return;
@@ -288,12 +437,18 @@ impl Persistence {
 
     /// Says that this client still holds its ID.
     pub(crate) fn renew(&self, now_ms: u64) {
+        if !self.current() {
+            return;
+        }
         self.storage
             .set(&self.lease_key(), &format!("{}:{now_ms}:0", self.holder));
     }
 
     /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
     pub(crate) fn release(&self, now_ms: u64) {
+        if !self.current() {
+            return;
+        }
         self.storage
             .set(&self.lease_key(), &format!("{}:{now_ms}:1", self.holder));
     }
@@ -446,5 +601,93 @@ mod tests {
         queue(&p, &[1]);
         queue(&p, &[]);
         assert!(storage.keys().iter().all(|k| !k.contains("queue")));
+    }
+
+    fn queues(storage: &MemoryStorage) -> Vec<String> {
+        storage
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains("queue:"))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_user_named_takes_the_unnamed_place_and_later_users_get_their_own() {
+        let storage = MemoryStorage::new();
+        // Offline before any server named a user: the queue is in the unnamed place.
+        let (first, _) = open(&storage, None, 1, 0);
+        queue(&first, &[1]);
+        assert_eq!(queues(&storage), ["crudp:u:queue:0000000000000001"]);
+        first.name(Some("ann")).unwrap();
+        let ann = format!("crudp:u:{}", place_of("ann"));
+        assert_eq!(queues(&storage), [format!("{ann}queue:0000000000000001")]);
+        queue(&first, &[1, 2]);
+        assert_eq!(queues(&storage).len(), 1, "saved in ann's place now");
+
+        // Someone else signs in: a new client opens ann's place (the last named), with a
+        // queue of its own; named bob, it moves only that to bob's place.
+        first.release(10);
+        let (second, saved) = Persistence::open(
+            Arc::new(storage.clone()),
+            "u",
+            None,
+            2,
+            ClientId(2),
+            LEASE_TTL_MS * 10,
+            false,
+        );
+        assert!(saved.packets.is_empty());
+        queue(&second, &[1]);
+        second.name(Some("bob")).unwrap();
+        let bob = format!("crudp:u:{}", place_of("bob"));
+        let mut expected = vec![
+            format!("{ann}queue:0000000000000001"),
+            format!("{bob}queue:0000000000000002"),
+        ];
+        expected.sort();
+        assert_eq!(queues(&storage), expected);
+        assert!(
+            second.orphans().is_empty(),
+            "ann's queue is not bob's to adopt"
+        );
+
+        // A client that took over ann's queue is stale once bob is named.
+        storage.set("crudp:u:user", &place_of("ann"));
+        let (adopter, saved) = open(&storage, None, 3, LEASE_TTL_MS * 20);
+        assert_eq!((adopter.client(), saved.packets.len()), (ClientId(1), 2));
+        assert_eq!(adopter.name(Some("bob")), Err(Stale::OtherUser));
+        queue(&adopter, &[9]);
+        assert_eq!(
+            adopter.load().unwrap().packets.len(),
+            2,
+            "nothing more is saved in ann's place once bob is named"
+        );
+    }
+
+    #[test]
+    fn signing_out_removes_the_users_state_and_key_and_leaves_other_users() {
+        let storage = MemoryStorage::new();
+        storage.set("crudp:u:user", &place_of("bob"));
+        let (bob, _) = open(&storage, None, 1, 0);
+        queue(&bob, &[1]);
+        let key = client_key(&storage, "u", || "k1".into());
+        assert_eq!(client_key(&storage, "u", || "k2".into()), key, "kept");
+        storage.set(
+            &format!("crudp:u:{}queue:0000000000000007", place_of("ann")),
+            "x",
+        );
+        bob.sign_out();
+        assert_eq!(
+            storage.keys(),
+            [format!("crudp:u:{}queue:0000000000000007", place_of("ann"))]
+        );
+        queue(&bob, &[2]);
+        bob.renew(5);
+        assert_eq!(
+            storage.keys().len(),
+            1,
+            "nothing is saved after signing out"
+        );
+        assert_eq!(client_key(&storage, "u", || "k2".into()), "k2", "a new key");
     }
 }

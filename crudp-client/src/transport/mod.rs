@@ -94,10 +94,14 @@ impl SseEvent {
 
 /// Carries postcard bodies to the server's endpoints and opens its event stream.
 pub trait Transport: MaybeSendSync + 'static {
-    /// POSTs `body` (`application/octet-stream`) to `url` and returns the body of a `2xx` answer.
+    /// POSTs `body` (`application/octet-stream`) to `url` with `headers` besides the
+    /// transport's own (the client's key, in
+    /// [`CLIENT_KEY_HEADER`](crudp_runtime::protocol::CLIENT_KEY_HEADER)), and returns the
+    /// body of a `2xx` answer.
     fn post(
         &self,
         url: &str,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
 

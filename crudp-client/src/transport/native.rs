@@ -45,13 +45,17 @@ impl Transport for ReqwestTransport {
     fn post(
         &self,
         url: &str,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
-        let request = self
+        let mut request = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         Box::pin(async move {
             let response = check(request.send().await.map_err(unreachable)?).await?;
             Ok(response.bytes().await.map_err(unreachable)?.into())

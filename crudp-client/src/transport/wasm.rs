@@ -77,10 +77,14 @@ impl Transport for FetchTransport {
     fn post(
         &self,
         url: &str,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
-        let request = Request::post(url)
-            .header("content-type", "application/octet-stream")
+        let mut request = Request::post(url).header("content-type", "application/octet-stream");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
             .credentials(self.credentials())
             .body(js_sys::Uint8Array::from(&body[..]));
         Box::pin(self::body(request))

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::{
     Channel, Frame, Hub, HubError, Publication, Start, Subscriber, Subscription, event_frame,
 };
-use crate::{context::User, dispatch::BoxFuture, protocol::ClientId};
+use crate::{dispatch::BoxFuture, protocol::ClientId};
 
 /// Default for [`MemoryHub::new`]'s replay buffer: the last 4,096 events.
 pub const DEFAULT_REPLAY_BUFFER: usize = 4096;
@@ -145,13 +145,7 @@ impl MemoryHub {
         last_event_id: Option<u64>,
     ) -> Result<Opened, HubError> {
         let mut state = self.shared.state();
-        // Anonymous visitors share one identity: limit them per client instead.
-        let user = if subscriber.user == User::anonymous() {
-            let first = subscriber.clients.first().map_or(0, |c| c.0);
-            format!("anonymous client {first}")
-        } else {
-            subscriber.user.id.clone()
-        };
+        let user = subscriber.user.id.clone();
         let open = state.per_user.get(&user).copied().unwrap_or(0);
         if open >= self.shared.connections_per_user {
             return Err(HubError::TooManyConnections {
@@ -403,7 +397,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::EventKind;
+    use crate::{context::User, protocol::EventKind};
 
     fn subscriber(user: &str, role: &str, client: u64) -> Subscriber {
         Subscriber {

@@ -9,10 +9,7 @@ use std::{
 };
 
 use super::{Begin, Claim, ClientLimit, Lease, OutcomeLimits, StoreError, outcome_bytes};
-use crate::{
-    context::ANONYMOUS,
-    protocol::{ClientId, Outcome},
-};
+use crate::protocol::{ClientId, Outcome};
 
 pub(crate) struct Ledger {
     pub(crate) limits: OutcomeLimits,
@@ -135,11 +132,6 @@ impl Ledger {
             if self.clients.len() >= self.limits.max_clients {
                 return Err(ClientLimit::Total(self.limits.max_clients));
             }
-        }
-        // Everyone who is not signed in shares the anonymous identity: limits per user would
-        // be limits for all of them together.
-        if user == ANONYMOUS {
-            return Ok(());
         }
         let per_minute = self.limits.new_clients_per_minute;
         if owned >= self.limits.clients_per_user {
@@ -562,8 +554,9 @@ mod tests {
         assert_eq!(claims[..5], [Claim::Granted; 5]);
         assert_eq!(claims[5], Claim::Refused(ClientLimit::PerMinute(5)));
         assert_eq!(ledger.admit(ClientId(100), "ann", now), Claim::Granted);
+        // Each anonymous visitor (client key) is a user of its own.
         let visitors: Vec<Claim> = (200..220)
-            .map(|c| ledger.admit(ClientId(c), ANONYMOUS, now))
+            .map(|c| ledger.admit(ClientId(c), &format!("anonymous:{c}"), now))
             .collect();
         assert_eq!(visitors, [Claim::Granted; 20], "visitors share no quota");
         let later = now + Duration::from_secs(60);

@@ -297,17 +297,16 @@ impl OutcomeLimits {
         self
     }
 
-    /// The most client IDs one user may own. Anonymous visitors (a server without an
-    /// authenticator) share one identity and are not limited this way. Default:
-    /// [`DEFAULT_CLIENTS_PER_USER`].
+    /// The most client IDs one user may own (an anonymous visitor is one user per client
+    /// key). Default: [`DEFAULT_CLIENTS_PER_USER`].
     #[must_use]
     pub fn clients_per_user(mut self, clients: usize) -> Self {
         self.clients_per_user = clients;
         self
     }
 
-    /// The most new client IDs one user may make in a minute; anonymous visitors are not
-    /// limited this way. Default: [`DEFAULT_NEW_CLIENTS_PER_MINUTE`].
+    /// The most new client IDs one user may make in a minute. Default:
+    /// [`DEFAULT_NEW_CLIENTS_PER_MINUTE`].
     #[must_use]
     pub fn new_clients_per_minute(mut self, clients: u32) -> Self {
         self.new_clients_per_minute = clients;

@@ -230,6 +230,12 @@ pub struct Position {
     pub last_event_id: u64,
 }
 
+/// The header in which every CRUDP client sends its client key: base64url (without padding)
+/// of 16 to 64 random bytes. A server without an authenticator tells anonymous visitors apart
+/// by it (see [`User::anonymous_key`](crate::User::anonymous_key)); it is no credential for a
+/// signed-in user.
+pub const CLIENT_KEY_HEADER: &str = "x-crudp-key";
+
 /// The most clients one event-stream token may carry.
 pub const MAX_TOKEN_CLIENTS: usize = 64;
 
@@ -251,4 +257,7 @@ pub struct TokenGrant {
     /// The most packets the server accepts in one batch: the client splits its batches to
     /// fit, so that the server can keep the outcome of every packet of a batch.
     pub max_packets: u32,
+    /// The user the server takes the request for (its [`User::id`](crate::User::id)): clients
+    /// keep their saved queues apart per user by it.
+    pub user: String,
 }

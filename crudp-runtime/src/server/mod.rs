@@ -286,6 +286,15 @@ impl CrudpBuilder {
 
     /// Sets how requests are authenticated. The default, [`Anonymous`], lets everyone in as
     /// [`User::anonymous`].
+    ///
+    /// A request the authenticator lets in as [`User::anonymous`] is made by the anonymous
+    /// visitor of its client key: the random key every CRUDP client sends in the
+    /// [`CLIENT_KEY_HEADER`](crate::protocol::CLIENT_KEY_HEADER) header (one per browser,
+    /// shared by its tabs; one per native client, or per storage). Its [`User`] is
+    /// `anonymous:<digest of the key>` with role `anonymous`, so a client ID belongs to one key
+    /// and nobody who only learns the ID can use it. Without the header such a request gets
+    /// `401`. Anonymous identities cost nothing to make, so the per-user shares of the queue
+    /// and the workers apply per IP address for them.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Box::new(authenticator);
         self
@@ -398,7 +407,8 @@ impl CrudpBuilder {
 
     /// The most batches of one user (of all its clients) waiting to run, so that one user
     /// cannot fill the queue, however many client IDs it makes; beyond it that user gets
-    /// `503`. Default: [`DEFAULT_QUEUE_PER_USER`].
+    /// `503`. Anonymous visitors (see [`authenticator`](Self::authenticator)) share per IP
+    /// address. Default: [`DEFAULT_QUEUE_PER_USER`].
     pub fn queue_per_user(mut self, batches: usize) -> Self {
         self.limits.queue_per_user = batches.max(1);
         self
@@ -411,8 +421,8 @@ impl CrudpBuilder {
     }
 
     /// How many batches of one user (of different clients) run at once, so that one user's
-    /// slow or hanging handlers leave the other workers to other users. Default:
-    /// [`DEFAULT_WORKERS_PER_USER`].
+    /// slow or hanging handlers leave the other workers to other users; anonymous visitors
+    /// share per IP address. Default: [`DEFAULT_WORKERS_PER_USER`].
     pub fn workers_per_user(mut self, workers: usize) -> Self {
         self.limits.workers_per_user = workers.max(1);
         self

@@ -5,7 +5,7 @@
 //! different clients run side by side. A user may have only so many batches waiting
 //! (`queue_per_user`) and only so many of its clients running at once (`workers_per_user`):
 //! the rest of the queue and of the workers stay free for other users, however many client IDs
-//! one user makes.
+//! one user makes. Anonymous visitors share per IP address instead.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -34,6 +34,9 @@ pub(super) struct Job {
     pub reply: Option<oneshot::Sender<Results>>,
     /// The bytes it holds, about, for the queue's byte budget.
     pub bytes: usize,
+    /// Whose share of the queue and the workers it takes: its user's, or, for an anonymous
+    /// visitor, its IP address's (anonymous identities cost nothing to make).
+    pub share: Arc<str>,
 }
 
 pub(super) struct Queue {
@@ -102,7 +105,7 @@ impl Queue {
     /// Queues a batch, starting the workers on first use.
     pub(super) fn push(&self, shared: &Arc<Shared>, job: Job) -> Result<(), Full> {
         let client = job.ctx.client();
-        let user: Arc<str> = Arc::from(job.ctx.user().id.as_str());
+        let user = Arc::clone(&job.share);
         let limits = &self.limits;
         let mut jobs = self.jobs();
         let mine = jobs.per_client.get(&client).map_or(0, |w| w.jobs.len());

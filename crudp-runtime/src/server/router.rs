@@ -1,13 +1,16 @@
 //! The HTTP endpoints: `POST /call`, `POST /sync`, `POST /token` and `GET /events`.
 
+use std::{net::SocketAddr, sync::Arc};
+
 use axum::{
     Router,
     body::Body,
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tokio::sync::oneshot;
 
 use super::{
@@ -20,7 +23,8 @@ use crate::{
     context::{Context, User},
     outcomes::{Claim, ClientLimit},
     protocol::{
-        Batch, ClientId, MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest, decode_batch, encode_results,
+        Batch, CLIENT_KEY_HEADER, ClientId, MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest,
+        decode_batch, encode_results,
     },
 };
 
@@ -64,6 +68,9 @@ impl Crudp {
         super::origin::check(&parts, &self.shared.allowed_origins)
             .map_err(|(status, message)| refuse(status, message))?;
         let user = match self.shared.authenticator.authenticate(&parts).await {
+            Ok(user) if user == User::anonymous() => {
+                anonymous(&parts).map_err(|message| refuse(StatusCode::UNAUTHORIZED, message))?
+            }
             Ok(user) => user,
             Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
         };
@@ -119,7 +126,13 @@ impl Crudp {
         self.claim(client, &user).await?;
         // What the decoded batch holds: its packets and their argument buffers.
         let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
+        // Anonymous identities cost nothing: they share the queue per address.
+        let share: Arc<str> = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(peer) if user.is_anonymous() => Arc::from(format!("address {}", peer.0.ip())),
+            _ => Arc::from(user.id.as_str()),
+        };
         let job = Job {
+            share,
             ctx: Context::new(user, client, parts),
             packets,
             reply,
@@ -144,6 +157,7 @@ impl Crudp {
             token: self.shared.tokens.sign(&claims),
             expires_at,
             max_packets: u32::try_from(self.shared.limits.max_packets).unwrap_or(u32::MAX),
+            user: claims.user,
         }
     }
 }
@@ -183,6 +197,26 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
         }
     }
     octets(postcard::to_stdvec(&crudp.grant(user, clients)).expect("a grant always encodes"))
+}
+
+/// The anonymous visitor of a request's client key (see
+/// [`CrudpBuilder::authenticator`](super::CrudpBuilder::authenticator)).
+fn anonymous(parts: &Parts) -> Result<User, String> {
+    let missing = || {
+        format!(
+            "a request that is not signed in must carry its client's random key in the \
+             `{CLIENT_KEY_HEADER}` header (base64url of 16 to 64 bytes); CRUDP clients send it"
+        )
+    };
+    let key = parts
+        .headers
+        .get(CLIENT_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(missing)?;
+    match URL_SAFE_NO_PAD.decode(key) {
+        Ok(key) if (16..=64).contains(&key.len()) => Ok(User::anonymous_key(&key)),
+        _ => Err(missing()),
+    }
 }
 
 /// A token request of one to [`MAX_TOKEN_CLIENTS`] clients, with nothing after it.

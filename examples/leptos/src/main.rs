@@ -95,7 +95,11 @@ fn App() -> impl IntoView {
     view! {
         <main>
             <h1>"Todo board " <small>"(Leptos)"</small></h1>
-            <p>{signed_in(&cookies())} " · " <a href="/">"switch user"</a></p>
+            <p>
+                {signed_in(&cookies())} " · " <a href="/">"switch user"</a> " · "
+                // Nothing of this user's stays in the browser for the next one.
+                <a id="signout" href="/signout" on:click=move |_| client.sign_out()>"sign out"</a>
+            </p>
             <p id="status" class=move || connection_word(status.get())>{move || status_line(status.get())}</p>
             <form on:submit=add>
                 <input id="new-title" placeholder="What needs doing?"

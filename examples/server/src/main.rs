@@ -112,6 +112,7 @@ async fn main() -> Result<(), String> {
         .nest("/crudp", api.router())
         .route("/", get(signin::home))
         .route("/signin", post(signin::sign_in))
+        .route("/signout", get(signin::sign_out))
         .route("/online", get(move || async move { presence.show() }))
         .nest_service("/leptos", front_end(&options.dist, "leptos"))
         .nest_service("/yew", front_end(&options.dist, "yew"))

@@ -51,6 +51,12 @@ pub(crate) async fn sign_in(Form(form): Form<SignIn>) -> impl IntoResponse {
     ([(header::SET_COOKIE, cookie)], Redirect::to("/"))
 }
 
+/// Clears the cookie; the page has already called `client.sign_out()`.
+pub(crate) async fn sign_out() -> impl IntoResponse {
+    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; SameSite=Lax");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/"))
+}
+
 pub(crate) async fn home(headers: HeaderMap) -> Html<String> {
     let who = match user(&headers) {
         Some(user) => format!(

@@ -302,3 +302,63 @@ async fn a_frozen_leader_hands_the_stream_over_and_rejoins_when_it_resumes() {
     .await;
     ann.quit().await;
 }
+
+/// The keys of the demo's origin's `localStorage` that CRUDP wrote.
+async fn saved_keys(session: &Session) -> Vec<String> {
+    let keys = session
+        .evaluate("return Object.keys(localStorage).filter(k => k.startsWith('crudp:')).sort()")
+        .await;
+    serde_json::from_value(keys).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_leaves_nothing_of_the_user_to_send_or_keep_for_the_next_one() {
+    let (mut demo, _driver, browser) = ann_at_home("signout").await;
+    let base = demo.base.clone();
+    board_here(&browser, &base).await;
+
+    // Offline, a todo of ann's waits in the saved queue.
+    demo.stop();
+    browser
+        .wait_for_text("#status", "offline", |t| t.starts_with("offline"))
+        .await;
+    add(&browser, "ann's unsent").await;
+    browser
+        .wait_for_text("#status", "one queued", |t| t.contains("1 queued"))
+        .await;
+    let before = saved_keys(&browser).await;
+    assert!(
+        before.iter().any(|k| k.contains(":queue:")),
+        "the queue is saved: {before:?}"
+    );
+
+    // Ann signs out (the server is still down, so the page cannot load what comes next).
+    browser.click("#signout").await;
+    demo.restart().await;
+    browser.goto(&format!("{base}/")).await;
+    assert_eq!(
+        saved_keys(&browser).await,
+        Vec::<String>::new(),
+        "nothing of ann's is kept"
+    );
+
+    // Bob signs in: his todo is stored, ann's is neither sent nor kept.
+    sign_in(&browser, &base, "bob", false).await;
+    board_here(&browser, &base).await;
+    add(&browser, "bob's todo").await;
+    browser
+        .wait_for_text("#todos", "bob's todo", |t| {
+            t.contains("bob's todo") && !t.contains("(pending)")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(demo.stored("bob's todo"), 1);
+    assert_eq!(demo.stored("ann's unsent"), 0, "ann's call was not sent");
+    assert!(!browser.text("#todos").await.contains("ann's unsent"));
+    let after = saved_keys(&browser).await;
+    assert!(
+        after.iter().all(|k| !k.contains(":queue:")),
+        "no queue is kept: {after:?}"
+    );
+    browser.quit().await;
+}

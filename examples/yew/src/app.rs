@@ -205,7 +205,11 @@ fn app() -> Html {
     html! {
         <main>
             <h1>{ "Todo board " }<small>{ "(Yew)" }</small></h1>
-            <p>{ signed_in(&cookies()) }{ " · " }<a href="/">{ "switch user" }</a></p>
+            <p>
+                { signed_in(&cookies()) }{ " · " }<a href="/">{ "switch user" }</a>{ " · " }
+                // Nothing of this user's stays in the browser for the next one.
+                <a id="signout" href="/signout" onclick={|_| client().sign_out()}>{ "sign out" }</a>
+            </p>
             <p id="status" class={connection_word(status)}>
                 { status_line(status) }
             </p>

@@ -180,6 +180,13 @@ impl Session {
             .await;
     }
 
+    /// Runs `script` (a function body) in the current tab; what it returns.
+    #[allow(dead_code)]
+    pub(crate) async fn evaluate(&self, script: &str) -> Value {
+        self.post("execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
     /// Makes `handle` the tab that commands go to.
     #[allow(dead_code)]
     pub(crate) async fn switch_to(&self, handle: &str) {

@@ -1,0 +1,155 @@
+//! Anonymous mode: without a signed-in user, each client key is a visitor of its own. A client
+//! ID is its key's alone, requests without a key are refused, and visitors share the queue per
+//! address, however many keys they make.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use crudp::{
+    ClientId, Outcome,
+    protocol::{CLIENT_KEY_HEADER, TokenGrant},
+};
+use crudp_tests::*;
+
+/// Two visitors' keys: base64url of 16 bytes each.
+const MALLORY: &str = "bWFsbG9yeS1rZXktMDAwMA";
+const VICTIM: &str = "dmljdGltLWtleS0wMDAwMA";
+
+/// Posts `body` to `endpoint` with `key` as the client key (none if `None`).
+async fn post(
+    server: &Server,
+    endpoint: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let http = match key {
+        Some(key) => http_keyed(key),
+        None => reqwest::Client::new(),
+    };
+    http.post(format!("{}/{endpoint}", server.url()))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_is_its_keys_alone_and_a_request_without_a_key_is_refused() {
+    let server = Server::start().await;
+    let victim = ClientId(0x7777);
+    let created = post(
+        &server,
+        "call",
+        Some(VICTIM),
+        batch_of(victim, creates("mine", [1])),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let results = crudp::protocol::decode_results(&created.bytes().await.unwrap(), 10).unwrap();
+    assert!(matches!(results.results[0].outcome, Outcome::Ok(_)));
+
+    // Another visitor who learnt the ID (from a broadcast's origin, say) can neither send
+    // under it, nor read its results, nor open its events.
+    for endpoint in ["call", "sync"] {
+        let body = batch_of(victim, creates("theirs", [1, 2]));
+        let refused = post(&server, endpoint, Some(MALLORY), body).await;
+        assert_eq!(refused.status(), 403, "{endpoint}");
+        let message = refused.text().await.unwrap();
+        assert!(message.contains("belongs to another user"), "{message}");
+    }
+    let token = post(&server, "token", Some(MALLORY), token_request(&[victim])).await;
+    assert_eq!(token.status(), 403);
+    assert_eq!(server.executions(), 1, "only the owner's call ran");
+
+    // Without a key, or with one too short to be random, a request that is not signed in
+    // says what is missing.
+    for key in [None, Some("c2hvcnQ"), Some("not base64!")] {
+        let body = batch_of(ClientId(0x8888), creates("keyless", [1]));
+        let refused = post(&server, "call", key, body).await;
+        assert_eq!(refused.status(), 401, "{key:?}");
+        let message = refused.text().await.unwrap();
+        assert!(message.contains(CLIENT_KEY_HEADER), "{message}");
+    }
+
+    // The owner's key still works, and the server names each visitor by its key.
+    let grant = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        postcard::from_bytes::<TokenGrant>(&response.bytes().await.unwrap()).unwrap()
+    };
+    let own = grant(post(&server, "token", Some(VICTIM), token_request(&[victim])).await).await;
+    let other = grant(
+        post(
+            &server,
+            "token",
+            Some(MALLORY),
+            token_request(&[ClientId(9)]),
+        )
+        .await,
+    )
+    .await;
+    assert!(own.user.starts_with("anonymous:"), "{}", own.user);
+    assert_ne!(own.user, other.user);
+    assert!(!own.user.contains(VICTIM), "the key itself is never shown");
+
+    // Two clients of the crate, each with a key of its own, work side by side.
+    let (first, second) = (
+        crudp::Client::new(server.url()),
+        crudp::Client::new(server.url()),
+    );
+    let (a, b) = tokio::join!(
+        TodosClient::new(&first).create("first visitor".into()),
+        TodosClient::new(&second).create("second visitor".into()),
+    );
+    assert_eq!(
+        (a.unwrap().title, b.unwrap().title),
+        ("first visitor".into(), "second visitor".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_share_the_queue_per_address_however_many_keys_they_make() {
+    let server = Server::start_with(|b| {
+        b.workers(4)
+            .workers_per_user(1)
+            .queue_per_user(2)
+            .handler_timeout(Duration::from_secs(600))
+    })
+    .await;
+    // Four visitors from 127.0.0.1, each a key and a client of its own: one runs (and waits at
+    // the gate), two wait, and the fourth is over the address's share.
+    let mut statuses = Vec::new();
+    for n in 1..=4u64 {
+        let key = format!("dmlzaXRvci1rZXkt{n}DAwMA");
+        let body = batch_of(ClientId(0x100 + n), creates("gated visitor", [1]));
+        statuses.push(
+            post(&server, "sync", Some(&key), body)
+                .await
+                .status()
+                .as_u16(),
+        );
+        if n == 1 {
+            eventually("the first visitor's handler to run", || {
+                server.store.at_gate.load(Ordering::SeqCst) == 1
+            })
+            .await;
+        }
+    }
+    assert_eq!(statuses, [202, 202, 202, 503]);
+
+    // A signed-in user has a share of its own.
+    let ann = server.client_as("ann", "member");
+    let todo = tokio::time::timeout(
+        Duration::from_secs(60),
+        TodosClient::new(&ann).create("ann meanwhile".into()),
+    )
+    .await
+    .expect("ann is served");
+    assert_eq!(todo.unwrap().title, "ann meanwhile");
+    server.store.gate.add_permits(3);
+    eventually("the visitors' three batches and ann's call", || {
+        server.executions() == 4
+    })
+    .await;
+}
