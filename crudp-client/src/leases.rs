@@ -37,14 +37,41 @@ pub(crate) trait Adopted {
 /// Makes the client that sends the queue of a given ID, whose lock is held.
 pub(crate) type Adopt = Box<dyn Fn(ClientId, Arc<dyn Storage>) -> Box<dyn Adopted>>;
 
-/// How often a client waits to see the user named before it adopts queues.
+/// How often a client looks for its user to be named before it adopts queues, at first.
 const NAMED_CHECK: Duration = Duration::from_millis(100);
+/// The longest wait between two tries to have the user named by a token of its own.
+const NAMED_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Whether the client is named, or gone, or stopped: then there is no more to wait for.
-fn named(client: &Weak<Shared>) -> bool {
-    client
-        .upgrade()
-        .is_none_or(|shared| shared.is_named() || shared.stopped().is_some())
+/// Waits until the server named the client's user, by its event stream or, when there are
+/// queues to adopt and no stream names it, by a token of its own (retried while the server
+/// is out of reach). `false`: the client went, or was stopped, or `stop` resolved.
+async fn named(client: &Weak<Shared>, stop: &mut oneshot::Receiver<()>) -> bool {
+    let mut wait = NAMED_CHECK;
+    loop {
+        let Some(shared) = client.upgrade() else {
+            return false;
+        };
+        if shared.stopped().is_some() {
+            return false;
+        }
+        if shared.is_named() {
+            return true;
+        }
+        let left_behind = shared
+            .persistence
+            .as_ref()
+            .is_some_and(|p| !p.orphans().is_empty());
+        if left_behind {
+            if crate::events::name(&shared).await.is_ok() {
+                return true;
+            }
+            wait = (wait * 2).min(NAMED_RETRY_MAX);
+        }
+        drop(shared);
+        if let Either::Right(_) = select(Box::pin(rt::sleep(wait)), &mut *stop).await {
+            return false;
+        }
+    }
 }
 
 /// Whether this browser decides leases with Web Locks.
@@ -92,18 +119,11 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
         // Queues left behind are adopted only once the server named the user: they may be
         // another user's, from before someone else signed in.
         let adopt_now = std::mem::take(&mut first);
-        while adopt_now && !named(&client) {
-            if let Either::Right(_) = select(Box::pin(rt::sleep(NAMED_CHECK)), &mut stop).await {
-                return;
-            }
-        }
+        let adopt_now = adopt_now && named(&client, &mut stop).await;
         let Some(shared) = client.upgrade() else {
             return;
         };
-        if adopt_now
-            && shared.stopped().is_none()
-            && let Some(persistence) = &shared.persistence
-        {
+        if adopt_now && let Some(persistence) = &shared.persistence {
             for orphan in persistence.orphans() {
                 // Whichever client gets the lock adopts the queue; the others leave it.
                 let Some(lock) = locks::acquire(&lock_name(&base, orphan), true).await else {

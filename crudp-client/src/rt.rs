@@ -150,6 +150,14 @@ pub(crate) fn forget_identity(url: &str) {
     let _ = url;
 }
 
+/// A digest of `text` (FNV-1a), for names that only need to differ between the few texts of
+/// one browser, such as its users or its client keys.
+pub(crate) fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A new client key: base64url of 16 random bytes.
 pub(crate) fn random_key() -> String {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -175,6 +175,13 @@ impl Shared {
         &self.base
     }
 
+    /// The name the clients of this server with this key share one event stream under (the
+    /// tabs of a browser share a key; a token covers only the clients of its key).
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn stream_group(&self) -> String {
+        format!("crudp:{}:stream:{:016x}", self.base, rt::digest(&self.key))
+    }
+
     /// Hands an input to the driver.
     pub(crate) fn post(&self, input: Input) {
         if matches!(input, Input::Call { .. }) {

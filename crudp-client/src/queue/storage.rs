@@ -170,11 +170,7 @@ impl Lease {
 
 /// The place of the user named `user`: `u`, 16 hex digits of a digest of the name, `:`.
 fn place_of(user: &str) -> String {
-    // FNV-1a: the place only needs to differ between the users of one browser.
-    let digest = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("u{digest:016x}:")
+    format!("u{:016x}:", crate::rt::digest(user))
 }
 
 /// The browser's record of the user last named, and its client key.

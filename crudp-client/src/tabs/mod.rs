@@ -149,7 +149,7 @@ impl Tabs {
         if !locks::available() {
             return None;
         }
-        let name = format!("crudp:{}:stream", inner.base());
+        let name = inner.stream_group();
         let channel = BroadcastChannel::new(&name).ok()?;
         let state = Rc::new(RefCell::new(State {
             me: inner.id,
