@@ -21,6 +21,7 @@ use crate::{
     shared::Shared,
     status::Status,
     transport::{MaybeSendSync, Transport},
+    upload::{Upload, UploadSource},
 };
 
 /// Default for [`ClientBuilder::max_batch_packets`]: 1,000.
@@ -420,6 +421,29 @@ impl Client {
             persistence.sign_out();
         }
         rt::forget_identity(self.shared.base());
+    }
+
+    /// Uploads a large file for a call to refer to: reads it once for its SHA-256, then sends
+    /// it in pieces to the server's `PUT /upload/{id}`, going on where it stopped after a
+    /// dropped connection, an offline period or a server restart. Await the [`Upload`] for
+    /// the [`FileRef`](crudp_runtime::files::FileRef) to pass in a call; a handler opens it
+    /// with `Context::open`.
+    ///
+    /// ```no_run
+    /// # async fn doc(client: crudp_client::Client) -> Result<(), crudp_client::UploadError> {
+    /// use crudp_client::UploadSource;
+    ///
+    /// let source = UploadSource::bytes("notes.txt", b"milk, eggs".to_vec());
+    /// let file = client
+    ///     .upload(source)
+    ///     .on_progress(|p| println!("{} of {} bytes", p.sent, p.total))
+    ///     .await?;
+    /// # let _ = file;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn upload(&self, source: impl Into<UploadSource>) -> Upload {
+        crate::upload::start(&self.shared, source.into())
     }
 
     /// Sends what is queued now, and retries at once if the server was unreachable.

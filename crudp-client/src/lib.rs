@@ -22,6 +22,7 @@ mod status;
 #[cfg(target_arch = "wasm32")]
 mod tabs;
 pub mod transport;
+mod upload;
 
 pub use call::CallFuture;
 pub use client::{
@@ -32,3 +33,4 @@ pub use queue::storage::LocalStorage;
 pub use queue::storage::{MemoryStorage, Storage};
 pub use status::{Connection, Status};
 pub use transport::{MaybeSendSync, Transport, TransportError};
+pub use upload::{Upload, UploadError, UploadProgress, UploadSource};

@@ -208,6 +208,46 @@ impl Context {
         RetryLater { reason }
     }
 
+    /// Opens a file that the call's arguments refer to, as a stream of its bytes, whether it
+    /// came inside the batch ([`FileRef::inline`](crate::files::FileRef::inline)) or was
+    /// uploaded. Only the user who uploaded a file may open it here
+    /// ([`FileError::Forbidden`](crate::files::FileError::Forbidden)).
+    ///
+    /// If not all of it arrived yet, the call is treated as not executed (as with
+    /// [`retry_later`](Self::retry_later)): whatever the handler returns is discarded and the
+    /// client sends the call again, so open files before changing anything.
+    ///
+    /// ```no_run
+    /// # async fn doc(ctx: &crudp_runtime::Context, file: crudp_runtime::files::FileRef)
+    /// # -> Result<usize, crudp_runtime::files::FileError> {
+    /// let bytes = ctx.open(&file).await?.bytes().await?;
+    /// # Ok(bytes.len())
+    /// # }
+    /// ```
+    #[cfg(feature = "files")]
+    pub async fn open(
+        &self,
+        file: &crate::files::FileRef,
+    ) -> Result<crate::files::FileReader, crate::files::FileError> {
+        use crate::files::{FileError, Files};
+        if let Some(bytes) = file.inline_bytes() {
+            return Ok(crate::files::FileReader::inline(
+                bytes::Bytes::copy_from_slice(bytes),
+            ));
+        }
+        let files = self.extension::<Files>().ok_or(FileError::NotConfigured)?;
+        match files.owner(file.id).await? {
+            None => return Err(FileError::NotFound(file.id)),
+            Some(owner) if *owner != *self.user().id => return Err(FileError::Forbidden(file.id)),
+            Some(_) => {}
+        }
+        let opened = files.open(file).await;
+        if let Err(FileError::Pending(id)) = &opened {
+            self.retry_later(format!("waiting for the rest of upload {id}"));
+        }
+        opened
+    }
+
     /// Takes what the handler asked for; the server calls this once the handler returns.
     pub fn take_effects(&self) -> Effects {
         std::mem::take(&mut *self.effects())

@@ -10,6 +10,7 @@ mod auth;
 mod context;
 mod dispatch;
 mod error;
+pub mod files;
 #[cfg(feature = "server")]
 pub mod hub;
 mod module;

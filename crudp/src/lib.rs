@@ -48,11 +48,11 @@ pub use crudp_macros::module;
 pub use crudp_client::LocalStorage;
 pub use crudp_client::{
     CallFuture, Client, ClientBuilder, Connection, Listener, MemoryStorage, Mode, Status, Storage,
-    Transport, TransportError, transport,
+    Transport, TransportError, Upload, UploadError, UploadProgress, UploadSource, transport,
 };
 pub use crudp_runtime::{
     Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,
-    RetryLater, Target, User, module_id, protocol,
+    RetryLater, Target, User, files, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.

@@ -38,6 +38,23 @@ pub trait Fragile {
     async fn delete(&self, ctx: &Context, why: String) -> Result<(), ()>;
 }
 
+/// What a handler read of a file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Received {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+// ANCHOR: attachments
+/// A module that reads the files it is given.
+#[crudp::module]
+pub trait Attachments {
+    /// Opens `file` through the context and says what arrived.
+    async fn create(&self, ctx: &Context, file: crudp::files::FileRef) -> Result<Received, String>;
+}
+// ANCHOR_END: attachments
+
 /// A module no test server mounts.
 #[crudp::module]
 pub trait Unmounted {

@@ -127,6 +127,29 @@ impl Catalog for Prices {
     }
 }
 
+/// Reads each file it is given through the context, a chunk at a time, and hashes it.
+pub struct Reader;
+
+// ANCHOR: reader
+impl Attachments for Reader {
+    async fn create(&self, ctx: &Context, file: crudp::files::FileRef) -> Result<Received, String> {
+        use sha2::Digest;
+        let mut chunks = ctx.open(&file).await?.into_stream();
+        let (mut hasher, mut size) = (sha2::Sha256::new(), 0);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok(Received {
+            name: file.name,
+            size,
+            sha256: hasher.finalize().into(),
+        })
+    }
+}
+// ANCHOR_END: reader
+
 pub struct Glass;
 
 impl Fragile for Glass {
@@ -181,7 +204,8 @@ impl Server {
                 .authenticator(header_user)
                 .handler(TodosServer::new(Arc::clone(&store)))
                 .handler(CatalogServer::new(Prices))
-                .handler(FragileServer::new(Glass)),
+                .handler(FragileServer::new(Glass))
+                .handler(AttachmentsServer::new(Reader)),
         )
         .build();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -444,7 +468,7 @@ pub fn loopback_cors() -> tower_http::cors::CorsLayer {
         .allow_origin(AllowOrigin::predicate(|origin, _| {
             origin.to_str().is_ok_and(is_loopback)
         }))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,

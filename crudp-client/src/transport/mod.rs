@@ -92,6 +92,29 @@ impl SseEvent {
     }
 }
 
+/// The method of a [`Transport::request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Method {
+    /// `GET`, without a body.
+    Get,
+    /// `PUT`, with a body.
+    Put,
+    /// `DELETE`, without a body.
+    Delete,
+}
+
+impl Method {
+    /// The method's name, as HTTP spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
 /// Carries postcard bodies to the server's endpoints and opens its event stream.
 pub trait Transport: MaybeSendSync + 'static {
     /// POSTs `body` (`application/octet-stream`) to `url` with `headers` besides the
@@ -104,6 +127,26 @@ pub trait Transport: MaybeSendSync + 'static {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>>;
+
+    /// Sends one request of an upload (see [`crudp_runtime::files`]): `method` to `url` with
+    /// `headers` besides the transport's own, and `body` (`application/octet-stream`) for a
+    /// `PUT`; returns the body of a `2xx` answer. A transport that does not implement it
+    /// cannot upload files: its uploads fail with status `501`.
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
+        let _ = (method, url, headers, body);
+        Box::pin(async {
+            Err(TransportError::Status {
+                status: 501,
+                message: "this transport does not implement `Transport::request`".into(),
+            })
+        })
+    }
 
     /// Opens the SSE stream at `url` with the stream token `token` (as `Authorization: Bearer`
     /// where the platform can send headers, else as the `token` query parameter), resuming

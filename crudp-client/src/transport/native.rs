@@ -3,7 +3,7 @@
 use futures_util::{StreamExt, TryStreamExt};
 use sse_stream::SseByteStream;
 
-use super::{EventStream, SseEvent, Transport, TransportError, TransportFuture};
+use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportFuture};
 
 /// Sends batches with [`reqwest`]; the default transport of [`Client::new`](crate::Client::new)
 /// on native targets.
@@ -53,6 +53,31 @@ impl Transport for ReqwestTransport {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Box::pin(async move {
+            let response = check(request.send().await.map_err(unreachable)?).await?;
+            Ok(response.bytes().await.map_err(unreachable)?.into())
+        })
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
+        let mut request = match method {
+            Method::Get => self.http.get(url),
+            Method::Delete => self.http.delete(url),
+            Method::Put => self
+                .http
+                .put(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body),
+        };
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

@@ -20,7 +20,7 @@ use sse_stream::SseByteStream;
 use wasm_bindgen::{JsCast, closure::Closure};
 use web_sys::{MessageEvent, RequestCredentials};
 
-use super::{EventStream, SseEvent, Transport, TransportError, TransportFuture};
+use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportFuture};
 
 /// The events a CRUDP stream carries.
 const KINDS: [&str; 4] = ["results", "broadcast", "reset", "ready"];
@@ -87,6 +87,29 @@ impl Transport for FetchTransport {
         let request = request
             .credentials(self.credentials())
             .body(js_sys::Uint8Array::from(&body[..]));
+        Box::pin(self::body(request))
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> TransportFuture<'_, Result<Vec<u8>, TransportError>> {
+        let mut request = match method {
+            Method::Get => Request::get(url),
+            Method::Delete => Request::delete(url),
+            Method::Put => Request::put(url).header("content-type", "application/octet-stream"),
+        };
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.credentials(self.credentials());
+        let request = match method {
+            Method::Put => request.body(js_sys::Uint8Array::from(&body[..])),
+            _ => request.build(),
+        };
         Box::pin(self::body(request))
     }
 

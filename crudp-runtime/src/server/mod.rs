@@ -9,6 +9,8 @@ mod reply;
 mod router;
 mod serve;
 mod slots;
+#[cfg(feature = "files")]
+mod upload;
 
 pub use origin::AllowedOrigins;
 pub use router::MAX_SEQ;
@@ -38,6 +40,14 @@ use crate::{
     dispatch::Dispatch,
     module::ModuleDescriptor,
     protocol::{Action, Broadcast, ClientId, EventKind},
+};
+#[cfg(feature = "files")]
+pub use {
+    crate::files::{
+        DEFAULT_MAX_FILE_BYTES, DEFAULT_UPLOAD_EXPIRY, DEFAULT_UPLOAD_QUOTA, FileError, FileReader,
+        Files,
+    },
+    object_store,
 };
 #[cfg(feature = "sqlite")]
 pub use {
@@ -123,6 +133,8 @@ struct Shared {
     allowed_origins: AllowedOrigins,
     /// The event streams and polls open.
     streams: Arc<slots::Slots>,
+    #[cfg(feature = "files")]
+    files: Option<Files>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +196,24 @@ impl Crudp {
             on_connect: None,
             on_disconnect: None,
             allowed_origins: AllowedOrigins::none(),
+            #[cfg(feature = "files")]
+            files: FileSettings {
+                store: None,
+                limits: crate::files::store::FileLimits {
+                    max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+                    quota: DEFAULT_UPLOAD_QUOTA,
+                    expiry: DEFAULT_UPLOAD_EXPIRY,
+                },
+            },
         }
+    }
+
+    /// The server's uploaded files, if it keeps any (see
+    /// [`CrudpBuilder::files_dir`]): to open one for a download route of the application's
+    /// own, or to delete one no record refers to any more.
+    #[cfg(feature = "files")]
+    pub fn files(&self) -> Option<&Files> {
+        self.shared.files.as_ref()
     }
 
     /// The descriptors of the mounted modules, in no particular order.
@@ -275,6 +304,62 @@ pub struct CrudpBuilder {
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
     allowed_origins: AllowedOrigins,
+    #[cfg(feature = "files")]
+    files: FileSettings,
+}
+
+/// Where a server keeps uploaded files, and their limits.
+#[cfg(feature = "files")]
+struct FileSettings {
+    store: Option<FileStore>,
+    limits: crate::files::store::FileLimits,
+}
+
+#[cfg(feature = "files")]
+enum FileStore {
+    Dir(std::path::PathBuf),
+    Store(Arc<dyn object_store::ObjectStore>),
+}
+
+#[cfg(feature = "files")]
+impl CrudpBuilder {
+    /// Keeps uploaded files in the directory `dir` (made if missing), on `object_store`'s
+    /// local file system store. Without this or [`file_store`](Self::file_store), the server
+    /// takes no uploads (`501`) and handlers can open inline files only.
+    pub fn files_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.files.store = Some(FileStore::Dir(dir.into()));
+        self
+    }
+
+    /// Keeps uploaded files in `store`: any [`object_store::ObjectStore`], such as an
+    /// S3-compatible one (enable the matching feature of `object_store`, at the version
+    /// `crudp::server::object_store` re-exports). Servers that share a store act as one for
+    /// reads; each enforces [`upload_quota`](Self::upload_quota) on the uploads it has seen.
+    pub fn file_store(mut self, store: Arc<dyn object_store::ObjectStore>) -> Self {
+        self.files.store = Some(FileStore::Store(store));
+        self
+    }
+
+    /// The largest file an upload may announce; larger ones get `413`. Default:
+    /// [`DEFAULT_MAX_FILE_BYTES`].
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.files.limits.max_file_bytes = bytes;
+        self
+    }
+
+    /// The most bytes one user's files (complete or not) may take; an upload beyond it gets
+    /// `413`. Default: [`DEFAULT_UPLOAD_QUOTA`].
+    pub fn upload_quota(mut self, bytes: u64) -> Self {
+        self.files.limits.quota = bytes;
+        self
+    }
+
+    /// How long an upload may go without receiving bytes before it is removed, if it is not
+    /// complete. Default: [`DEFAULT_UPLOAD_EXPIRY`].
+    pub fn upload_expiry(mut self, expiry: Duration) -> Self {
+        self.files.limits.expiry = expiry;
+        self
+    }
 }
 
 impl CrudpBuilder {
@@ -584,6 +669,30 @@ impl CrudpBuilder {
         limits.max_packets = limits
             .max_packets
             .min(outcomes.limits().outcomes_per_client);
+        #[cfg(feature = "files")]
+        let files = match self.files.store {
+            None => None,
+            Some(store) => {
+                let store: Arc<dyn object_store::ObjectStore> = match store {
+                    FileStore::Store(store) => store,
+                    FileStore::Dir(dir) => {
+                        let local = std::fs::create_dir_all(&dir)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| {
+                                object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                                    .map(|local| local.with_automatic_cleanup(true))
+                                    .map_err(|e| e.to_string())
+                            })
+                            .map_err(|reason| BuildError::FilesDir {
+                                dir: dir.display().to_string(),
+                                reason,
+                            })?;
+                        Arc::new(local)
+                    }
+                };
+                Some(Files::new(store, self.files.limits))
+            }
+        };
         panics::install_hook();
         Ok(Crudp {
             shared: Arc::new(Shared {
@@ -598,6 +707,8 @@ impl CrudpBuilder {
                 queue: queue::Queue::new(limits),
                 allowed_origins: self.allowed_origins,
                 streams: Arc::default(),
+                #[cfg(feature = "files")]
+                files,
             }),
         })
     }
@@ -652,6 +763,14 @@ pub enum BuildError {
     HubSetting {
         /// The builder method.
         setting: &'static str,
+    },
+    /// The directory for uploaded files could not be made or opened.
+    #[error("the files directory {dir} cannot be used: {reason}")]
+    FilesDir {
+        /// The directory given to `files_dir`.
+        dir: String,
+        /// What failed.
+        reason: String,
     },
     /// Two modules have the same wire ID.
     #[error(

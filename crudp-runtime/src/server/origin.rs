@@ -76,16 +76,19 @@ impl fmt::Debug for AllowedOrigins {
     }
 }
 
-/// Refuses a `POST` whose body is not `application/octet-stream` (`415`), or that a browser
-/// sent from an origin other than the server's own and not allowed (`403`).
+/// Refuses a `POST` or `PUT` whose body is not `application/octet-stream` (`415`), or a
+/// request that a browser sent from an origin other than the server's own and not allowed
+/// (`403`).
 pub(super) fn check(parts: &Parts, allowed: &AllowedOrigins) -> Result<(), (StatusCode, String)> {
+    let has_body = matches!(parts.method, http::Method::POST | http::Method::PUT);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(str::trim);
-    if !content_type.is_some_and(|t| t.eq_ignore_ascii_case("application/octet-stream")) {
+    if has_body && !content_type.is_some_and(|t| t.eq_ignore_ascii_case("application/octet-stream"))
+    {
         return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(

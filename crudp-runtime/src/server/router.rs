@@ -51,29 +51,45 @@ impl Crudp {
     /// - `GET /poll?token=…&lastEventId=…`: the same events, for clients behind a proxy that
     ///   buffers event streams: each answer ends after the missed events, the first new one,
     ///   or 25 seconds.
+    ///
+    /// With the `files` feature and a file store (see
+    /// [`CrudpBuilder::files_dir`](super::CrudpBuilder::files_dir)), also
+    /// `PUT`, `GET` and `DELETE /upload/{id}`: see [`crate::files`].
     pub fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/call", post(call))
             .route("/sync", post(sync))
             .route("/token", post(token))
             .route("/events", get(super::events::events))
-            .route("/poll", get(super::events::poll))
-            .with_state(self.clone())
+            .route("/poll", get(super::events::poll));
+        #[cfg(feature = "files")]
+        let router = router.route(
+            "/upload/{id}",
+            axum::routing::put(super::upload::put)
+                .get(super::upload::status)
+                .delete(super::upload::cancel),
+        );
+        router.with_state(self.clone())
+    }
+
+    /// Checks where a request comes from and authenticates it.
+    pub(super) async fn authenticate(&self, parts: &Parts) -> Result<User, Response> {
+        super::origin::check(parts, &self.shared.allowed_origins)
+            .map_err(|(status, message)| refuse(status, message))?;
+        match self.shared.authenticator.authenticate(parts).await {
+            Ok(user) if user == User::anonymous() => {
+                anonymous(parts).map_err(|message| refuse(StatusCode::UNAUTHORIZED, message))
+            }
+            Ok(user) => Ok(user),
+            Err(e) => Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+        }
     }
 
     /// Checks where a request comes from, authenticates it and reads its body (at most
     /// `max_body_bytes`, within `body_timeout`).
     async fn admit(&self, request: Request) -> Result<(Parts, User, bytes::Bytes), Response> {
         let (parts, body) = request.into_parts();
-        super::origin::check(&parts, &self.shared.allowed_origins)
-            .map_err(|(status, message)| refuse(status, message))?;
-        let user = match self.shared.authenticator.authenticate(&parts).await {
-            Ok(user) if user == User::anonymous() => {
-                anonymous(&parts).map_err(|message| refuse(StatusCode::UNAUTHORIZED, message))?
-            }
-            Ok(user) => user,
-            Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
-        };
+        let user = self.authenticate(&parts).await?;
         let limits = &self.shared.limits;
         let body = read_body(body, limits.max_body_bytes, limits.body_timeout).await?;
         Ok((parts, user, body))
@@ -109,7 +125,13 @@ impl Crudp {
         request: Request,
         reply: Option<oneshot::Sender<crate::Results>>,
     ) -> Result<(), Response> {
-        let (parts, user, body) = self.admit(request).await?;
+        #[cfg_attr(not(feature = "files"), allow(unused_mut))]
+        let (mut parts, user, body) = self.admit(request).await?;
+        // Handlers open files through the context.
+        #[cfg(feature = "files")]
+        if let Some(files) = &self.shared.files {
+            parts.extensions.insert(files.clone());
+        }
         let Batch {
             client, packets, ..
         } = decode_batch(&body, self.shared.limits.max_packets)

@@ -1,0 +1,693 @@
+//! Where uploads live: an [`ObjectStore`] (the local file system by default), laid out as
+//!
+//! - `uploads/{id}/meta`: the owner, the announced size and digest, whether it is complete;
+//! - `uploads/{id}/p{offset:020}`: the bytes from `offset` on, one object per stretch written.
+//!
+//! Parts are whole objects, written at once, so a part is never half there: after a dropped
+//! connection or a restart the upload goes on from the sum of its parts. An index in memory
+//! (rebuilt from the store at first use) holds each upload's owner, progress, writer and
+//! running digest, and each user's bytes for the quota.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{FileId, FileReader, FileRef, UploadStatus, hex};
+
+/// Default for [`CrudpBuilder::max_file_bytes`](crate::server::CrudpBuilder::max_file_bytes):
+/// 4 GiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
+/// Default for [`CrudpBuilder::upload_quota`](crate::server::CrudpBuilder::upload_quota):
+/// 16 GiB of files per user.
+pub const DEFAULT_UPLOAD_QUOTA: u64 = 16 << 30;
+/// Default for [`CrudpBuilder::upload_expiry`](crate::server::CrudpBuilder::upload_expiry):
+/// an upload left incomplete for 24 hours is removed.
+pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most bytes an upload holds in memory before it writes them out as a part.
+const PART_BYTES: usize = 8 << 20;
+
+/// Why a file could not be uploaded or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The server has no file store: see
+    /// [`CrudpBuilder::files_dir`](crate::server::CrudpBuilder::files_dir).
+    #[error("this server keeps no files: its builder names no `files_dir` or `file_store`")]
+    NotConfigured,
+    /// No such upload: never started, expired, deleted, or discarded.
+    #[error("there is no upload {0}: it was never started, or it expired or was deleted")]
+    NotFound(FileId),
+    /// The upload is another user's.
+    #[error("upload {0} belongs to another user; each upload makes its own random ID")]
+    Forbidden(FileId),
+    /// Not all of the file arrived yet. From [`Context::open`](crate::Context::open), the
+    /// call is answered `Unavailable` and runs again later.
+    #[error("upload {0} is not complete yet")]
+    Pending(FileId),
+    /// The file is larger than the server takes.
+    #[error("a file of {size} bytes is larger than the {limit} bytes this server takes")]
+    TooLarge {
+        /// The announced size.
+        size: u64,
+        /// The server's limit.
+        limit: u64,
+    },
+    /// The user's files would take more than their quota.
+    #[error(
+        "a file of {size} bytes does not fit the upload quota: {used} of {quota} bytes are taken"
+    )]
+    Quota {
+        /// The announced size.
+        size: u64,
+        /// The bytes the user's files take.
+        used: u64,
+        /// The user's quota.
+        quota: u64,
+    },
+    /// The request does not fit the upload's state; the message says how, and `GET` tells
+    /// where to go on.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body went on past the announced size; what came before was kept.
+    #[error("the body is longer than the {size} bytes announced; the upload keeps the first ones")]
+    TooLong {
+        /// The announced size.
+        size: u64,
+    },
+    /// All bytes arrived but their digest is not the one announced: the upload was
+    /// discarded; start it again.
+    #[error("the bytes of upload {0} do not match the SHA-256 announced; the upload was discarded")]
+    Checksum(FileId),
+    /// The reference names a size or digest other than its upload's.
+    #[error("the reference to upload {0} names another size or digest than the file has")]
+    Mismatch(FileId),
+    /// The store failed; trying again may work.
+    #[error("the file store failed: {0}")]
+    Store(String),
+}
+
+impl From<object_store::Error> for FileError {
+    fn from(error: object_store::Error) -> Self {
+        FileError::Store(error.to_string())
+    }
+}
+
+/// For handlers whose error type is a `String`.
+impl From<FileError> for String {
+    fn from(error: FileError) -> Self {
+        error.to_string()
+    }
+}
+
+/// The limits of a file store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileLimits {
+    pub(crate) max_file_bytes: u64,
+    pub(crate) quota: u64,
+    pub(crate) expiry: Duration,
+}
+
+/// What `uploads/{id}/meta` holds (postcard).
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    owner: String,
+    size: u64,
+    sha256: [u8; 32],
+    complete: bool,
+}
+
+/// One upload, in the index.
+struct Entry {
+    owner: Arc<str>,
+    size: u64,
+    sha256: [u8; 32],
+    /// The bytes kept in parts.
+    received: u64,
+    complete: bool,
+    /// When it last received bytes (or was found at start).
+    touched: SystemTime,
+    /// A request is writing it.
+    writing: bool,
+    /// The digest of the `received` bytes, while it is known; after a restart it is not, and
+    /// the parts are read again to check the whole.
+    hasher: Option<Sha256>,
+}
+
+impl Entry {
+    fn status(&self) -> UploadStatus {
+        UploadStatus {
+            received: self.received,
+            size: self.size,
+            complete: self.complete,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    uploads: HashMap<FileId, Entry>,
+    /// The bytes each user's uploads take (announced sizes).
+    used: HashMap<Arc<str>, u64>,
+}
+
+impl Index {
+    fn remove(&mut self, id: FileId) {
+        if let Some(entry) = self.uploads.remove(&id)
+            && let Some(used) = self.used.get_mut(&entry.owner)
+        {
+            *used = used.saturating_sub(entry.size);
+            if *used == 0 {
+                self.used.remove(&entry.owner);
+            }
+        }
+    }
+}
+
+/// A server's uploaded files: on an [`ObjectStore`], with per-file and per-user limits, and
+/// incomplete uploads removed once they expire. Made by the server builder; handlers reach
+/// it through [`Context::open`](crate::Context::open), server code through
+/// [`Crudp::files`](crate::server::Crudp::files).
+#[derive(Clone)]
+pub struct Files {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    limits: FileLimits,
+    index: Mutex<Index>,
+    loaded: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Files")
+            .field("store", &self.inner.store.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn meta_path(id: FileId) -> Path {
+    Path::from(format!("uploads/{id}/meta"))
+}
+
+fn part_path(id: FileId, offset: u64) -> Path {
+    Path::from(format!("uploads/{id}/p{offset:020}"))
+}
+
+fn upload_prefix(id: FileId) -> Path {
+    Path::from(format!("uploads/{id}"))
+}
+
+impl Files {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, limits: FileLimits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                limits,
+                index: Mutex::default(),
+                loaded: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.inner
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the store's uploads into the index, once, and starts removing expired ones.
+    async fn ready(&self) -> Result<(), FileError> {
+        self.inner
+            .loaded
+            .get_or_try_init(|| async {
+                self.load().await?;
+                tokio::spawn(sweep(Arc::downgrade(&self.inner)));
+                Ok::<_, FileError>(())
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn load(&self) -> Result<(), FileError> {
+        /// When an upload's objects were last written, and its parts: (offset, length).
+        type Found = (Option<SystemTime>, Vec<(u64, u64)>);
+        let mut found: HashMap<FileId, Found> = HashMap::new();
+        let mut listing = self.inner.store.list(Some(&Path::from("uploads")));
+        while let Some(object) = listing.next().await {
+            let object = object?;
+            let mut parts = object.location.parts();
+            let (Some(_), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(id) = id.as_ref().parse::<FileId>() else {
+                continue;
+            };
+            let modified = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(object.last_modified.timestamp()).unwrap_or(0));
+            let slot = found.entry(id).or_default();
+            slot.0 = slot.0.max(Some(modified));
+            if let Some(offset) = name.as_ref().strip_prefix('p').and_then(|o| o.parse().ok()) {
+                slot.1.push((offset, object.size));
+            }
+        }
+        for (id, (touched, mut parts)) in found {
+            let meta = match self.inner.store.get(&meta_path(id)).await {
+                Ok(meta) => postcard::from_bytes::<Meta>(&meta.bytes().await?).ok(),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(meta) = meta else {
+                // Parts without a record: what a crash left between the two. Of no use.
+                self.delete_objects(id).await?;
+                continue;
+            };
+            parts.sort_unstable();
+            // The bytes from 0 on without a gap.
+            let received = parts
+                .iter()
+                .try_fold(0u64, |at, &(offset, len)| {
+                    (offset == at).then_some(at + len)
+                })
+                .unwrap_or(0)
+                .min(meta.size);
+            let owner: Arc<str> = meta.owner.into();
+            let mut index = self.index();
+            *index.used.entry(Arc::clone(&owner)).or_default() += meta.size;
+            index.uploads.insert(
+                id,
+                Entry {
+                    owner,
+                    size: meta.size,
+                    sha256: meta.sha256,
+                    received,
+                    complete: meta.complete,
+                    touched: touched.unwrap_or_else(SystemTime::now),
+                    writing: false,
+                    hasher: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// What the server has of upload `id`, for its owner `user`.
+    pub(crate) async fn status(&self, id: FileId, user: &str) -> Result<UploadStatus, FileError> {
+        self.ready().await?;
+        let index = self.index();
+        let entry = index.uploads.get(&id).ok_or(FileError::NotFound(id))?;
+        if &*entry.owner != user {
+            return Err(FileError::Forbidden(id));
+        }
+        Ok(entry.status())
+    }
+
+    /// Starts (or goes on with) writing upload `id` of `user` at `offset`, the file having
+    /// `size` bytes with digest `sha256`. A complete upload is answered by its status.
+    pub(crate) async fn begin(
+        &self,
+        id: FileId,
+        user: &str,
+        size: u64,
+        sha256: [u8; 32],
+        offset: u64,
+    ) -> Result<Result<Writer, UploadStatus>, FileError> {
+        self.ready().await?;
+        let limits = self.inner.limits;
+        let is_new = {
+            let mut index = self.index();
+            match index.uploads.get_mut(&id) {
+                Some(entry) => {
+                    if &*entry.owner != user {
+                        return Err(FileError::Forbidden(id));
+                    }
+                    if entry.size != size || entry.sha256 != sha256 {
+                        return Err(FileError::Conflict(format!(
+                            "upload {id} was started for {} bytes with SHA-256 {}; a file ID \
+                             names one file",
+                            entry.size,
+                            hex(&entry.sha256)
+                        )));
+                    }
+                    if entry.complete {
+                        return Ok(Err(entry.status()));
+                    }
+                    if entry.writing {
+                        return Err(FileError::Conflict(format!(
+                            "another request is writing upload {id}; one writer at a time"
+                        )));
+                    }
+                    if offset != entry.received {
+                        return Err(FileError::Conflict(format!(
+                            "upload {id} goes on at byte {}, not {offset}; ask `GET` where to \
+                             go on",
+                            entry.received
+                        )));
+                    }
+                    entry.writing = true;
+                    false
+                }
+                None => {
+                    if offset != 0 {
+                        return Err(FileError::Conflict(format!(
+                            "upload {id} is not known here (never started, or expired): it \
+                             starts again at byte 0, not {offset}"
+                        )));
+                    }
+                    if size > limits.max_file_bytes {
+                        return Err(FileError::TooLarge {
+                            size,
+                            limit: limits.max_file_bytes,
+                        });
+                    }
+                    let used = index.used.get(user).copied().unwrap_or(0);
+                    if used.saturating_add(size) > limits.quota {
+                        return Err(FileError::Quota {
+                            size,
+                            used,
+                            quota: limits.quota,
+                        });
+                    }
+                    let owner: Arc<str> = index
+                        .used
+                        .get_key_value(user)
+                        .map_or_else(|| user.into(), |(owner, _)| Arc::clone(owner));
+                    *index.used.entry(Arc::clone(&owner)).or_default() += size;
+                    index.uploads.insert(
+                        id,
+                        Entry {
+                            owner,
+                            size,
+                            sha256,
+                            received: 0,
+                            complete: false,
+                            touched: SystemTime::now(),
+                            writing: true,
+                            hasher: Some(Sha256::new()),
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        let writer = Writer {
+            files: self.clone(),
+            id,
+            size,
+            sha256,
+            received: offset,
+            hasher: None,
+            buffer: Vec::new(),
+            buffered: 0,
+        };
+        if is_new {
+            let meta = Meta {
+                owner: user.to_owned(),
+                size,
+                sha256,
+                complete: false,
+            };
+            let meta = postcard::to_stdvec(&meta).expect("a record always encodes");
+            if let Err(e) = self.inner.store.put(&meta_path(id), meta.into()).await {
+                drop(writer);
+                self.index().remove(id);
+                return Err(e.into());
+            }
+        }
+        let mut writer = writer;
+        writer.hasher = self
+            .index()
+            .uploads
+            .get_mut(&id)
+            .and_then(|e| e.hasher.take());
+        Ok(Ok(writer))
+    }
+
+    /// Opens a complete upload, whoever's it is: for server code that checked the reader may
+    /// see it (handlers use [`Context::open`](crate::Context::open), which checks the owner).
+    /// The reference's size and digest must be the file's.
+    pub async fn open(&self, file: &FileRef) -> Result<FileReader, FileError> {
+        if let Some(bytes) = file.inline_bytes() {
+            return Ok(FileReader::inline(Bytes::copy_from_slice(bytes)));
+        }
+        self.ready().await?;
+        {
+            let index = self.index();
+            let entry = index
+                .uploads
+                .get(&file.id)
+                .ok_or(FileError::NotFound(file.id))?;
+            if entry.size != file.size || entry.sha256 != file.sha256 {
+                return Err(FileError::Mismatch(file.id));
+            }
+            if !entry.complete {
+                return Err(FileError::Pending(file.id));
+            }
+        }
+        let parts = self.parts(file.id).await?;
+        Ok(FileReader::parts(
+            Arc::clone(&self.inner.store),
+            parts,
+            file.size,
+        ))
+    }
+
+    /// The owner of upload `id`, if it exists.
+    pub(crate) async fn owner(&self, id: FileId) -> Result<Option<Arc<str>>, FileError> {
+        self.ready().await?;
+        Ok(self.index().uploads.get(&id).map(|e| Arc::clone(&e.owner)))
+    }
+
+    /// Removes a file and gives its bytes back to its owner's quota: for server code, once
+    /// no record refers to it.
+    pub async fn delete(&self, id: FileId) -> Result<(), FileError> {
+        self.ready().await?;
+        self.remove(id).await
+    }
+
+    async fn remove(&self, id: FileId) -> Result<(), FileError> {
+        self.index().remove(id);
+        self.delete_objects(id).await
+    }
+
+    /// Removes upload `id` for `user`, its owner.
+    pub(crate) async fn cancel(&self, id: FileId, user: &str) -> Result<(), FileError> {
+        self.status(id, user).await?;
+        self.delete(id).await
+    }
+
+    async fn delete_objects(&self, id: FileId) -> Result<(), FileError> {
+        let store = &self.inner.store;
+        let mut listing = store.list(Some(&upload_prefix(id)));
+        while let Some(object) = listing.next().await {
+            match store.delete(&object?.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths of upload `id`'s parts, in order.
+    async fn parts(&self, id: FileId) -> Result<Vec<Path>, FileError> {
+        let mut parts = Vec::new();
+        let mut listing = self.inner.store.list(Some(&upload_prefix(id)));
+        while let Some(object) = listing.next().await {
+            let location = object?.location;
+            if location
+                .filename()
+                .is_some_and(|name| name.starts_with('p'))
+            {
+                parts.push(location);
+            }
+        }
+        // Zero-padded offsets: in name order is in offset order.
+        parts.sort_unstable();
+        Ok(parts)
+    }
+
+    /// The SHA-256 of upload `id`'s parts, read again.
+    async fn digest_of_parts(&self, id: FileId) -> Result<[u8; 32], FileError> {
+        let mut hasher = Sha256::new();
+        for part in self.parts(id).await? {
+            let mut stream = self.inner.store.get(&part).await?.into_stream();
+            while let Some(bytes) = stream.next().await {
+                hasher.update(&bytes?);
+            }
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    async fn sweep_once(&self, now: SystemTime) {
+        let expired: Vec<FileId> = self
+            .index()
+            .uploads
+            .iter()
+            .filter(|(_, e)| {
+                !e.complete
+                    && !e.writing
+                    && now.duration_since(e.touched).unwrap_or_default() >= self.inner.limits.expiry
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            tracing::info!(%id, "removing an upload left incomplete");
+            if let Err(e) = self.remove(id).await {
+                tracing::warn!(%id, "could not remove an expired upload: {e}");
+            }
+        }
+    }
+}
+
+/// Removes expired incomplete uploads, every quarter of the expiry (at most a minute apart),
+/// as long as the store is in use.
+async fn sweep(inner: Weak<Inner>) {
+    loop {
+        let Some(period) = inner.upgrade().map(|inner| {
+            (inner.limits.expiry / 4).clamp(Duration::from_millis(50), Duration::from_secs(60))
+        }) else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        Files { inner }.sweep_once(SystemTime::now()).await;
+    }
+}
+
+/// Writes one request's bytes into an upload. Dropping it lets another request write.
+pub(crate) struct Writer {
+    files: Files,
+    id: FileId,
+    size: u64,
+    sha256: [u8; 32],
+    /// The bytes written out as parts.
+    received: u64,
+    /// The digest of the `received` bytes, if known.
+    hasher: Option<Sha256>,
+    buffer: Vec<Bytes>,
+    buffered: usize,
+}
+
+impl Writer {
+    /// Takes the next bytes of the body; writes a part out when enough are held.
+    pub(crate) async fn push(&mut self, bytes: Bytes) -> Result<(), FileError> {
+        let room = self.size - self.received - self.buffered as u64;
+        if bytes.len() as u64 > room {
+            // The file's own bytes are kept, the excess refused.
+            let fits = bytes.slice(..usize::try_from(room).unwrap_or(usize::MAX));
+            self.hold(fits);
+            self.flush().await?;
+            return Err(FileError::TooLong { size: self.size });
+        }
+        self.hold(bytes);
+        if self.buffered >= PART_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.buffered += bytes.len();
+            self.buffer.push(bytes);
+        }
+    }
+
+    /// Writes the bytes held as one part.
+    pub(crate) async fn flush(&mut self) -> Result<(), FileError> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        let hasher = self.hasher.clone().map(|mut hasher| {
+            for bytes in &self.buffer {
+                hasher.update(bytes);
+            }
+            hasher
+        });
+        let payload: PutPayload = self.buffer.iter().cloned().collect();
+        self.files
+            .inner
+            .store
+            .put(&part_path(self.id, self.received), payload)
+            .await?;
+        self.received += self.buffered as u64;
+        self.hasher = hasher;
+        self.buffer.clear();
+        self.buffered = 0;
+        if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
+            entry.received = self.received;
+            entry.touched = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// Writes what is held and, once every byte is there, checks the digest: a match makes
+    /// the upload complete; a mismatch discards it.
+    pub(crate) async fn finish(mut self) -> Result<UploadStatus, FileError> {
+        self.flush().await?;
+        let status = UploadStatus {
+            received: self.received,
+            size: self.size,
+            complete: false,
+        };
+        if self.received < self.size {
+            return Ok(status);
+        }
+        let digest: [u8; 32] = match self.hasher.take() {
+            Some(hasher) => hasher.finalize().into(),
+            None => self.files.digest_of_parts(self.id).await?,
+        };
+        let id = self.id;
+        if digest != self.sha256 {
+            let files = self.files.clone();
+            drop(self);
+            files.remove(id).await?;
+            return Err(FileError::Checksum(id));
+        }
+        let owner = self.files.owner(id).await?.ok_or(FileError::NotFound(id))?;
+        let meta = Meta {
+            owner: owner.to_string(),
+            size: status.size,
+            sha256: self.sha256,
+            complete: true,
+        };
+        let meta = postcard::to_stdvec(&meta).expect("a record always encodes");
+        self.files
+            .inner
+            .store
+            .put(&meta_path(id), meta.into())
+            .await?;
+        if let Some(entry) = self.files.index().uploads.get_mut(&id) {
+            entry.complete = true;
+        }
+        Ok(UploadStatus {
+            complete: true,
+            ..status
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
+            entry.writing = false;
+            // The digest goes back only if it covers what the parts hold.
+            if entry.received == self.received && self.buffered == 0 {
+                entry.hasher = self.hasher.take();
+            }
+        }
+    }
+}
