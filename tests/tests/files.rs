@@ -345,15 +345,17 @@ async fn a_second_writer_is_refused_while_the_first_writes() {
             answer(response).await
         }
     });
-    // Once the first holds the upload, a second is refused.
-    let mut second = (0, Err(String::new()));
-    for _ in 0..100 {
-        second = put(&ann, &url, id, (0, 1_000, sha), data.clone()).await;
-        if second.0 == 409 {
+    // Once the first holds the upload (it exists: the first made it), a second is refused.
+    let mut started = false;
+    for _ in 0..200 {
+        if get(&ann, &url, id).await.0 == 200 {
+            started = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(started, "the first writer began");
+    let second = put(&ann, &url, id, (0, 1_000, sha), data.clone()).await;
     assert_eq!(second.0, 409, "{second:?}");
     assert!(second.1.unwrap_err().contains("one writer at a time"));
     tx.unbounded_send(Ok(data[100..].to_vec())).unwrap();
@@ -513,4 +515,44 @@ async fn a_call_made_before_its_file_is_uploaded_runs_once_the_file_is_complete(
         .unwrap()
         .unwrap();
     assert_eq!((read.size, read.sha256), (size, sha));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_share_a_store_carry_on_each_other_s_uploads() {
+    let dir = files_dir("shared");
+    let a = Server::start_with(|b| b.files_dir(&dir)).await;
+    let b = Server::start_with(|b| b.files_dir(&dir)).await;
+    let ann = http_as("ann", "user");
+    let data = bytes(3_000, 11);
+    let (sha, size) = (sha256(&data), data.len() as u64);
+    let id = FileId(0x5a5e);
+    // Both know of the store before the upload starts.
+    assert_eq!(get(&ann, &a.url(), id).await.0, 404);
+    assert_eq!(get(&ann, &b.url(), id).await.0, 404);
+    let first = data[..1_000].to_vec();
+    assert_eq!(
+        put(&ann, &a.url(), id, (0, size, sha), first).await,
+        (200, status(1_000, size, false))
+    );
+    assert_eq!(
+        get(&ann, &b.url(), id).await,
+        (200, status(1_000, size, false))
+    );
+    let rest = data[1_000..].to_vec();
+    assert_eq!(
+        put(&ann, &b.url(), id, (1_000, size, sha), rest).await,
+        (200, status(size, size, true))
+    );
+    // The first server opens what the second completed.
+    let client = Client::builder(a.url())
+        .transport(transport_as("ann", "user"))
+        .mode(Mode::Call)
+        .build();
+    let file = FileRef::uploaded(id, "shared.bin", size, sha);
+    let read = AttachmentsClient::new(&client).create(file).await.unwrap();
+    assert_eq!((read.size, read.sha256), (size, sha));
+    assert_eq!(
+        get(&ann, &a.url(), id).await,
+        (200, status(size, size, true))
+    );
 }

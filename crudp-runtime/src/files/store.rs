@@ -302,9 +302,89 @@ impl Files {
         Ok(())
     }
 
+    /// Reads upload `id` from the store again, for what other servers sharing it did: its
+    /// record and the bytes its parts hold. Keeps this server's writer and digest if nothing
+    /// changed; forgets the upload if the store no longer has it.
+    async fn refresh(&self, id: FileId) -> Result<(), FileError> {
+        let meta = match self.inner.store.get(&meta_path(id)).await {
+            Ok(meta) => postcard::from_bytes::<Meta>(&meta.bytes().await?).ok(),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(meta) = meta else {
+            let mut index = self.index();
+            if index.uploads.get(&id).is_some_and(|e| !e.writing) {
+                index.remove(id);
+            }
+            return Ok(());
+        };
+        let mut parts = Vec::new();
+        let mut listing = self.inner.store.list(Some(&upload_prefix(id)));
+        while let Some(object) = listing.next().await {
+            let object = object?;
+            if let Some(offset) = object
+                .location
+                .filename()
+                .and_then(|name| name.strip_prefix('p'))
+                .and_then(|offset| offset.parse::<u64>().ok())
+            {
+                parts.push((offset, object.size));
+            }
+        }
+        parts.sort_unstable();
+        let received = parts
+            .iter()
+            .try_fold(0u64, |at, &(offset, len)| {
+                (offset == at).then_some(at + len)
+            })
+            .unwrap_or(0)
+            .min(meta.size);
+        let mut index = self.index();
+        match index.uploads.get_mut(&id) {
+            Some(entry) if entry.writing => {}
+            Some(entry) => {
+                if entry.received != received {
+                    entry.hasher = None;
+                    entry.received = received;
+                    entry.touched = SystemTime::now();
+                }
+                entry.complete = meta.complete;
+            }
+            None => {
+                let owner: Arc<str> = index.used.get_key_value(meta.owner.as_str()).map_or_else(
+                    || meta.owner.as_str().into(),
+                    |(owner, _)| Arc::clone(owner),
+                );
+                *index.used.entry(Arc::clone(&owner)).or_default() += meta.size;
+                index.uploads.insert(
+                    id,
+                    Entry {
+                        owner,
+                        size: meta.size,
+                        sha256: meta.sha256,
+                        received,
+                        complete: meta.complete,
+                        touched: SystemTime::now(),
+                        writing: false,
+                        hasher: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the index's record of `id` may be behind the store: missing, or incomplete.
+    fn may_be_stale(&self, id: FileId) -> bool {
+        self.index().uploads.get(&id).is_none_or(|e| !e.complete)
+    }
+
     /// What the server has of upload `id`, for its owner `user`.
     pub(crate) async fn status(&self, id: FileId, user: &str) -> Result<UploadStatus, FileError> {
         self.ready().await?;
+        if self.may_be_stale(id) {
+            self.refresh(id).await?;
+        }
         let index = self.index();
         let entry = index.uploads.get(&id).ok_or(FileError::NotFound(id))?;
         if &*entry.owner != user {
@@ -324,6 +404,15 @@ impl Files {
         offset: u64,
     ) -> Result<Result<Writer, UploadStatus>, FileError> {
         self.ready().await?;
+        // Another server sharing the store may have started or gone on with it.
+        let behind = self
+            .index()
+            .uploads
+            .get(&id)
+            .is_none_or(|e| !e.writing && !e.complete && e.received != offset);
+        if behind {
+            self.refresh(id).await?;
+        }
         let limits = self.inner.limits;
         let is_new = {
             let mut index = self.index();
@@ -442,6 +531,9 @@ impl Files {
             return Ok(FileReader::inline(Bytes::copy_from_slice(bytes)));
         }
         self.ready().await?;
+        if self.may_be_stale(file.id) {
+            self.refresh(file.id).await?;
+        }
         {
             let index = self.index();
             let entry = index
@@ -466,7 +558,12 @@ impl Files {
     /// The owner of upload `id`, if it exists.
     pub(crate) async fn owner(&self, id: FileId) -> Result<Option<Arc<str>>, FileError> {
         self.ready().await?;
-        Ok(self.index().uploads.get(&id).map(|e| Arc::clone(&e.owner)))
+        let known = self.index().uploads.contains_key(&id);
+        if !known {
+            self.refresh(id).await?;
+        }
+        let owner = self.index().uploads.get(&id).map(|e| Arc::clone(&e.owner));
+        Ok(owner)
     }
 
     /// Removes a file and gives its bytes back to its owner's quota: for server code, once

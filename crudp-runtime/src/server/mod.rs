@@ -333,8 +333,9 @@ impl CrudpBuilder {
 
     /// Keeps uploaded files in `store`: any [`object_store::ObjectStore`], such as an
     /// S3-compatible one (enable the matching feature of `object_store`, at the version
-    /// `crudp::server::object_store` re-exports). Servers that share a store act as one for
-    /// reads; each enforces [`upload_quota`](Self::upload_quota) on the uploads it has seen.
+    /// `crudp::server::object_store` re-exports). Servers that share a store carry on each
+    /// other's uploads; each enforces [`upload_quota`](Self::upload_quota), and one writer per
+    /// upload, among the requests it serves.
     pub fn file_store(mut self, store: Arc<dyn object_store::ObjectStore>) -> Self {
         self.files.store = Some(FileStore::Store(store));
         self
