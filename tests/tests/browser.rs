@@ -5,7 +5,10 @@
 
 use std::{cell::RefCell, rc::Rc, time::Duration};
 
-use crudp::{CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Mode, Storage};
+use crudp::{
+    CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Mode, Storage,
+    UploadProgress, files::FileRef,
+};
 use crudp_tests::*;
 use futures_util::future::{join, join_all};
 use wasm_bindgen_test::*;
@@ -349,4 +352,42 @@ async fn behind_a_proxy_that_holds_the_event_stream_back_the_client_polls() {
     })
     .await;
     assert_eq!(client.status().connection, Connection::Online);
+}
+
+#[wasm_bindgen_test]
+async fn a_file_picked_in_the_page_is_uploaded_with_progress_and_arrives_intact() {
+    reachable().await;
+    let client = client();
+    let data: Vec<u8> = (0..(3usize << 20) + 5)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(&data[..]));
+    let file = web_sys::File::new_with_u8_array_sequence(&parts, "page.bin").unwrap();
+    let seen = Rc::new(RefCell::new(Vec::<UploadProgress>::new()));
+    let sink = Rc::clone(&seen);
+    let uploaded = client
+        .upload(file)
+        .on_progress(move |p| sink.borrow_mut().push(p))
+        .await
+        .unwrap();
+    // The digest the page computed is the one of the bytes, computed apart.
+    let expected = FileRef::inline("page.bin", data.clone());
+    assert_eq!(
+        (uploaded.name.as_str(), uploaded.size, uploaded.sha256),
+        ("page.bin", expected.size, expected.sha256)
+    );
+    // The server read the same bytes.
+    let received = AttachmentsClient::new(&client)
+        .create(uploaded)
+        .await
+        .unwrap();
+    assert_eq!(
+        (received.size, received.sha256),
+        (expected.size, expected.sha256)
+    );
+    let seen = seen.borrow();
+    assert!(seen.len() >= 4, "a report per 1 MiB piece: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].sent < w[1].sent), "{seen:?}");
+    let total = data.len() as u64;
+    assert_eq!(seen.last(), Some(&UploadProgress { sent: total, total }));
 }

@@ -66,8 +66,16 @@ async fn main() {
             .expect("--instances takes a number"),
         None => 1,
     };
+    // Uploads go to a directory of this process's, which the instances of a cluster share.
+    let files = std::env::temp_dir().join(format!("crudp-test-server-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&files);
     // Tokens live 2 s, so every browser test sees its stream's token rotate.
-    let server = Arc::new(Serving::start(instances, |b| b.token_ttl(Duration::from_secs(2))).await);
+    let server = Arc::new(
+        Serving::start(instances, |b| {
+            b.token_ttl(Duration::from_secs(2)).files_dir(&files)
+        })
+        .await,
+    );
     let proxy = Arc::new(Proxy::start(server.addr()).await);
     let buffered = Serving::start(instances, |b| b).await;
     let buffering = BufferingProxy::start(buffered.addr()).await;
@@ -98,6 +106,7 @@ async fn main() {
     // Serve until whoever started us closes our standard input.
     let mut rest = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    let _ = std::fs::remove_dir_all(&files);
 }
 
 #[cfg(target_arch = "wasm32")]
