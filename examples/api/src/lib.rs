@@ -61,6 +61,38 @@ pub trait Board {
     async fn read(&self, ctx: &crudp::Context) -> Result<Vec<Todo>, TodoError>;
 }
 
+/// A file attached to a todo: uploaded first, then attached, so everyone sees it appear.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Attachment {
+    /// The todo it belongs to.
+    pub todo: u64,
+    /// The uploaded file.
+    pub file: crudp::files::FileRef,
+    /// Who attached it.
+    pub by: String,
+}
+
+impl Attachment {
+    /// Where the server lets anyone signed in download it.
+    pub fn href(&self) -> String {
+        format!("/files/{}", self.file.id)
+    }
+}
+
+/// Files attached to todos.
+#[crudp::module]
+pub trait Attachments {
+    /// Attaches the uploaded `file` to the todo `todo`.
+    async fn create(
+        &self,
+        ctx: &crudp::Context,
+        todo: u64,
+        file: crudp::files::FileRef,
+    ) -> Result<Attachment, TodoError>;
+    /// Every attachment, oldest first.
+    async fn read(&self, ctx: &crudp::Context) -> Result<Vec<Attachment>, TodoError>;
+}
+
 /// What the front ends show of the client: `online`, `reconnecting` or `offline`, as a word and
 /// a CSS class.
 pub fn connection_word(status: crudp::Status) -> &'static str {
@@ -69,6 +101,13 @@ pub fn connection_word(status: crudp::Status) -> &'static str {
         crudp::Connection::Reconnecting => "reconnecting",
         crudp::Connection::Offline => "offline",
     }
+}
+
+/// An upload's progress as a percentage, for a progress bar's label.
+pub fn percent(progress: crudp::UploadProgress) -> u64 {
+    (progress.sent * 100)
+        .checked_div(progress.total)
+        .unwrap_or(100)
 }
 
 /// The front ends' status line: "offline, 2 queued, 0 in flight".

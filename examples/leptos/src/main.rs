@@ -1,21 +1,44 @@
-//! The todo board in Leptos: the generated `TodosClient` and `BoardClient`, typed listeners
-//! for everyone's changes, and the client's status.
+//! The todo board in Leptos: the generated `TodosClient`, `BoardClient` and
+//! `AttachmentsClient`, typed listeners for everyone's changes, uploads with a progress bar,
+//! and the client's status.
 
-use crudp::Client;
-use example_api::{BoardClient, Todo, TodosClient, connection_word, signed_in, status_line};
+use crudp::{Client, UploadProgress};
+use example_api::{
+    Attachment, AttachmentsClient, BoardClient, Todo, TodosClient, connection_word, percent,
+    signed_in, status_line,
+};
 use leptos::{prelude::*, task::spawn_local};
 
 thread_local! {
-    static API: (Client, TodosClient, BoardClient) = {
+    static API: (Client, TodosClient, BoardClient, AttachmentsClient) = {
         let client = Client::new("/crudp");
         let todos = TodosClient::new(&client);
         let board = BoardClient::new(&client);
-        (client, todos, board)
+        let attachments = AttachmentsClient::new(&client);
+        (client, todos, board, attachments)
     };
 }
 
 fn todos() -> TodosClient {
     API.with(|api| api.1.clone())
+}
+
+fn attachments() -> AttachmentsClient {
+    API.with(|api| api.3.clone())
+}
+
+/// The files attached to todos, and the uploads under way (by todo), for every row.
+#[derive(Clone, Copy)]
+struct Files {
+    attached: RwSignal<Vec<Attachment>>,
+    uploading: RwSignal<Vec<(u64, UploadProgress)>>,
+}
+
+/// Adds an attachment once, whether heard of by result or by broadcast.
+fn attach(list: &mut Vec<Attachment>, attachment: Attachment) {
+    if !list.iter().any(|a| a.file.id == attachment.file.id) {
+        list.push(attachment);
+    }
 }
 
 fn main() {
@@ -60,6 +83,22 @@ fn App() -> impl IntoView {
     // Broadcasts may have been missed (the server restarted, say): reload the board.
     client.on_reset(move || reload(list)).keep();
     // ANCHOR_END: listeners
+    // Files attached by anyone appear as they are attached.
+    let files = Files {
+        attached: RwSignal::new(Vec::new()),
+        uploading: RwSignal::new(Vec::new()),
+    };
+    provide_context(files);
+    attachments()
+        .on_create(move |a| files.attached.update(|l| attach(l, a)))
+        .keep();
+    spawn_local(async move {
+        if let Ok(all) = attachments().read().await {
+            files
+                .attached
+                .update(|l| all.into_iter().for_each(|a| attach(l, a)));
+        }
+    });
     // How many changes this page heard of, its own included.
     let heard = RwSignal::new(0usize);
     todos().on_create(move |_| heard.update(|n| *n += 1)).keep();
@@ -127,6 +166,64 @@ fn row(todo: Todo) -> impl IntoView {
         ..todo.clone()
     };
     let id = todo.id;
+    let files = expect_context::<Files>();
+    let upload = move |ev: leptos::ev::Event| {
+        use wasm_bindgen::JsCast;
+        let input = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
+        let Some(file) = input
+            .as_ref()
+            .and_then(|i| i.files())
+            .and_then(|f| f.get(0))
+        else {
+            return;
+        };
+        if let Some(input) = input {
+            input.set_value("");
+        }
+        spawn_local(async move {
+            let client = API.with(|api| api.0.clone());
+            let show = move |p: UploadProgress| {
+                files.uploading.update(|u| {
+                    u.retain(|(todo, _)| *todo != id);
+                    u.push((id, p));
+                });
+            };
+            show(UploadProgress::default());
+            // Sent in pieces, going on after an outage; then attached for everyone to see.
+            let uploaded = client.upload(file).on_progress(show).await;
+            files
+                .uploading
+                .update(|u| u.retain(|(todo, _)| *todo != id));
+            if let Ok(file) = uploaded
+                && let Ok(attachment) = attachments().create(id, file).await
+            {
+                files.attached.update(|l| attach(l, attachment));
+            }
+        });
+    };
+    let progress = move || {
+        files
+            .uploading
+            .get()
+            .into_iter()
+            .find(|(todo, _)| *todo == id)
+            .map(|(_, p)| {
+                view! {
+                    <progress class="upload" max=p.total value=p.sent>{percent(p)} "%"</progress>
+                }
+            })
+    };
+    let attached = move || {
+        files
+            .attached
+            .get()
+            .into_iter()
+            .filter(|a| a.todo == id)
+            .map(|a| view! { <a class="attachment" href=a.href() title=a.by.clone()>{a.file.name.clone()}</a> " " })
+            .collect_view()
+    };
     view! {
         <li class:done=todo.done>
             <input type="checkbox" prop:checked=todo.done on:change=move |_| {
@@ -138,6 +235,11 @@ fn row(todo: Todo) -> impl IntoView {
             <button on:click=move |_| {
                 spawn_local(async move { let _ = todos().delete(id).await; });
             }>"✕"</button>
+            " "
+            <label class="attach">"attach a file"<input type="file" class="attach-file" on:change=upload /></label>
+            {progress}
+            " "
+            {attached}
         </li>
     }
 }

@@ -2,12 +2,13 @@
 //! sign-in page at `/`, who is connected at `/online`, and the Leptos and Yew front ends at
 //! `/leptos/` and `/yew/`.
 //!
-//! `todo-server [ADDRESS] [--db FILE] [--dist DIR] [--redis URL]`: by default
-//! `127.0.0.1:3000`, `todo.db`, and the front ends that `cargo xtask demo` builds into
-//! `target/demo`. With `--redis`, several servers that share the Redis server and the
+//! `todo-server [ADDRESS] [--db FILE] [--files DIR] [--dist DIR] [--redis URL]`: by default
+//! `127.0.0.1:3000`, `todo.db`, uploaded files in `todo.files` next to the database, and the
+//! front ends that `cargo xtask demo` builds into `target/demo`. With `--redis`, several servers that share the Redis server and the
 //! database file act as one; they must share a token secret too, in `CRUDP_TOKEN_SECRET`
 //! (32 bytes or more).
 
+mod attachments;
 mod presence;
 mod signin;
 mod store;
@@ -17,12 +18,13 @@ use std::path::PathBuf;
 use axum::routing::{get, post};
 use crudp::server::{Crudp, CrudpBuilder, SqliteEffects, SqliteOutcomes};
 use crudp_redis::RedisBackend;
-use example_api::{BoardServer, TodosServer};
+use example_api::{AttachmentsServer, BoardServer, TodosServer};
 use tower_http::services::{ServeDir, ServeFile};
 
 struct Options {
     address: String,
     db: PathBuf,
+    files: Option<PathBuf>,
     dist: PathBuf,
     redis: Option<String>,
 }
@@ -31,6 +33,7 @@ fn options() -> Result<Options, String> {
     let mut options = Options {
         address: "127.0.0.1:3000".into(),
         db: "todo.db".into(),
+        files: None,
         dist: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/demo"),
         redis: None,
     };
@@ -38,6 +41,9 @@ fn options() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--db" => options.db = args.next().ok_or("--db needs a file")?.into(),
+            "--files" => {
+                options.files = Some(args.next().ok_or("--files needs a directory")?.into())
+            }
             "--dist" => options.dist = args.next().ok_or("--dist needs a directory")?.into(),
             "--redis" => options.redis = Some(args.next().ok_or("--redis needs a URL")?),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -74,6 +80,10 @@ async fn main() -> Result<(), String> {
         )
         .init();
     let options = options()?;
+    let files = options
+        .files
+        .clone()
+        .unwrap_or_else(|| options.db.with_extension("files"));
     let db = options.db.display().to_string();
     let cannot_open = |e: &dyn std::fmt::Display| format!("cannot open {db}: {e}");
     // ANCHOR: server
@@ -98,7 +108,10 @@ async fn main() -> Result<(), String> {
     let api = builder
         .authenticator(signin::authenticate)
         .handler(TodosServer::new(store.clone()))
-        .handler(BoardServer::new(store))
+        .handler(BoardServer::new(store.clone()))
+        // Files attached to todos: uploaded to this directory, then attached.
+        .handler(AttachmentsServer::new(store.clone()))
+        .files_dir(&files)
         .on_connect({
             let presence = presence.clone();
             move |peer| presence.connected(peer)
@@ -114,6 +127,10 @@ async fn main() -> Result<(), String> {
         .route("/signin", post(signin::sign_in))
         .route("/signout", get(signin::sign_out))
         .route("/online", get(move || async move { presence.show() }))
+        .route(
+            "/files/{id}",
+            get(attachments::download).with_state((api.clone(), store)),
+        )
         .nest_service("/leptos", front_end(&options.dist, "leptos"))
         .nest_service("/yew", front_end(&options.dist, "yew"))
         .route_service("/board.css", ServeFile::new(options.dist.join("board.css")));

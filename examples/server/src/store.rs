@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Clones share the file, so both modules can hold one.
 #[derive(Clone)]
 pub(crate) struct Store {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 /// The file: the exactly-once store's own (one server), or one whose writes record their
@@ -33,7 +33,7 @@ impl Db {
         }
     }
 
-    async fn transaction<T, F>(&self, ctx: &Context, work: F) -> Result<T, TodoError>
+    pub(crate) async fn transaction<T, F>(&self, ctx: &Context, work: F) -> Result<T, TodoError>
     where
         F: FnOnce(&Connection) -> Result<T, TodoError> + Send + 'static,
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
@@ -55,7 +55,8 @@ impl Store {
                      title TEXT NOT NULL,
                      done INTEGER NOT NULL DEFAULT 0
                  );",
-            )
+            )?;
+            db.execute_batch(crate::attachments::SCHEMA)
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -63,7 +64,7 @@ impl Store {
     }
 
     /// Reads, on the database's thread.
-    async fn query<T: Send + 'static>(
+    pub(crate) async fn query<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> Result<T, TodoError> + Send + 'static,
     ) -> Result<T, TodoError> {
@@ -80,11 +81,11 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Todo> {
 }
 
 /// SQLite's rowids are `i64`; an ID beyond them names no todo.
-fn sql_id(id: u64) -> Result<i64, TodoError> {
+pub(crate) fn sql_id(id: u64) -> Result<i64, TodoError> {
     i64::try_from(id).map_err(|_| TodoError::NotFound)
 }
 
-fn storage(e: rusqlite::Error) -> TodoError {
+pub(crate) fn storage(e: rusqlite::Error) -> TodoError {
     tracing::error!("database error: {e}");
     TodoError::Invalid("the board could not be saved; try again".into())
 }

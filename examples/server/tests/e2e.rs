@@ -21,6 +21,67 @@ async fn the_walkthrough_works_across_two_servers_on_redis() {
     walkthrough(Demo::start_instances("todo-2", 2).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_attached_in_either_front_end_appears_for_the_other_user_and_downloads_intact() {
+    let demo = Demo::start("attach").await;
+    let base = demo.base.clone();
+    let driver = Driver::start().await;
+    let (ann, bob) = (driver.session().await, driver.session().await);
+    sign_in(&ann, &base, "ann", true).await;
+    sign_in(&bob, &base, "bob", false).await;
+    ann.goto(&format!("{base}/leptos/")).await;
+    bob.goto(&format!("{base}/yew/")).await;
+    add(&ann, "needs a file").await;
+    bob.wait_for_text("#todos", "the todo at bob's", |t| {
+        t.contains("needs a file")
+    })
+    .await;
+
+    // Each front end attaches a file of its own (a few upload pieces each); the other page
+    // shows it as it is attached.
+    let http = reqwest::Client::new();
+    for (who, from, to, name) in [
+        ("ann", &ann, &bob, "from-leptos.bin"),
+        ("bob", &bob, &ann, "from-yew.bin"),
+    ] {
+        let data: Vec<u8> = (0..(3usize << 20) + 11)
+            .map(|i| (i * 13 % 251) as u8 ^ name.len() as u8)
+            .collect();
+        let path = demo.out.join(name);
+        std::fs::write(&path, &data).unwrap();
+        // Chromium takes canonical paths only.
+        let path = path.canonicalize().unwrap();
+        from.type_into(".attach-file", &path.display().to_string())
+            .await;
+        for page in [from, to] {
+            page.wait_for_text("#todos", name, |t| t.contains(name))
+                .await;
+        }
+        // Anyone signed in downloads it, byte for byte.
+        let href = to
+            .evaluate(&format!(
+                "return [...document.querySelectorAll('a.attachment')]
+                    .find(a => a.textContent == '{name}').getAttribute('href')"
+            ))
+            .await;
+        let href = href.as_str().unwrap().to_owned();
+        let downloaded = http
+            .get(format!("{base}{href}"))
+            .header("cookie", "crudp_user=carol:user")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(downloaded.status(), 200, "{who}'s {name}");
+        assert_eq!(downloaded.bytes().await.unwrap().as_ref(), &data[..]);
+        let anonymous = http.get(format!("{base}{href}")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+    }
+    ann.screenshot(&demo.out.join("attach-leptos.png")).await;
+    bob.screenshot(&demo.out.join("attach-yew.png")).await;
+    ann.quit().await;
+    bob.quit().await;
+}
+
 /// Screenshots are named after the database: `<db>-leptos-offline.png` and so on.
 async fn walkthrough(mut demo: Demo) {
     let name = demo.db.file_stem().unwrap().to_string_lossy().into_owned();

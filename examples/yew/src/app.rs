@@ -1,20 +1,28 @@
-//! The page: the generated `TodosClient` and `BoardClient`, typed listeners for everyone's
-//! changes, and the client's status.
+//! The page: the generated `TodosClient`, `BoardClient` and `AttachmentsClient`, typed
+//! listeners for everyone's changes, uploads with a progress bar, and the client's status.
 
 use std::rc::Rc;
 
-use crudp::{Client, Status};
-use example_api::{BoardClient, Todo, TodosClient, connection_word, signed_in, status_line};
+use crudp::{Client, Status, UploadProgress};
+use example_api::{
+    Attachment, AttachmentsClient, BoardClient, Todo, TodosClient, connection_word, percent,
+    signed_in, status_line,
+};
 use wasm_bindgen_futures::spawn_local;
 use yew::prelude::*;
 
 thread_local! {
-    static API: (Client, TodosClient, BoardClient) = {
+    static API: (Client, TodosClient, BoardClient, AttachmentsClient) = {
         let client = Client::new("/crudp");
         let todos = TodosClient::new(&client);
         let board = BoardClient::new(&client);
-        (client, todos, board)
+        let attachments = AttachmentsClient::new(&client);
+        (client, todos, board, attachments)
     };
+}
+
+fn attachments() -> AttachmentsClient {
+    API.with(|api| api.3.clone())
 }
 
 fn client() -> Client {
@@ -41,6 +49,10 @@ struct Page {
     pending: Vec<(u64, String)>,
     status: Status,
     notice: String,
+    /// The files attached to todos.
+    attached: Vec<Attachment>,
+    /// The uploads under way, by todo.
+    uploading: Vec<(u64, UploadProgress)>,
     /// While a reload is under way, the todos that arrived meanwhile: the board read may
     /// predate them, so they are applied again on top of it.
     since_reload: Option<Vec<Todo>>,
@@ -55,6 +67,8 @@ enum Change {
     Settled(u64),
     Status(Status),
     Notice(String),
+    Attached(Attachment),
+    Uploading(u64, Option<UploadProgress>),
 }
 
 impl Reducible for Page {
@@ -83,6 +97,20 @@ impl Reducible for Page {
             Change::Settled(key) => page.pending.retain(|(k, _)| *k != key),
             Change::Status(status) => page.status = status,
             Change::Notice(notice) => page.notice = notice,
+            // Once, whether heard of by result or by broadcast.
+            Change::Attached(attachment) => {
+                if !page
+                    .attached
+                    .iter()
+                    .any(|a| a.file.id == attachment.file.id)
+                {
+                    page.attached.push(attachment);
+                }
+            }
+            Change::Uploading(todo, progress) => {
+                page.uploading.retain(|(t, _)| *t != todo);
+                page.uploading.extend(progress.map(|p| (todo, p)));
+            }
         }
         Rc::new(page)
     }
@@ -114,6 +142,8 @@ fn app() -> Html {
         pending: Vec::new(),
         status: client().status(),
         notice: String::new(),
+        attached: Vec::new(),
+        uploading: Vec::new(),
         since_reload: None,
     });
     let input = use_node_ref();
@@ -121,7 +151,8 @@ fn app() -> Html {
     {
         let page = page.dispatcher();
         use_effect_with((), move |()| {
-            let (created, updated, deleted, status, missed) = (
+            let (created, updated, deleted, status, missed, attached) = (
+                page.clone(),
                 page.clone(),
                 page.clone(),
                 page.clone(),
@@ -136,8 +167,16 @@ fn app() -> Html {
                 client().on_status(move |s| status.dispatch(Change::Status(s))),
                 // Broadcasts may have been missed (the server restarted, say): reload the board.
                 client().on_reset(move || reload(missed.clone())),
+                // Files attached by anyone appear as they are attached.
+                attachments().on_create(move |a| attached.dispatch(Change::Attached(a))),
             ];
-            reload(page);
+            reload(page.clone());
+            spawn_local(async move {
+                if let Ok(all) = attachments().read().await {
+                    all.into_iter()
+                        .for_each(|a| page.dispatch(Change::Attached(a)));
+                }
+            });
             move || listeners.into_iter().for_each(crudp::Listener::remove)
         });
     }
@@ -188,12 +227,59 @@ fn app() -> Html {
                 let _ = todos().delete(id).await;
             });
         });
+        let upload = {
+            let page = page.dispatcher();
+            Callback::from(move |event: Event| {
+                let Some(input) = event.target_dyn_into::<web_sys::HtmlInputElement>() else {
+                    return;
+                };
+                let Some(file) = input.files().and_then(|f| f.get(0)) else {
+                    return;
+                };
+                input.set_value("");
+                let page = page.clone();
+                spawn_local(async move {
+                    let shown = page.clone();
+                    let show = move |p| shown.dispatch(Change::Uploading(id, Some(p)));
+                    show(UploadProgress::default());
+                    // Sent in pieces, going on after an outage; then attached for everyone.
+                    let uploaded = client().upload(file).on_progress(show).await;
+                    page.dispatch(Change::Uploading(id, None));
+                    if let Ok(file) = uploaded
+                        && let Ok(attachment) = attachments().create(id, file).await
+                    {
+                        page.dispatch(Change::Attached(attachment));
+                    }
+                });
+            })
+        };
+        let progress = page
+            .uploading
+            .iter()
+            .find(|(todo, _)| *todo == id)
+            .map(|(_, p)| {
+                html! {
+                    <progress class="upload" max={p.total.to_string()} value={p.sent.to_string()}>
+                        { percent(*p) }{ "%" }
+                    </progress>
+                }
+            });
+        let attached = page.attached.iter().filter(|a| a.todo == id).map(|a| {
+            html! {
+                <><a class="attachment" href={a.href()} title={a.by.clone()}>{ &a.file.name }</a>{ " " }</>
+            }
+        });
         html! {
             <li key={todo.id} class={classes!(todo.done.then_some("done"))}>
                 <input type="checkbox" checked={todo.done} onchange={toggle} />
                 <span>{ &todo.title }</span>
                 { " " }
                 <button onclick={remove}>{ "✕" }</button>
+                { " " }
+                <label class="attach">{ "attach a file" }<input type="file" class="attach-file" onchange={upload} /></label>
+                { for progress }
+                { " " }
+                { for attached }
             </li>
         }
     });

@@ -89,7 +89,8 @@ fn stored(db: &Path, title: &str) -> usize {
     .unwrap() as usize
 }
 
-/// The built front ends and a fresh `target/e2e/<name>.db`: `(dist, out, db)`.
+/// The built front ends and a fresh `target/e2e/<name>.db` (and no `<name>.files`):
+/// `(dist, out, db)`.
 fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dist = workspace().join("target/demo");
     assert!(
@@ -101,6 +102,7 @@ fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(out.join(format!("{name}.db{suffix}")));
     }
+    let _ = std::fs::remove_dir_all(out.join(format!("{name}.files")));
     let db = out.join(format!("{name}.db"));
     (dist, out, db)
 }
