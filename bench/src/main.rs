@@ -2,6 +2,8 @@
 //!
 //! - `crudp-bench run [--quick]`: every scenario; prints the report (Markdown) on stdout.
 //! - `crudp-bench server`, `crudp-bench clients …`: the processes `run` starts.
+//! - `crudp-bench load VARIANT N REPS`, `crudp-bench upload MIB REPS`: one scenario alone,
+//!   for profiling.
 //!
 //! `cargo xtask bench` builds it in release mode, adds the dispatch micro-benchmark and the
 //! wasm sizes, and writes `BENCHMARKS.md`.
@@ -9,6 +11,7 @@
 mod fanout;
 mod load;
 mod server;
+mod upload;
 
 use std::{fmt::Write, net::SocketAddr, process::Stdio};
 
@@ -23,6 +26,8 @@ struct Plan {
     reps: usize,
     fan_out: Vec<usize>,
     events: usize,
+    /// The size of the uploaded file, and how many times each way.
+    upload: (u64, usize),
 }
 
 impl Plan {
@@ -32,6 +37,7 @@ impl Plan {
             reps: 7,
             fan_out: vec![100, 1000, 5000, 19_000],
             events: 5,
+            upload: (1 << 30, 3),
         }
     }
 
@@ -41,6 +47,7 @@ impl Plan {
             reps: 2,
             fan_out: vec![10],
             events: 2,
+            upload: (8 << 20, 1),
         }
     }
 }
@@ -90,6 +97,29 @@ async fn main() {
             )
             .await;
             println!("{variant}: median {:.0} creates/s", median(&rates));
+        }
+        Some("upload") => {
+            // The upload scenario alone: `upload MIB REPS`.
+            let [mib, reps] = &args[1..] else {
+                panic!("upload MIB REPS")
+            };
+            let redis = crudp_tests::RedisServer::start().await;
+            let (_server, address) = start_server(&redis).await;
+            let size = mib.parse::<u64>().expect("MIB") << 20;
+            let runs = upload::run(
+                &format!("http://{address}"),
+                size,
+                reps.parse().expect("REPS"),
+            )
+            .await;
+            for (variant, runs) in upload::VARIANTS.iter().zip(&runs) {
+                println!(
+                    "{variant}: {:?} MB/s, peak RSS {:?} MiB (before {} MiB)",
+                    runs.mb_per_s.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                    runs.peak_rss.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+                    runs.rss_before >> 20
+                );
+            }
         }
         Some("run") => {
             let plan = if args.iter().any(|a| a == "--quick") {
@@ -240,6 +270,36 @@ async fn run(plan: &Plan) -> String {
             *b as f64 / limit
         );
     }
+
+    // Uploads.
+    let (size, reps) = plan.upload;
+    let _ = writeln!(
+        report,
+        "\n### Upload of a {} MiB file in one `PUT`, streamed from memory (median of {reps} \
+         runs, taking turns; min–max)\n",
+        size >> 20
+    );
+    let _ = writeln!(
+        report,
+        "| variant | MB/s | ÷ plain axum | server peak RSS (before: {} MiB) |",
+        0
+    );
+    let _ = writeln!(report, "|---|---:|---:|---:|");
+    let runs = upload::run(&base, size, reps).await;
+    let baseline = median(&runs[0].mb_per_s);
+    for (variant, runs) in upload::VARIANTS.iter().zip(&runs) {
+        let (min, max) = min_max(&runs.mb_per_s);
+        let peak = runs.peak_rss.iter().copied().max().unwrap_or(0);
+        let _ = writeln!(
+            report,
+            "| {variant} | {:.0} ({min:.0}–{max:.0}) | {:.2}× | {:.1} MiB |",
+            median(&runs.mb_per_s),
+            median(&runs.mb_per_s) / baseline,
+            peak as f64 / f64::from(1 << 20),
+        );
+    }
+    let before = runs[0].rss_before as f64 / f64::from(1 << 20);
+    report = report.replace("(before: 0 MiB)", &format!("(before: {before:.1} MiB)"));
 
     // SSE fan-out.
     let _ = writeln!(

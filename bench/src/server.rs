@@ -140,6 +140,32 @@ async fn publish(State(shared): State<Shared>, Query(to): Query<PublishTo>) -> S
     at.to_string()
 }
 
+/// What a user would write to take a file: the body streamed to a file on disk.
+async fn plain_upload(body: axum::body::Body) -> axum::http::StatusCode {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let path = std::env::temp_dir().join(format!("crudp-bench-plain-{}", std::process::id()));
+    let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let mut body = body.into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            return axum::http::StatusCode::BAD_REQUEST;
+        };
+        if file.write_all(&chunk).await.is_err() {
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let written = file.flush().await;
+    drop(file);
+    let _ = tokio::fs::remove_file(&path).await;
+    match written {
+        Ok(()) => axum::http::StatusCode::OK,
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// This process's resident memory, in bytes.
 pub(crate) fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -164,7 +190,12 @@ fn builder(board: &Board) -> CrudpBuilder {
 
 pub(crate) async fn serve() {
     let board = Board::default();
-    let api = builder(&board).connections_per_user(usize::MAX).build();
+    let files = std::env::temp_dir().join(format!("crudp-bench-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&files);
+    let api = builder(&board)
+        .connections_per_user(usize::MAX)
+        .files_dir(&files)
+        .build();
     // The same, with the durable store, in a file of its own.
     let file = std::env::temp_dir().join(format!("crudp-bench-{}.db", std::process::id()));
     for stale in ["", "-wal", "-shm"] {
@@ -209,6 +240,7 @@ pub(crate) async fn serve() {
         .route("/naive/events", get(naive_events))
         .route("/control/publish", post(publish))
         .route("/control/rss", get(|| async { rss().to_string() }))
+        .route("/plain/upload", axum::routing::put(plain_upload))
         .with_state(shared)
         .nest("/crudp", api.router())
         .nest("/durable", durable.router());

@@ -17,6 +17,7 @@ fn the_harness_runs_every_scenario() {
         "Creates per second",
         "Bytes on the wire",
         "SSE fan-out",
+        "| crudp `/upload/{id}` |",
         "| 10 | crudp |",
         "| 10 | naive |",
     ] {
