@@ -570,6 +570,12 @@ impl Proxy {
         }
     }
 
+    /// Points the proxy at another server (one started after a restart, say), from its next
+    /// [`up`](Self::up) on.
+    pub fn retarget(&mut self, target: SocketAddr) {
+        self.target = target;
+    }
+
     /// Accepts connections again, on the same address; nothing if it already does.
     pub async fn up(&self) {
         if self.state.lock().unwrap().acceptor.is_some() {

@@ -477,6 +477,47 @@ async fn an_upload_goes_on_after_its_connection_is_cut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_upload_goes_on_across_a_server_restart() {
+    let dir = files_dir("client-restart");
+    let before = Server::start_with(|b| b.files_dir(&dir)).await;
+    let mut proxy = Proxy::start(before.addr).await;
+    let client = Client::builder(proxy.url())
+        .transport(transport_as("ann", "user"))
+        .mode(Mode::Call)
+        .build();
+    let data = bytes(40 << 20, 12);
+    let (sent, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let upload = client
+        .upload(UploadSource::bytes("restart.bin", data.clone()))
+        .on_progress(move |p| {
+            let _ = sent.send(p.sent);
+        });
+    let upload = tokio::spawn(upload);
+    // After the first piece, the server goes away, connections and all, and another process
+    // takes its place on the same directory.
+    let first = progress.recv().await.unwrap();
+    assert!(first < data.len() as u64);
+    proxy.down().await;
+    drop(before);
+    let after = Server::start_with(|b| b.files_dir(&dir)).await;
+    proxy.retarget(after.addr);
+    proxy.up().await;
+    let file = tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .expect("the upload went on")
+        .unwrap()
+        .unwrap();
+    assert_eq!(file.sha256, sha256(&data));
+    // It went on from what the first server had kept, not from the start.
+    while let Ok(sent) = progress.try_recv() {
+        assert!(sent >= first, "went back to {sent} after {first}");
+    }
+    // The new server checked the digest over the parts both wrote, and its handler reads them.
+    let read = AttachmentsClient::new(&client).create(file).await.unwrap();
+    assert_eq!((read.size, read.sha256), (data.len() as u64, sha256(&data)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_made_before_its_file_is_uploaded_runs_once_the_file_is_complete() {
     let dir = files_dir("waits");
     let server = Server::start_with(|b| b.files_dir(&dir)).await;
