@@ -597,3 +597,38 @@ async fn servers_that_share_a_store_carry_on_each_other_s_uploads() {
         (200, status(size, size, true))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_visitors_share_an_upload_quota_per_address() {
+    let dir = files_dir("anonymous");
+    let server = Server::start_with(|b| b.files_dir(&dir).upload_quota(1_500)).await;
+    let url = server.url();
+    let data = bytes(1_000, 13);
+    let sha = sha256(&data);
+    // Two keys, so two visitors, but one address: new keys buy no new quota.
+    let (first, second) = (
+        http_keyed("Zmlyc3QtdmlzaXRvci1rZXk"),
+        http_keyed("c2Vjb25kLXZpc2l0b3Ita2V5"),
+    );
+    assert_eq!(
+        put(&first, &url, FileId(20), (0, 1_000, sha), data.clone())
+            .await
+            .0,
+        200
+    );
+    let (code, message) = put(&second, &url, FileId(21), (0, 1_000, sha), data.clone()).await;
+    assert_eq!(code, 413, "{message:?}");
+    assert!(
+        message
+            .unwrap_err()
+            .contains("1000 of 1500 bytes are taken")
+    );
+    // The second may not touch the first's upload either.
+    assert_eq!(get(&second, &url, FileId(20)).await.0, 403);
+    // A signed-in user has a quota of their own.
+    let ann = http_as("ann", "user");
+    assert_eq!(
+        put(&ann, &url, FileId(22), (0, 1_000, sha), data).await.0,
+        200
+    );
+}

@@ -1,6 +1,7 @@
 //! Where uploads live: an [`ObjectStore`] (the local file system by default), laid out as
 //!
-//! - `uploads/{id}/meta`: the owner, the announced size and digest, whether it is complete;
+//! - `uploads/{id}/meta`: the owner, the quota account, the announced size and digest, and
+//!   whether it is complete;
 //! - `uploads/{id}/p{offset:020}`: the bytes from `offset` on, one object per stretch written.
 //!
 //! Parts are whole objects, written at once, so a part is never half there: after a dropped
@@ -108,6 +109,19 @@ impl From<FileError> for String {
     }
 }
 
+/// The bytes from 0 on, without a gap, that `parts` (offset, length) hold of a file of
+/// `size` bytes.
+fn received(parts: &mut [(u64, u64)], size: u64) -> u64 {
+    parts.sort_unstable();
+    parts
+        .iter()
+        .try_fold(0u64, |at, &(offset, len)| {
+            (offset == at).then_some(at + len)
+        })
+        .unwrap_or(0)
+        .min(size)
+}
+
 /// The limits of a file store.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileLimits {
@@ -120,6 +134,9 @@ pub(crate) struct FileLimits {
 #[derive(Serialize, Deserialize)]
 struct Meta {
     owner: String,
+    /// Whose quota the file counts against: the owner's, or for anonymous visitors their
+    /// address's.
+    account: String,
     size: u64,
     sha256: [u8; 32],
     complete: bool,
@@ -128,6 +145,7 @@ struct Meta {
 /// One upload, in the index.
 struct Entry {
     owner: Arc<str>,
+    account: Arc<str>,
     size: u64,
     sha256: [u8; 32],
     /// The bytes kept in parts.
@@ -143,6 +161,21 @@ struct Entry {
 }
 
 impl Entry {
+    /// An upload found in the store, with `received` bytes in its parts.
+    fn found(index: &Index, meta: Meta, received: u64, touched: Option<SystemTime>) -> Self {
+        Self {
+            owner: meta.owner.into(),
+            account: index.account(&meta.account),
+            size: meta.size,
+            sha256: meta.sha256,
+            received,
+            complete: meta.complete,
+            touched: touched.unwrap_or_else(SystemTime::now),
+            writing: false,
+            hasher: None,
+        }
+    }
+
     fn status(&self) -> UploadStatus {
         UploadStatus {
             received: self.received,
@@ -155,18 +188,31 @@ impl Entry {
 #[derive(Default)]
 struct Index {
     uploads: HashMap<FileId, Entry>,
-    /// The bytes each user's uploads take (announced sizes).
+    /// The bytes each account's uploads take (announced sizes).
     used: HashMap<Arc<str>, u64>,
 }
 
 impl Index {
+    /// `account` as the key the index holds, so that its uploads share one allocation.
+    fn account(&self, account: &str) -> Arc<str> {
+        self.used
+            .get_key_value(account)
+            .map_or_else(|| account.into(), |(account, _)| Arc::clone(account))
+    }
+
+    /// Records an upload, counting its size against its account.
+    fn insert(&mut self, id: FileId, entry: Entry) {
+        *self.used.entry(Arc::clone(&entry.account)).or_default() += entry.size;
+        self.uploads.insert(id, entry);
+    }
+
     fn remove(&mut self, id: FileId) {
         if let Some(entry) = self.uploads.remove(&id)
-            && let Some(used) = self.used.get_mut(&entry.owner)
+            && let Some(used) = self.used.get_mut(&entry.account)
         {
             *used = used.saturating_sub(entry.size);
             if *used == 0 {
-                self.used.remove(&entry.owner);
+                self.used.remove(&entry.account);
             }
         }
     }
@@ -273,31 +319,10 @@ impl Files {
                 self.delete_objects(id).await?;
                 continue;
             };
-            parts.sort_unstable();
-            // The bytes from 0 on without a gap.
-            let received = parts
-                .iter()
-                .try_fold(0u64, |at, &(offset, len)| {
-                    (offset == at).then_some(at + len)
-                })
-                .unwrap_or(0)
-                .min(meta.size);
-            let owner: Arc<str> = meta.owner.into();
+            let received = received(&mut parts, meta.size);
             let mut index = self.index();
-            *index.used.entry(Arc::clone(&owner)).or_default() += meta.size;
-            index.uploads.insert(
-                id,
-                Entry {
-                    owner,
-                    size: meta.size,
-                    sha256: meta.sha256,
-                    received,
-                    complete: meta.complete,
-                    touched: touched.unwrap_or_else(SystemTime::now),
-                    writing: false,
-                    hasher: None,
-                },
-            );
+            let entry = Entry::found(&index, meta, received, touched);
+            index.insert(id, entry);
         }
         Ok(())
     }
@@ -331,14 +356,7 @@ impl Files {
                 parts.push((offset, object.size));
             }
         }
-        parts.sort_unstable();
-        let received = parts
-            .iter()
-            .try_fold(0u64, |at, &(offset, len)| {
-                (offset == at).then_some(at + len)
-            })
-            .unwrap_or(0)
-            .min(meta.size);
+        let received = received(&mut parts, meta.size);
         let mut index = self.index();
         match index.uploads.get_mut(&id) {
             Some(entry) if entry.writing => {}
@@ -351,24 +369,8 @@ impl Files {
                 entry.complete = meta.complete;
             }
             None => {
-                let owner: Arc<str> = index.used.get_key_value(meta.owner.as_str()).map_or_else(
-                    || meta.owner.as_str().into(),
-                    |(owner, _)| Arc::clone(owner),
-                );
-                *index.used.entry(Arc::clone(&owner)).or_default() += meta.size;
-                index.uploads.insert(
-                    id,
-                    Entry {
-                        owner,
-                        size: meta.size,
-                        sha256: meta.sha256,
-                        received,
-                        complete: meta.complete,
-                        touched: SystemTime::now(),
-                        writing: false,
-                        hasher: None,
-                    },
-                );
+                let entry = Entry::found(&index, meta, received, None);
+                index.insert(id, entry);
             }
         }
         Ok(())
@@ -394,11 +396,13 @@ impl Files {
     }
 
     /// Starts (or goes on with) writing upload `id` of `user` at `offset`, the file having
-    /// `size` bytes with digest `sha256`. A complete upload is answered by its status.
+    /// `size` bytes with digest `sha256`; a new upload counts against the quota of `account`.
+    /// A complete upload is answered by its status.
     pub(crate) async fn begin(
         &self,
         id: FileId,
         user: &str,
+        account: &str,
         size: u64,
         sha256: [u8; 32],
         offset: u64,
@@ -460,7 +464,7 @@ impl Files {
                             limit: limits.max_file_bytes,
                         });
                     }
-                    let used = index.used.get(user).copied().unwrap_or(0);
+                    let used = index.used.get(account).copied().unwrap_or(0);
                     if used.saturating_add(size) > limits.quota {
                         return Err(FileError::Quota {
                             size,
@@ -468,15 +472,12 @@ impl Files {
                             quota: limits.quota,
                         });
                     }
-                    let owner: Arc<str> = index
-                        .used
-                        .get_key_value(user)
-                        .map_or_else(|| user.into(), |(owner, _)| Arc::clone(owner));
-                    *index.used.entry(Arc::clone(&owner)).or_default() += size;
-                    index.uploads.insert(
+                    let account = index.account(account);
+                    index.insert(
                         id,
                         Entry {
-                            owner,
+                            owner: user.into(),
+                            account,
                             size,
                             sha256,
                             received: 0,
@@ -503,6 +504,7 @@ impl Files {
         if is_new {
             let meta = Meta {
                 owner: user.to_owned(),
+                account: account.to_owned(),
                 size,
                 sha256,
                 complete: false,
@@ -754,9 +756,16 @@ impl Writer {
             files.remove(id).await?;
             return Err(FileError::Checksum(id));
         }
-        let owner = self.files.owner(id).await?.ok_or(FileError::NotFound(id))?;
+        let (owner, account) = self
+            .files
+            .index()
+            .uploads
+            .get(&id)
+            .map(|e| (e.owner.to_string(), e.account.to_string()))
+            .ok_or(FileError::NotFound(id))?;
         let meta = Meta {
-            owner: owner.to_string(),
+            owner,
+            account,
             size: status.size,
             sha256: self.sha256,
             complete: true,

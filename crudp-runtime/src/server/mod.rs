@@ -349,7 +349,8 @@ impl CrudpBuilder {
     }
 
     /// The most bytes one user's files (complete or not) may take; an upload beyond it gets
-    /// `413`. Default: [`DEFAULT_UPLOAD_QUOTA`].
+    /// `413`. Anonymous visitors share one quota per IP address. Default:
+    /// [`DEFAULT_UPLOAD_QUOTA`].
     pub fn upload_quota(mut self, bytes: u64) -> Self {
         self.files.limits.quota = bytes;
         self

@@ -149,10 +149,7 @@ impl Crudp {
         // What the decoded batch holds: its packets and their argument buffers.
         let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         // Anonymous identities cost nothing: they share the queue per address.
-        let share: Arc<str> = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(peer) if user.is_anonymous() => Arc::from(format!("address {}", peer.0.ip())),
-            _ => Arc::from(user.id.as_str()),
-        };
+        let share: Arc<str> = share(&parts, &user).into();
         let job = Job {
             share,
             ctx: Context::new(user, client, parts),
@@ -219,6 +216,15 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
         }
     }
     octets(postcard::to_stdvec(&crudp.grant(user, clients)).expect("a grant always encodes"))
+}
+
+/// What `user`'s requests share limits by: their user, or for anonymous visitors (whose
+/// identities cost nothing) their IP address, when the server knows it.
+pub(super) fn share(parts: &Parts, user: &User) -> String {
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(peer) if user.is_anonymous() => format!("address {}", peer.0.ip()),
+        _ => user.id.clone(),
+    }
 }
 
 /// The anonymous visitor of a request's client key (see

@@ -98,8 +98,17 @@ pub(super) async fn put(
             "`sha256` must be the file's SHA-256 digest as 64 hex digits".into(),
         );
     };
+    // Anonymous visitors share a quota per address: their identities cost nothing.
+    let account = super::router::share(&parts, &user);
     let begun = files
-        .begin(id, &user.id, announced.size, sha256, announced.offset)
+        .begin(
+            id,
+            &user.id,
+            &account,
+            announced.size,
+            sha256,
+            announced.offset,
+        )
         .await;
     let mut writer = match begun {
         Ok(Ok(writer)) => writer,
