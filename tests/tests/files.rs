@@ -319,6 +319,46 @@ async fn every_bad_upload_gets_a_clear_answer_and_keeps_what_is_good() {
     assert_eq!(kept, Vec::<PathBuf>::new());
 }
 
+/// A `PUT` of upload `id` of `data` whose body stays open after its first 100 bytes, until
+/// the test sends the rest; returns once the server holds it.
+async fn held_open(
+    http: &reqwest::Client,
+    url: &str,
+    id: FileId,
+    data: &[u8],
+) -> (
+    futures_channel::mpsc::UnboundedSender<Result<Vec<u8>, std::io::Error>>,
+    tokio::task::JoinHandle<(u16, Result<UploadStatus, String>)>,
+) {
+    let (tx, rx) = futures_channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(data[..100].to_vec())).unwrap();
+    let size = data.len() as u64;
+    let writer = tokio::spawn({
+        let (http, url) = (http.clone(), url.to_owned());
+        let sha = FileRef::uploaded(id, "", size, sha256(data)).sha256_hex();
+        async move {
+            let response = http
+                .put(format!(
+                    "{url}/upload/{id}?offset=0&size={size}&sha256={sha}"
+                ))
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(rx))
+                .send()
+                .await
+                .unwrap();
+            answer(response).await
+        }
+    });
+    // It holds the upload once the upload exists: only it can have made it.
+    for _ in 0..200 {
+        if get(http, url, id).await.0 == 200 {
+            return (tx, writer);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the writer of {id} did not begin");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_is_refused_while_the_first_writes() {
     let dir = files_dir("writers");
@@ -328,39 +368,73 @@ async fn a_second_writer_is_refused_while_the_first_writes() {
     let data = bytes(1_000, 6);
     let sha = sha256(&data);
     let id = FileId(8);
-    // The first writer's body stays open until the test sends the rest.
-    let (tx, rx) = futures_channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
-    tx.unbounded_send(Ok(data[..100].to_vec())).unwrap();
-    let first = tokio::spawn({
-        let (ann, url) = (ann.clone(), url.clone());
-        let sha = FileRef::uploaded(id, "", 1_000, sha).sha256_hex();
-        async move {
-            let response = ann
-                .put(format!("{url}/upload/{id}?offset=0&size=1000&sha256={sha}"))
-                .header("content-type", "application/octet-stream")
-                .body(reqwest::Body::wrap_stream(rx))
-                .send()
-                .await
-                .unwrap();
-            answer(response).await
-        }
-    });
-    // Once the first holds the upload (it exists: the first made it), a second is refused.
-    let mut started = false;
-    for _ in 0..200 {
-        if get(&ann, &url, id).await.0 == 200 {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(started, "the first writer began");
+    let (rest, first) = held_open(&ann, &url, id, &data).await;
     let second = put(&ann, &url, id, (0, 1_000, sha), data.clone()).await;
     assert_eq!(second.0, 409, "{second:?}");
     assert!(second.1.unwrap_err().contains("one writer at a time"));
-    tx.unbounded_send(Ok(data[100..].to_vec())).unwrap();
-    drop(tx);
+    rest.unbounded_send(Ok(data[100..].to_vec())).unwrap();
+    drop(rest);
     assert_eq!(first.await.unwrap(), (200, status(1_000, 1_000, true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_written_at_once_are_capped_per_user_and_in_all() {
+    let dir = files_dir("at-once");
+    let server =
+        Server::start_with(|b| b.files_dir(&dir).uploads_per_user(1).uploads_at_once(2)).await;
+    let url = server.url();
+    let (ann, bob, carol) = (
+        http_as("ann", "user"),
+        http_as("bob", "user"),
+        http_as("carol", "user"),
+    );
+    let data = bytes(1_000, 14);
+    let sha = sha256(&data);
+    let (ann_rest, ann_first) = held_open(&ann, &url, FileId(30), &data).await;
+    // Ann's second upload waits for her first; the answer says to try again.
+    let response = ann
+        .put(format!(
+            "{url}/upload/{}?offset=0&size=1000&sha256={}",
+            FileId(31),
+            FileRef::uploaded(FileId(31), "", 1_000, sha).sha256_hex()
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("the most one user may write at once")
+    );
+    // Bob writes beside her; with two writing, Carol waits too.
+    let (bob_rest, bob_first) = held_open(&bob, &url, FileId(32), &data).await;
+    let (code, message) = put(&carol, &url, FileId(33), (0, 1_000, sha), data.clone()).await;
+    assert_eq!(code, 503, "{message:?}");
+    assert!(
+        message
+            .unwrap_err()
+            .contains("the most this server takes at once")
+    );
+    // Once they are done, the slots are free again.
+    for (rest, first) in [(ann_rest, ann_first), (bob_rest, bob_first)] {
+        rest.unbounded_send(Ok(data[100..].to_vec())).unwrap();
+        drop(rest);
+        assert_eq!(first.await.unwrap(), (200, status(1_000, 1_000, true)));
+    }
+    assert_eq!(
+        put(&carol, &url, FileId(33), (0, 1_000, sha), data.clone()).await,
+        (200, status(1_000, 1_000, true))
+    );
+    assert_eq!(
+        put(&ann, &url, FileId(31), (0, 1_000, sha), data).await,
+        (200, status(1_000, 1_000, true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,17 @@ pub const DEFAULT_UPLOAD_QUOTA: u64 = 16 << 30;
 /// an upload left incomplete for 24 hours is removed.
 pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The most bytes an upload holds in memory before it writes them out as a part.
-const PART_BYTES: usize = 8 << 20;
+/// Default for [`CrudpBuilder::uploads_at_once`](crate::server::CrudpBuilder::uploads_at_once):
+/// 32 uploads written at once, of all users.
+pub const DEFAULT_UPLOADS_AT_ONCE: usize = 32;
+/// Default for
+/// [`CrudpBuilder::uploads_per_user`](crate::server::CrudpBuilder::uploads_per_user): 4
+/// uploads of one user written at once.
+pub const DEFAULT_UPLOADS_PER_USER: usize = 4;
+
+/// The most bytes an upload holds in memory before it writes them out as a part: with
+/// [`DEFAULT_UPLOADS_AT_ONCE`], at most 128 MiB held in all.
+const PART_BYTES: usize = 4 << 20;
 
 /// Why a file could not be uploaded or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +100,10 @@ pub enum FileError {
     /// The reference names a size or digest other than its upload's.
     #[error("the reference to upload {0} names another size or digest than the file has")]
     Mismatch(FileId),
+    /// Too many uploads are being written now, of all users or of this one; trying again
+    /// later may work.
+    #[error("{0}")]
+    Busy(String),
     /// The store failed; trying again may work.
     #[error("the file store failed: {0}")]
     Store(String),
@@ -128,6 +141,8 @@ pub(crate) struct FileLimits {
     pub(crate) max_file_bytes: u64,
     pub(crate) quota: u64,
     pub(crate) expiry: Duration,
+    pub(crate) at_once: usize,
+    pub(crate) per_user: usize,
 }
 
 /// What `uploads/{id}/meta` holds (postcard).
@@ -190,6 +205,9 @@ struct Index {
     uploads: HashMap<FileId, Entry>,
     /// The bytes each account's uploads take (announced sizes).
     used: HashMap<Arc<str>, u64>,
+    /// The uploads being written, in all and by account.
+    writers: usize,
+    writers_of: HashMap<Arc<str>, usize>,
 }
 
 impl Index {
@@ -204,6 +222,37 @@ impl Index {
     fn insert(&mut self, id: FileId, entry: Entry) {
         *self.used.entry(Arc::clone(&entry.account)).or_default() += entry.size;
         self.uploads.insert(id, entry);
+    }
+
+    /// Counts a writer for `account`, unless too many are writing.
+    fn start_writing(&mut self, account: &Arc<str>, limits: &FileLimits) -> Result<(), FileError> {
+        if self.writers >= limits.at_once {
+            return Err(FileError::Busy(format!(
+                "{} uploads are being written now, the most this server takes at once; try \
+                 again shortly",
+                self.writers
+            )));
+        }
+        let mine = self.writers_of.entry(Arc::clone(account)).or_default();
+        if *mine >= limits.per_user {
+            return Err(FileError::Busy(format!(
+                "{mine} of this user's uploads are being written now, the most one user may \
+                 write at once; send the others after them"
+            )));
+        }
+        *mine += 1;
+        self.writers += 1;
+        Ok(())
+    }
+
+    fn stop_writing(&mut self, account: &Arc<str>) {
+        self.writers = self.writers.saturating_sub(1);
+        if let Some(mine) = self.writers_of.get_mut(account) {
+            *mine -= 1;
+            if *mine == 0 {
+                self.writers_of.remove(account);
+            }
+        }
     }
 
     fn remove(&mut self, id: FileId) {
@@ -418,7 +467,7 @@ impl Files {
             self.refresh(id).await?;
         }
         let limits = self.inner.limits;
-        let is_new = {
+        let (is_new, writing_for) = {
             let mut index = self.index();
             match index.uploads.get_mut(&id) {
                 Some(entry) => {
@@ -448,8 +497,12 @@ impl Files {
                             entry.received
                         )));
                     }
-                    entry.writing = true;
-                    false
+                    let account = Arc::clone(&entry.account);
+                    index.start_writing(&account, &limits)?;
+                    if let Some(entry) = index.uploads.get_mut(&id) {
+                        entry.writing = true;
+                    }
+                    (false, account)
                 }
                 None => {
                     if offset != 0 {
@@ -473,11 +526,12 @@ impl Files {
                         });
                     }
                     let account = index.account(account);
+                    index.start_writing(&account, &limits)?;
                     index.insert(
                         id,
                         Entry {
                             owner: user.into(),
-                            account,
+                            account: Arc::clone(&account),
                             size,
                             sha256,
                             received: 0,
@@ -487,12 +541,13 @@ impl Files {
                             hasher: Some(Sha256::new()),
                         },
                     );
-                    true
+                    (true, account)
                 }
             }
         };
         let writer = Writer {
             files: self.clone(),
+            account: writing_for,
             id,
             size,
             sha256,
@@ -669,6 +724,8 @@ async fn sweep(inner: Weak<Inner>) {
 /// Writes one request's bytes into an upload. Dropping it lets another request write.
 pub(crate) struct Writer {
     files: Files,
+    /// Whose writers it counts among.
+    account: Arc<str>,
     id: FileId,
     size: u64,
     sha256: [u8; 32],
@@ -788,7 +845,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
+        let mut index = self.files.index();
+        index.stop_writing(&self.account);
+        if let Some(entry) = index.uploads.get_mut(&self.id) {
             entry.writing = false;
             // The digest goes back only if it covers what the parts hold.
             if entry.received == self.received && self.buffered == 0 {

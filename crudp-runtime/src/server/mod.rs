@@ -44,8 +44,8 @@ use crate::{
 #[cfg(feature = "files")]
 pub use {
     crate::files::{
-        DEFAULT_MAX_FILE_BYTES, DEFAULT_UPLOAD_EXPIRY, DEFAULT_UPLOAD_QUOTA, FileError, FileReader,
-        Files,
+        DEFAULT_MAX_FILE_BYTES, DEFAULT_UPLOAD_EXPIRY, DEFAULT_UPLOAD_QUOTA,
+        DEFAULT_UPLOADS_AT_ONCE, DEFAULT_UPLOADS_PER_USER, FileError, FileReader, Files,
     },
     object_store,
 };
@@ -203,6 +203,8 @@ impl Crudp {
                     max_file_bytes: DEFAULT_MAX_FILE_BYTES,
                     quota: DEFAULT_UPLOAD_QUOTA,
                     expiry: DEFAULT_UPLOAD_EXPIRY,
+                    at_once: DEFAULT_UPLOADS_AT_ONCE,
+                    per_user: DEFAULT_UPLOADS_PER_USER,
                 },
             },
         }
@@ -353,6 +355,21 @@ impl CrudpBuilder {
     /// [`DEFAULT_UPLOAD_QUOTA`].
     pub fn upload_quota(mut self, bytes: u64) -> Self {
         self.files.limits.quota = bytes;
+        self
+    }
+
+    /// How many uploads are written at once, of all users; more get `503` with
+    /// `Retry-After` (clients try again). Each holds up to 4 MiB before writing it out.
+    /// Default: [`DEFAULT_UPLOADS_AT_ONCE`].
+    pub fn uploads_at_once(mut self, uploads: usize) -> Self {
+        self.files.limits.at_once = uploads.max(1);
+        self
+    }
+
+    /// How many uploads of one user (anonymous visitors: of one IP address) are written at
+    /// once; more get `503` with `Retry-After`. Default: [`DEFAULT_UPLOADS_PER_USER`].
+    pub fn uploads_per_user(mut self, uploads: usize) -> Self {
+        self.files.limits.per_user = uploads.max(1);
         self
     }
 

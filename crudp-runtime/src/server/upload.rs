@@ -16,7 +16,10 @@ use axum::{
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{Crudp, reply::refuse};
+use super::{
+    Crudp,
+    reply::{refuse, unavailable},
+};
 use crate::{
     context::User,
     files::{FileError, FileId, Files, UploadStatus, parse_sha256},
@@ -44,6 +47,7 @@ fn refusal(error: FileError) -> Response {
         }
         FileError::Checksum(_) => StatusCode::UNPROCESSABLE_ENTITY,
         FileError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        FileError::Busy(message) => return unavailable(message.clone()),
     };
     refuse(status, error.to_string())
 }
