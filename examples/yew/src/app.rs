@@ -243,7 +243,7 @@ fn app() -> Html {
                     let show = move |p| shown.dispatch(Change::Uploading(id, Some(p)));
                     show(UploadProgress::default());
                     // Sent in pieces, going on after an outage; then attached for everyone.
-                    let uploaded = client().upload(file).on_progress(show).await;
+                    let uploaded = client().upload(picked(file)).on_progress(show).await;
                     page.dispatch(Change::Uploading(id, None));
                     if let Ok(file) = uploaded
                         && let Ok(attachment) = attachments().create(id, file).await
@@ -326,4 +326,18 @@ fn cookies() -> String {
         .and_then(|d| d.dyn_into::<web_sys::HtmlDocument>().ok())
         .and_then(|d| d.cookie().ok())
         .unwrap_or_default()
+}
+
+/// The file the user picked, as an upload. The page runs in the browser only; natively (where
+/// it is only type-checked) there is no browser file to read.
+#[cfg(target_arch = "wasm32")]
+fn picked(file: web_sys::File) -> crudp::UploadSource {
+    file.into()
+}
+
+/// The file the user picked, as an upload. The page runs in the browser only; natively (where
+/// it is only type-checked) there is no browser file to read.
+#[cfg(not(target_arch = "wasm32"))]
+fn picked(_: web_sys::File) -> crudp::UploadSource {
+    unreachable!("the page runs in the browser")
 }
