@@ -15,6 +15,7 @@ use crate::{
     call::CallFuture,
     core::{Core, Input},
     driver::Driver,
+    headers::{Headers, InvalidHeader, checked},
     listeners::{ListenerFn, Listeners},
     queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage, client_key},
     rt,
@@ -87,6 +88,8 @@ pub struct ClientBuilder {
     mode: Mode,
     max_batch_packets: usize,
     batch_window: Duration,
+    /// The application's headers, checked.
+    headers: Vec<(String, String)>,
     /// The ID whose queue, left behind by a closed page, this client sends (its lock held),
     /// and the listeners of the client that adopted it.
     adopting: Option<(ClientId, Arc<Listeners>)>,
@@ -172,6 +175,52 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends the header `name: value` with every request: calls, event-stream tokens and
+    /// uploads. The event stream itself is opened with a token that such a request got, so a
+    /// server that authenticates by header names the stream's user from it too.
+    ///
+    /// ```no_run
+    /// # fn doc() -> Result<(), crudp_client::InvalidHeader> {
+    /// let client = crudp_client::Client::builder("https://example.com/crudp")
+    ///     .header("x-tenant", "acme")?
+    ///     .build();
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`] if the name is not an HTTP token, the value holds a line break or a
+    /// character beyond ASCII, or the client sets the header itself (`x-crudp-key`,
+    /// `content-type`, ...).
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, InvalidHeader> {
+        let (name, value) = checked(name, value)?;
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
+        Ok(self)
+    }
+
+    /// Sends `Authorization: Bearer {token}` with every request, as [`header`](Self::header)
+    /// does; [`Client::set_bearer_token`] replaces it when the token is refreshed.
+    ///
+    /// ```no_run
+    /// # fn doc(token: &str) -> Result<(), crudp_client::InvalidHeader> {
+    /// let client = crudp_client::Client::builder("https://example.com/crudp")
+    ///     .bearer_token(token)?
+    ///     .build();
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`] if the token holds a line break or a character beyond ASCII.
+    pub fn bearer_token(self, token: &str) -> Result<Self, InvalidHeader> {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
     /// Saves the queue in `storage` until each call's outcome is known, so calls survive a
     /// reload or a restart, and takes over a queue that a closed client left there. Default:
     /// the browser's `localStorage` on wasm32, nothing natively.
@@ -237,7 +286,7 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(
             base,
             id,
-            key,
+            Headers::new(key, self.headers),
             self.mode,
             transport,
             persistence,
@@ -297,17 +346,21 @@ fn hold(
         mode: Mode::Call,
         max_batch_packets,
         batch_window,
+        headers: Vec::new(),
         adopting: None,
     };
     let (listeners, parent) = (Arc::clone(&shared.listeners), Arc::downgrade(shared));
     let adopt: crate::leases::Adopt = Box::new(move |orphan, storage| {
-        if let Some(parent) = parent.upgrade() {
+        // The adopted queue's calls carry the headers the page sends now.
+        let headers = parent.upgrade().map(|parent| {
             parent.adopt(orphan);
-        }
+            parent.headers.own()
+        });
         let builder = ClientBuilder {
             url: template.url.clone(),
             transport: template.transport.clone(),
             storage: Some(storage),
+            headers: headers.unwrap_or_default(),
             adopting: Some((orphan, Arc::clone(&listeners))),
             ..template
         };
@@ -378,6 +431,7 @@ impl Client {
             mode: Mode::default(),
             max_batch_packets: DEFAULT_MAX_BATCH_PACKETS,
             batch_window: DEFAULT_BATCH_WINDOW,
+            headers: Vec::new(),
             adopting: None,
         }
     }
@@ -399,12 +453,56 @@ impl Client {
         self.listener(ListenerKind::Watcher { id })
     }
 
+    /// How many [`Listener`]s of this client are registered: its action listeners and its
+    /// status and reset watchers. A page whose components remove theirs when they unmount
+    /// keeps it steady however often they do.
+    pub fn listeners(&self) -> usize {
+        self.shared.listeners.count() + self.shared.watchers.count()
+    }
+
     /// Calls `resync` when the event stream may have missed events (the server no longer had
     /// them for replay, or it restarted): results of this client's own calls are asked for
     /// again automatically, but broadcasts are lost, so reload what the page shows.
     pub fn on_reset(&self, resync: impl Fn() + MaybeSendSync + 'static) -> Listener {
         let id = self.shared.watchers.add_reset(Arc::new(resync));
         self.listener(ListenerKind::Watcher { id })
+    }
+
+    /// Sends the header `name: value` with every request from now on, in place of any
+    /// earlier value of it (see [`ClientBuilder::header`]); the event stream reconnects with
+    /// a token that carries it, if it was failing.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`], as [`ClientBuilder::header`] says; the header is left as it was.
+    pub fn set_header(&self, name: &str, value: &str) -> Result<(), InvalidHeader> {
+        let (name, value) = checked(name, value)?;
+        self.shared.headers.set(name, Some(value));
+        self.shared.kick_stream();
+        Ok(())
+    }
+
+    /// Stops sending the header `name` (set by [`ClientBuilder::header`] or
+    /// [`set_header`](Self::set_header)).
+    pub fn remove_header(&self, name: &str) {
+        self.shared.headers.set(name.to_ascii_lowercase(), None);
+    }
+
+    /// Sends `Authorization: Bearer {token}` from now on: call it when the token is refreshed,
+    /// before the old one expires (a call refused with `401` fails, and is not sent again).
+    ///
+    /// ```no_run
+    /// # fn doc(client: crudp_client::Client, fresh: &str) -> Result<(), crudp_client::InvalidHeader> {
+    /// client.set_bearer_token(fresh)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeader`] if the token holds a line break or a character beyond ASCII.
+    pub fn set_bearer_token(&self, token: &str) -> Result<(), InvalidHeader> {
+        self.set_header("authorization", &format!("Bearer {token}"))
     }
 
     /// Forgets everything this user left in the browser: the calls not yet answered (their
@@ -488,8 +586,9 @@ impl Client {
     }
 
     /// Calls `listener` with every successful result of `action` on the module with wire ID
-    /// `handler`: this client's own calls and the broadcasts of others. The generated
-    /// `on_<action>` methods call this.
+    /// `handler`: this client's own calls and the broadcasts of others. A result that encodes
+    /// to nothing (an action that returns `()`) is replaced by the call's arguments, so `T` is
+    /// then the argument tuple. The generated `on_<action>` methods call this.
     pub fn listen<T, F>(&self, handler: u32, action: Action, listener: F) -> Listener
     where
         T: DeserializeOwned,
@@ -568,6 +667,15 @@ impl Client {
         rt::spawn(driver.run())
     }
 }
+
+/// Clones of one client are equal; two clients are not, even of one server.
+impl PartialEq for Client {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Client {}
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -166,9 +166,16 @@ impl Driver {
             }
             Effect::Resolve(call, reply) => {
                 if let Ok(Outcome::Ok(value)) = &reply {
+                    // As in the server's broadcasts: a value of nothing (a delete's `()`)
+                    // gives way to the call's arguments.
+                    let heard = if value.is_empty() {
+                        &call.packet.args
+                    } else {
+                        value
+                    };
                     self.shared
                         .listeners
-                        .notify(call.packet.handler, call.packet.action, value);
+                        .notify(call.packet.handler, call.packet.action, heard);
                 }
                 call.resolve(reply);
             }
@@ -192,7 +199,7 @@ impl Driver {
             match shared.mode {
                 Mode::Sync => shared
                     .transport
-                    .post(&shared.url("sync"), &headers, body)
+                    .post(&shared.url("sync"), &headers.pairs(), body)
                     .await
                     .map(|_| None),
                 Mode::Call => {
@@ -203,7 +210,7 @@ impl Driver {
                     }
                     let answer = shared
                         .transport
-                        .post(&shared.url("call"), &headers, body)
+                        .post(&shared.url("call"), &headers.pairs(), body)
                         .await?;
                     decode_results(&answer, usize::MAX)
                         .map(Some)

@@ -12,9 +12,11 @@ mod client;
 mod core;
 mod driver;
 mod events;
+mod headers;
 #[cfg(target_arch = "wasm32")]
 mod leases;
 mod listeners;
+mod live;
 mod queue;
 mod rt;
 mod shared;
@@ -28,6 +30,8 @@ pub use call::CallFuture;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_BATCH_PACKETS, Listener, Mode,
 };
+pub use headers::InvalidHeader;
+pub use live::{Hear, LiveRead, Read};
 #[cfg(target_arch = "wasm32")]
 pub use queue::storage::LocalStorage;
 pub use queue::storage::{MemoryStorage, Storage};

@@ -49,6 +49,11 @@ impl Listeners {
         }
     }
 
+    /// How many listeners are registered.
+    pub(crate) fn count(&self) -> usize {
+        self.map().values().map(Vec::len).sum()
+    }
+
     /// Calls every listener of `action` of `handler` with `value`, outside the lock, so a
     /// listener may add or remove listeners.
     pub(crate) fn notify(&self, handler: u32, action: Action, value: &[u8]) {
@@ -115,6 +120,12 @@ impl Watchers {
         let mut lists = self.lists();
         lists.status.retain(|(i, _)| *i != id);
         lists.resets.retain(|(i, _)| *i != id);
+    }
+
+    /// How many watchers of either kind are registered.
+    pub(crate) fn count(&self) -> usize {
+        let lists = self.lists();
+        lists.status.len() + lists.resets.len()
     }
 
     /// Calls the status watchers, outside the lock.

@@ -7,11 +7,12 @@ use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-use crudp_runtime::{ClientId, TransportError, protocol::CLIENT_KEY_HEADER};
+use crudp_runtime::{ClientId, TransportError};
 use futures_channel::mpsc;
 
 use crate::{
     core::{Input, Mode},
+    headers::{Headers, RequestHeaders},
     listeners::{Listeners, Watchers},
     queue::storage::Persistence,
     rt,
@@ -22,8 +23,8 @@ use crate::{
 pub(crate) struct Shared {
     base: String,
     pub(crate) id: ClientId,
-    /// The client key, sent with every request (see `crudp_runtime::protocol::CLIENT_KEY_HEADER`).
-    key: String,
+    /// The client key and the application's headers, sent with every request.
+    pub(crate) headers: Headers,
     pub(crate) mode: Mode,
     pub(crate) transport: Arc<dyn Transport>,
     /// Shared with the clients that send queues this one adopted, so that their results reach
@@ -62,7 +63,7 @@ impl Shared {
     pub(crate) fn new(
         base: String,
         id: ClientId,
-        key: String,
+        headers: Headers,
         mode: Mode,
         transport: Arc<dyn Transport>,
         persistence: Option<Persistence>,
@@ -79,7 +80,7 @@ impl Shared {
             named: AtomicBool::new(persistence.is_none()),
             base,
             id,
-            key,
+            headers,
             mode,
             transport,
             listeners,
@@ -96,9 +97,9 @@ impl Shared {
         }
     }
 
-    /// The headers every request of this client carries: its key.
-    pub(crate) fn headers(&self) -> [(&'static str, &str); 1] {
-        [(CLIENT_KEY_HEADER, self.key.as_str())]
+    /// The headers of a request made now: the client key and the application's.
+    pub(crate) fn headers(&self) -> RequestHeaders<'_> {
+        self.headers.now()
     }
 
     /// The server names the user (`None`: as the browser's record says, which the client
@@ -179,7 +180,11 @@ impl Shared {
     /// tabs of a browser share a key; a token covers only the clients of its key).
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn stream_group(&self) -> String {
-        format!("crudp:{}:stream:{:016x}", self.base, rt::digest(&self.key))
+        format!(
+            "crudp:{}:stream:{:016x}",
+            self.base,
+            rt::digest(self.headers.key())
+        )
     }
 
     /// Hands an input to the driver.

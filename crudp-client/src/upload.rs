@@ -344,7 +344,7 @@ async fn run(
             let url = format!("{endpoint}{query}{offset}");
             shared
                 .transport
-                .request(Method::Put, &url, &shared.headers(), piece)
+                .request(Method::Put, &url, &shared.headers().pairs(), piece)
                 .await
         };
         let failed = match sent.and_then(decode) {
@@ -377,7 +377,12 @@ async fn run(
                 let shared = live(&client)?;
                 shared
                     .transport
-                    .request(Method::Get, &endpoint, &shared.headers(), Vec::new())
+                    .request(
+                        Method::Get,
+                        &endpoint,
+                        &shared.headers().pairs(),
+                        Vec::new(),
+                    )
                     .await
             };
             match asked.and_then(decode) {

@@ -76,6 +76,14 @@ pub(crate) struct Param<'a> {
     pub is_context: bool,
 }
 
+/// What the broadcasts of an action carry; see [`Method::payload`].
+pub(crate) enum Payload<'a> {
+    /// The `Ok` value, of this type.
+    Value(&'a Type),
+    /// The call's arguments (its result is `()`), as this type.
+    Args(proc_macro2::TokenStream),
+}
+
 pub(crate) enum Output<'a> {
     /// `Result<T, E>`.
     Result { ok: &'a Type, err: &'a Type },
@@ -158,6 +166,23 @@ impl<'a> Method<'a> {
     pub(crate) fn wire_params(&self) -> impl Iterator<Item = &Param<'a>> + '_ {
         self.params.iter().filter(|p| !p.is_context)
     }
+
+    /// What a broadcast of this action carries, and its listeners receive: the `Ok` type, or
+    /// for an action that returns `()` (written so), its arguments: the one argument's type, or
+    /// the tuple of them. `None` unless the method returns a `Result`.
+    pub(crate) fn payload(&self) -> Option<Payload<'_>> {
+        let Output::Result { ok, .. } = &self.output else {
+            return None;
+        };
+        if !is_unit(ok) {
+            return Some(Payload::Value(ok));
+        }
+        let types: Vec<&Type> = self.wire_params().map(|p| p.ty).collect();
+        Some(match types.as_slice() {
+            [one] => Payload::Args(quote::quote!(#one)),
+            many => Payload::Args(quote::quote!((#(#many,)*))),
+        })
+    }
 }
 
 trait UnrawString {
@@ -186,6 +211,16 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
         }) => path.segments.last().is_some_and(|s| s.ident == name),
         Type::Group(g) => last_segment_is(&g.elem, name),
         Type::Paren(p) => last_segment_is(&p.elem, name),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `()`.
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(t) => t.elems.is_empty(),
+        Type::Group(g) => is_unit(&g.elem),
+        Type::Paren(p) => is_unit(&p.elem),
         _ => false,
     }
 }

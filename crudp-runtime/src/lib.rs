@@ -23,7 +23,7 @@ pub mod server;
 pub use context::{Context, Effects, RetryLater, Target, User};
 pub use dispatch::{BoxFuture, Dispatch, decode_args, encode_result, unknown_action};
 pub use error::{CallError, TransportError};
-pub use module::{Module, ModuleDescriptor, module_id};
+pub use module::{Broadcaster, Module, ModuleDescriptor, module_id};
 pub use protocol::{
     Action, Batch, Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode,
     RequestId, Results,

@@ -1,6 +1,11 @@
-//! Module descriptors and their stable wire IDs.
+//! Module descriptors and their stable wire IDs, and the seam through which server code
+//! publishes a module's broadcasts.
 
-use crate::protocol::Action;
+use std::future::Future;
+
+use serde::Serialize;
+
+use crate::{Target, protocol::Action};
 
 /// What both sides know about a module: its wire ID and the actions it has.
 ///
@@ -34,6 +39,27 @@ impl std::fmt::Display for ModuleDescriptor {
 pub trait Module {
     /// The module's descriptor.
     const DESCRIPTOR: ModuleDescriptor;
+}
+
+/// Publishes an action's result to clients from server code, outside handlers: what the
+/// generated `{Trait}Server::broadcast_<action>` functions call, so that the value's type is
+/// checked against the action. Implemented by the server, `crudp::server::Crudp`.
+///
+/// For an action that returns nothing (`()`), what is published is the call's arguments:
+/// that is what its clients' `on_<action>` listeners receive.
+pub trait Broadcaster {
+    /// Why a broadcast could not be published.
+    type Error;
+
+    /// Publishes `payload` (the action's `Ok` value, or the arguments of an action that returns
+    /// `()`) as a result of `action` of `module`, to `target`.
+    fn broadcast<T: Serialize + ?Sized + Sync>(
+        &self,
+        module: &ModuleDescriptor,
+        action: Action,
+        payload: &T,
+        target: Target,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// The default wire ID of a module: the 32-bit FNV-1a hash of its trait's name.

@@ -47,12 +47,13 @@ pub use crudp_macros::module;
 #[cfg(target_arch = "wasm32")]
 pub use crudp_client::LocalStorage;
 pub use crudp_client::{
-    CallFuture, Client, ClientBuilder, Connection, Listener, MemoryStorage, Mode, Status, Storage,
-    Transport, TransportError, Upload, UploadError, UploadProgress, UploadSource, transport,
+    CallFuture, Client, ClientBuilder, Connection, Hear, InvalidHeader, Listener, LiveRead,
+    MaybeSendSync, MemoryStorage, Mode, Read, Status, Storage, Transport, TransportError, Upload,
+    UploadError, UploadProgress, UploadSource, transport,
 };
 pub use crudp_runtime::{
-    Action, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome, RejectCode, RequestId,
-    RetryLater, Target, User, files, module_id, protocol,
+    Action, Broadcaster, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome,
+    RejectCode, RequestId, RetryLater, Target, User, files, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.
@@ -69,8 +70,8 @@ pub mod __private {
 
     pub use crudp_client::{CallFuture, Client, Listener, MaybeSendSync};
     pub use crudp_runtime::{
-        Action, BoxFuture, Context, Dispatch, Module, ModuleDescriptor, Outcome, decode_args,
-        encode_result, module_id, unknown_action,
+        Action, BoxFuture, Broadcaster, Context, Dispatch, Module, ModuleDescriptor, Outcome,
+        Target, decode_args, encode_result, module_id, unknown_action,
     };
 
     /// Fails to compile, on the user's type, unless it can cross the wire.

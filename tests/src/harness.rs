@@ -29,7 +29,7 @@ use crate::api::*;
 /// - `gated…`: creating waits for a permit of [`Store::gate`];
 /// - `busy…`: the first attempt asks to be retried later.
 ///
-/// Updates are broadcast to the `admin` role.
+/// Updates are broadcast to the `admin` role, deletes to everyone.
 pub struct Store {
     next_id: AtomicU64,
     pub todos: Mutex<BTreeMap<u64, Todo>>,
@@ -105,8 +105,9 @@ impl Todos for Arc<Store> {
         Ok(todo)
     }
 
-    async fn delete(&self, _: &Context, id: u64) -> Result<(), TodoError> {
+    async fn delete(&self, ctx: &Context, id: u64) -> Result<(), TodoError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
+        ctx.broadcast(Target::All);
         self.todos
             .lock()
             .unwrap()

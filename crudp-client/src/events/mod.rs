@@ -405,9 +405,13 @@ async fn connect(
     let secret = current.token.clone();
     *token = Some((current, clients));
     let mut held_back = held_back_after(polling);
-    let opening = inner
-        .transport
-        .events(&inner.url(endpoint), &secret, last_event_id);
+    let headers = inner.headers();
+    let opening = inner.transport.events_with_headers(
+        &inner.url(endpoint),
+        &secret,
+        last_event_id,
+        &headers.own(),
+    );
     let opened = match select(opening, &mut held_back).await {
         Either::Left((opened, _)) => Some(opened),
         Either::Right(_) => None,
@@ -422,7 +426,7 @@ async fn new_token(inner: &Shared, clients: &[ClientId]) -> Result<TokenGrant, T
     let body = postcard::to_stdvec(&request).expect("a token request always encodes");
     let answer = inner
         .transport
-        .post(&inner.url("token"), &inner.headers(), body)
+        .post(&inner.url("token"), &inner.headers().pairs(), body)
         .await?;
     postcard::from_bytes(&answer)
         .map_err(|e| TransportError::Malformed(format!("the token grant does not decode: {e}")))

@@ -158,6 +158,22 @@ pub trait Transport: MaybeSendSync + 'static {
         token: &str,
         last_event_id: Option<u64>,
     ) -> TransportFuture<'_, Result<EventStream, TransportError>>;
+
+    /// [`events`](Self::events), also sending `headers` (the application's, from
+    /// [`ClientBuilder::header`](crate::ClientBuilder::header)) where the platform can, so
+    /// that a server that authenticates streams sees the request's own credentials. If they
+    /// hold an `Authorization` header, the stream token goes in the `token` query parameter
+    /// instead. The default ignores `headers`: a browser's `EventSource` cannot send any.
+    fn events_with_headers(
+        &self,
+        url: &str,
+        token: &str,
+        last_event_id: Option<u64>,
+        headers: &[(&str, &str)],
+    ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
+        let _ = headers;
+        self.events(url, token, last_event_id)
+    }
 }
 
 pub use crudp_runtime::TransportError;

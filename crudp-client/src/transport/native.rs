@@ -93,11 +93,28 @@ impl Transport for ReqwestTransport {
         token: &str,
         last_event_id: Option<u64>,
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
-        let mut request = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .bearer_auth(token);
+        self.events_with_headers(url, token, last_event_id, &[])
+    }
+
+    fn events_with_headers(
+        &self,
+        url: &str,
+        token: &str,
+        last_event_id: Option<u64>,
+        headers: &[(&str, &str)],
+    ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
+        // The application's `Authorization` header names the user; the token (URL-safe) then
+        // goes in the query.
+        let request = if headers.iter().any(|(name, _)| *name == "authorization") {
+            let join = if url.contains('?') { '&' } else { '?' };
+            self.http.get(format!("{url}{join}token={token}"))
+        } else {
+            self.http.get(url).bearer_auth(token)
+        };
+        let mut request = request.header(reqwest::header::ACCEPT, "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }

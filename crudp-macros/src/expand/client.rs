@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::{Names, carried_attributes, docs};
-use crate::ast::{Module, Output};
+use crate::ast::{Module, Output, Payload};
 
 pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let krate = &module.args.krate;
@@ -41,15 +41,26 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             .collect();
         let names = params.iter().map(|(n, _)| n);
         let inputs = params.iter().map(|(n, ty)| quote!(#n: #ty));
-        let on_ident = quote::format_ident!("on_{}", ident.to_string().trim_start_matches("r#"));
-        let on_doc = format!(
-            " Calls `listener` with every successful result of [`{name}::{}`]: this client's own calls and the broadcasts of others.",
-            ident.to_string().trim_start_matches("r#")
-        );
-        let summary = format!(
-            " Calls [`{name}::{}`] on the server.",
-            ident.to_string().trim_start_matches("r#")
-        );
+        let bare = ident.to_string().trim_start_matches("r#").to_owned();
+        let on_ident = quote::format_ident!("on_{bare}");
+        let (heard, on_doc) = match method.payload()? {
+            Payload::Value(ty) => (
+                quote!(#ty),
+                format!(
+                    " Calls `listener` with every successful result of [`{name}::{bare}`]: \
+                     this client's own calls and the broadcasts of others."
+                ),
+            ),
+            Payload::Args(ty) => (
+                ty,
+                format!(
+                    " Calls `listener` with the arguments of every successful call of \
+                     [`{name}::{bare}`] (it returns nothing, so they tell what was done): \
+                     this client's own calls and the broadcasts of others."
+                ),
+            ),
+        };
+        let summary = format!(" Calls [`{name}::{bare}`] on the server.");
         let user_docs: Vec<_> = docs(method).collect();
         let separator = (!user_docs.is_empty()).then(|| quote!(#[doc = ""]));
         Some(quote! {
@@ -67,7 +78,7 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             #[doc = #on_doc]
             pub fn #on_ident(
                 &self,
-                listener: impl ::core::ops::Fn(#ok) + #private::MaybeSendSync + 'static,
+                listener: impl ::core::ops::Fn(#heard) + #private::MaybeSendSync + 'static,
             ) -> #private::Listener {
                 self.client.listen(
                     <Self as #private::Module>::DESCRIPTOR.id,

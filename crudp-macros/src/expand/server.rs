@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::{Names, carried_attributes};
-use crate::ast::Module;
+use crate::ast::{Module, Payload};
 
 pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     let krate = &module.args.krate;
@@ -37,6 +37,59 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             }),
         }
     });
+    let broadcasts = module.actions().filter_map(|(action, method)| {
+        let variant = action.variant();
+        let bare = method.ident.to_string().trim_start_matches("r#").to_owned();
+        let ident = format_ident!("broadcast_{bare}");
+        // The application's parameter names, and `api` and `target` unless it uses them.
+        let taken: Vec<String> = method.wire_params().filter_map(|p| p.name.map(|n| n.to_string())).collect();
+        let fixed = |name: &str| if taken.iter().any(|t| t == name) { format_ident!("__crudp_{name}") } else { format_ident!("{name}") };
+        let (api, target) = (fixed("api"), fixed("target"));
+        let (inputs, payload, doc) = match method.payload()? {
+            Payload::Value(ty) => (
+                quote!(value: &#ty,),
+                quote!(value),
+                format!(
+                    " Publishes `value` as a result of [`{name}::{bare}`] to `{target}`, from server code outside \
+                     handlers: the clients' `on_{bare}` listeners receive it."
+                ),
+            ),
+            Payload::Args(_) => {
+                let names: Vec<_> = method
+                    .wire_params()
+                    .enumerate()
+                    .map(|(i, p)| p.name.cloned().unwrap_or_else(|| format_ident!("__crudp_arg{i}")))
+                    .collect();
+                let types = method.wire_params().map(|p| p.ty);
+                (
+                    quote!(#(#names: &#types,)*),
+                    quote!(&(#(#names,)*)),
+                    format!(
+                        " Publishes a call of [`{name}::{bare}`] with these arguments to `{target}`, from server code \
+                         outside handlers: the clients' `on_{bare}` listeners receive the arguments (the action \
+                         returns nothing)."
+                    ),
+                )
+            }
+        };
+        Some(quote! {
+            #[doc = #doc]
+            pub async fn #ident<__CrudpB: #private::Broadcaster>(
+                #api: &__CrudpB,
+                #inputs
+                #target: #private::Target,
+            ) -> ::core::result::Result<(), <__CrudpB as #private::Broadcaster>::Error> {
+                #private::Broadcaster::broadcast(
+                    #api,
+                    &<Self as #private::Module>::DESCRIPTOR,
+                    #private::Action::#variant,
+                    #payload,
+                    #target,
+                )
+                .await
+            }
+        })
+    });
     let fallback_arm = (module.actions().count() < 4).then(|| {
         quote! {
             action => #private::Box::pin(::core::future::ready(#private::unknown_action(descriptor, action))),
@@ -67,6 +120,11 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
             pub fn into_inner(self) -> S {
                 self.inner
             }
+        }
+
+        #(#cfg)*
+        impl #server<()> {
+            #(#broadcasts)*
         }
 
         #(#cfg)*

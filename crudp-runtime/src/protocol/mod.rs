@@ -213,7 +213,9 @@ pub struct Broadcast {
     pub handler: u32,
     /// The action that produced the value.
     pub action: Action,
-    /// The postcard encoding of the action's `Ok` value.
+    /// The postcard encoding of the action's `Ok` value; for a call whose value encodes to
+    /// nothing (an action that returns `()`, such as a delete), the encoding of its argument
+    /// tuple instead, so that listeners learn what was deleted.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The client whose call produced it, which has the value as its result already; `None`

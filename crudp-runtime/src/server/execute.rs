@@ -179,11 +179,18 @@ impl Crudp {
             let Outcome::Ok(value) = &outcomes[i] else {
                 continue;
             };
+            // A value of nothing (a delete's `()`) tells listeners nothing: they get the
+            // call's arguments instead.
+            let payload = if value.is_empty() {
+                &packets[i].args
+            } else {
+                value
+            };
             for target in targets {
                 let broadcast = Broadcast {
                     handler: packets[i].handler,
                     action: packets[i].action,
-                    value: value.clone(),
+                    value: payload.clone(),
                     origin: Some(client),
                 };
                 if let Err(e) = self

@@ -17,7 +17,7 @@ pub use router::MAX_SEQ;
 pub use serve::{
     DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Serve, serve,
 };
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use serde::Serialize;
 
@@ -224,7 +224,11 @@ impl Crudp {
     }
 
     /// Publishes `value` as the result of `action` of `module` to `target`, from server code
-    /// outside handlers: the clients' `on_<action>` listeners receive it.
+    /// outside handlers: the clients' `on_<action>` listeners receive it. For an action that
+    /// returns `()`, publish its arguments, as its listeners expect them.
+    ///
+    /// This untyped form is for generic code: the generated `{Trait}Server::broadcast_<action>`
+    /// functions check the value's type against the action.
     ///
     /// ```no_run
     /// # async fn doc(
@@ -238,7 +242,7 @@ impl Crudp {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn broadcast<T: Serialize>(
+    pub async fn broadcast<T: Serialize + ?Sized>(
         &self,
         module: &ModuleDescriptor,
         action: Action,
@@ -274,6 +278,20 @@ impl Crudp {
             except,
         };
         self.shared.hub.publish(publication).await.map(drop)
+    }
+}
+
+impl crate::Broadcaster for Crudp {
+    type Error = HubError;
+
+    fn broadcast<T: Serialize + ?Sized + Sync>(
+        &self,
+        module: &ModuleDescriptor,
+        action: Action,
+        payload: &T,
+        target: Target,
+    ) -> impl Future<Output = Result<(), HubError>> + Send {
+        Crudp::broadcast(self, module, action, payload, target)
     }
 }
 

@@ -77,7 +77,7 @@ fn App() -> impl IntoView {
         .on_update(move |todo| list.update(|l| upsert(l, todo)))
         .keep();
     // Deletions are broadcast to admins only: reload the board when one arrives.
-    todos().on_delete(move |()| reload(list)).keep();
+    todos().on_delete(move |_: u64| reload(list)).keep();
     // "Offline, 3 queued" for the status line.
     client.on_status(move |s| status.set(s)).keep();
     // Broadcasts may have been missed (the server restarted, say): reload the board.

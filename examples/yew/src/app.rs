@@ -163,7 +163,7 @@ fn app() -> Html {
                 todos().on_create(move |todo| created.dispatch(Change::Upsert(todo))),
                 todos().on_update(move |todo| updated.dispatch(Change::Upsert(todo))),
                 // Deletions are broadcast to admins only: reload the board when one arrives.
-                todos().on_delete(move |()| reload(deleted.clone())),
+                todos().on_delete(move |_: u64| reload(deleted.clone())),
                 client().on_status(move |s| status.dispatch(Change::Status(s))),
                 // Broadcasts may have been missed (the server restarted, say): reload the board.
                 client().on_reset(move || reload(missed.clone())),

@@ -1,0 +1,143 @@
+//! The headers every request of a client carries: its key, and the application's own (an
+//! `Authorization` header, say), which [`Client::set_header`](crate::Client::set_header) can
+//! change while the client runs.
+
+use std::sync::{Mutex, PoisonError};
+
+use crudp_runtime::protocol::CLIENT_KEY_HEADER;
+
+/// A header the client will not send: its name or value is not valid HTTP, or the client sets
+/// it itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("header `{name}` cannot be sent: {reason}")]
+pub struct InvalidHeader {
+    /// The header's name, as given.
+    pub name: String,
+    /// Why it cannot be sent.
+    pub reason: &'static str,
+}
+
+/// Headers that the client or the HTTP stack set, which the application may not.
+const RESERVED: &[&str] = &[
+    CLIENT_KEY_HEADER,
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "host",
+];
+
+/// `name` in lower case and `value`, if both can be sent.
+pub(crate) fn checked(name: &str, value: &str) -> Result<(String, String), InvalidHeader> {
+    let invalid = |reason| InvalidHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    // RFC 9110's `token`.
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(invalid(
+            "a name is letters, digits and `!#$%&'*+-.^_`|~` only",
+        ));
+    }
+    let name = name.to_ascii_lowercase();
+    if RESERVED.contains(&name.as_str()) {
+        return Err(invalid("the client sets it itself"));
+    }
+    if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+        return Err(invalid(
+            "a value is visible ASCII, spaces and tabs only (no line breaks)",
+        ));
+    }
+    Ok((name, value.trim().to_owned()))
+}
+
+pub(crate) struct Headers {
+    /// The client key (see [`CLIENT_KEY_HEADER`]).
+    key: String,
+    /// The application's, by lower-case name.
+    own: Mutex<Vec<(String, String)>>,
+}
+
+impl Headers {
+    pub(crate) fn new(key: String, own: Vec<(String, String)>) -> Self {
+        Self {
+            key,
+            own: Mutex::new(own),
+        }
+    }
+
+    // The tabs of a browser group their shared stream by it.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Sets a checked header (see [`checked`]) for the requests from now on, or removes it.
+    pub(crate) fn set(&self, name: String, value: Option<String>) {
+        let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        own.retain(|(n, _)| *n != name);
+        if let Some(value) = value {
+            own.push((name, value));
+        }
+    }
+
+    /// The application's headers now.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn own(&self) -> Vec<(String, String)> {
+        self.own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The headers of a request made now.
+    pub(crate) fn now(&self) -> RequestHeaders<'_> {
+        RequestHeaders {
+            key: &self.key,
+            own: self.own(),
+        }
+    }
+}
+
+/// The headers of one request, for [`Transport`](crate::Transport) methods.
+pub(crate) struct RequestHeaders<'a> {
+    key: &'a str,
+    own: Vec<(String, String)>,
+}
+
+impl RequestHeaders<'_> {
+    /// The application's headers alone.
+    pub(crate) fn own(&self) -> Vec<(&str, &str)> {
+        self.own
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
+    pub(crate) fn pairs(&self) -> Vec<(&str, &str)> {
+        std::iter::once((CLIENT_KEY_HEADER, self.key))
+            .chain(self.own.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked;
+
+    #[test]
+    fn names_are_tokens_and_values_single_lines() {
+        assert_eq!(
+            checked("Authorization", "Bearer abc"),
+            Ok(("authorization".into(), "Bearer abc".into()))
+        );
+        assert!(checked("", "x").is_err());
+        assert!(checked("x y", "x").is_err());
+        assert!(checked("x-a", "one\r\nx-b: two").is_err());
+        assert!(checked("x-a", "caf\u{e9}").is_err());
+        let reserved = checked("X-Crudp-Key", "mine").unwrap_err();
+        assert_eq!(reserved.reason, "the client sets it itself");
+        assert!(reserved.to_string().contains("X-Crudp-Key"), "{reserved}");
+    }
+}
