@@ -17,6 +17,7 @@ impl Todos for Noop {
             id: 1,
             title,
             done: false,
+            by: String::new(),
         })
     }
     async fn read(&self, _: &Context, id: u64) -> Result<Todo, TodoError> {
@@ -24,6 +25,7 @@ impl Todos for Noop {
             id,
             title: String::new(),
             done: false,
+            by: String::new(),
         })
     }
     async fn update(&self, _: &Context, todo: Todo) -> Result<Todo, TodoError> {

@@ -45,6 +45,7 @@ impl Board {
             id: todos.len() as u64 + 1,
             title,
             done: false,
+            by: String::new(),
         };
         todos.push(todo.clone());
         todo

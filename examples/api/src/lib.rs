@@ -11,6 +11,8 @@ pub struct Todo {
     pub title: String,
     /// Whether it is done.
     pub done: bool,
+    /// Who created it or changed it last; set by the server.
+    pub by: String,
 }
 
 /// Why a todo call failed.
@@ -91,6 +93,43 @@ pub trait Attachments {
     ) -> Result<Attachment, TodoError>;
     /// Every attachment, oldest first.
     async fn read(&self, ctx: &crudp::Context) -> Result<Vec<Attachment>, TodoError>;
+}
+
+/// Adds or replaces `todo` in a list kept in ID order: how the front ends apply a created or
+/// an updated todo, whether this page's own or another's.
+pub fn upsert(list: &mut Vec<Todo>, todo: Todo) {
+    match list.binary_search_by_key(&todo.id, |t| t.id) {
+        Ok(i) => list[i] = todo,
+        Err(i) => list.insert(i, todo),
+    }
+}
+
+/// Adds `attachment` to `list` once, whether heard of by result or by broadcast.
+pub fn attach(list: &mut Vec<Attachment>, attachment: Attachment) {
+    if !list.iter().any(|a| a.file.id == attachment.file.id) {
+        list.push(attachment);
+    }
+}
+
+/// The lines of the front ends' activity feed: who changed what.
+pub mod activity {
+    use crate::Todo;
+
+    /// "ann added “milk”".
+    pub fn created(todo: &Todo) -> String {
+        format!("{} added “{}”", todo.by, todo.title)
+    }
+
+    /// "ann finished “milk”", or reopened it, or changed it.
+    pub fn updated(todo: &Todo) -> String {
+        let what = if todo.done { "finished" } else { "reopened" };
+        format!("{} {what} “{}”", todo.by, todo.title)
+    }
+
+    /// "todo 3 was deleted".
+    pub fn deleted(id: u64) -> String {
+        format!("todo {id} was deleted")
+    }
 }
 
 /// What the front ends show of the client: `online`, `reconnecting` or `offline`, as a word and

@@ -1,134 +1,89 @@
-//! The todo board in Leptos: the generated `TodosClient`, `BoardClient` and
-//! `AttachmentsClient`, typed listeners for everyone's changes, uploads with a progress bar,
-//! and the client's status.
+//! The todo board in Leptos, on `crudp-leptos`: a board kept live by everyone's changes,
+//! todos shown at once while they are sent, a status pill, who changed what as it happens,
+//! and files attached with a progress bar.
 
 use crudp::{Client, UploadProgress};
+use crudp_leptos::{provide_client, use_call, use_client, use_listener, use_live_read, use_status};
 use example_api::{
-    Attachment, AttachmentsClient, BoardClient, Todo, TodosClient, connection_word, percent,
-    signed_in, status_line,
+    Attachment, AttachmentsClient, BoardClient, Todo, TodosClient, activity, attach,
+    connection_word, percent, signed_in, status_line, upsert,
 };
 use leptos::{prelude::*, task::spawn_local};
-
-thread_local! {
-    static API: (Client, TodosClient, BoardClient, AttachmentsClient) = {
-        let client = Client::new("/crudp");
-        let todos = TodosClient::new(&client);
-        let board = BoardClient::new(&client);
-        let attachments = AttachmentsClient::new(&client);
-        (client, todos, board, attachments)
-    };
-}
-
-fn todos() -> TodosClient {
-    API.with(|api| api.1.clone())
-}
-
-fn attachments() -> AttachmentsClient {
-    API.with(|api| api.3.clone())
-}
-
-/// The files attached to todos, and the uploads under way (by todo), for every row.
-#[derive(Clone, Copy)]
-struct Files {
-    attached: RwSignal<Vec<Attachment>>,
-    uploading: RwSignal<Vec<(u64, UploadProgress)>>,
-}
-
-/// Adds an attachment once, whether heard of by result or by broadcast.
-fn attach(list: &mut Vec<Attachment>, attachment: Attachment) {
-    if !list.iter().any(|a| a.file.id == attachment.file.id) {
-        list.push(attachment);
-    }
-}
 
 fn main() {
     console_error_panic_hook::set_once();
     mount_to_body(App);
 }
 
-/// Adds or replaces a todo in a list kept in ID order.
-fn upsert(list: &mut Vec<Todo>, todo: Todo) {
-    SINCE_RELOAD.with_borrow_mut(|since| {
-        if let Some(since) = since {
-            since.push(todo.clone());
-        }
-    });
-    match list.binary_search_by_key(&todo.id, |t| t.id) {
-        Ok(i) => list[i] = todo,
-        Err(i) => list.insert(i, todo),
-    }
-}
+/// The uploads under way, by todo.
+#[derive(Clone, Copy)]
+struct Uploads(RwSignal<Vec<(u64, UploadProgress)>>);
 
 #[component]
 fn App() -> impl IntoView {
-    let (client, board) = API.with(|api| (api.0.clone(), api.2.clone()));
-    let list = RwSignal::new(Vec::<Todo>::new());
-    let pending = RwSignal::new(Vec::<(u64, String)>::new());
-    let status = RwSignal::new(client.status());
-    let notice = RwSignal::new(String::new());
+    let client = provide_client(Client::new("/crudp"));
+    let todos = TodosClient::new(&client);
     let title = RwSignal::new(String::new());
+    // "online, 2 queued, 0 in flight", and the pill's colour.
+    let status = use_status();
 
-    // ANCHOR: listeners
-    // Everyone's new and changed todos, this page's own included.
-    todos()
-        .on_create(move |todo| list.update(|l| upsert(l, todo)))
-        .keep();
-    todos()
-        .on_update(move |todo| list.update(|l| upsert(l, todo)))
-        .keep();
-    // Deletions are broadcast to admins only: reload the board when one arrives.
-    todos().on_delete(move |_: u64| reload(list)).keep();
-    // "Offline, 3 queued" for the status line.
-    client.on_status(move |s| status.set(s)).keep();
-    // Broadcasts may have been missed (the server restarted, say): reload the board.
-    client.on_reset(move || reload(list)).keep();
-    // ANCHOR_END: listeners
-    // Files attached by anyone appear as they are attached.
-    let files = Files {
-        attached: RwSignal::new(Vec::new()),
-        uploading: RwSignal::new(Vec::new()),
+    // Who changed what, newest first, and how many changes this page heard (its own too).
+    let (feed, heard) = (RwSignal::new(Vec::<String>::new()), RwSignal::new(0usize));
+    let note = move |line: String| {
+        heard.update(|n| *n += 1);
+        feed.update(|f| f.insert(0, line));
     };
-    provide_context(files);
-    attachments()
-        .on_create(move |a| files.attached.update(|l| attach(l, a)))
-        .keep();
-    spawn_local(async move {
-        if let Ok(all) = attachments().read().await {
-            files
-                .attached
-                .update(|l| all.into_iter().for_each(|a| attach(l, a)));
-        }
-    });
-    // How many changes this page heard of, its own included.
-    let heard = RwSignal::new(0usize);
-    todos().on_create(move |_| heard.update(|n| *n += 1)).keep();
-    todos().on_update(move |_| heard.update(|n| *n += 1)).keep();
-    spawn_local(async move {
-        if let Ok(todos) = board.read().await {
-            list.set(todos);
-        }
-    });
+    use_listener(todos.on_create(move |t| note(activity::created(&t))));
+    use_listener(todos.on_update(move |t| note(activity::updated(&t))));
+    use_listener(todos.on_delete(move |id| feed.update(|f| f.insert(0, activity::deleted(id)))));
+
+    // ANCHOR: live
+    // The board: read once, then kept current by everyone's creates, updates and deletes
+    // (a delete's listeners hear its argument, the ID); read again only after a reset.
+    let board = {
+        let (board, todos) = (BoardClient::new(&client), todos.clone());
+        use_live_read(
+            move || board.read(),
+            move |live| {
+                live.follow(|hear| todos.on_create(hear), upsert);
+                live.follow(|hear| todos.on_update(hear), upsert);
+                live.follow(
+                    |hear| todos.on_delete(hear),
+                    |list, id| list.retain(|t: &Todo| t.id != id),
+                );
+            },
+        )
+    };
+    // Queued at once, even offline: shown as pending until the server has run it.
+    let create = use_call(move |title: String| todos.create(title));
+    // ANCHOR_END: live
+
+    let attachments = {
+        let (files, read) = (
+            AttachmentsClient::new(&client),
+            AttachmentsClient::new(&client),
+        );
+        use_live_read(
+            move || read.read(),
+            move |live| {
+                live.follow(|hear| files.on_create(hear), attach);
+            },
+        )
+    };
+    provide_context(attachments.value());
+    provide_context(Uploads(RwSignal::new(Vec::new())));
 
     let add = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let text = title.get_untracked().trim().to_owned();
-        if text.is_empty() {
-            return;
+        if !text.is_empty() {
+            title.set(String::new());
+            create.dispatch(text);
         }
-        title.set(String::new());
-        let key = next_key();
-        pending.update(|p| p.push((key, text.clone())));
-        // ANCHOR: create
-        spawn_local(async move {
-            // Queued at once, even offline; the result arrives when the server has run it.
-            let result = todos().create(text).await;
-            pending.update(|p| p.retain(|(k, _)| *k != key));
-            match result {
-                Ok(todo) => list.update(|l| upsert(l, todo)),
-                Err(e) => notice.set(e.to_string()),
-            }
-        });
-        // ANCHOR_END: create
+    };
+    let notice = move || match create.value().get() {
+        Some(Err(e)) => e.to_string(),
+        _ => String::new(),
     };
 
     view! {
@@ -138,140 +93,104 @@ fn App() -> impl IntoView {
                 {signed_in(&cookies())} " · " <a href="/">"switch user"</a> " · "
                 // Nothing of this user's stays in the browser for the next one.
                 <a id="signout" href="/signout" on:click=move |_| client.sign_out()>"sign out"</a>
+                " "
+                <span id="status" class=move || format!("pill {}", connection_word(status.get()))>
+                    {move || status_line(status.get())}
+                </span>
             </p>
-            <p id="status" class=move || connection_word(status.get())>{move || status_line(status.get())}</p>
             <form on:submit=add>
                 <input id="new-title" placeholder="What needs doing?"
                     prop:value=move || title.get()
                     on:input=move |ev| title.set(event_target_value(&ev)) />
                 <button id="add" type="submit">"Add"</button>
             </form>
-            <p id="notice">{move || notice.get()}</p>
+            <p id="notice">{notice}</p>
             <ul id="todos">
-                <For each=move || list.get() key=|todo| (todo.id, todo.done, todo.title.clone()) children=row />
                 <For
-                    each=move || pending.get()
-                    key=|(key, _)| *key
-                    children=|(_, text)| view! { <li class="pending">{text} " (pending)"</li> }
+                    each=move || board.value().get().unwrap_or_default()
+                    key=|todo| (todo.id, todo.done, todo.title.clone())
+                    children=row
+                />
+                <For
+                    each=move || create.pending().get()
+                    key=|text| text.clone()
+                    children=|text| view! { <li class="pending">{text} " (pending)"</li> }
                 />
             </ul>
             <p id="heard">{move || heard.get()} " changes heard"</p>
+            <ul id="activity">
+                <For each=move || feed.get().into_iter().take(8).enumerate() key=|(i, line)| (*i, line.clone())
+                    children=|(_, line)| view! { <li>{line}</li> } />
+            </ul>
         </main>
     }
 }
 
 fn row(todo: Todo) -> impl IntoView {
+    let client = use_client();
+    let todos = TodosClient::new(&client);
+    let id = todo.id;
     let toggled = Todo {
         done: !todo.done,
         ..todo.clone()
     };
-    let id = todo.id;
-    let files = expect_context::<Files>();
+    // The row is marked while its change is on its way.
+    let update = use_call({
+        let todos = todos.clone();
+        move |todo: Todo| todos.update(todo)
+    });
+    let delete = use_call(move |id: u64| todos.delete(id));
+    let Uploads(uploads) = expect_context();
+    let attached = expect_context::<Signal<Option<Vec<Attachment>>>>();
+
     let upload = move |ev: leptos::ev::Event| {
-        use wasm_bindgen::JsCast;
-        let input = ev
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
-        let Some(file) = input
-            .as_ref()
-            .and_then(|i| i.files())
-            .and_then(|f| f.get(0))
-        else {
+        let Some(file) = picked(&ev) else {
             return;
         };
-        if let Some(input) = input {
-            input.set_value("");
-        }
+        let client = client.clone();
         spawn_local(async move {
-            let client = API.with(|api| api.0.clone());
             let show = move |p: UploadProgress| {
-                files.uploading.update(|u| {
+                uploads.update(|u| {
                     u.retain(|(todo, _)| *todo != id);
                     u.push((id, p));
                 });
             };
             show(UploadProgress::default());
             // Sent in pieces, going on after an outage; then attached for everyone to see.
-            let uploaded = client.upload(picked(file)).on_progress(show).await;
-            files
-                .uploading
-                .update(|u| u.retain(|(todo, _)| *todo != id));
-            if let Ok(file) = uploaded
-                && let Ok(attachment) = attachments().create(id, file).await
-            {
-                files.attached.update(|l| attach(l, attachment));
+            let uploaded = client.upload(file).on_progress(show).await;
+            uploads.update(|u| u.retain(|(todo, _)| *todo != id));
+            if let Ok(file) = uploaded {
+                let _ = AttachmentsClient::new(&client).create(id, file).await;
             }
         });
     };
     let progress = move || {
-        files
-            .uploading
-            .get()
-            .into_iter()
-            .find(|(todo, _)| *todo == id)
-            .map(|(_, p)| {
-                view! {
-                    <progress class="upload" max=p.total value=p.sent>{percent(p)} "%"</progress>
-                }
-            })
+        uploads.get().into_iter().find(|(todo, _)| *todo == id).map(|(_, p)| {
+            view! { <progress class="upload" max=p.total value=p.sent>{percent(p)} "%"</progress> }
+        })
     };
-    let attached = move || {
-        files
-            .attached
+    let files = move || {
+        attached
             .get()
+            .unwrap_or_default()
             .into_iter()
             .filter(|a| a.todo == id)
             .map(|a| view! { <a class="attachment" href=a.href() title=a.by.clone()>{a.file.name.clone()}</a> " " })
             .collect_view()
     };
     view! {
-        <li class:done=todo.done>
-            <input type="checkbox" prop:checked=todo.done on:change=move |_| {
-                let toggled = toggled.clone();
-                spawn_local(async move { let _ = todos().update(toggled).await; });
-            } />
-            <span>{todo.title}</span>
+        <li class:done=todo.done class:pending=move || update.is_pending().get() || delete.is_pending().get()>
+            <input type="checkbox" prop:checked=todo.done on:change=move |_| update.dispatch(toggled.clone()) />
+            <span title=format!("by {}", todo.by)>{todo.title}</span>
             " "
-            <button on:click=move |_| {
-                spawn_local(async move { let _ = todos().delete(id).await; });
-            }>"✕"</button>
+            <button on:click=move |_| delete.dispatch(id)>"✕"</button>
             " "
             <label class="attach">"attach a file"<input type="file" class="attach-file" on:change=upload /></label>
             {progress}
             " "
-            {attached}
+            {files}
         </li>
     }
-}
-
-thread_local! {
-    /// While a reload is under way, the todos that arrived meanwhile: the board read may
-    /// predate them, so they are applied again on top of it.
-    static SINCE_RELOAD: std::cell::RefCell<Option<Vec<Todo>>> = const { std::cell::RefCell::new(None) };
-}
-
-fn reload(list: RwSignal<Vec<Todo>>) {
-    let board = API.with(|api| api.2.clone());
-    SINCE_RELOAD.with_borrow_mut(|since| {
-        since.get_or_insert_with(Vec::new);
-    });
-    spawn_local(async move {
-        let read = board.read().await;
-        let since = SINCE_RELOAD.take().unwrap_or_default();
-        if let Ok(todos) = read {
-            list.set(todos);
-        }
-        list.update(|l| since.into_iter().for_each(|todo| upsert(l, todo)));
-    });
-}
-
-/// A key for a pending row.
-fn next_key() -> u64 {
-    thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-    NEXT.with(|n| {
-        n.set(n.get() + 1);
-        n.get()
-    })
 }
 
 /// The page's cookies, for the sign-in line.
@@ -284,16 +203,21 @@ fn cookies() -> String {
         .unwrap_or_default()
 }
 
-/// The file the user picked, as an upload. The page runs in the browser only; natively (where
-/// it is only type-checked) there is no browser file to read.
-#[cfg(target_arch = "wasm32")]
-fn picked(file: web_sys::File) -> crudp::UploadSource {
-    file.into()
-}
-
-/// The file the user picked, as an upload. The page runs in the browser only; natively (where
-/// it is only type-checked) there is no browser file to read.
-#[cfg(not(target_arch = "wasm32"))]
-fn picked(_: web_sys::File) -> crudp::UploadSource {
-    unreachable!("the page runs in the browser")
+/// The file the user picked in the input that fired `ev`, as an upload (the input is cleared
+/// for the next one). The page runs in the browser only; natively (where it is only
+/// type-checked) there is no browser file to read.
+fn picked(ev: &leptos::ev::Event) -> Option<crudp::UploadSource> {
+    use wasm_bindgen::JsCast;
+    let input = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())?;
+    let file = input.files().and_then(|f| f.get(0))?;
+    input.set_value("");
+    #[cfg(target_arch = "wasm32")]
+    return Some(file.into());
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = file;
+        unreachable!("the page runs in the browser")
+    }
 }

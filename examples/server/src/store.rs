@@ -53,9 +53,18 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS todos (
                      id INTEGER PRIMARY KEY AUTOINCREMENT,
                      title TEXT NOT NULL,
-                     done INTEGER NOT NULL DEFAULT 0
+                     done INTEGER NOT NULL DEFAULT 0,
+                     by_user TEXT NOT NULL DEFAULT ''
                  );",
             )?;
+            // A board kept by an earlier version of the demo has no `by_user` yet.
+            let columns: Vec<String> = db
+                .prepare("SELECT name FROM pragma_table_info('todos')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if !columns.iter().any(|c| c == "by_user") {
+                db.execute_batch("ALTER TABLE todos ADD COLUMN by_user TEXT NOT NULL DEFAULT ''")?;
+            }
             db.execute_batch(crate::attachments::SCHEMA)
         })
         .await
@@ -77,6 +86,7 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Todo> {
         id: row.get::<_, i64>(0)? as u64,
         title: row.get(1)?,
         done: row.get(2)?,
+        by: row.get(3)?,
     })
 }
 
@@ -106,15 +116,20 @@ impl Todos for Store {
         check_title(&title)?;
         // Everyone's pages show the new todo at once.
         ctx.broadcast(Target::All);
+        let by = ctx.user().id.clone();
         // The insert and the call's outcome commit together: never lost, never twice.
         self.db
             .transaction(ctx, move |db| {
-                db.execute("INSERT INTO todos (title) VALUES (?1)", [&title])
-                    .map_err(storage)?;
+                db.execute(
+                    "INSERT INTO todos (title, by_user) VALUES (?1, ?2)",
+                    [&title, &by],
+                )
+                .map_err(storage)?;
                 Ok(Todo {
                     id: db.last_insert_rowid() as u64,
                     title,
                     done: false,
+                    by,
                 })
             })
             .await
@@ -124,10 +139,14 @@ impl Todos for Store {
     async fn read(&self, _: &Context, id: u64) -> Result<Todo, TodoError> {
         let id = sql_id(id)?;
         self.query(move |db| {
-            db.query_row("SELECT id, title, done FROM todos WHERE id = ?1", [id], row)
-                .optional()
-                .map_err(storage)?
-                .ok_or(TodoError::NotFound)
+            db.query_row(
+                "SELECT id, title, done, by_user FROM todos WHERE id = ?1",
+                [id],
+                row,
+            )
+            .optional()
+            .map_err(storage)?
+            .ok_or(TodoError::NotFound)
         })
         .await
     }
@@ -136,12 +155,16 @@ impl Todos for Store {
         check_title(&todo.title)?;
         let id = sql_id(todo.id)?;
         ctx.broadcast(Target::All);
+        let todo = Todo {
+            by: ctx.user().id.clone(),
+            ..todo
+        };
         self.db
             .transaction(ctx, move |db| {
                 let changed = db
                     .execute(
-                        "UPDATE todos SET title = ?1, done = ?2 WHERE id = ?3",
-                        params![todo.title, todo.done, id],
+                        "UPDATE todos SET title = ?1, done = ?2, by_user = ?3 WHERE id = ?4",
+                        params![todo.title, todo.done, todo.by, id],
                     )
                     .map_err(storage)?;
                 if changed == 0 {
@@ -154,8 +177,8 @@ impl Todos for Store {
 
     async fn delete(&self, ctx: &Context, id: u64) -> Result<(), TodoError> {
         let id = sql_id(id)?;
-        // Only admins' pages hear of deletions live; the others see them on their next load.
-        ctx.broadcast(Target::Role("admin".into()));
+        // Everyone's pages drop it at once: their listeners hear the ID.
+        ctx.broadcast(Target::All);
         self.db
             .transaction(ctx, move |db| {
                 let deleted = db
@@ -171,10 +194,13 @@ impl Todos for Store {
 }
 
 impl Board for Store {
-    async fn read(&self, _: &Context) -> Result<Vec<Todo>, TodoError> {
+    async fn read(&self, ctx: &Context) -> Result<Vec<Todo>, TodoError> {
+        // Pages read the board when they open, and again only when broadcasts may have been
+        // missed (a reset): the end-to-end tests count these lines.
+        tracing::info!(user = %ctx.user().id, "board read");
         self.query(|db| {
             let mut query = db
-                .prepare_cached("SELECT id, title, done FROM todos ORDER BY id")
+                .prepare_cached("SELECT id, title, done, by_user FROM todos ORDER BY id")
                 .map_err(storage)?;
             let todos = query
                 .query_map([], row)

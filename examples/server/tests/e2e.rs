@@ -82,6 +82,85 @@ async fn a_file_attached_in_either_front_end_appears_for_the_other_user_and_down
     bob.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimistic_todo_turns_final_and_an_admins_delete_leaves_a_guests_page_live() {
+    let mut demo = Demo::start("live").await;
+    let base = demo.base.clone();
+    let driver = Driver::start().await;
+    let (ann, bob) = (driver.session().await, driver.session().await);
+    sign_in(&ann, &base, "ann", true).await;
+    sign_in(&bob, &base, "bob", false).await;
+    ann.goto(&format!("{base}/leptos/")).await;
+    bob.goto(&format!("{base}/yew/")).await;
+    for page in [&ann, &bob] {
+        page.wait_for_text("#status", "online", |t| t.starts_with("online"))
+            .await;
+    }
+
+    // Optimistic: a todo added while the server is away shows at once, marked pending, on
+    // the Yew page; once the server has run it, it is an ordinary row, there and at Ann's.
+    demo.stop();
+    bob.wait_for_text("#status", "offline", |t| t.starts_with("offline"))
+        .await;
+    add(&bob, "optimistic bread").await;
+    bob.wait_for_text("#todos li.pending", "the pending row", |t| {
+        t == "optimistic bread (pending)"
+    })
+    .await;
+    bob.screenshot(&demo.out.join("live-yew-pending.png")).await;
+    demo.restart().await;
+    for page in [&bob, &ann] {
+        page.wait_for_text("#todos", "the final row", |t| {
+            t.contains("optimistic bread") && !t.contains("(pending)")
+        })
+        .await;
+    }
+    let pending = bob
+        .evaluate("return document.querySelectorAll('#todos li.pending').length")
+        .await;
+    assert_eq!(pending, 0, "no row is left pending");
+    assert_eq!(demo.stored("optimistic bread"), 1);
+
+    // Live delete: Ann (an admin) deletes a todo; it leaves Bob's page (a guest's) as the
+    // broadcast arrives, without the page reading the board again.
+    add(&ann, "to be deleted").await;
+    bob.wait_for_text("#todos", "the todo at bob's", |t| {
+        t.contains("to be deleted")
+    })
+    .await;
+    // Who changed what, as it happens.
+    bob.wait_for_text("#activity", "ann's add in bob's feed", |t| {
+        t.contains("ann added “to be deleted”")
+    })
+    .await;
+    let reads = demo.board_reads();
+    ann.execute(
+        "[...document.querySelectorAll('#todos li')]
+            .find(li => li.textContent.includes('to be deleted'))
+            .querySelector('button').click()",
+    )
+    .await;
+    bob.wait_for_text("#todos", "the delete at bob's", |t| {
+        !t.contains("to be deleted") && t.contains("optimistic bread")
+    })
+    .await;
+    bob.wait_for_text("#activity", "the delete in bob's feed", |t| {
+        t.contains("was deleted")
+    })
+    .await;
+    assert_eq!(demo.stored("to be deleted"), 0);
+    assert_eq!(
+        demo.board_reads(),
+        reads,
+        "a page read the whole board again after the delete"
+    );
+    assert!(reads >= 2, "each page read the board when it opened");
+    bob.screenshot(&demo.out.join("live-yew-after-delete.png"))
+        .await;
+    ann.quit().await;
+    bob.quit().await;
+}
+
 /// Screenshots are named after the database: `<db>-leptos-offline.png` and so on.
 async fn walkthrough(mut demo: Demo) {
     let name = demo.db.file_stem().unwrap().to_string_lossy().into_owned();

@@ -29,8 +29,23 @@ impl Drop for Running {
 /// The servers' shared token secret, when they run on Redis.
 const SECRET: &str = "the demo's instances share this secret of 32+ bytes";
 
-async fn start_server(port: u16, db: &Path, dist: &Path, redis: Option<&RedisServer>) -> Running {
+async fn start_server(
+    port: u16,
+    db: &Path,
+    dist: &Path,
+    redis: Option<&RedisServer>,
+    log: &Path,
+) -> Running {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_todo-server"));
+    command
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
     command.arg(format!("127.0.0.1:{port}")).args([
         "--db".as_ref(),
         db.as_os_str(),
@@ -103,6 +118,7 @@ fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
         let _ = std::fs::remove_file(out.join(format!("{name}.db{suffix}")));
     }
     let _ = std::fs::remove_dir_all(out.join(format!("{name}.files")));
+    let _ = std::fs::remove_file(out.join(format!("{name}.log")));
     let db = out.join(format!("{name}.db"));
     (dist, out, db)
 }
@@ -114,6 +130,8 @@ pub(crate) struct Demo {
     /// Where screenshots go.
     pub(crate) out: PathBuf,
     pub(crate) db: PathBuf,
+    /// What the servers print: `target/e2e/<name>.log`.
+    log: PathBuf,
     /// `http://127.0.0.1:<port>`.
     pub(crate) base: String,
     ports: Vec<u16>,
@@ -151,6 +169,7 @@ impl Demo {
             None => format!("http://127.0.0.1:{}", ports[0]),
         };
         let mut demo = Self {
+            log: out.join(format!("{name}.log")),
             dist,
             out,
             db,
@@ -172,9 +191,19 @@ impl Demo {
     /// Starts the servers again, on the same ports and database.
     pub(crate) async fn restart(&mut self) {
         for port in &self.ports {
-            let server = start_server(*port, &self.db, &self.dist, self.redis.as_ref()).await;
+            let server =
+                start_server(*port, &self.db, &self.dist, self.redis.as_ref(), &self.log).await;
             self.servers.push(server);
         }
+    }
+
+    /// How many times a page read the whole board (`Board::read`), as the servers logged.
+    #[allow(dead_code)] // not every test counts them
+    pub(crate) fn board_reads(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("board read")
+            .count()
     }
 
     /// How many todos titled `title` the database holds.
