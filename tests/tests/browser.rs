@@ -15,6 +15,9 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[path = "browser/frameworks.rs"]
+mod frameworks;
+
 /// The test server's address, given at build time by `cargo xtask test`.
 const SERVER: Option<&str> = option_env!("CRUDP_TEST_SERVER");
 const CONTROL: Option<&str> = option_env!("CRUDP_TEST_CONTROL");

@@ -96,6 +96,8 @@ fn test() -> Result<(), String> {
     )?;
     let wasm = [
         "crudp-client",
+        "crudp-leptos",
+        "crudp-yew",
         "crudp-tests",
         "example-leptos",
         "example-yew",
