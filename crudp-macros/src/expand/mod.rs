@@ -211,8 +211,12 @@ mod tests {
             );
         }
         assert!(
-            !tokens.contains("async fn"),
+            !tokens.contains("async fn read"),
             "the trait's methods return `Send` futures"
+        );
+        assert!(
+            tokens.contains("async fn broadcast_read"),
+            "a typed broadcast is generated"
         );
     }
 
