@@ -5,7 +5,7 @@ use std::{panic::AssertUnwindSafe, time::Duration};
 use futures_util::FutureExt;
 
 use super::{
-    Crudp,
+    Call, Crudp, Next,
     panics::{self, Marked},
     queue::Job,
 };
@@ -285,8 +285,20 @@ impl Crudp {
         if !descriptor.has(packet.action) {
             return unknown_action(descriptor, packet.action);
         }
-        // Calling `dispatch` inside the guarded future also catches a panic before its first await.
-        let run = std::pin::pin!(async { module.dispatch(ctx, packet.action, &packet.args).await });
+        let call = Call {
+            user: ctx.user(),
+            client: ctx.client(),
+            module: descriptor,
+            action: packet.action,
+            seq: packet.seq,
+            args: &packet.args,
+        };
+        // The layers, then the handler. Calling them inside the guarded future also catches a
+        // panic before the first await.
+        let run = std::pin::pin!(async {
+            let handler = || module.dispatch(ctx, packet.action, &packet.args);
+            Next::new(&self.shared.layers, call, handler).run().await
+        });
         let limit = self.shared.limits.handler_timeout;
         let Ok(finished) =
             tokio::time::timeout(limit, AssertUnwindSafe(Marked(run)).catch_unwind()).await

@@ -2,6 +2,7 @@
 
 mod events;
 mod execute;
+mod layer;
 mod origin;
 mod panics;
 mod queue;
@@ -12,6 +13,7 @@ mod slots;
 #[cfg(feature = "files")]
 mod upload;
 
+pub use layer::{Call, CallLayer, Next, Rejected};
 pub use origin::AllowedOrigins;
 pub use router::MAX_SEQ;
 pub use serve::{
@@ -129,6 +131,8 @@ struct Shared {
     limits: Limits,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
+    /// The per-call middleware, outermost first.
+    layers: Vec<Arc<dyn CallLayer>>,
     queue: queue::Queue,
     allowed_origins: AllowedOrigins,
     /// The event streams and polls open.
@@ -195,6 +199,7 @@ impl Crudp {
             hub_settings: Vec::new(),
             on_connect: None,
             on_disconnect: None,
+            layers: Vec::new(),
             allowed_origins: AllowedOrigins::none(),
             #[cfg(feature = "files")]
             files: FileSettings {
@@ -323,6 +328,7 @@ pub struct CrudpBuilder {
     hub_settings: Vec<&'static str>,
     on_connect: Option<Hook>,
     on_disconnect: Option<Hook>,
+    layers: Vec<Arc<dyn CallLayer>>,
     allowed_origins: AllowedOrigins,
     #[cfg(feature = "files")]
     files: FileSettings,
@@ -403,6 +409,14 @@ impl CrudpBuilder {
     /// Mounts a module: the `{Trait}Server` that `#[crudp::module]` generates.
     pub fn handler(mut self, module: impl Dispatch) -> Self {
         self.modules.push(Box::new(module));
+        self
+    }
+
+    /// Adds per-call middleware (see [`CallLayer`]): it runs around every call of a mounted
+    /// module's action, after the layers added before it, and may refuse the call, time it or
+    /// log it. Calls answered from the outcome store (sent again) do not run it again.
+    pub fn layer(mut self, layer: impl CallLayer) -> Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -741,6 +755,7 @@ impl CrudpBuilder {
                 limits,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
+                layers: self.layers,
                 queue: queue::Queue::new(limits),
                 allowed_origins: self.allowed_origins,
                 streams: Arc::default(),
