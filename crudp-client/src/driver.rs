@@ -7,6 +7,7 @@ use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 use crudp_runtime::{Outcome, Results, TransportError, protocol::decode_results};
 use futures_channel::{mpsc, oneshot};
 use futures_util::{FutureExt, StreamExt};
+use tracing::Instrument;
 
 use crate::{
     core::{Core, Effect, Input, Mode},
@@ -194,7 +195,14 @@ impl Driver {
         body: Vec<u8>,
     ) -> TransportFuture<'static, Result<Option<Results>, TransportError>> {
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "crudp.client.batch",
+            rpc.system = "crudp",
+            crudp.client = %self.shared.id,
+            crudp.mode = ?self.shared.mode,
+            crudp.bytes = body.len(),
+        );
+        let sent = async move {
             let headers = shared.headers();
             match shared.mode {
                 Mode::Sync => shared
@@ -217,6 +225,8 @@ impl Driver {
                         .map_err(|e| TransportError::Malformed(e.to_string()))
                 }
             }
-        })
+        }
+        .instrument(span);
+        Box::pin(sent)
     }
 }

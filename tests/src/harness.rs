@@ -336,6 +336,20 @@ impl LogCapture {
         capture
     }
 
+    /// As [`install`](Self::install), and a line for each span that closes, with its fields
+    /// and timings.
+    pub fn install_with_spans(filter: &str) -> Self {
+        let capture = Self::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(move || writer.clone())
+            .init();
+        capture
+    }
+
     /// What was logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()

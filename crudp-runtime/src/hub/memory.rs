@@ -308,6 +308,7 @@ impl Shared {
             };
             state.ring_bytes -= old.size();
         }
+        crate::server::metrics::replay_bytes(state.ring_bytes);
     }
 }
 

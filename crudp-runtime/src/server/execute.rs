@@ -1,8 +1,12 @@
 //! Running a batch: each packet in order, each on its own, each at most once.
 
-use std::{panic::AssertUnwindSafe, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    time::{Duration, Instant},
+};
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use super::{
     Call, Crudp, Next,
@@ -58,6 +62,19 @@ impl Crudp {
     /// `Unavailable` makes the rest of the batch `Unavailable` too, so that order holds when
     /// the client sends them again. `ctx` is the context of the whole request.
     pub(super) async fn execute(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
+        let span = tracing::info_span!(
+            "crudp.batch",
+            rpc.system = "crudp",
+            crudp.client = %ctx.client(),
+            enduser.id = %ctx.user().id,
+            crudp.packets = packets.len(),
+            crudp.request = %ctx.request_id(),
+        );
+        crate::server::metrics::batch(packets.len());
+        self.execute_batch(ctx, packets).instrument(span).await
+    }
+
+    async fn execute_batch(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
         let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
         let mut outcomes = Vec::with_capacity(packets.len());
         let mut stopped: Option<String> = None;
@@ -105,7 +122,10 @@ impl Crudp {
     /// outcomes are recorded together before their broadcasts go out.
     async fn execute_some(&self, ctx: &Context, packets: &[Packet], seqs: &[u64]) -> Vec<Outcome> {
         let client = ctx.client();
-        let answers = match self.shared.outcomes.begin_batch(client, seqs).await {
+        let started = Instant::now();
+        let begun = self.shared.outcomes.begin_batch(client, seqs).await;
+        crate::server::metrics::outcome_store("begin", started.elapsed());
+        let answers = match begun {
             Ok(answers) if !answers.is_empty() => answers,
             Ok(_) => {
                 return vec![Outcome::Unavailable {
@@ -209,7 +229,10 @@ impl Crudp {
     /// `Busy`) and the outcomes are recorded in the background, until the store takes them.
     async fn finish(&self, client: ClientId, lease: Lease, outcomes: &[(u64, &Outcome)]) -> bool {
         let store = &self.shared.outcomes;
-        match store.finish_batch(client, lease, outcomes).await {
+        let started = Instant::now();
+        let finished = store.finish_batch(client, lease, outcomes).await;
+        crate::server::metrics::outcome_store("finish", started.elapsed());
+        match finished {
             Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
                 tracing::error!(%client, "outcomes not recorded, retrying in the background: {e}");
@@ -262,7 +285,10 @@ impl Crudp {
     /// Makes the batch's outcomes durable before they are answered; `false` if the store
     /// could not (it keeps them and writes them at its next flush).
     async fn flush(&self) -> bool {
-        match self.shared.outcomes.flush().await {
+        let started = Instant::now();
+        let flushed = self.shared.outcomes.flush().await;
+        crate::server::metrics::outcome_store("flush", started.elapsed());
+        match flushed {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("outcomes not made durable yet: {e}");
@@ -271,7 +297,34 @@ impl Crudp {
         }
     }
 
+    /// Runs one packet in its span (OpenTelemetry's RPC conventions: `rpc.system`,
+    /// `rpc.service`, `rpc.method`), and counts it.
     async fn execute_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
+        let module = self
+            .shared
+            .modules
+            .get(&packet.handler)
+            .map_or("unknown", |m| m.descriptor().name);
+        let span = tracing::info_span!(
+            "crudp.call",
+            rpc.system = "crudp",
+            rpc.service = module,
+            rpc.method = %packet.action,
+            crudp.seq = packet.seq,
+            crudp.outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let outcome = self.run_packet(ctx, packet).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        let kind = outcome_kind(&outcome);
+        span.record("crudp.outcome", kind);
+        span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
+        crate::server::metrics::call(module, packet.action, kind, elapsed);
+        outcome
+    }
+
+    async fn run_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
         let Some(module) = self.shared.modules.get(&packet.handler) else {
             return Outcome::Rejected {
                 code: RejectCode::UnknownHandler,
@@ -376,6 +429,18 @@ fn split(results: Results, budget: usize) -> Vec<Results> {
         events.push(Results { results: current });
     }
     events
+}
+
+/// The outcome's kind, for spans and metrics: `ok`, `app_error`, `rejected`, `unavailable`
+/// or `expired`.
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok(_) => "ok",
+        Outcome::AppError(_) => "app_error",
+        Outcome::Rejected { .. } => "rejected",
+        Outcome::Unavailable { .. } => "unavailable",
+        Outcome::Expired => "expired",
+    }
 }
 
 #[cfg(test)]

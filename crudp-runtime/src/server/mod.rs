@@ -3,6 +3,7 @@
 mod events;
 mod execute;
 mod layer;
+pub(crate) mod metrics;
 mod origin;
 mod panics;
 mod queue;
@@ -758,7 +759,7 @@ impl CrudpBuilder {
                 layers: self.layers,
                 queue: queue::Queue::new(limits),
                 allowed_origins: self.allowed_origins,
-                streams: Arc::default(),
+                streams: Arc::new(slots::Slots::gauged(metrics::event_streams)),
                 #[cfg(feature = "files")]
                 files,
             }),

@@ -122,6 +122,7 @@ impl Queue {
         }
         jobs.waiting += 1;
         jobs.bytes += job.bytes;
+        super::metrics::queue_depth(jobs.waiting);
         jobs.per_user.entry(Arc::clone(&user)).or_default().waiting += 1;
         let idle = !jobs.per_client.contains_key(&client);
         jobs.per_client
@@ -181,6 +182,7 @@ impl Queue {
             Some(job) => {
                 jobs.waiting -= 1;
                 jobs.bytes -= job.bytes;
+                super::metrics::queue_depth(jobs.waiting);
                 if let Some(load) = jobs.per_user.get_mut(&user) {
                     load.waiting -= 1;
                 }

@@ -8,7 +8,11 @@ use std::{
 };
 
 #[derive(Default)]
-pub(super) struct Slots(Mutex<Counts>);
+pub(super) struct Slots {
+    counts: Mutex<Counts>,
+    /// Told the number of places taken whenever it changes (a metrics gauge).
+    gauge: Option<fn(usize)>,
+}
 
 #[derive(Default)]
 struct Counts {
@@ -32,8 +36,16 @@ pub(super) struct Slot {
 }
 
 impl Slots {
+    /// Places whose number taken `gauge` is told of.
+    pub(super) fn gauged(gauge: fn(usize)) -> Self {
+        Self {
+            counts: Mutex::default(),
+            gauge: Some(gauge),
+        }
+    }
+
     fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A place for `address` (uncounted per address if unknown), if fewer than `total` are
@@ -56,6 +68,9 @@ impl Slots {
             *held += 1;
         }
         counts.total += 1;
+        if let Some(gauge) = self.gauge {
+            gauge(counts.total);
+        }
         Ok(Slot {
             slots: Arc::clone(self),
             address,
@@ -67,6 +82,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.slots.counts();
         counts.total -= 1;
+        if let Some(gauge) = self.slots.gauge {
+            gauge(counts.total);
+        }
         if let Some(address) = self.address
             && let Some(held) = counts.per_address.get_mut(&address)
         {

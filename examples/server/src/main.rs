@@ -74,11 +74,19 @@ async fn shared(url: &str) -> Result<CrudpBuilder, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
+    // `RUST_LOG=info` shows a line per call and per batch as their spans close (the
+    // module, the action, the outcome, the time); the default leaves CRUDP's spans out.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,crudp_runtime=warn".into()),
         )
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
+    // The server's metrics, in Prometheus's text format at `/metrics`.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot record metrics: {e}"))?;
     let options = options()?;
     let files = options
         .files
@@ -127,6 +135,7 @@ async fn main() -> Result<(), String> {
         .route("/signin", post(signin::sign_in))
         .route("/signout", get(signin::sign_out))
         .route("/online", get(move || async move { presence.show() }))
+        .route("/metrics", get(move || async move { metrics.render() }))
         .route(
             "/files/{id}",
             get(attachments::download).with_state((api.clone(), store)),

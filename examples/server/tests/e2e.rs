@@ -155,6 +155,17 @@ async fn an_optimistic_todo_turns_final_and_an_admins_delete_leaves_a_guests_pag
         "a page read the whole board again after the delete"
     );
     assert!(reads >= 2, "each page read the board when it opened");
+    // The server counted the calls, for `/metrics`.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"crudp_calls_total{module="Todos",action="delete",outcome="ok"} 1"#),
+        "{metrics}"
+    );
     bob.screenshot(&demo.out.join("live-yew-after-delete.png"))
         .await;
     ann.quit().await;
