@@ -35,6 +35,12 @@ pub trait Dispatch: Send + Sync + 'static {
         action: Action,
         args: &'a [u8],
     ) -> BoxFuture<'a, Outcome>;
+
+    /// Traces the shapes of the module's actions, for `GET /modules` (see
+    /// [`describe`](crate::describe)). The generated servers do; the default traces nothing.
+    fn describe(&self, shapes: &mut crate::describe::Shapes<'_>) {
+        let _ = shapes;
+    }
 }
 
 impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
@@ -49,6 +55,10 @@ impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
         args: &'a [u8],
     ) -> BoxFuture<'a, Outcome> {
         (**self).dispatch(ctx, action, args)
+    }
+
+    fn describe(&self, shapes: &mut crate::describe::Shapes<'_>) {
+        (**self).describe(shapes);
     }
 }
 

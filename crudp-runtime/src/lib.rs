@@ -8,6 +8,7 @@
 #[cfg(feature = "server")]
 mod auth;
 mod context;
+pub mod describe;
 mod dispatch;
 mod error;
 pub mod files;

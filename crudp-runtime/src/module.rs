@@ -39,6 +39,12 @@ impl std::fmt::Display for ModuleDescriptor {
 pub trait Module {
     /// The module's descriptor.
     const DESCRIPTOR: ModuleDescriptor;
+
+    /// Traces the shapes of the module's actions (see [`describe`](crate::describe));
+    /// generated.
+    fn describe(shapes: &mut crate::describe::Shapes<'_>) {
+        let _ = shapes;
+    }
 }
 
 /// Publishes an action's result to clients from server code, outside handlers: what the

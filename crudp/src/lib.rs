@@ -53,7 +53,7 @@ pub use crudp_client::{
 };
 pub use crudp_runtime::{
     Action, Broadcaster, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome,
-    RejectCode, RequestId, RetryLater, Target, User, files, module_id, protocol,
+    RejectCode, RequestId, RetryLater, Target, User, describe, files, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.
@@ -71,7 +71,9 @@ pub mod __private {
     pub use crudp_client::{CallFuture, Client, Listener, MaybeSendSync};
     pub use crudp_runtime::{
         Action, BoxFuture, Broadcaster, Context, Dispatch, Module, ModuleDescriptor, Outcome,
-        Target, decode_args, encode_result, module_id, unknown_action,
+        Target, decode_args,
+        describe::{Shapes, TraceNothing, TraceWire, Traced},
+        encode_result, module_id, unknown_action,
     };
 
     /// Fails to compile, on the user's type, unless it can cross the wire.

@@ -22,6 +22,17 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
     actions.sort();
     let variants = actions.iter().map(|a| a.variant());
     let cfg = carried_attributes(module).collect::<Vec<_>>();
+    let traced = module.actions().filter_map(|(action, method)| {
+        let crate::ast::Output::Result { ok, err } = &method.output else {
+            return None;
+        };
+        let variant = action.variant();
+        let types = method.wire_params().map(|p| p.ty);
+        Some(quote! {
+            (&&#private::Traced::<(#(#types,)*), #ok, #err>::new())
+                .trace(shapes, #private::Action::#variant);
+        })
+    });
     quote! {
         #(#cfg)*
         const _: () = {
@@ -33,12 +44,22 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
                     path: ::core::module_path!(),
                     actions: &[#(#private::Action::#variants),*],
                 };
+
+                fn describe(shapes: &mut #private::Shapes<'_>) {
+                    #[allow(unused_imports)]
+                    use #private::{TraceNothing as _, TraceWire as _};
+                    #(#traced)*
+                }
             }
 
             #[automatically_derived]
             impl<S> #private::Module for #server<S> {
                 const DESCRIPTOR: #private::ModuleDescriptor =
                     <#client as #private::Module>::DESCRIPTOR;
+
+                fn describe(shapes: &mut #private::Shapes<'_>) {
+                    <#client as #private::Module>::describe(shapes);
+                }
             }
         };
     }

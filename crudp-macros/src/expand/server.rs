@@ -138,6 +138,10 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
                     &<Self as #private::Module>::DESCRIPTOR
                 }
 
+                fn describe(&self, shapes: &mut #private::Shapes<'_>) {
+                    <Self as #private::Module>::describe(shapes);
+                }
+
                 fn dispatch<'__crudp>(
                     &'__crudp self,
                     ctx: &'__crudp #private::Context,

@@ -157,6 +157,7 @@ struct Limits {
     max_streams: usize,
     streams_per_address: usize,
     authenticate_streams: bool,
+    describe_modules: bool,
     token_ttl: Duration,
     heartbeat: Duration,
     retry_hint: Duration,
@@ -188,6 +189,7 @@ impl Crudp {
                 max_streams: DEFAULT_MAX_STREAMS,
                 streams_per_address: DEFAULT_STREAMS_PER_ADDRESS,
                 authenticate_streams: true,
+                describe_modules: false,
                 token_ttl: DEFAULT_TOKEN_TTL,
                 heartbeat: DEFAULT_HEARTBEAT,
                 retry_hint: DEFAULT_RETRY_HINT,
@@ -222,6 +224,22 @@ impl Crudp {
     #[cfg(feature = "files")]
     pub fn files(&self) -> Option<&Files> {
         self.shared.files.as_ref()
+    }
+
+    /// The shapes of the mounted modules' actions and of the types they use, traced from
+    /// serde: what `GET /modules` answers (see [`CrudpBuilder::describe_modules`]) and what
+    /// an API lock file holds.
+    ///
+    /// # Errors
+    ///
+    /// [`DescribeError`](crate::describe::DescribeError) if a type cannot be traced (a custom
+    /// `Deserialize` that refuses the tracer's samples), naming it.
+    pub fn describe(&self) -> Result<crate::describe::Description, crate::describe::DescribeError> {
+        crate::describe::Description::of(|describer| {
+            for module in self.shared.modules.values() {
+                describer.descriptor(module.descriptor(), |shapes| module.describe(shapes));
+            }
+        })
     }
 
     /// The descriptors of the mounted modules, in no particular order.
@@ -456,6 +474,16 @@ impl CrudpBuilder {
     /// survives restarts. The store's limits are set on its own constructor.
     pub fn outcome_store(mut self, store: impl OutcomeStore) -> Self {
         self.outcomes = Some(Box::new(store));
+        self
+    }
+
+    /// Whether `GET {mount}/modules` answers the [`Description`](crate::describe::Description)
+    /// of the mounted modules (their IDs, actions and the serde shapes of their arguments,
+    /// values and errors) in JSON. Default: no (`404`), as it tells anyone how to call the
+    /// API; when on, only signed-in users (whom the authenticator names) get it, anonymous
+    /// visitors `401`.
+    pub fn describe_modules(mut self, describe: bool) -> Self {
+        self.limits.describe_modules = describe;
         self
     }
 

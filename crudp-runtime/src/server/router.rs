@@ -52,6 +52,10 @@ impl Crudp {
     ///   buffers event streams: each answer ends after the missed events, the first new one,
     ///   or 25 seconds.
     ///
+    /// - `GET /modules`: with [`CrudpBuilder::describe_modules`](super::CrudpBuilder::describe_modules),
+    ///   the [`Description`](crate::describe::Description) of the mounted modules in JSON, to
+    ///   signed-in users; `404` otherwise.
+    ///
     /// With the `files` feature and a file store (see
     /// [`CrudpBuilder::files_dir`](super::CrudpBuilder::files_dir)), also
     /// `PUT`, `GET` and `DELETE /upload/{id}`: see [`crate::files`].
@@ -61,7 +65,8 @@ impl Crudp {
             .route("/sync", post(sync))
             .route("/token", post(token))
             .route("/events", get(super::events::events))
-            .route("/poll", get(super::events::poll));
+            .route("/poll", get(super::events::poll))
+            .route("/modules", get(modules));
         #[cfg(feature = "files")]
         let router = router.route(
             "/upload/{id}",
@@ -303,4 +308,39 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// `GET /modules`: the mounted modules' description, in JSON, to signed-in users.
+async fn modules(State(crudp): State<Crudp>, request: Request) -> Response {
+    if !crudp.shared.limits.describe_modules {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "this server does not describe its modules".into(),
+        );
+    }
+    let (parts, _) = request.into_parts();
+    match crudp.authenticate(&parts).await {
+        Ok(user) if !user.is_anonymous() => {}
+        Ok(_) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "sign in to read the module description".into(),
+            );
+        }
+        Err(refused) => return refused,
+    }
+    match crudp.describe() {
+        Ok(description) => match serde_json::to_vec_pretty(&description) {
+            Ok(json) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                json,
+            )
+                .into_response(),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

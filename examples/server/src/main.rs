@@ -120,6 +120,8 @@ async fn main() -> Result<(), String> {
         // Files attached to todos: uploaded to this directory, then attached.
         .handler(AttachmentsServer::new(store.clone()))
         .files_dir(&files)
+        // `GET /crudp/modules`: every module's actions and types, to signed-in users.
+        .describe_modules(true)
         .on_connect({
             let presence = presence.clone();
             move |peer| presence.connected(peer)

@@ -166,6 +166,21 @@ async fn an_optimistic_todo_turns_final_and_an_admins_delete_leaves_a_guests_pag
         metrics.contains(r#"crudp_calls_total{module="Todos",action="delete",outcome="ok"} 1"#),
         "{metrics}"
     );
+    // And describes its modules to signed-in users.
+    let http = reqwest::Client::new();
+    let modules = http
+        .get(format!("{base}/crudp/modules"))
+        .header("cookie", "crudp_user=carol:user")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(modules.status(), 200);
+    let modules = modules.text().await.unwrap();
+    for name in ["\"Todos\"", "\"Board\"", "\"Attachments\"", "\"Todo\""] {
+        assert!(modules.contains(name), "{name} missing from {modules}");
+    }
+    let anonymous = http.get(format!("{base}/crudp/modules")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
     bob.screenshot(&demo.out.join("live-yew-after-delete.png"))
         .await;
     ann.quit().await;
