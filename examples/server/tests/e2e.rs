@@ -179,7 +179,11 @@ async fn an_optimistic_todo_turns_final_and_an_admins_delete_leaves_a_guests_pag
     for name in ["\"Todos\"", "\"Board\"", "\"Attachments\"", "\"Todo\""] {
         assert!(modules.contains(name), "{name} missing from {modules}");
     }
-    let anonymous = http.get(format!("{base}/crudp/modules")).send().await.unwrap();
+    let anonymous = http
+        .get(format!("{base}/crudp/modules"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
     bob.screenshot(&demo.out.join("live-yew-after-delete.png"))
         .await;
