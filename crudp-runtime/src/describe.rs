@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{Module, ModuleDescriptor, protocol::Action};
 
 #[cfg(feature = "server")]
+mod lock;
+
+#[cfg(feature = "server")]
+pub use lock::{Break, LockCheck, LockError, check_lock};
+#[cfg(feature = "server")]
 pub use serde_reflection::{ContainerFormat, Format, Named, VariantFormat};
 
 /// The shapes of some modules' actions, and of the named types they use.

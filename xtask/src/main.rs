@@ -36,6 +36,15 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(),
         Some("bench") => bench::all(),
+        // The example API against its lock file (the test command runs it too).
+        Some("api-check") => cargo(&[
+            "test",
+            "--locked",
+            "-p",
+            "example-server",
+            "--test",
+            "api_lock",
+        ]),
         Some("fuzz") => env::args()
             .nth(2)
             .map_or(Ok(300), |s| s.parse().map_err(|e| format!("SECONDS: {e}")))
@@ -45,7 +54,9 @@ fn main() -> ExitCode {
                     .ok_or_else(|| "no nightly toolchain: `rustup toolchain list`".into())
             }),
         _ => {
-            eprintln!("usage: cargo xtask <demo [--instances N]|test|bench|fuzz [SECONDS]>");
+            eprintln!(
+                "usage: cargo xtask <demo [--instances N]|test|bench|fuzz [SECONDS]|api-check>"
+            );
             return ExitCode::from(2);
         }
     };
