@@ -39,6 +39,20 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// their sequence numbers, and the server never runs one twice.
 ///
 /// Cloning is cheap: clones share the queue, the event stream and the listeners.
+///
+/// ```no_run
+/// # async fn doc() -> Result<(), crudp_client::InvalidHeader> {
+/// use crudp_client::{Client, Mode};
+///
+/// // In the browser: `Client::new("/crudp")`.
+/// let client = Client::builder("https://example.com/crudp")
+///     .bearer_token("a token of the application's")?
+///     .mode(Mode::Sync)
+///     .build();
+/// // The generated stubs queue calls on it: `TodosClient::new(&client).create(..)`.
+/// let _status = client.on_status(|status| println!("{:?}", status.connection));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,

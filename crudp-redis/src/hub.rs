@@ -36,6 +36,26 @@ return id
 ";
 
 /// The event hub of instances that share a Redis server; see the module documentation.
+/// [`RedisBackend::connect`](crate::RedisBackend::connect) makes one with a
+/// [`RedisOutcomes`](crate::RedisOutcomes); by hand, the prefix and the local limits are
+/// yours:
+///
+/// ```no_run
+/// # async fn doc() -> redis::RedisResult<()> {
+/// use crudp_redis::{RedisBackend, RedisHub, RedisOutcomes, redis::Client};
+/// use crudp_runtime::server::{Crudp, MemoryHub, OutcomeLimits};
+///
+/// let redis = Client::open("redis://127.0.0.1:6379/")?;
+/// let local = MemoryHub::new(10_000, 256, 32);
+/// let hub = RedisHub::new(&redis, "shop:", local).await?;
+/// let outcomes = RedisOutcomes::new(&redis, "shop:", OutcomeLimits::default()).await?;
+/// let api = Crudp::builder()
+///     .backend(RedisBackend::new(hub, outcomes))
+///     .token_secret(b"the same 32 or more bytes on every instance")
+///     .build();
+/// # drop(api);
+/// # Ok(()) }
+/// ```
 pub struct RedisHub {
     redis: ConnectionManager,
     keys: Keys,

@@ -143,6 +143,20 @@ return 'ok'
 /// Its guarantees hold as far as Redis keeps what it acknowledged: run Redis with the
 /// append-only file on and `appendfsync always` (with `everysec`, a Redis crash may lose the
 /// last second of outcomes, and calls re-sent after it may run again).
+///
+/// ```no_run
+/// # async fn doc() -> redis::RedisResult<()> {
+/// use crudp_redis::{RedisOutcomes, redis::Client};
+/// use crudp_runtime::server::{Crudp, OutcomeLimits};
+///
+/// // One instance whose exactly-once state outlives it in Redis; several instances need
+/// // the whole `RedisBackend`, which shares their events too.
+/// let redis = Client::open("redis://127.0.0.1:6379/")?;
+/// let outcomes = RedisOutcomes::new(&redis, "crudp:", OutcomeLimits::default()).await?;
+/// let api = Crudp::builder().outcome_store(outcomes).build();
+/// # drop(api);
+/// # Ok(()) }
+/// ```
 pub struct RedisOutcomes {
     redis: ConnectionManager,
     prefix: String,

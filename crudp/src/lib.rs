@@ -42,6 +42,20 @@
 ///
 /// Arguments: `id = N` pins the module's `u32` wire ID (default: [`module_id`] of the trait's
 /// name); `crate = "path"` names the `crudp` crate when it is renamed.
+///
+/// ```
+/// #[crudp::module(id = 7)]
+/// pub trait Notes {
+///     /// Stores a note; its ID.
+///     async fn create(&self, ctx: &crudp::Context, text: String) -> Result<u64, String>;
+///     /// Removes a note (listeners of `on_delete` hear its ID).
+///     async fn delete(&self, ctx: &crudp::Context, id: u64) -> Result<(), String>;
+/// }
+///
+/// use crudp::Module;
+/// assert_eq!(NotesClient::DESCRIPTOR.id, 7);
+/// // `NotesServer::new(implementation)` serves it; `NotesClient::new(&client)` calls it.
+/// ```
 pub use crudp_macros::module;
 
 #[cfg(target_arch = "wasm32")]

@@ -129,6 +129,18 @@ fn test() -> Result<(), String> {
         ]
         .concat(),
     )?;
+    // The API documentation builds without a warning (broken links, bad examples' markup).
+    run(
+        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(
+                [
+                    &["doc", "--no-deps", "--workspace", "--locked"][..],
+                    &FRONT_ENDS,
+                ]
+                .concat(),
+            )
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     browser_tests(1)?;
     // Again with every server as two instances on Redis, behind a round-robin proxy.
     browser_tests(2)?;

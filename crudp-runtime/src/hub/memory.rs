@@ -27,6 +27,19 @@ pub const DEFAULT_CONNECTIONS_PER_USER: usize = 32;
 ///
 /// Event IDs start from the current time in microseconds, so the IDs of a restarted server
 /// are above any that clients kept from the previous one, and those clients get `reset`.
+/// It is the default; the builder's replay settings (`CrudpBuilder::replay_buffer`, ...) set
+/// its limits.
+///
+/// ```
+/// use crudp_runtime::server::Crudp;
+///
+/// // Events kept for reconnecting clients: the last 50,000, at most 64 MiB.
+/// let api = Crudp::builder()
+///     .replay_buffer(50_000)
+///     .replay_bytes(64 << 20)
+///     .build();
+/// # drop(api);
+/// ```
 pub struct MemoryHub {
     shared: Arc<Shared>,
 }

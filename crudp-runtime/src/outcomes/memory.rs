@@ -23,6 +23,15 @@ use crate::{
 /// never run twice in that time; its outcomes are dropped after [`OutcomeLimits::idle`], or
 /// earlier, least recently seen first, when all clients together hold more than
 /// [`OutcomeLimits::total_bytes`].
+///
+/// ```
+/// use crudp_runtime::server::{Crudp, MemoryOutcomes, OutcomeLimits};
+///
+/// // The default store; given explicitly to change its limits.
+/// let limits = OutcomeLimits::default();
+/// let api = Crudp::builder().outcome_store(MemoryOutcomes::new(limits)).build();
+/// # drop(api);
+/// ```
 pub struct MemoryOutcomes {
     limits: OutcomeLimits,
     ledger: Mutex<Ledger>,

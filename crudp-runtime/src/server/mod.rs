@@ -165,7 +165,31 @@ struct Limits {
 }
 
 impl Crudp {
-    /// Starts building a server.
+    /// Starts building a server: mount the generated `{Trait}Server`s with
+    /// [`handler`](CrudpBuilder::handler), say how requests are authenticated, where
+    /// outcomes and events are kept; every limit has a safe default.
+    ///
+    /// ```no_run
+    /// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// use crudp_runtime::{User, server::{AuthError, Crudp}};
+    ///
+    /// let api = Crudp::builder()
+    ///     // .handler(TodosServer::new(store)) for each module
+    ///     .authenticator(|parts: &axum::http::request::Parts| {
+    ///         match parts.headers.get("x-user").and_then(|v| v.to_str().ok()) {
+    ///             Some(name) => Ok(User::new(name, "user")),
+    ///             None => Err(AuthError::new("sign in first")),
+    ///         }
+    ///     })
+    ///     .handler_timeout(Duration::from_secs(10))
+    ///     .build();
+    /// let app = axum::Router::new().nest("/crudp", api.router());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// crudp_runtime::server::serve(listener, app).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> CrudpBuilder {
         CrudpBuilder {
             modules: Vec::new(),
