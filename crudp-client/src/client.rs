@@ -368,7 +368,7 @@ fn hold(
         // The adopted queue's calls carry the headers the page sends now.
         let headers = parent.upgrade().map(|parent| {
             parent.adopt(orphan);
-            parent.headers.own()
+            parent.headers.own().to_vec()
         });
         let builder = ClientBuilder {
             url: template.url.clone(),

@@ -2,7 +2,7 @@
 //! `Authorization` header, say), which [`Client::set_header`](crate::Client::set_header) can
 //! change while the client runs.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crudp_runtime::protocol::CLIENT_KEY_HEADER;
 
@@ -55,15 +55,16 @@ pub(crate) fn checked(name: &str, value: &str) -> Result<(String, String), Inval
 pub(crate) struct Headers {
     /// The client key (see [`CLIENT_KEY_HEADER`]).
     key: String,
-    /// The application's, by lower-case name.
-    own: Mutex<Vec<(String, String)>>,
+    /// The application's, by lower-case name: shared by the requests made since it last
+    /// changed, so a request copies none of them.
+    own: Mutex<Arc<[(String, String)]>>,
 }
 
 impl Headers {
     pub(crate) fn new(key: String, own: Vec<(String, String)>) -> Self {
         Self {
             key,
-            own: Mutex::new(own),
+            own: Mutex::new(own.into()),
         }
     }
 
@@ -76,19 +77,14 @@ impl Headers {
     /// Sets a checked header (see [`checked`]) for the requests from now on, or removes it.
     pub(crate) fn set(&self, name: String, value: Option<String>) {
         let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
-        own.retain(|(n, _)| *n != name);
-        if let Some(value) = value {
-            own.push((name, value));
-        }
+        let mut changed: Vec<_> = own.iter().filter(|(n, _)| *n != name).cloned().collect();
+        changed.extend(value.map(|value| (name, value)));
+        *own = changed.into();
     }
 
     /// The application's headers now.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn own(&self) -> Vec<(String, String)> {
-        self.own
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    pub(crate) fn own(&self) -> Arc<[(String, String)]> {
+        Arc::clone(&self.own.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The headers of a request made now.
@@ -103,7 +99,7 @@ impl Headers {
 /// The headers of one request, for [`Transport`](crate::Transport) methods.
 pub(crate) struct RequestHeaders<'a> {
     key: &'a str,
-    own: Vec<(String, String)>,
+    own: Arc<[(String, String)]>,
 }
 
 impl RequestHeaders<'_> {

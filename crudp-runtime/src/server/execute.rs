@@ -14,6 +14,7 @@ use super::{
     queue::Job,
 };
 use crate::{
+    Dispatch,
     context::Context,
     dispatch::unknown_action,
     hub::{Channel, Publication},
@@ -300,11 +301,8 @@ impl Crudp {
     /// Runs one packet in its span (OpenTelemetry's RPC conventions: `rpc.system`,
     /// `rpc.service`, `rpc.method`), and counts it.
     async fn execute_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
-        let module = self
-            .shared
-            .modules
-            .get(&packet.handler)
-            .map_or("unknown", |m| m.descriptor().name);
+        let mounted = self.shared.modules.get(&packet.handler).map(|m| &**m);
+        let module = mounted.map_or("unknown", |m| m.descriptor().name);
         let span = tracing::info_span!(
             "crudp.call",
             rpc.system = "crudp",
@@ -315,7 +313,10 @@ impl Crudp {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let outcome = self.run_packet(ctx, packet).instrument(span.clone()).await;
+        let outcome = self
+            .run_packet(ctx, packet, mounted)
+            .instrument(span.clone())
+            .await;
         let elapsed = started.elapsed();
         let kind = outcome_kind(&outcome);
         span.record("crudp.outcome", kind);
@@ -324,8 +325,13 @@ impl Crudp {
         outcome
     }
 
-    async fn run_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
-        let Some(module) = self.shared.modules.get(&packet.handler) else {
+    async fn run_packet(
+        &self,
+        ctx: &Context,
+        packet: &Packet,
+        module: Option<&dyn Dispatch>,
+    ) -> Outcome {
+        let Some(module) = module else {
             return Outcome::Rejected {
                 code: RejectCode::UnknownHandler,
                 message: format!(
