@@ -1,6 +1,6 @@
-//! N creates over loopback, six ways: CRUDP over `/sync` (results over SSE), CRUDP over
-//! `/call`, plain JSON endpoints one request at a time (a) and 16 in flight (b), and a
-//! hand-rolled postcard batch endpoint (L), the practical limit.
+//! N creates over loopback: CRUDP over `/sync` (results over SSE), CRUDP over `/call`, plain
+//! JSON endpoints one request at a time (a) and 16 in flight (b), a hand-rolled postcard batch
+//! endpoint (L), the practical limit, and (with the `peers` feature) the typed-RPC peers.
 
 use std::time::Instant;
 
@@ -12,13 +12,38 @@ use futures_util::{StreamExt, future::join_all, stream};
 use crate::server::NewTodo;
 
 /// The ways to make N creates.
-pub(crate) const VARIANTS: [&str; 5] = [
+pub(crate) const VARIANTS: &[&str] = &[
     "crudp /sync",
     "crudp /call",
     "json (a)",
     "json x16 (b)",
     "postcard (L)",
+    #[cfg(feature = "peers")]
+    JSONRPSEE,
+    #[cfg(feature = "peers")]
+    TARPC,
 ];
+
+/// jsonrpsee over HTTP, one JSON-RPC batch of N calls.
+pub(crate) const JSONRPSEE: &str = "jsonrpsee batch";
+/// tarpc over TCP, N concurrent calls on one connection.
+pub(crate) const TARPC: &str = "tarpc";
+
+/// The benchmark's server process: where its endpoints listen.
+#[derive(Clone, Copy)]
+pub(crate) struct Addresses {
+    /// The axum server: CRUDP, JSON, postcard.
+    pub(crate) http: std::net::SocketAddr,
+    /// The jsonrpsee server and the tarpc server, if the process runs them.
+    #[cfg_attr(not(feature = "peers"), allow(dead_code))]
+    pub(crate) peers: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
+impl Addresses {
+    pub(crate) fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
 
 fn titles(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("todo number {i}")).collect()
@@ -29,11 +54,24 @@ pub(crate) enum Runner {
     Crudp(TodosClient),
     Json(reqwest::Client, String, usize),
     Postcard(reqwest::Client, String),
+    #[cfg(feature = "peers")]
+    Jsonrpsee(jsonrpsee::http_client::HttpClient),
+    #[cfg(feature = "peers")]
+    Tarpc(crate::peers::TarpcClient),
 }
 
 impl Runner {
-    pub(crate) async fn new(variant: &str, base: &str) -> Self {
+    pub(crate) async fn new(variant: &str, at: &Addresses) -> Self {
+        let base = &at.base();
         let runner = match variant {
+            #[cfg(feature = "peers")]
+            JSONRPSEE => Self::Jsonrpsee(crate::peers::jsonrpsee_client(
+                at.peers.expect("the peers' servers").0,
+            )),
+            #[cfg(feature = "peers")]
+            TARPC => Self::Tarpc(
+                crate::peers::tarpc_client(at.peers.expect("the peers' servers").1).await,
+            ),
             "crudp /sync" => Self::Crudp(TodosClient::new(&Client::new(format!("{base}/crudp")))),
             "crudp /call" | "crudp /call, SQLite" | "crudp /call, Redis" => {
                 let mount = match variant {
@@ -77,6 +115,10 @@ impl Runner {
                     .count()
                     .await
             }
+            #[cfg(feature = "peers")]
+            Self::Jsonrpsee(client) => crate::peers::jsonrpsee_creates(client, titles(n)).await,
+            #[cfg(feature = "peers")]
+            Self::Tarpc(client) => crate::peers::tarpc_creates(client, titles(n)).await,
             Self::Postcard(http, url) => {
                 let body = postcard::to_stdvec(&titles(n)).expect("titles encode");
                 let Ok(response) = http.post(url).body(body).send().await else {
@@ -96,13 +138,13 @@ pub(crate) const STORES: [&str; 3] = ["crudp /call", "crudp /call, SQLite", "cru
 /// turns run by run so that a slower moment of the machine hits them alike.
 pub(crate) async fn interleaved(
     variants: &[&str],
-    base: &str,
+    at: &Addresses,
     n: usize,
     reps: usize,
 ) -> Vec<Vec<f64>> {
     let mut runners = Vec::new();
     for variant in variants {
-        runners.push(Runner::new(variant, base).await);
+        runners.push(Runner::new(variant, at).await);
     }
     let mut rates = vec![Vec::with_capacity(reps); variants.len()];
     for _ in 0..reps {
@@ -117,8 +159,8 @@ pub(crate) async fn interleaved(
 }
 
 /// Operations per second of `reps` timed runs of `n` creates.
-pub(crate) async fn throughput(variant: &str, base: &str, n: usize, reps: usize) -> Vec<f64> {
-    let runner = Runner::new(variant, base).await;
+pub(crate) async fn throughput(variant: &str, at: &Addresses, n: usize, reps: usize) -> Vec<f64> {
+    let runner = Runner::new(variant, at).await;
     let mut rates = Vec::with_capacity(reps);
     for _ in 0..reps {
         let started = Instant::now();
@@ -145,7 +187,13 @@ pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: u
                 &Client::builder(format!("{base}/crudp")).mode(mode).build(),
             ))
         }
-        _ => Runner::new(variant, &base).await,
+        _ => {
+            let through = Addresses {
+                http: proxy.addr,
+                peers: None,
+            };
+            Runner::new(variant, &through).await
+        }
     };
     let done = runner.run(n).await;
     assert_eq!(done, n);

@@ -8,12 +8,19 @@
 //! `cargo xtask bench` builds it in release mode, adds the dispatch micro-benchmark and the
 //! wasm sizes, and writes `BENCHMARKS.md`.
 
+mod dispatch;
 mod fanout;
 mod load;
+#[cfg(feature = "peers")]
+mod peers;
 mod server;
+mod targets;
 mod upload;
 
-use std::{fmt::Write, net::SocketAddr, process::Stdio};
+use std::{fmt::Write, process::Stdio};
+
+use load::Addresses;
+use targets::Figures;
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -28,6 +35,8 @@ struct Plan {
     events: usize,
     /// The size of the uploaded file, and how many times each way.
     upload: (u64, usize),
+    /// Rounds of the interleaved dispatch measurement.
+    dispatch_rounds: usize,
 }
 
 impl Plan {
@@ -38,6 +47,7 @@ impl Plan {
             fan_out: vec![100, 1000, 5000, 19_000],
             events: 5,
             upload: (1 << 30, 3),
+            dispatch_rounds: 301,
         }
     }
 
@@ -48,6 +58,7 @@ impl Plan {
             fan_out: vec![10],
             events: 2,
             upload: (8 << 20, 1),
+            dispatch_rounds: 11,
         }
     }
 }
@@ -88,10 +99,10 @@ async fn main() {
                 panic!("load VARIANT N REPS")
             };
             let redis = crudp_tests::RedisServer::start().await;
-            let (_server, address) = start_server(&redis).await;
+            let (_server, at) = start_server(&redis).await;
             let rates = load::throughput(
                 variant,
-                &format!("http://{address}"),
+                &at,
                 n.parse().expect("N"),
                 reps.parse().expect("REPS"),
             )
@@ -104,14 +115,9 @@ async fn main() {
                 panic!("upload MIB REPS")
             };
             let redis = crudp_tests::RedisServer::start().await;
-            let (_server, address) = start_server(&redis).await;
+            let (_server, at) = start_server(&redis).await;
             let size = mib.parse::<u64>().expect("MIB") << 20;
-            let runs = upload::run(
-                &format!("http://{address}"),
-                size,
-                reps.parse().expect("REPS"),
-            )
-            .await;
+            let runs = upload::run(&at.base(), size, reps.parse().expect("REPS")).await;
             for (variant, runs) in upload::VARIANTS.iter().zip(&runs) {
                 println!(
                     "{variant}: {:?} MB/s, peak RSS {:?} MiB (before {} MiB)",
@@ -133,8 +139,9 @@ async fn main() {
     }
 }
 
-/// Starts the server process, with its instances on `redis`, and returns it with its address.
-async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Child, SocketAddr) {
+/// Starts the server process, with its instances on `redis`, and returns it with its
+/// addresses.
+async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Child, Addresses) {
     let mut child = Command::new(std::env::current_exe().expect("the benchmark's own path"))
         .arg("server")
         .env("CRUDP_BENCH_REDIS", redis.url())
@@ -151,55 +158,80 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
     let url = line
         .strip_prefix("LISTENING http://")
         .expect("LISTENING <url>");
-    (child, url.parse().expect("an address"))
+    let peers = lines
+        .next_line()
+        .await
+        .expect("the peers' addresses")
+        .expect("a line");
+    let peers = peers.strip_prefix("PEERS ").expect("PEERS <addresses>");
+    let peers = peers
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    let at = Addresses {
+        http: url.parse().expect("an address"),
+        peers,
+    };
+    (child, at)
 }
 
+/// Every scenario of `plan`: the report, then the targets read from its own figures.
 async fn run(plan: &Plan) -> String {
     // As the tests run it: append-only file on, `appendfsync always`.
     let redis = crudp_tests::RedisServer::start().await;
-    let (_server, address) = start_server(&redis).await;
-    let base = format!("http://{address}");
+    let (_server, at) = start_server(&redis).await;
+    let base = at.base();
     let mut report = String::new();
+    let mut figures = Figures::default();
 
     // Creates per second.
     let _ = writeln!(
         report,
-        "### Creates per second over loopback (median of {} runs; min–max)\n",
+        "### Creates per second over loopback (median of {} runs, the variants taking turns; \
+         min–max)\n",
         plan.reps
     );
     let _ = writeln!(report, "| N | {} |", load::VARIANTS.join(" | "));
     let _ = writeln!(report, "|---:|{}", "---:|".repeat(load::VARIANTS.len()));
-    let mut medians = Vec::new();
     for &n in &plan.creates {
         let mut row = format!("| {n} |");
-        let mut by_variant = Vec::new();
-        for variant in load::VARIANTS {
-            let rates = load::throughput(variant, &base, n, plan.reps).await;
-            let (min, max) = min_max(&rates);
-            let _ = write!(row, " {:.0} ({:.0}–{:.0}) |", median(&rates), min, max);
-            by_variant.push(median(&rates));
+        let rates = load::interleaved(load::VARIANTS, &at, n, plan.reps).await;
+        for (variant, rates) in load::VARIANTS.iter().zip(&rates) {
+            let (min, max) = min_max(rates);
+            let _ = write!(row, " {:.0} ({:.0}–{:.0}) |", median(rates), min, max);
+            figures.set(&format!("creates {variant} {n}"), median(rates));
         }
         let _ = writeln!(report, "{row}");
-        medians.push((n, by_variant));
     }
+    let references = [
+        ("json (a)", "(a)"),
+        ("json x16 (b)", "(b)"),
+        ("postcard (L)", "(L)"),
+        #[cfg(feature = "peers")]
+        (load::JSONRPSEE, "jsonrpsee"),
+        #[cfg(feature = "peers")]
+        (load::TARPC, "tarpc"),
+    ];
     let _ = writeln!(report, "\nRatios of the medians (CRUDP ÷ reference):\n");
-    let _ = writeln!(
-        report,
-        "| N | /call ÷ (a) | /call ÷ (b) | /call ÷ (L) | /sync ÷ (a) | /sync ÷ (b) | /sync ÷ (L) |"
-    );
-    let _ = writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, m) in &medians {
-        let (sync, call, a, b, l) = (m[0], m[1], m[2], m[3], m[4]);
-        let _ = writeln!(
-            report,
-            "| {n} | {:.1}× | {:.1}× | {:.2}× | {:.1}× | {:.1}× | {:.2}× |",
-            call / a,
-            call / b,
-            call / l,
-            sync / a,
-            sync / b,
-            sync / l
-        );
+    let mut head = String::from("| N |");
+    for path in ["/call", "/sync"] {
+        for (_, short) in references {
+            let _ = write!(head, " {path} ÷ {short} |");
+        }
+    }
+    let _ = writeln!(report, "{head}");
+    let _ = writeln!(report, "|---:|{}", "---:|".repeat(2 * references.len()));
+    for &n in &plan.creates {
+        let mut row = format!("| {n} |");
+        for variant in ["crudp /call", "crudp /sync"] {
+            for (reference, _) in references {
+                let ratio = figures.ratio(
+                    &format!("creates {variant} {n}"),
+                    &format!("creates {reference} {n}"),
+                );
+                let _ = write!(row, " {} |", targets::times(ratio));
+            }
+        }
+        let _ = writeln!(report, "{row}");
     }
 
     // The durable stores.
@@ -216,11 +248,12 @@ async fn run(plan: &Plan) -> String {
     );
     let _ = writeln!(report, "|---:|---:|---:|---:|---:|---:|");
     for &n in &plan.creates {
-        let rates = load::interleaved(&load::STORES, &base, n, plan.reps).await;
+        let rates = load::interleaved(&load::STORES, &at, n, plan.reps).await;
         let mut row = format!("| {n} |");
-        for rates in &rates {
+        for (store, rates) in load::STORES.iter().zip(&rates) {
             let (min, max) = min_max(rates);
             let _ = write!(row, " {:.0} ({min:.0}–{max:.0}) |", median(rates));
+            figures.set(&format!("stores {store} {n}"), median(rates));
         }
         let _ = writeln!(
             row,
@@ -249,25 +282,32 @@ async fn run(plan: &Plan) -> String {
     }
 
     // Bytes on the wire.
-    let n = *plan.creates.last().expect("some sizes");
     let _ = writeln!(
         report,
         "\n### Bytes on the wire for {n} creates, both ways, HTTP headers included\n"
     );
     let _ = writeln!(report, "| variant | bytes | ÷ json (a) | ÷ postcard (L) |");
     let _ = writeln!(report, "|---|---:|---:|---:|");
-    let mut bytes = Vec::new();
-    for variant in load::VARIANTS {
-        bytes.push((variant, load::wire_bytes(variant, address, n).await));
+    let over_http = &load::VARIANTS[..5];
+    for variant in over_http {
+        let bytes = load::wire_bytes(variant, at.http, n).await;
+        figures.set(&format!("bytes {variant} {n}"), bytes as f64);
     }
-    let json = bytes[2].1 as f64;
-    let limit = bytes[4].1 as f64;
-    for (variant, b) in &bytes {
+    for variant in over_http {
         let _ = writeln!(
             report,
-            "| {variant} | {b} | {:.3} | {:.2} |",
-            *b as f64 / json,
-            *b as f64 / limit
+            "| {variant} | {:.0} | {:.3} | {:.2} |",
+            figures
+                .get(&format!("bytes {variant} {n}"))
+                .unwrap_or(f64::NAN),
+            figures.ratio(
+                &format!("bytes {variant} {n}"),
+                &format!("bytes json (a) {n}")
+            ),
+            figures.ratio(
+                &format!("bytes {variant} {n}"),
+                &format!("bytes postcard (L) {n}")
+            ),
         );
     }
 
@@ -279,17 +319,19 @@ async fn run(plan: &Plan) -> String {
          runs, taking turns; min–max)\n",
         size >> 20
     );
+    let runs = upload::run(&base, size, reps).await;
     let _ = writeln!(
         report,
-        "| variant | MB/s | ÷ plain axum | server peak RSS (before: {} MiB) |",
-        0
+        "| variant | MB/s | ÷ plain axum | server peak RSS (before: {:.1} MiB) |",
+        runs[0].rss_before as f64 / f64::from(1 << 20)
     );
     let _ = writeln!(report, "|---|---:|---:|---:|");
-    let runs = upload::run(&base, size, reps).await;
     let baseline = median(&runs[0].mb_per_s);
     for (variant, runs) in upload::VARIANTS.iter().zip(&runs) {
         let (min, max) = min_max(&runs.mb_per_s);
         let peak = runs.peak_rss.iter().copied().max().unwrap_or(0);
+        figures.set(&format!("upload {variant}"), median(&runs.mb_per_s));
+        figures.set(&format!("upload peak {variant}"), peak as f64);
         let _ = writeln!(
             report,
             "| {variant} | {:.0} ({min:.0}–{max:.0}) | {:.2}× | {:.1} MiB |",
@@ -298,8 +340,6 @@ async fn run(plan: &Plan) -> String {
             peak as f64 / f64::from(1 << 20),
         );
     }
-    let before = runs[0].rss_before as f64 / f64::from(1 << 20);
-    report = report.replace("(before: 0 MiB)", &format!("(before: {before:.1} MiB)"));
 
     // SSE fan-out.
     let _ = writeln!(
@@ -319,8 +359,8 @@ async fn run(plan: &Plan) -> String {
             ("redis", "crudp on Redis"),
             ("naive", "naive"),
         ] {
-            let (_server, address) = start_server(&redis).await;
-            let base = format!("http://{address}");
+            let (_server, at) = start_server(&redis).await;
+            let base = at.base();
             // The naive broadcaster takes no token; it gets one all the same.
             let mount = if kind == "naive" {
                 "/crudp"
@@ -328,9 +368,14 @@ async fn run(plan: &Plan) -> String {
                 fanout::mount(kind)
             };
             let token = stream_token(&base, mount).await;
-            let result = fanout::run(&base, address, kind, k, plan.events, &token).await;
+            let result = fanout::run(&base, at.http, kind, k, plan.events, &token).await;
             let (p50min, p50max) = min_max(&result.p50_ms);
             let (p99min, p99max) = min_max(&result.p99_ms);
+            figures.set(
+                &format!("fanout memory {kind} {k}"),
+                result.bytes_per_connection,
+            );
+            figures.set(&format!("fanout p99 {kind} {k}"), median(&result.p99_ms));
             let _ = writeln!(
                 report,
                 "| {} | {hub} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
@@ -341,7 +386,31 @@ async fn run(plan: &Plan) -> String {
             );
         }
     }
-    report
+
+    // Dispatch.
+    // On a thread of its own: it runs its own single-threaded runtime.
+    let rounds = plan.dispatch_rounds;
+    let (generated, hand_written) = std::thread::spawn(move || dispatch::measure(rounds, 2000))
+        .join()
+        .expect("the dispatch measurement");
+    figures.set("dispatch generated", generated);
+    figures.set("dispatch hand-written", hand_written);
+    let _ = writeln!(
+        report,
+        "\n### In-process dispatch of one `create` (medians of {} rounds, the two interleaved)\n\n\
+         | dispatch | ns per call |\n|---|---:|\n| generated | {generated:.0} |\n\
+         | hand-written `match` | {hand_written:.0} |\n\n\
+         Generated ÷ hand-written: **{:.3}×**",
+        plan.dispatch_rounds,
+        generated / hand_written
+    );
+
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", targets::START);
+    out.push_str(&targets::rows(&figures, plan));
+    let _ = writeln!(out, "{}", targets::END);
+    out.push_str(&report);
+    out
 }
 
 /// A token for one client's event streams on the CRUDP `mount` of the server at `base`.

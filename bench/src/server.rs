@@ -229,6 +229,8 @@ pub(crate) async fn serve() {
         }
     }
     let (naive, _) = broadcast::channel(256);
+    #[cfg(feature = "peers")]
+    let shared_board = board.clone();
     let shared = Shared {
         board,
         api: api.clone(),
@@ -256,5 +258,13 @@ pub(crate) async fn serve() {
         "LISTENING http://{}",
         listener.local_addr().expect("an address")
     );
+    // The typed-RPC peers, on the same board, each on its own port.
+    #[cfg(feature = "peers")]
+    {
+        let (jsonrpsee, tarpc) = crate::peers::serve(&shared_board).await;
+        println!("PEERS {jsonrpsee} {tarpc}");
+    }
+    #[cfg(not(feature = "peers"))]
+    println!("PEERS none");
     axum::serve(listener, app).await.expect("the server runs");
 }

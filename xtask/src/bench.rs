@@ -4,6 +4,13 @@ use std::{fs, path::Path, process::Command};
 
 use crate::{WASM_TARGET, bindgen, cargo, front_ends, setup, target_dir, workspace_root};
 
+/// The marker lines around the targets' rows in the output of `crudp-bench run`.
+const TARGETS_START: &str = "<!-- targets -->";
+const TARGETS_END: &str = "<!-- /targets -->";
+
+/// How the wasm is optimised after the build.
+const WASM_OPT: &str = "no wasm-opt";
+
 /// The standard output of `command`, or why it failed.
 fn capture(command: &mut Command) -> Result<String, String> {
     command.current_dir(workspace_root());
@@ -57,68 +64,25 @@ fn probe(features: &[&str], name: &str) -> Result<(usize, usize), String> {
     bundle(&out)
 }
 
-fn dispatch() -> Result<String, String> {
-    let output = capture(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-            "bench",
-            "--locked",
-            "-p",
-            "crudp-bench",
-            "--bench",
-            "dispatch",
-            "--",
-            "--output-format",
-            "bencher",
-        ]),
-    )?;
-    let mut rows = Vec::new();
-    for line in output.lines().filter(|l| l.starts_with("test ")) {
-        let name = line
-            .trim_start_matches("test ")
-            .split(" ... ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let ns: f64 = line
-            .split("bench:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|n| n.replace(',', ""))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(f64::NAN);
-        let spread = line
-            .split("(+/-")
-            .nth(1)
-            .and_then(|r| r.split(')').next())
-            .unwrap_or("?")
-            .trim()
-            .to_owned();
-        rows.push((name, ns, spread));
-    }
-    let find = |suffix: &str| {
-        rows.iter()
-            .find(|r| r.0.ends_with(suffix))
-            .map_or(f64::NAN, |r| r.1)
-    };
-    let mut table =
-        String::from("| dispatch of one `create` | ns per call | ± |\n|---|---:|---:|\n");
-    for (name, ns, spread) in &rows {
-        table.push_str(&format!("| {name} | {ns:.0} | {spread} |\n"));
-    }
-    table.push_str(&format!(
-        "\nGenerated ÷ hand-written: **{:.3}×**\n",
-        find("generated") / find("hand-written")
-    ));
-    Ok(table)
-}
-
 pub(crate) fn all() -> Result<(), String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;
-    cargo(&["build", "--locked", "--release", "-p", "crudp-bench"])?;
-    let report =
+    cargo(&[
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "crudp-bench",
+        "--features",
+        "peers",
+    ])?;
+    let output =
         capture(Command::new(target_dir().join("release").join("crudp-bench")).arg("run"))?;
-    let dispatch = dispatch()?;
+    // The targets' rows come first, between two marker lines; the report follows.
+    let (targets, report) = output
+        .split_once(TARGETS_END)
+        .ok_or("crudp-bench printed no targets")?;
+    let targets = targets.trim_start().trim_start_matches(TARGETS_START);
 
     let empty = probe(&[], "empty")?;
     let client = probe(&["--features", "client"], "client")?;
@@ -167,12 +131,22 @@ pub(crate) fn all() -> Result<(), String> {
         .to_owned();
     let notes =
         fs::read_to_string(workspace_root().join("bench").join("NOTES.md")).unwrap_or_default();
+    let added = client.0 + client.1 - empty.0 - empty.1;
+    let goal = 50_000;
+    let wasm = format!(
+        "| gzipped wasm + JS added to an empty app by `crudp-client` and one module | ≤ {:.1} KB |          {:.1} KB | {} |\n",
+        goal as f64 / 1000.0,
+        added as f64 / 1000.0,
+        if added <= goal { "met" } else { "**missed**" }
+    );
 
     let text = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench` on {date}: {machine}, {cores} cores, {memory}, {rustc}. \
          Everything in one run on one machine; servers and clients share its cores.\n\n\
-         {report}\n### In-process dispatch (criterion)\n\n{dispatch}\n\
-         ### Wasm size (release, `opt-level = \"z\"`, LTO, no wasm-opt; gzip -9, bytes)\n\n{sizes}\n{notes}"
+         ## The targets, read from this run's figures\n\n\
+         | figure | target | this run | verdict |\n|---|---:|---:|---|\n{targets}{wasm}\n\
+         ## The figures\n\n{report}\n\n\
+         ### Wasm size (release, `opt-level = \"z\"`, LTO, {WASM_OPT}; gzip -9, bytes)\n\n{sizes}\n{notes}"
     );
     fs::write(workspace_root().join("BENCHMARKS.md"), text)
         .map_err(|e| format!("cannot write BENCHMARKS.md: {e}"))?;

@@ -33,8 +33,8 @@ pub(crate) struct Saved {
 
 struct Record {
     saved: Saved,
-    /// The reserved packet and its lease.
-    running: Option<(u64, u64)>,
+    /// The reserved packets and their lease.
+    running: Option<Reserved>,
     /// Oldest first, ascending `seq`.
     outcomes: VecDeque<(u64, Outcome)>,
     bytes: usize,
@@ -43,6 +43,22 @@ struct Record {
     dirty: bool,
     /// Counts the changes, so that a write that took an older state does not clear `dirty`.
     version: u64,
+}
+
+/// Packets of one client reserved together: `from..=to`, under one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reserved {
+    from: u64,
+    to: u64,
+    lease: u64,
+}
+
+/// The error of a `finish` whose reservation is gone.
+fn lost(client: ClientId, outcomes: &[(u64, &Outcome)]) -> StoreError {
+    StoreError::LeaseLost {
+        client,
+        seq: outcomes.first().map_or(0, |(seq, _)| *seq),
+    }
 }
 
 struct Quota {
@@ -202,42 +218,84 @@ impl Ledger {
         seq: u64,
         now: Instant,
     ) -> Result<Begin, StoreError> {
+        let mut answers = self.begin_batch(client, &[seq], now)?;
+        Ok(answers.pop().unwrap_or(Begin::Expired))
+    }
+
+    /// What to do with the packets `seqs` of `client`: a non-empty prefix of them (when `seqs`
+    /// is not empty) is answered. Packets at or below the mark are answered from the kept
+    /// outcomes; from the first one above it, a run of ascending packets is reserved under one
+    /// lease (the [`Begin::Run`] answers come last), unless another reservation or a stalled
+    /// packet stands in the way.
+    pub(crate) fn begin_batch(
+        &mut self,
+        client: ClientId,
+        seqs: &[u64],
+        now: Instant,
+    ) -> Result<Vec<Begin>, StoreError> {
         let lease = self.next_lease;
         let record = self
             .clients
             .get_mut(&client)
             .ok_or(StoreError::UnknownClient(client))?;
         record.seen = now;
-        if seq <= record.saved.mark {
-            return Ok(
+        let mut answers = Vec::with_capacity(seqs.len());
+        let mut rest = seqs;
+        while let Some((&seq, after)) = rest.split_first() {
+            if seq > record.saved.mark {
+                break;
+            }
+            answers.push(
                 match record.outcomes.binary_search_by_key(&seq, |(s, _)| *s) {
                     Ok(index) => Begin::Done(record.outcomes[index].1.clone()),
                     Err(_) => Begin::Expired,
                 },
             );
+            rest = after;
         }
-        if let Some((running, _)) = record.running {
-            return Ok(Begin::Busy(running));
+        let Some(&first) = rest.first() else {
+            return Ok(answers);
+        };
+        if let Some(running) = record.running {
+            answers.push(Begin::Busy(running.from));
+            return Ok(answers);
         }
         if let Some(stalled) = record.saved.stalled
-            && seq > stalled
+            && first > stalled
         {
-            return Ok(Begin::Blocked(stalled));
+            answers.push(Begin::Blocked(stalled));
+            return Ok(answers);
+        }
+        // The ascending run from `first`: a packet out of order is answered in a later step.
+        let mut to = first;
+        answers.push(Begin::Run(Lease(lease)));
+        for &seq in &rest[1..] {
+            if seq <= to {
+                break;
+            }
+            to = seq;
+            answers.push(Begin::Run(Lease(lease)));
         }
         self.next_lease += 1;
-        record.running = Some((seq, lease));
-        Ok(Begin::Run(Lease(lease)))
+        record.running = Some(Reserved {
+            from: first,
+            to,
+            lease,
+        });
+        Ok(answers)
     }
 
     /// Whether `seq` of `client` is reserved now (by anyone).
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn is_running(&self, client: ClientId, seq: u64) -> bool {
-        self.clients
-            .get(&client)
-            .is_some_and(|r| r.running.is_some_and(|(s, _)| s == seq))
+        self.clients.get(&client).is_some_and(|r| {
+            r.running
+                .is_some_and(|run| (run.from..=run.to).contains(&seq))
+        })
     }
 
     /// Records the outcome of a reserved packet and ends its reservation.
+    #[cfg(test)]
     pub(crate) fn finish(
         &mut self,
         client: ClientId,
@@ -246,25 +304,55 @@ impl Ledger {
         outcome: &Outcome,
         now: Instant,
     ) -> Result<Finished, StoreError> {
-        let lost = StoreError::LeaseLost { client, seq };
+        let mut finished = self.finish_batch(client, lease, &[(seq, outcome)], now)?;
+        Ok(finished.pop().map_or(Finished::AlreadyFinal, |(_, f)| f))
+    }
+
+    /// Records the outcomes of packets reserved under `lease`, in order, and ends the
+    /// reservation (of the reserved packets that did not run too). Returns what changed for
+    /// each.
+    pub(crate) fn finish_batch(
+        &mut self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &[(u64, &Outcome)],
+        now: Instant,
+    ) -> Result<Vec<(u64, Finished)>, StoreError> {
         let durable = self.durable;
-        let record = self.clients.get_mut(&client).ok_or(lost.clone())?;
-        if record.running != Some((seq, lease.0)) {
-            return Err(lost);
+        let Some(record) = self.clients.get_mut(&client) else {
+            return Err(lost(client, outcomes));
+        };
+        let Some(reserved) = record.running.filter(|r| r.lease == lease.0) else {
+            return Err(lost(client, outcomes));
+        };
+        if outcomes
+            .iter()
+            .any(|(seq, _)| !(reserved.from..=reserved.to).contains(seq))
+        {
+            return Err(lost(client, outcomes));
         }
         record.running = None;
         record.seen = now;
-        if seq <= record.saved.mark {
-            return Ok(Finished::AlreadyFinal);
+        let mut finished = Vec::with_capacity(outcomes.len());
+        for &(seq, outcome) in outcomes {
+            let Some(record) = self.clients.get_mut(&client) else {
+                break;
+            };
+            if seq <= record.saved.mark {
+                finished.push((seq, Finished::AlreadyFinal));
+                continue;
+            }
+            record.dirty = durable;
+            record.version += 1;
+            if matches!(outcome, Outcome::Unavailable { .. }) {
+                record.saved.stalled = Some(record.saved.stalled.map_or(seq, |s| s.min(seq)));
+                finished.push((seq, Finished::Stalled));
+                continue;
+            }
+            self.advance(client, seq, outcome.clone());
+            finished.push((seq, Finished::Final));
         }
-        record.dirty = durable;
-        record.version += 1;
-        if matches!(outcome, Outcome::Unavailable { .. }) {
-            record.saved.stalled = Some(record.saved.stalled.map_or(seq, |s| s.min(seq)));
-            return Ok(Finished::Stalled);
-        }
-        self.advance(client, seq, outcome.clone());
-        Ok(Finished::Final)
+        Ok(finished)
     }
 
     /// Records a final outcome that a handler committed itself, while its packet is still

@@ -91,9 +91,27 @@ impl OutcomeStore for MemoryOutcomes {
         lease: Lease,
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.finish_batch(client, lease, &[(seq, outcome)]).await })
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        client: ClientId,
+        seqs: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        let begun = self.ledger().begin_batch(client, seqs, Instant::now());
+        Box::pin(std::future::ready(begun))
+    }
+
+    fn finish_batch<'a>(
+        &'a self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &'a [(u64, &'a Outcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let finished = self
             .ledger()
-            .finish(client, seq, lease, outcome, Instant::now())
+            .finish_batch(client, lease, outcomes, Instant::now())
             .map(drop);
         Box::pin(std::future::ready(finished))
     }

@@ -466,26 +466,8 @@ impl OutcomeStore for SqliteOutcomes {
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
         Box::pin(async move {
-            if self.inner.failing.load(Ordering::Acquire) {
-                // Outcomes wait to be written; let them be written before more run.
-                self.flush_now().await?;
-            }
-            let now = Instant::now();
-            let begin = match self.ledger().begin(client, seq, now) {
-                Err(StoreError::UnknownClient(_)) => None,
-                other => Some(other?),
-            };
-            let begin = match begin {
-                Some(begin) => begin,
-                None => {
-                    self.load(client).await?;
-                    self.ledger().begin(client, seq, now)?
-                }
-            };
-            match begin {
-                Begin::Expired => self.stored_outcome(client, seq).await,
-                other => Ok(other),
-            }
+            let mut answers = self.begin_batch(client, std::slice::from_ref(&seq)).await?;
+            Ok(answers.pop().unwrap_or(Begin::Expired))
         })
     }
 
@@ -496,20 +478,63 @@ impl OutcomeStore for SqliteOutcomes {
         lease: Lease,
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.finish_batch(client, lease, &[(seq, outcome)]).await })
+    }
+
+    fn begin_batch<'a>(
+        &'a self,
+        client: ClientId,
+        seqs: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        Box::pin(async move {
+            if self.inner.failing.load(Ordering::Acquire) {
+                // Outcomes wait to be written; let them be written before more run.
+                self.flush_now().await?;
+            }
+            let now = Instant::now();
+            let begun = match self.ledger().begin_batch(client, seqs, now) {
+                Err(StoreError::UnknownClient(_)) => None,
+                other => Some(other?),
+            };
+            let mut answers = match begun {
+                Some(answers) => answers,
+                None => {
+                    self.load(client).await?;
+                    self.ledger().begin_batch(client, seqs, now)?
+                }
+            };
+            // Outcomes no longer in memory may still be on disk.
+            for (answer, &seq) in answers.iter_mut().zip(seqs) {
+                if matches!(answer, Begin::Expired) {
+                    *answer = self.stored_outcome(client, seq).await?;
+                }
+            }
+            Ok(answers)
+        })
+    }
+
+    fn finish_batch<'a>(
+        &'a self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &'a [(u64, &'a Outcome)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let finished = self
             .ledger()
-            .finish(client, seq, lease, outcome, Instant::now());
+            .finish_batch(client, lease, outcomes, Instant::now());
         let result = finished.map(|finished| {
             let mut pending = self.pending();
-            match finished {
-                Finished::Final => {
-                    pending.outcomes.push((client, seq, outcome.clone()));
-                    pending.clients.insert(client);
+            for ((seq, finished), (_, outcome)) in finished.into_iter().zip(outcomes) {
+                match finished {
+                    Finished::Final => {
+                        pending.outcomes.push((client, seq, (*outcome).clone()));
+                        pending.clients.insert(client);
+                    }
+                    Finished::Stalled => {
+                        pending.clients.insert(client);
+                    }
+                    Finished::AlreadyFinal => {}
                 }
-                Finished::Stalled => {
-                    pending.clients.insert(client);
-                }
-                Finished::AlreadyFinal => {}
             }
         });
         Box::pin(std::future::ready(result))

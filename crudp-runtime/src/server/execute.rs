@@ -1,7 +1,9 @@
 //! Running a batch: each packet in order, each on its own, each at most once.
 
 use std::{
+    future::Future,
     panic::AssertUnwindSafe,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -9,7 +11,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::{
-    Call, Crudp, Next,
+    Call, Crudp, Next, metrics,
     panics::{self, Marked},
     queue::Job,
 };
@@ -71,7 +73,7 @@ impl Crudp {
             crudp.packets = packets.len(),
             crudp.request = %ctx.request_id(),
         );
-        crate::server::metrics::batch(packets.len());
+        metrics::batch(packets.len());
         self.execute_batch(ctx, packets).instrument(span).await
     }
 
@@ -125,7 +127,9 @@ impl Crudp {
         let client = ctx.client();
         let started = Instant::now();
         let begun = self.shared.outcomes.begin_batch(client, seqs).await;
-        crate::server::metrics::outcome_store("begin", started.elapsed());
+        // One clock reading per call: each call's time runs from the end of the one before.
+        let mut clock = Instant::now();
+        metrics::outcome_store("begin", clock.saturating_duration_since(started));
         let answers = match begun {
             Ok(answers) if !answers.is_empty() => answers,
             Ok(_) => {
@@ -141,6 +145,7 @@ impl Crudp {
         };
         let mut outcomes = Vec::with_capacity(answers.len());
         let mut lease = None;
+        let mut calls = metrics::Calls::default();
         // The packets that ran: their index, their outcome, and what they broadcast.
         let mut ran = Vec::new();
         let mut stopped: Option<String> = None;
@@ -152,7 +157,9 @@ impl Crudp {
                         Some(reason) => not_run(reason),
                         None => {
                             let ctx = ctx.for_seq(packet.seq);
-                            let outcome = self.execute_packet(&ctx, packet).await;
+                            let outcome = self
+                                .execute_packet(&ctx, packet, &mut clock, &mut calls)
+                                .await;
                             let effects = ctx.take_effects();
                             let outcome = match effects.retry_later {
                                 Some(message) => Outcome::Unavailable { message },
@@ -181,6 +188,7 @@ impl Crudp {
             }
             outcomes.push(outcome);
         }
+        calls.record();
         let Some(lease) = lease else {
             return outcomes;
         };
@@ -232,7 +240,7 @@ impl Crudp {
         let store = &self.shared.outcomes;
         let started = Instant::now();
         let finished = store.finish_batch(client, lease, outcomes).await;
-        crate::server::metrics::outcome_store("finish", started.elapsed());
+        metrics::outcome_store("finish", started.elapsed());
         match finished {
             Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
@@ -288,7 +296,7 @@ impl Crudp {
     async fn flush(&self) -> bool {
         let started = Instant::now();
         let flushed = self.shared.outcomes.flush().await;
-        crate::server::metrics::outcome_store("flush", started.elapsed());
+        metrics::outcome_store("flush", started.elapsed());
         match flushed {
             Ok(()) => true,
             Err(e) => {
@@ -299,8 +307,15 @@ impl Crudp {
     }
 
     /// Runs one packet in its span (OpenTelemetry's RPC conventions: `rpc.system`,
-    /// `rpc.service`, `rpc.method`), and counts it.
-    async fn execute_packet(&self, ctx: &Context, packet: &Packet) -> Outcome {
+    /// `rpc.service`, `rpc.method`), and counts it in `calls`. It started at `clock`, which
+    /// is moved to when it ended.
+    async fn execute_packet(
+        &self,
+        ctx: &Context,
+        packet: &Packet,
+        clock: &mut Instant,
+        calls: &mut metrics::Calls,
+    ) -> Outcome {
         let mounted = self.shared.modules.get(&packet.handler).map(|m| &**m);
         let module = mounted.map_or("unknown", |m| m.descriptor().name);
         let span = tracing::info_span!(
@@ -312,16 +327,17 @@ impl Crudp {
             crudp.outcome = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
         );
-        let started = Instant::now();
+        let started = *clock;
         let outcome = self
-            .run_packet(ctx, packet, mounted)
+            .run_packet(ctx, packet, mounted, started)
             .instrument(span.clone())
             .await;
-        let elapsed = started.elapsed();
+        *clock = Instant::now();
+        let elapsed = clock.saturating_duration_since(started);
         let kind = outcome_kind(&outcome);
         span.record("crudp.outcome", kind);
         span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
-        crate::server::metrics::call(module, packet.action, kind, elapsed);
+        calls.add(module, packet.action, kind, elapsed);
         outcome
     }
 
@@ -330,6 +346,7 @@ impl Crudp {
         ctx: &Context,
         packet: &Packet,
         module: Option<&dyn Dispatch>,
+        started: Instant,
     ) -> Outcome {
         let Some(module) = module else {
             return Outcome::Rejected {
@@ -359,9 +376,17 @@ impl Crudp {
             Next::new(&self.shared.layers, call, handler).run().await
         });
         let limit = self.shared.limits.handler_timeout;
-        let Ok(finished) =
-            tokio::time::timeout(limit, AssertUnwindSafe(Marked(run)).catch_unwind()).await
-        else {
+        let mut guarded = std::pin::pin!(AssertUnwindSafe(Marked(run)).catch_unwind());
+        // Most handlers finish at their first poll: only one that waits gets a timer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(guarded.as_mut().poll(cx))).await;
+        let finished = match first {
+            Poll::Ready(finished) => Ok(finished),
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::from_std(started) + limit;
+                tokio::time::timeout_at(deadline, guarded).await
+            }
+        };
+        let Ok(finished) = finished else {
             // Stopped: what it asked for (broadcasts, a retry) goes with it.
             drop(ctx.take_effects());
             tracing::warn!(

@@ -15,13 +15,58 @@ use std::time::Duration;
 
 use crate::protocol::Action;
 
-/// A call ran: its outcome and its time.
-pub(crate) fn call(module: &'static str, action: Action, outcome: &'static str, took: Duration) {
-    let action = action.as_str();
-    metrics::counter!("crudp_calls_total", "module" => module, "action" => action, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("crudp_call_duration_seconds", "module" => module, "action" => action)
-        .record(took.as_secs_f64());
+/// The calls of one batch, counted together when it ends: the label sets are built once per
+/// kind of call in the batch, not once per call.
+#[derive(Default)]
+pub(crate) struct Calls {
+    kinds: Vec<CallKind>,
+}
+
+struct CallKind {
+    module: &'static str,
+    action: Action,
+    outcome: &'static str,
+    /// Each call's time, in seconds.
+    took: Vec<f64>,
+}
+
+impl Calls {
+    /// A call ran: its outcome and its time.
+    pub(crate) fn add(
+        &mut self,
+        module: &'static str,
+        action: Action,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        let took = took.as_secs_f64();
+        match self
+            .kinds
+            .iter_mut()
+            .find(|k| k.action == action && k.outcome == outcome && k.module == module)
+        {
+            Some(kind) => kind.took.push(took),
+            None => self.kinds.push(CallKind {
+                module,
+                action,
+                outcome,
+                took: vec![took],
+            }),
+        }
+    }
+
+    /// Records the calls counted.
+    pub(crate) fn record(self) {
+        for kind in self.kinds {
+            let (module, action) = (kind.module, kind.action.as_str());
+            metrics::counter!("crudp_calls_total", "module" => module, "action" => action, "outcome" => kind.outcome)
+                .increment(kind.took.len() as u64);
+            let histogram = metrics::histogram!("crudp_call_duration_seconds", "module" => module, "action" => action);
+            for took in kind.took {
+                histogram.record(took);
+            }
+        }
+    }
 }
 
 /// A batch of `packets` calls arrived.

@@ -60,6 +60,8 @@ struct Jobs {
     /// Clients with batches waiting and no worker, in the order they became ready.
     ready: VecDeque<ClientId>,
     per_user: HashMap<Arc<str>, Load>,
+    /// Clients being run now, by a worker or by the request that queued their batch.
+    running: usize,
     waiting: usize,
     /// The body bytes of the batches waiting.
     bytes: usize,
@@ -103,9 +105,19 @@ impl Queue {
     }
 
     /// Queues a batch, starting the workers on first use.
-    pub(super) fn push(&self, shared: &Arc<Shared>, job: Job) -> Result<(), Full> {
+    ///
+    /// With `inline`, when the batch's client has nothing else waiting or running and a
+    /// worker's place is free, the client is handed to the caller instead of a worker
+    /// (`Ok(Some(client))`): the caller must then [`drain`] it.
+    pub(super) fn push(
+        &self,
+        shared: &Arc<Shared>,
+        job: Job,
+        inline: bool,
+    ) -> Result<Option<ClientId>, Full> {
         let client = job.ctx.client();
         let user = Arc::clone(&job.share);
+        let share = Arc::clone(&user);
         let limits = &self.limits;
         let mut jobs = self.jobs();
         let mine = jobs.per_client.get(&client).map_or(0, |w| w.jobs.len());
@@ -133,6 +145,16 @@ impl Queue {
             })
             .jobs
             .push_back(job);
+        if idle
+            && inline
+            && jobs.running < limits.workers
+            && let Some(load) = jobs.per_user.get_mut(&share)
+            && load.running < limits.workers_per_user
+        {
+            load.running += 1;
+            jobs.running += 1;
+            return Ok(Some(client));
+        }
         if idle {
             jobs.ready.push_back(client);
         }
@@ -142,17 +164,21 @@ impl Queue {
                 .call_once(|| start_workers(shared, Arc::clone(&self.wake)));
             self.wake.notify.notify_one();
         }
-        Ok(())
+        Ok(None)
     }
 
     /// A ready client whose user runs fewer than its share of workers, now handed to the
     /// calling worker.
     fn take_ready(&self) -> Option<ClientId> {
         let mut jobs = self.jobs();
+        if jobs.running >= self.limits.workers {
+            return None;
+        }
         let Jobs {
             per_client,
             ready,
             per_user,
+            running,
             ..
         } = &mut *jobs;
         let share = self.limits.workers_per_user;
@@ -163,6 +189,7 @@ impl Queue {
                 .is_none_or(|load| load.running < share)
         })?;
         let client = ready.remove(position)?;
+        *running += 1;
         if let Some(load) = per_client
             .get(&client)
             .and_then(|w| per_user.get_mut(&w.user))
@@ -190,6 +217,7 @@ impl Queue {
             }
             None => {
                 jobs.per_client.remove(&client);
+                jobs.running -= 1;
                 if let Some(load) = jobs.per_user.get_mut(&user) {
                     load.running -= 1;
                     if load.running == 0 && load.waiting == 0 {
@@ -235,16 +263,57 @@ async fn work(shared: Weak<Shared>, wake: Arc<Wake>) {
             notified.await;
             continue;
         };
-        while let Some(job) = server.shared.queue.next(client) {
-            // A panic outside the handlers (in a hub or a store) must not take the worker, and
-            // the client's place in the queue, with it.
-            if AssertUnwindSafe(server.run(job))
-                .catch_unwind()
-                .await
-                .is_err()
-            {
-                tracing::error!(%client, "a batch failed outside its handlers");
-            }
+        drain(&server, client).await;
+    }
+}
+
+/// Runs the batches of `client`, handed to the caller, in order until none is left; then the
+/// client leaves the queue.
+pub(super) async fn drain(server: &super::Crudp, client: ClientId) {
+    while let Some(job) = server.shared.queue.next(client) {
+        // A panic outside the handlers (in a hub or a store) must not take the worker, and
+        // the client's place in the queue, with it.
+        if AssertUnwindSafe(server.run(job))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(%client, "a batch failed outside its handlers");
+        }
+    }
+}
+
+/// The batches of a client handed to a request ([`Queue::push`] with `inline`), run on the
+/// request's own task: no hand-off to a worker and back. Dropped before it finished (the
+/// request answered, or its connection closed), what is left runs on a task of its own, so a
+/// batch started always finishes.
+pub(super) struct Inline(Option<crate::dispatch::BoxFuture<'static, ()>>);
+
+impl Inline {
+    pub(super) fn new(server: super::Crudp, client: ClientId) -> Self {
+        Self(Some(Box::pin(async move { drain(&server, client).await })))
+    }
+}
+
+impl Future for Inline {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Some(run) = &mut self.0 {
+            std::task::ready!(run.as_mut().poll(cx));
+            self.0 = None;
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let (Some(run), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(run);
         }
     }
 }

@@ -11,11 +11,12 @@ use axum::{
     routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures_util::future::{self, Either};
 use tokio::sync::oneshot;
 
 use super::{
     Crudp,
-    queue::Job,
+    queue::{Inline, Job},
     reply::{refuse, unavailable, unix_now},
 };
 use crate::{
@@ -124,12 +125,13 @@ impl Crudp {
         }
     }
 
-    /// Admits, decodes and queues a batch.
+    /// Admits, decodes and queues a batch; with a `reply`, the client may be handed to the
+    /// caller to run (see [`Queue::push`](super::queue::Queue::push)).
     async fn enqueue(
         &self,
         request: Request,
         reply: Option<oneshot::Sender<crate::Results>>,
-    ) -> Result<(), Response> {
+    ) -> Result<Option<ClientId>, Response> {
         #[cfg_attr(not(feature = "files"), allow(unused_mut))]
         let (mut parts, user, body) = self.admit(request).await?;
         // Handlers open files through the context.
@@ -155,6 +157,7 @@ impl Crudp {
         let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         // Anonymous identities cost nothing: they share the queue per address.
         let share: Arc<str> = share(&parts, &user).into();
+        let inline = reply.is_some();
         let job = Job {
             share,
             ctx: Context::new(user, client, parts),
@@ -164,7 +167,7 @@ impl Crudp {
         };
         self.shared
             .queue
-            .push(&self.shared, job)
+            .push(&self.shared, job, inline)
             .map_err(|full| unavailable(full.to_string()))
     }
 
@@ -187,11 +190,20 @@ impl Crudp {
 }
 
 async fn call(State(crudp): State<Crudp>, request: Request) -> Response {
-    let (reply, results) = oneshot::channel();
-    if let Err(response) = crudp.enqueue(request, Some(reply)).await {
-        return response;
-    }
-    match results.await {
+    let (reply, mut results) = oneshot::channel();
+    let results = match crudp.enqueue(request, Some(reply)).await {
+        Err(response) => return response,
+        Ok(None) => results.await,
+        Ok(Some(client)) => {
+            // Run here until this batch's results are in.
+            let mut running = Inline::new(crudp, client);
+            match future::select(&mut running, &mut results).await {
+                Either::Left(((), _)) => results.await,
+                Either::Right((results, _)) => results,
+            }
+        }
+    };
+    match results {
         Ok(results) => octets(encode_results(&results)),
         Err(_) => unavailable("the server stopped before the batch ran".into()),
     }
@@ -199,7 +211,7 @@ async fn call(State(crudp): State<Crudp>, request: Request) -> Response {
 
 async fn sync(State(crudp): State<Crudp>, request: Request) -> Response {
     match crudp.enqueue(request, None).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(response) => response,
     }
 }
