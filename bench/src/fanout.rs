@@ -69,6 +69,11 @@ pub(crate) async fn clients(
                     return;
                 }
                 let at = micros();
+                if !opened && carry.is_empty() && !buffer[..n].starts_with(b"HTTP/1.1 200") {
+                    // Refused (a limit): it misses every event, and the run goes on.
+                    let _ = ready.send(());
+                    return;
+                }
                 carry.extend_from_slice(&buffer[..n]);
                 let text = String::from_utf8_lossy(&carry).into_owned();
                 if !opened && (text.contains("event: ready") || text.contains(": ok")) {
@@ -129,13 +134,14 @@ pub(crate) struct FanOut {
 pub(crate) fn mount(kind: &str) -> &'static str {
     match kind {
         "naive" => "/naive",
+        "floor" => "/floor",
         "redis" => "/redis-b",
         _ => "/crudp",
     }
 }
 
-/// Opens `k` connections to `kind` (`crudp`, `redis` or `naive`), publishes `events` events,
-/// measures.
+/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive` or `floor`), publishes
+/// `events` events (none to `floor`), measures.
 pub(crate) async fn run(
     base: &str,
     server: SocketAddr,
@@ -188,6 +194,8 @@ pub(crate) async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss().await.unwrap_or(before);
     let mut published = Vec::new();
+    // The floor publishes nothing: it measures memory alone.
+    let events = if kind == "floor" { 0 } else { events };
     for _ in 0..events {
         let at = http
             .post(format!("{base}/control/publish?kind={kind}"))

@@ -358,17 +358,34 @@ async fn run(plan: &Plan) -> String {
             ("crudp", "crudp"),
             ("redis", "crudp on Redis"),
             ("naive", "naive"),
+            (
+                "floor",
+                "floor: hyper holding an idle response, nothing else",
+            ),
         ] {
             let (_server, at) = start_server(&redis).await;
             let base = at.base();
-            // The naive broadcaster takes no token; it gets one all the same.
-            let mount = if kind == "naive" {
+            // The naive broadcaster and the floor take no token; they get one all the same.
+            let mount = if kind == "naive" || kind == "floor" {
                 "/crudp"
             } else {
                 fanout::mount(kind)
             };
             let token = stream_token(&base, mount).await;
             let result = fanout::run(&base, at.http, kind, k, plan.events, &token).await;
+            if result.p50_ms.is_empty() {
+                figures.set(
+                    &format!("fanout memory {kind} {k}"),
+                    result.bytes_per_connection,
+                );
+                let _ = writeln!(
+                    report,
+                    "| {} | {hub} | {:.1} KiB | – | – |",
+                    result.connections,
+                    result.bytes_per_connection / 1024.0,
+                );
+                continue;
+            }
             let (p50min, p50max) = min_max(&result.p50_ms);
             let (p99min, p99max) = min_max(&result.p99_ms);
             figures.set(

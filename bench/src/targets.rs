@@ -198,6 +198,14 @@ pub(crate) fn rows(figures: &Figures, plan: &Plan) -> String {
         KiB,
     ));
     rows.push_str(&row(
+        "… the floor under it: hyper holding an idle response and nothing else",
+        AtMost(8.0 * 1024.0),
+        figures
+            .get(&format!("fanout memory floor {streams}"))
+            .filter(|_| fan_out),
+        KiB,
+    ));
+    rows.push_str(&row(
         "publish-to-all p99 at 19,000 streams ÷ axum `Sse` + `broadcast`",
         AtMost(0.5),
         ratio(

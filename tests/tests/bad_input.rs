@@ -27,15 +27,17 @@ fn good_batch() -> Vec<u8> {
 
 /// The 4 GiB claims: a packet count and an args length of 2^32 - 1, as postcard varints.
 fn huge_count() -> Vec<u8> {
-    let mut body = vec![PROTOCOL_VERSION, 42];
+    // version, client 42, one module (7), then the packet count.
+    let mut body = vec![PROTOCOL_VERSION, 42, 1, 7];
     body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-    body.extend_from_slice(&[1, 7, 1]);
+    body.extend_from_slice(&[1, 1, 1]);
     body
 }
 
 fn huge_args() -> Vec<u8> {
-    // version, client 42, one packet: seq 1, handler 7, action Read, args length 2^32 - 1.
-    let mut body = vec![PROTOCOL_VERSION, 42, 1, 1, 7, 1];
+    // version, client 42, one module (7), one packet: seq 1, head 1 (module 0, action Read),
+    // args length 2^32 - 1.
+    let mut body = vec![PROTOCOL_VERSION, 42, 1, 7, 1, 1, 1];
     body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     body.extend_from_slice(b"only a few bytes");
     body
@@ -87,7 +89,17 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
         }],
     });
 
-    let cases: [(&str, Vec<u8>, &str); 8] = [
+    // A batch of a client that speaks the first version of the protocol (an old page left open
+    // across a deploy): the same call as version 1 wrote it.
+    let mut old_client = vec![1, 42, 1, 1, 7, 1, 6];
+    old_client.extend_from_slice(b"\x05apple");
+
+    let cases: [(&str, Vec<u8>, &str); 9] = [
+        (
+            "a version 1 batch",
+            old_client,
+            "unsupported protocol version 1: this side speaks version 2",
+        ),
         ("empty body", Vec::new(), "empty body"),
         ("random bytes", random, "invalid batch"),
         ("truncated batch", truncated, "invalid batch"),

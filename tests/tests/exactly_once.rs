@@ -321,3 +321,38 @@ async fn results_wait_until_the_sqlite_file_takes_their_outcomes() {
     );
     assert_eq!(server.executions(), 1, "and never run twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_request_is_dropped_mid_run_still_finishes_once() {
+    let server = Server::start().await;
+    // One call alone runs on its request's own task: the request goes away while it runs.
+    let body = batch_of(ClientId(42), creates("gated", 1..=1));
+    let url = server.url();
+    let request = tokio::spawn({
+        let body = body.clone();
+        async move { call_raw(&url, "ann", body).await }
+    });
+    eventually("the call reaches its handler", || {
+        server.store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    request.abort();
+    assert!(request.await.is_err(), "the request was dropped");
+    server.store.gate.add_permits(1);
+    eventually("the call finishes without its request", || {
+        server.executions() == 1
+    })
+    .await;
+    // Sent again, it is answered with the outcome kept (once it is recorded), not run again.
+    let mut answered = false;
+    for _ in 0..100 {
+        let (status, again) = call_raw(&server.url(), "ann", body.clone()).await;
+        if status == 200 && again.as_ref().is_some_and(all_ok) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "the re-sent call got its kept outcome");
+    assert_eq!(server.executions(), 1, "nothing ran twice");
+}

@@ -43,3 +43,33 @@ fn every_seed_and_every_input_that_once_failed_passes_its_check() {
         );
     }
 }
+
+/// The seeds of the decoders speak the current protocol: a seed that no longer decodes would
+/// leave the fuzzer starting from the version check alone.
+#[test]
+fn the_decoders_seeds_decode() {
+    use crudp::protocol::{decode_batch, decode_client_results, decode_results};
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let seed = |path: &str| std::fs::read(fuzz.join(path)).unwrap();
+    assert_eq!(
+        decode_batch(&seed("batch/empty"), 10)
+            .unwrap()
+            .packets
+            .len(),
+        0
+    );
+    let two = decode_batch(&seed("batch/two-packets"), 10).unwrap();
+    assert_eq!(
+        two.packets.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        decode_results(&seed("results/all-outcomes"), 10)
+            .unwrap()
+            .results
+            .len(),
+        5
+    );
+    let (client, results) = decode_client_results(&seed("results/client-results"), 10).unwrap();
+    assert_eq!((client.0, results.results.len()), (9, 5));
+}

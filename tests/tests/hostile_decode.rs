@@ -26,13 +26,19 @@ const MAX_U64_VARINT: [u8; 10] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
 fn huge_length_prefixes_fail_without_allocating() {
     let mut claims = Vec::new();
     for prefix in [&MAX_U32_VARINT[..], &MAX_U64_VARINT[..]] {
-        // A packet count of 4 GiB (and of 2^64 - 1), with a limit that lets it through.
-        let mut count = vec![PROTOCOL_VERSION, 1];
+        // Client 1, one module (7), then a packet count of 4 GiB (and of 2^64 - 1), with a
+        // limit that lets it through.
+        let mut count = vec![PROTOCOL_VERSION, 1, 1, 7];
         count.extend_from_slice(prefix);
-        count.extend_from_slice(&[1, 7, 0, 0]);
+        count.extend_from_slice(&[1, 0, 0]);
         claims.push(count);
-        // One packet whose args claim 4 GiB.
-        let mut args = vec![PROTOCOL_VERSION, 1, 1, 1, 7, 0];
+        // A module table of 4 GiB entries.
+        let mut modules = vec![PROTOCOL_VERSION, 1];
+        modules.extend_from_slice(prefix);
+        modules.extend_from_slice(&[7, 1, 1, 0, 0]);
+        claims.push(modules);
+        // One packet (seq 1, head 0) whose args claim 4 GiB.
+        let mut args = vec![PROTOCOL_VERSION, 1, 1, 7, 1, 1, 0];
         args.extend_from_slice(prefix);
         args.extend_from_slice(&[0; 32]);
         claims.push(args);

@@ -9,7 +9,7 @@ const TARGETS_START: &str = "<!-- targets -->";
 const TARGETS_END: &str = "<!-- /targets -->";
 
 /// How the wasm is optimised after the build.
-const WASM_OPT: &str = "no wasm-opt";
+const WASM_OPT: &str = "`wasm-opt -Oz`, `tracing` compiled out";
 
 /// The standard output of `command`, or why it failed.
 fn capture(command: &mut Command) -> Result<String, String> {

@@ -125,6 +125,8 @@ fn test() -> Result<(), String> {
                 WASM_TARGET,
             ][..],
             &wasm.concat(),
+            // The size probe with the client, as `cargo xtask bench` builds it.
+            &["--features", "wasm-size/client"],
             &deny,
         ]
         .concat(),
@@ -201,6 +203,8 @@ fn browser_tests(instances: usize) -> Result<(), String> {
 /// (profile `wasm-release`), the wasm-bindgen step, and the page.
 /// Runs wasm-bindgen (`--target web`) on `wasm`, a module of the `wasm-release` profile,
 /// writing `app.js` and `app_bg.wasm` into `out`.
+/// Runs wasm-bindgen on a release build's `wasm` into `out` (`app.js`, `app_bg.wasm`), then
+/// `wasm-opt -Oz` on the wasm.
 pub(crate) fn bindgen(wasm: &str, out: &std::path::Path) -> Result<(), String> {
     let wasm = target_dir()
         .join(WASM_TARGET)
@@ -216,8 +220,26 @@ pub(crate) fn bindgen(wasm: &str, out: &std::path::Path) -> Result<(), String> {
             "--out-dir",
         ])
         .arg(out)
-        .arg(&wasm))
+        .arg(&wasm))?;
+    let bundle = out.join("app_bg.wasm");
+    run(Command::new(setup::wasm_opt()?)
+        .arg("-Oz")
+        // What rustc's wasm32 target enables, and no more.
+        .args(WASM_FEATURES)
+        .arg(&bundle)
+        .arg("-o")
+        .arg(&bundle))
 }
+
+/// The wasm features rustc's `wasm32-unknown-unknown` target uses by default, for wasm-opt.
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
 
 pub(crate) fn front_ends() -> Result<PathBuf, String> {
     setup::wasm_target()?;

@@ -2,7 +2,7 @@
 
 use std::{env, fs, path::PathBuf, process::Command};
 
-use crate::{WASM_TARGET, run, workspace_root};
+use crate::{WASM_TARGET, run, target_dir, workspace_root};
 
 /// Where Debian's `chromium-driver` puts the driver.
 pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -123,6 +123,35 @@ pub(crate) fn redis() -> Result<(), String> {
         return Ok(());
     }
     apt(&["redis-server"])
+}
+
+/// The binaryen release whose `wasm-opt` optimises the wasm bundles: Debian's is too old to
+/// read what current rustc writes, so it comes from npm.
+const BINARYEN: &str = "132.0.0";
+
+/// `wasm-opt`, installed from npm's `binaryen` package under the target directory on first use.
+pub(crate) fn wasm_opt() -> Result<PathBuf, String> {
+    let dir = target_dir()
+        .join("tools")
+        .join(format!("binaryen-{BINARYEN}"));
+    let bin = dir.join("node_modules").join(".bin").join("wasm-opt");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    if output("npm", &["--version"]).is_none() {
+        apt(&["npm"])?;
+    }
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .arg(format!("binaryen@{BINARYEN}")))?;
+    Ok(bin)
 }
 
 /// Installs Debian `packages`, as root.

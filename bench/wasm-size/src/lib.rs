@@ -28,6 +28,7 @@ fn calls() {
                 id: 1,
                 title: "milk".into(),
                 done: true,
+                by: String::new(),
             })
             .await;
         let _ = todos.delete(1).await;

@@ -549,6 +549,46 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_reserved_under_one_lease_and_recorded_in_one_step() {
+        let mut ledger = Ledger::new(OutcomeLimits::default(), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", now);
+        run(&mut ledger, c, 1, &ok(1), now);
+        // 1 is done; 2, 3 and 5 are reserved together; 4, out of order, waits for a later step.
+        let answers = ledger.begin_batch(c, &[1, 2, 3, 5, 4], now).unwrap();
+        assert_eq!(answers.len(), 4);
+        assert_eq!(answers[0], Begin::Done(ok(1)));
+        let Begin::Run(lease) = &answers[1] else {
+            panic!("2 should run: {answers:?}");
+        };
+        let lease = *lease;
+        assert!(answers[1..].iter().all(|a| *a == Begin::Run(lease)));
+        assert!(ledger.is_running(c, 3) && ledger.is_running(c, 5));
+        assert!(!ledger.is_running(c, 6));
+        // Meanwhile, another step finds them taken.
+        assert_eq!(ledger.begin_batch(c, &[2], now), Ok(vec![Begin::Busy(2)]));
+        // A packet the lease does not cover is refused, and the reservation stays.
+        assert!(ledger.finish_batch(c, lease, &[(7, &ok(7))], now).is_err());
+        assert!(ledger.is_running(c, 2));
+        // 2 ran, 3 could not: the client stalls at 3; 5, not run, is released.
+        let later = Outcome::Unavailable {
+            message: "later".into(),
+        };
+        let finished = ledger
+            .finish_batch(c, lease, &[(2, &ok(2)), (3, &later)], now)
+            .unwrap();
+        assert_eq!(finished, [(2, Finished::Final), (3, Finished::Stalled)]);
+        assert!(!ledger.is_running(c, 5));
+        assert_eq!(
+            ledger.begin_batch(c, &[2, 5], now),
+            Ok(vec![Begin::Done(ok(2)), Begin::Blocked(3)])
+        );
+        // The stalled packet runs again, with the one after it.
+        let answers = ledger.begin_batch(c, &[3, 5], now).unwrap();
+        assert!(matches!(answers[..], [Begin::Run(a), Begin::Run(b)] if a == b));
+    }
+
+    #[test]
     fn a_reserved_packet_is_not_handed_out_twice() {
         let mut ledger = Ledger::new(OutcomeLimits::default(), false);
         let (c, now) = (ClientId(1), Instant::now());

@@ -1,17 +1,18 @@
-//! Encoding and bounded decoding of batches and results.
+//! Encoding and bounded decoding of batches and results (protocol version 2).
 //!
 //! Decoding reads the item count first and checks it against both the configured maximum and
 //! the bytes that are left, so a hostile length prefix can never make it allocate more than a
 //! small multiple of the input it was given (a decoded packet is larger than its encoding).
 
-use serde::de::DeserializeOwned;
+use super::{
+    Action, Batch, ClientId, Outcome, PROTOCOL_VERSION, Packet, PacketResult, RejectCode, Results,
+};
 
-use super::{Batch, ClientId, PROTOCOL_VERSION, Packet, PacketResult, Results};
-
-/// The smallest encoding of a [`Packet`]: seq, handler, action and an empty args length, one byte each.
-const MIN_PACKET_LEN: usize = 4;
-/// The smallest encoding of a [`PacketResult`]: seq and the `Expired` tag.
-const MIN_RESULT_LEN: usize = 2;
+/// The smallest encoding of a [`Packet`]: its head and an empty arguments length, one byte
+/// each.
+const MIN_PACKET_LEN: usize = 2;
+/// The smallest encoding of a [`PacketResult`]: its head (an `Expired` one).
+const MIN_RESULT_LEN: usize = 1;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,36 +69,73 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
 }
 
 /// Encodes a batch of `client` from borrowed packets, without copying them into a [`Batch`].
+///
+/// The layout (version 2): the version byte; the client ID; the batch's module IDs, each once;
+/// the packet count; the first packet's sequence number; then per packet one varint, the
+/// *head*, that holds the step from the previous sequence number, the module's index in the
+/// table and the action, followed by the arguments' length and bytes. A batch of consecutive
+/// calls to a few modules spends two bytes per packet besides its arguments.
 pub fn encode_packets<'a>(
     client: ClientId,
-    packets: impl ExactSizeIterator<Item = &'a Packet>,
+    packets: impl ExactSizeIterator<Item = &'a Packet> + Clone,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + packets.len() * 16);
+    let mut modules: Vec<u32> = Vec::new();
+    let mut args = 0;
+    for packet in packets.clone() {
+        if !modules.contains(&packet.handler) {
+            modules.push(packet.handler);
+        }
+        args += packet.args.len();
+    }
+    let mut out = Vec::with_capacity(16 + modules.len() * 5 + packets.len() * 4 + args);
     out.push(PROTOCOL_VERSION);
-    let header = (client, packets.len());
-    out = postcard::to_extend(&header, out).expect("writing to a Vec cannot fail");
+    put(&mut out, client.0);
+    put(&mut out, modules.len() as u64);
+    for &module in &modules {
+        put(&mut out, u64::from(module));
+    }
+    put(&mut out, packets.len() as u64);
+    let radix = modules.len() as u64 * ACTIONS;
+    let mut previous = None;
     for packet in packets {
-        out = postcard::to_extend(packet, out).expect("writing to a Vec cannot fail");
+        let step = match previous {
+            None => {
+                put(&mut out, packet.seq);
+                0
+            }
+            Some(previous) => zigzag(i128::from(packet.seq) - i128::from(previous) - 1),
+        };
+        previous = Some(packet.seq);
+        let index = modules
+            .iter()
+            .position(|&m| m == packet.handler)
+            .unwrap_or(0) as u64;
+        let head = step * u128::from(radix) + u128::from(index * ACTIONS + packet.action as u64);
+        put_wide(&mut out, head);
+        put(&mut out, packet.args.len() as u64);
+        out.extend_from_slice(&packet.args);
     }
     out
 }
 
-/// Encodes a result set, version byte first.
+/// Encodes a result set, version byte first: the count, the first result's sequence number,
+/// then per result one varint holding the step from the previous sequence number and the
+/// outcome's kind, followed by the outcome's contents.
 pub fn encode_results(results: &Results) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + results.results.len() * 8);
+    let mut out = Vec::with_capacity(16 + results_len(results));
     out.push(PROTOCOL_VERSION);
-    postcard::to_io(&results.results, &mut out).expect("writing to a Vec cannot fail");
+    put_results(&mut out, results);
     out
 }
 
 /// Encodes the results of one client's batch for its event stream: version byte, the client,
-/// then the results. A stream that carries several clients (the tabs of one browser) tells
-/// them apart by it.
+/// then the results as [`encode_results`] has them. A stream that carries several clients
+/// (the tabs of one browser) tells them apart by it.
 pub fn encode_client_results(client: ClientId, results: &Results) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + results.results.len() * 8);
+    let mut out = Vec::with_capacity(24 + results_len(results));
     out.push(PROTOCOL_VERSION);
-    out = postcard::to_extend(&client.0, out).expect("writing to a Vec cannot fail");
-    postcard::to_io(&results.results, &mut out).expect("writing to a Vec cannot fail");
+    put(&mut out, client.0);
+    put_results(&mut out, results);
     out
 }
 
@@ -105,7 +143,7 @@ pub fn encode_client_results(client: ClientId, results: &Results) -> Vec<u8> {
 /// the results.
 pub fn client_of_results(bytes: &[u8]) -> Result<ClientId, DecodeError> {
     let mut reader = Reader::new(bytes)?;
-    Ok(ClientId(reader.take(|| "the client ID".to_owned())?))
+    Ok(ClientId(reader.varint(|| "the client ID".to_owned())?))
 }
 
 /// Decodes what [`encode_client_results`] encodes, refusing more than `max_results` results.
@@ -114,18 +152,62 @@ pub fn decode_client_results(
     max_results: usize,
 ) -> Result<(ClientId, Results), DecodeError> {
     let mut reader = Reader::new(bytes)?;
-    let client = ClientId(reader.take(|| "the client ID".to_owned())?);
-    let results =
-        reader.take_seq::<PacketResult>("results", "result", max_results, MIN_RESULT_LEN)?;
+    let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
+    let results = reader.results(max_results)?;
     reader.finish()?;
-    Ok((client, Results { results }))
+    Ok((client, results))
 }
 
 /// Decodes a batch, refusing more than `max_packets` packets.
 pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeError> {
     let mut reader = Reader::new(bytes)?;
-    let client = ClientId(reader.take(|| "the client ID".to_owned())?);
-    let packets = reader.take_seq::<Packet>("batch", "packet", max_packets, MIN_PACKET_LEN)?;
+    let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
+    let count = reader.varint(|| "the module count".to_owned())?;
+    // Each module ID takes at least a byte.
+    let count = reader.count("modules", count, usize::MAX, 1)?;
+    let mut modules = Vec::with_capacity(count);
+    for index in 0..count {
+        let id = reader.varint(|| format!("module ID {index}"))?;
+        let id =
+            u32::try_from(id).map_err(|_| malformed(format!("module ID {index}"), "above 2^32"))?;
+        modules.push(id);
+    }
+    let count = reader.varint(|| "the packet count".to_owned())?;
+    let count = reader.count("batch", count, max_packets, MIN_PACKET_LEN)?;
+    let mut packets = Vec::with_capacity(count);
+    if count > 0 && modules.is_empty() {
+        return Err(malformed(
+            "the module table".into(),
+            "empty, but packets follow",
+        ));
+    }
+    let radix = u128::from(modules.len() as u64 * ACTIONS);
+    let mut seq = 0;
+    for index in 0..count {
+        let part = || format!("packet {index}");
+        if index == 0 {
+            seq = reader.varint(|| "the first sequence number".to_owned())?;
+        }
+        let head = reader.wide(part)?;
+        let step = head / radix;
+        if index > 0 {
+            seq = i128::from(seq)
+                .checked_add(unzigzag(step))
+                .and_then(|s| s.checked_add(1))
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
+        }
+        let rest = (head % radix) as u64;
+        let handler = modules[(rest / ACTIONS) as usize];
+        let action = Action::ALL[(rest % ACTIONS) as usize];
+        let args = reader.bytes(part)?.to_vec();
+        packets.push(Packet {
+            seq,
+            handler,
+            action,
+            args,
+        });
+    }
     reader.finish()?;
     Ok(Batch {
         version: PROTOCOL_VERSION,
@@ -137,10 +219,100 @@ pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeErr
 /// Decodes a result set, refusing more than `max_results` results.
 pub fn decode_results(bytes: &[u8], max_results: usize) -> Result<Results, DecodeError> {
     let mut reader = Reader::new(bytes)?;
-    let results =
-        reader.take_seq::<PacketResult>("results", "result", max_results, MIN_RESULT_LEN)?;
+    let results = reader.results(max_results)?;
     reader.finish()?;
-    Ok(Results { results })
+    Ok(results)
+}
+
+/// The actions a packet's head tells apart.
+const ACTIONS: u64 = Action::ALL.len() as u64;
+/// The outcome kinds a result's head tells apart.
+const KINDS: u64 = 5;
+
+/// About the bytes the results take.
+fn results_len(results: &Results) -> usize {
+    results
+        .results
+        .iter()
+        .map(|r| {
+            4 + match &r.outcome {
+                Outcome::Ok(bytes) | Outcome::AppError(bytes) => bytes.len(),
+                Outcome::Rejected { message, .. } | Outcome::Unavailable { message } => {
+                    message.len() + 2
+                }
+                Outcome::Expired => 0,
+            }
+        })
+        .sum()
+}
+
+fn put_results(out: &mut Vec<u8>, results: &Results) {
+    put(out, results.results.len() as u64);
+    let mut previous = None;
+    for result in &results.results {
+        let step = match previous {
+            None => {
+                put(out, result.seq);
+                0
+            }
+            Some(previous) => zigzag(i128::from(result.seq) - i128::from(previous) - 1),
+        };
+        previous = Some(result.seq);
+        let (kind, body): (u64, &[u8]) = match &result.outcome {
+            Outcome::Ok(value) => (0, value),
+            Outcome::AppError(error) => (1, error),
+            Outcome::Rejected { .. } => (2, &[]),
+            Outcome::Unavailable { .. } => (3, &[]),
+            Outcome::Expired => (4, &[]),
+        };
+        put_wide(out, step * u128::from(KINDS) + u128::from(kind));
+        match &result.outcome {
+            Outcome::Ok(_) | Outcome::AppError(_) => {
+                put(out, body.len() as u64);
+                out.extend_from_slice(body);
+            }
+            Outcome::Rejected { code, message } => {
+                put(out, *code as u64);
+                put(out, message.len() as u64);
+                out.extend_from_slice(message.as_bytes());
+            }
+            Outcome::Unavailable { message } => {
+                put(out, message.len() as u64);
+                out.extend_from_slice(message.as_bytes());
+            }
+            Outcome::Expired => {}
+        }
+    }
+}
+
+/// A signed step as an unsigned number: 0, -1, 1, -2, … become 0, 1, 2, 3, … (Steps between
+/// 64-bit sequence numbers take at most 66 bits.)
+fn zigzag(step: i128) -> u128 {
+    ((step << 1) ^ (step >> 127)) as u128
+}
+
+fn unzigzag(value: u128) -> i128 {
+    ((value >> 1) as i128) ^ -((value & 1) as i128)
+}
+
+/// Appends `value` as a LEB128 varint, as postcard writes integers.
+fn put(out: &mut Vec<u8>, value: u64) {
+    put_wide(out, u128::from(value));
+}
+
+fn put_wide(out: &mut Vec<u8>, mut value: u128) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn malformed(part: String, reason: &str) -> DecodeError {
+    DecodeError::Malformed {
+        part,
+        reason: reason.to_owned(),
+    }
 }
 
 struct Reader<'a> {
@@ -156,31 +328,54 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Decodes the next value; `part` names it in the error, and is only called then.
-    fn take<T: DeserializeOwned>(
-        &mut self,
-        part: impl FnOnce() -> String,
-    ) -> Result<T, DecodeError> {
-        match postcard::take_from_bytes(self.rest) {
-            Ok((value, rest)) => {
-                self.rest = rest;
-                Ok(value)
+    /// The next varint of up to 128 bits; `part` names it in the error, and is only called
+    /// then.
+    fn wide(&mut self, part: impl FnOnce() -> String) -> Result<u128, DecodeError> {
+        let mut value = 0u128;
+        for (i, &byte) in self.rest.iter().enumerate().take(19) {
+            if i == 18 && byte > 0x03 {
+                // Bits above the 128th.
+                break;
             }
-            Err(e) => Err(DecodeError::Malformed {
-                part: part(),
-                reason: e.to_string(),
-            }),
+            value |= u128::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.rest = &self.rest[i + 1..];
+                return Ok(value);
+            }
         }
+        Err(malformed(part(), "a number is truncated or too long"))
     }
 
-    fn take_seq<T: DeserializeOwned>(
-        &mut self,
+    /// The next varint of up to 64 bits.
+    fn varint(&mut self, part: impl Fn() -> String) -> Result<u64, DecodeError> {
+        u64::try_from(self.wide(&part)?).map_err(|_| malformed(part(), "a number above 2^64"))
+    }
+
+    /// A length, then as many bytes.
+    fn bytes(&mut self, part: impl Fn() -> String) -> Result<&'a [u8], DecodeError> {
+        let len = self.varint(&part)?;
+        if len > self.rest.len() as u64 {
+            return Err(malformed(part(), "its length runs past the end"));
+        }
+        let (bytes, rest) = self.rest.split_at(len as usize);
+        self.rest = rest;
+        Ok(bytes)
+    }
+
+    fn text(&mut self, part: impl Fn() -> String) -> Result<String, DecodeError> {
+        let bytes = self.bytes(&part)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| malformed(part(), "a message is not UTF-8"))
+    }
+
+    /// A count of items of at least `min_item_len` bytes each, checked against `max` and
+    /// against the bytes left.
+    fn count(
+        &self,
         what: &'static str,
-        item: &str,
+        count: u64,
         max: usize,
         min_item_len: usize,
-    ) -> Result<Vec<T>, DecodeError> {
-        let count: u64 = self.take(|| format!("the {item} count"))?;
+    ) -> Result<usize, DecodeError> {
         if count > max as u64 {
             return Err(DecodeError::TooMany { what, count, max });
         }
@@ -191,12 +386,50 @@ impl<'a> Reader<'a> {
                 remaining: self.rest.len(),
             });
         }
-        let count = count as usize;
-        let mut items = Vec::with_capacity(count);
+        Ok(count as usize)
+    }
+
+    fn results(&mut self, max: usize) -> Result<Results, DecodeError> {
+        let count = self.varint(|| "the result count".to_owned())?;
+        let count = self.count("results", count, max, MIN_RESULT_LEN)?;
+        let mut results = Vec::with_capacity(count);
+        let mut seq = 0;
         for index in 0..count {
-            items.push(self.take(|| format!("{item} {index}"))?);
+            let part = || format!("result {index}");
+            if index == 0 {
+                seq = self.varint(|| "the first sequence number".to_owned())?;
+            }
+            let head = self.wide(part)?;
+            let step = head / u128::from(KINDS);
+            if index > 0 {
+                seq = i128::from(seq)
+                    .checked_add(unzigzag(step))
+                    .and_then(|s| s.checked_add(1))
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
+            }
+            let outcome = match (head % u128::from(KINDS)) as u64 {
+                0 => Outcome::Ok(self.bytes(part)?.to_vec()),
+                1 => Outcome::AppError(self.bytes(part)?.to_vec()),
+                2 => {
+                    let code = self.varint(part)?;
+                    let code = RejectCode::ALL
+                        .get(code as usize)
+                        .copied()
+                        .ok_or_else(|| malformed(part(), "an unknown rejection code"))?;
+                    Outcome::Rejected {
+                        code,
+                        message: self.text(part)?,
+                    }
+                }
+                3 => Outcome::Unavailable {
+                    message: self.text(part)?,
+                },
+                _ => Outcome::Expired,
+            };
+            results.push(PacketResult { seq, outcome });
         }
-        Ok(items)
+        Ok(Results { results })
     }
 
     fn finish(self) -> Result<(), DecodeError> {
@@ -281,6 +514,67 @@ mod tests {
         let bytes = encode_results(&results);
         assert_eq!(bytes[0], PROTOCOL_VERSION);
         assert_eq!(decode_results(&bytes, 10).unwrap(), results);
+    }
+
+    #[test]
+    fn any_order_of_sequence_numbers_and_modules_round_trips_compactly() {
+        let packets: Vec<Packet> = [
+            (5, 7, Action::Create),
+            (6, 9, Action::Read),
+            (7, 7, Action::Update),
+            (3, 1 << 31, Action::Delete),
+            (u64::MAX, 9, Action::Create),
+            (0, 7, Action::Read),
+        ]
+        .into_iter()
+        .map(|(seq, handler, action)| Packet {
+            seq,
+            handler,
+            action,
+            args: vec![seq as u8],
+        })
+        .collect();
+        let batch = Batch {
+            version: PROTOCOL_VERSION,
+            client: ClientId(1),
+            packets,
+        };
+        let bytes = encode_batch(&batch);
+        assert_eq!(decode_batch(&bytes, 10).unwrap(), batch);
+
+        // Consecutive calls to one module: two bytes per packet besides the arguments.
+        let consecutive = |n: u64| Batch {
+            version: PROTOCOL_VERSION,
+            client: ClientId(1),
+            packets: (1000..1000 + n)
+                .map(|seq| Packet {
+                    seq,
+                    handler: 0xdead_beef,
+                    action: Action::Create,
+                    args: vec![],
+                })
+                .collect(),
+        };
+        let (ten, eleven) = (
+            encode_batch(&consecutive(10)),
+            encode_batch(&consecutive(11)),
+        );
+        assert_eq!(eleven.len() - ten.len(), 2);
+
+        let codes = RejectCode::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &code)| PacketResult {
+                seq: 40 - i as u64,
+                outcome: Outcome::Rejected {
+                    code,
+                    message: code.to_string(),
+                },
+            });
+        let results = Results {
+            results: codes.collect(),
+        };
+        assert_eq!(decode_results(&encode_results(&results), 10), Ok(results));
     }
 
     #[test]

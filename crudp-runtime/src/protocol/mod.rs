@@ -1,6 +1,8 @@
 //! The wire protocol: batches of packets going up, results coming back.
 //!
-//! Everything is [postcard]; the first byte of every message is [`PROTOCOL_VERSION`].
+//! Batches and results are written by [`codec`](encode_packets) (varints, as postcard writes
+//! them, with a per-batch table of module IDs and sequence numbers as steps); everything else
+//! is [postcard]. The first byte of every message is [`PROTOCOL_VERSION`].
 
 mod codec;
 
@@ -12,7 +14,7 @@ pub use codec::{
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks; the first byte of every batch and result set.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// One of the four operations a CRUDP module can expose.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,6 +156,18 @@ pub enum RejectCode {
     /// The handler ran longer than the server's handler timeout and was stopped. It may have
     /// done part of its work, so it is not run again.
     Timeout,
+}
+
+impl RejectCode {
+    /// All codes, in wire order.
+    pub const ALL: [RejectCode; 6] = [
+        RejectCode::UnknownHandler,
+        RejectCode::UnknownAction,
+        RejectCode::BadArguments,
+        RejectCode::Forbidden,
+        RejectCode::Internal,
+        RejectCode::Timeout,
+    ];
 }
 
 impl std::fmt::Display for RejectCode {
