@@ -98,20 +98,12 @@ pub fn encode_packets<'a>(
     let radix = modules.len() as u64 * ACTIONS;
     let mut previous = None;
     for packet in packets {
-        let step = match previous {
-            None => {
-                put(&mut out, packet.seq);
-                0
-            }
-            Some(previous) => zigzag(i128::from(packet.seq) - i128::from(previous) - 1),
-        };
-        previous = Some(packet.seq);
         let index = modules
             .iter()
             .position(|&m| m == packet.handler)
             .unwrap_or(0) as u64;
-        let head = step * u128::from(radix) + u128::from(index * ACTIONS + packet.action as u64);
-        put_wide(&mut out, head);
+        let rest = index * ACTIONS + packet.action as u64;
+        put_head(&mut out, &mut previous, packet.seq, radix, rest);
         put(&mut out, packet.args.len() as u64);
         out.extend_from_slice(&packet.args);
     }
@@ -185,19 +177,7 @@ pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeErr
     let mut seq = 0;
     for index in 0..count {
         let part = || format!("packet {index}");
-        if index == 0 {
-            seq = reader.varint(|| "the first sequence number".to_owned())?;
-        }
-        let head = reader.wide(part)?;
-        let step = head / radix;
-        if index > 0 {
-            seq = i128::from(seq)
-                .checked_add(unzigzag(step))
-                .and_then(|s| s.checked_add(1))
-                .and_then(|s| u64::try_from(s).ok())
-                .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
-        }
-        let rest = (head % radix) as u64;
+        let rest = reader.head(index, &mut seq, radix, part)? as u64;
         let handler = modules[(rest / ACTIONS) as usize];
         let action = Action::ALL[(rest % ACTIONS) as usize];
         let args = reader.bytes(part)?.to_vec();
@@ -250,14 +230,6 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
     put(out, results.results.len() as u64);
     let mut previous = None;
     for result in &results.results {
-        let step = match previous {
-            None => {
-                put(out, result.seq);
-                0
-            }
-            Some(previous) => zigzag(i128::from(result.seq) - i128::from(previous) - 1),
-        };
-        previous = Some(result.seq);
         let (kind, body): (u64, &[u8]) = match &result.outcome {
             Outcome::Ok(value) => (0, value),
             Outcome::AppError(error) => (1, error),
@@ -265,7 +237,7 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
             Outcome::Unavailable { .. } => (3, &[]),
             Outcome::Expired => (4, &[]),
         };
-        put_wide(out, step * u128::from(KINDS) + u128::from(kind));
+        put_head(out, &mut previous, result.seq, KINDS, kind);
         match &result.outcome {
             Outcome::Ok(_) | Outcome::AppError(_) => {
                 put(out, body.len() as u64);
@@ -283,6 +255,19 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
             Outcome::Expired => {}
         }
     }
+}
+
+/// An item's head: the first item's sequence number goes before it; then the step from the
+/// `previous` sequence number, times `radix`, plus `rest` (below `radix`).
+fn put_head(out: &mut Vec<u8>, previous: &mut Option<u64>, seq: u64, radix: u64, rest: u64) {
+    let step = match previous.replace(seq) {
+        None => {
+            put(out, seq);
+            0
+        }
+        Some(previous) => zigzag(i128::from(seq) - i128::from(previous) - 1),
+    };
+    put_wide(out, step * u128::from(radix) + u128::from(rest));
 }
 
 /// A signed step as an unsigned number: 0, -1, 1, -2, … become 0, 1, 2, 3, … (Steps between
@@ -389,6 +374,29 @@ impl<'a> Reader<'a> {
         Ok(count as usize)
     }
 
+    /// The head of item `index`, after the first sequence number for the first item: moves
+    /// `seq` to the item's and returns the rest of the head (below `radix`).
+    fn head(
+        &mut self,
+        index: usize,
+        seq: &mut u64,
+        radix: u128,
+        part: impl Fn() -> String,
+    ) -> Result<u128, DecodeError> {
+        if index == 0 {
+            *seq = self.varint(|| "the first sequence number".to_owned())?;
+        }
+        let head = self.wide(&part)?;
+        if index > 0 {
+            *seq = i128::from(*seq)
+                .checked_add(unzigzag(head / radix))
+                .and_then(|s| s.checked_add(1))
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
+        }
+        Ok(head % radix)
+    }
+
     fn results(&mut self, max: usize) -> Result<Results, DecodeError> {
         let count = self.varint(|| "the result count".to_owned())?;
         let count = self.count("results", count, max, MIN_RESULT_LEN)?;
@@ -396,19 +404,8 @@ impl<'a> Reader<'a> {
         let mut seq = 0;
         for index in 0..count {
             let part = || format!("result {index}");
-            if index == 0 {
-                seq = self.varint(|| "the first sequence number".to_owned())?;
-            }
-            let head = self.wide(part)?;
-            let step = head / u128::from(KINDS);
-            if index > 0 {
-                seq = i128::from(seq)
-                    .checked_add(unzigzag(step))
-                    .and_then(|s| s.checked_add(1))
-                    .and_then(|s| u64::try_from(s).ok())
-                    .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
-            }
-            let outcome = match (head % u128::from(KINDS)) as u64 {
+            let kind = self.head(index, &mut seq, u128::from(KINDS), part)?;
+            let outcome = match kind {
                 0 => Outcome::Ok(self.bytes(part)?.to_vec()),
                 1 => Outcome::AppError(self.bytes(part)?.to_vec()),
                 2 => {
