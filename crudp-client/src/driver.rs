@@ -41,8 +41,9 @@ impl Drop for Driver {
             self.take(input, now, &mut effects);
         }
         drop(effects);
+        let core = &self.core;
         self.shared
-            .save(&self.core.snapshot(), std::mem::take(&mut self.unsaved));
+            .save(|| core.snapshot(), std::mem::take(&mut self.unsaved));
         self.shared.release();
     }
 }
@@ -180,9 +181,11 @@ impl Driver {
                 }
                 call.resolve(reply);
             }
-            Effect::Save => self
-                .shared
-                .save(&self.core.snapshot(), std::mem::take(&mut self.unsaved)),
+            Effect::Save => {
+                let core = &self.core;
+                self.shared
+                    .save(|| core.snapshot(), std::mem::take(&mut self.unsaved));
+            }
             Effect::Status(status) => self
                 .shared
                 .report(status, std::mem::take(&mut self.taken_in)),

@@ -244,13 +244,14 @@ impl Shared {
         let _ = self.kick.unbounded_send(());
     }
 
-    /// Saves `saved`, which holds `calls` calls made since the last save, unless the client
-    /// let its ID go.
-    pub(crate) fn save(&self, saved: &crate::queue::storage::Saved, calls: usize) {
+    /// Saves what `saved` makes (only with storage: it copies every call without an
+    /// outcome), which holds `calls` calls made since the last save, unless the client let its
+    /// ID go.
+    pub(crate) fn save(&self, saved: impl FnOnce() -> crate::queue::storage::Saved, calls: usize) {
         if !self.released.load(Ordering::Acquire)
             && let Some(persistence) = &self.persistence
         {
-            persistence.save(saved);
+            persistence.save(&saved());
         }
         self.unsaved.fetch_sub(calls, Ordering::AcqRel);
         if self.all_saved() && self.release_requested.load(Ordering::Acquire) {

@@ -82,7 +82,10 @@ pub(crate) fn all() -> Result<(), String> {
     let (targets, report) = output
         .split_once(TARGETS_END)
         .ok_or("crudp-bench printed no targets")?;
-    let targets = targets.trim_start().trim_start_matches(TARGETS_START);
+    let targets = targets
+        .trim_start()
+        .trim_start_matches(TARGETS_START)
+        .trim_start();
 
     let empty = probe(&[], "empty")?;
     let client = probe(&["--features", "client"], "client")?;
@@ -134,7 +137,7 @@ pub(crate) fn all() -> Result<(), String> {
     let added = client.0 + client.1 - empty.0 - empty.1;
     let goal = 50_000;
     let wasm = format!(
-        "| gzipped wasm + JS added to an empty app by `crudp-client` and one module | ≤ {:.1} KB |          {:.1} KB | {} |\n",
+        "| gzipped wasm + JS added to an empty app by `crudp-client` and one module | ≤ {:.1} KB | {:.1} KB | {} |\n",
         goal as f64 / 1000.0,
         added as f64 / 1000.0,
         if added <= goal { "met" } else { "**missed**" }

@@ -767,18 +767,30 @@ impl Writer {
         if self.buffered == 0 {
             return Ok(());
         }
-        let hasher = self.hasher.clone().map(|mut hasher| {
-            for bytes in &self.buffer {
-                hasher.update(bytes);
-            }
-            hasher
+        // The part is hashed on a thread of its own while it is written: the digest costs no
+        // time of its own where the disk is as fast as the hash.
+        let hashing = self.hasher.clone().map(|mut hasher| {
+            let parts = self.buffer.clone();
+            tokio::task::spawn_blocking(move || {
+                for bytes in &parts {
+                    hasher.update(bytes);
+                }
+                hasher
+            })
         });
         let payload: PutPayload = self.buffer.iter().cloned().collect();
-        self.files
-            .inner
-            .store
-            .put(&part_path(self.id, self.received), payload)
-            .await?;
+        let path = part_path(self.id, self.received);
+        let write = self.files.inner.store.put(&path, payload);
+        let (written, hasher) = match hashing {
+            // A hash that could not finish leaves the digest unknown: it is read back at the
+            // end.
+            Some(hashing) => {
+                let (written, hashed) = tokio::join!(write, hashing);
+                (written, hashed.ok())
+            }
+            None => (write.await, None),
+        };
+        written?;
         self.received += self.buffered as u64;
         self.hasher = hasher;
         self.buffer.clear();
