@@ -203,13 +203,16 @@ pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: u
     up + down
 }
 
-/// Counts the requests a client makes.
-struct Counting {
+/// Counts the requests a client makes, and times each one (from when the client hands it to
+/// the transport until its answer is back).
+#[derive(Clone, Default)]
+struct Watched {
     inner: crudp::transport::ReqwestTransport,
     posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    times: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
 }
 
-impl crudp::Transport for Counting {
+impl crudp::Transport for Watched {
     fn post(
         &self,
         url: &str,
@@ -218,7 +221,14 @@ impl crudp::Transport for Counting {
     ) -> crudp::transport::TransportFuture<'_, Result<Vec<u8>, crudp::TransportError>> {
         self.posts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.post(url, headers, body)
+        let sent = self.inner.post(url, headers, body);
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = sent.await;
+            let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+            times.push((started, Instant::now()));
+            answer
+        })
     }
 
     fn events(
@@ -243,14 +253,12 @@ pub(crate) const WINDOWS_MS: [u64; 4] = [0, 1, 2, 5];
 pub(crate) async fn unawaited(base: &str, n: usize, reps: usize) -> Vec<(u64, f64, f64)> {
     let mut rows = Vec::new();
     for window in WINDOWS_MS {
-        let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let watched = Watched::default();
+        let posts = std::sync::Arc::clone(&watched.posts);
         let client = Client::builder(format!("{base}/crudp"))
             .mode(Mode::Call)
             .batch_window(std::time::Duration::from_millis(window))
-            .transport(Counting {
-                inner: crudp::transport::ReqwestTransport::new(),
-                posts: std::sync::Arc::clone(&posts),
-            })
+            .transport(watched)
             .build();
         let todos = TodosClient::new(&client);
         todos.read(1).await.ok();
@@ -270,4 +278,79 @@ pub(crate) async fn unawaited(base: &str, n: usize, reps: usize) -> Vec<(u64, f6
         rows.push((window, crate::median(&requests), crate::median(&millis)));
     }
     rows
+}
+
+/// One call alone through `/call`, stage by stage: medians in µs of `calls` calls, each
+/// awaited before the next. The client's stages are timed here (the call made, handed to the
+/// transport, its answer back, the call's future done); the server's (its router, the
+/// handler) by the server process, read from `GET /control/stages`.
+pub(crate) async fn stages(at: &Addresses, calls: usize) -> Vec<(&'static str, f64)> {
+    let base = at.base();
+    let watched = Watched::default();
+    let times = std::sync::Arc::clone(&watched.times);
+    let client = Client::builder(format!("{base}/crudp"))
+        .mode(Mode::Call)
+        .transport(watched)
+        .build();
+    let todos = TodosClient::new(&client);
+    // The connection and the client's name, before anything is timed.
+    todos.create("warm".into()).await.expect("a create");
+    let http = reqwest::Client::new();
+    let stages_url = format!("{base}/control/stages");
+    http.get(&stages_url).send().await.expect("reset");
+    times.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let (mut before, mut round_trip, mut after, mut whole) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for title in titles(calls) {
+        let made = Instant::now();
+        todos.create(title).await.expect("a create");
+        let done = Instant::now();
+        let Some((sent, answered)) = times.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            continue;
+        };
+        let micros = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e6;
+        before.push(micros(made, sent));
+        round_trip.push(micros(sent, answered));
+        after.push(micros(answered, done));
+        whole.push(micros(made, done));
+    }
+    let server = http
+        .get(&stages_url)
+        .send()
+        .await
+        .expect("the server's stages")
+        .text()
+        .await
+        .expect("a body");
+    let mut server = server
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+    let (router, handler) = (
+        server.next().unwrap_or(f64::NAN),
+        server.next().unwrap_or(f64::NAN),
+    );
+    let round_trip = crate::median(&round_trip);
+    vec![
+        (
+            "client: the call made → its batch handed to the transport",
+            crate::median(&before),
+        ),
+        (
+            "HTTP both ways: reqwest, loopback, hyper (the round trip less the server's router)",
+            round_trip - router,
+        ),
+        (
+            "server: admit, decode, claim, queue, store, encode (the router less the handler)",
+            router - handler,
+        ),
+        (
+            "server: the handler (its layers and the in-memory board)",
+            handler,
+        ),
+        (
+            "client: the answer back → the call's future done",
+            crate::median(&after),
+        ),
+        ("the whole call", crate::median(&whole)),
+    ]
 }

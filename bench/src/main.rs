@@ -234,6 +234,17 @@ async fn run(plan: &Plan) -> String {
         let _ = writeln!(report, "{row}");
     }
 
+    // One call, stage by stage.
+    let calls = plan.reps * 100;
+    let _ = writeln!(
+        report,
+        "\n### One call alone through `/call`, stage by stage (median µs of {calls} calls, \
+         each awaited before the next)\n\n| stage | µs |\n|---|---:|"
+    );
+    for (stage, micros) in load::stages(&at, calls).await {
+        let _ = writeln!(report, "| {stage} | {micros:.0} |");
+    }
+
     // The durable stores.
     let _ = writeln!(
         report,

@@ -125,6 +125,40 @@ async fn floor_events() -> axum::response::Response {
         .expect("a response")
 }
 
+/// The server's stages of `POST /crudp/call`, in µs: the time in the CRUDP router (the whole
+/// request, from its head parsed to its answer), and in the handler with its layers.
+#[derive(Clone, Default)]
+pub(crate) struct Stages(Arc<Mutex<(Vec<f64>, Vec<f64>)>>);
+
+impl Stages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<f64>, Vec<f64>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The medians so far (router, handler), then starts again.
+    fn take(&self) -> String {
+        let (router, handler) = std::mem::take(&mut *self.lock());
+        format!("{} {}", crate::median(&router), crate::median(&handler))
+    }
+}
+
+impl crudp::server::CallLayer for Stages {
+    fn call<'a>(
+        &'a self,
+        _call: crudp::server::Call<'a>,
+        next: crudp::server::Next<'a>,
+    ) -> crudp::server::BoxFuture<'a, crudp::Outcome> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let outcome = next.run().await;
+            self.lock().1.push(started.elapsed().as_secs_f64() * 1e6);
+            outcome
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct PublishTo {
     kind: String,
@@ -207,7 +241,9 @@ pub(crate) async fn serve() {
     let board = Board::default();
     let files = std::env::temp_dir().join(format!("crudp-bench-files-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&files);
+    let stages = Stages::default();
     let api = builder(&board)
+        .layer(stages.clone())
         .connections_per_user(usize::MAX)
         .files_dir(&files)
         .build();
@@ -258,9 +294,32 @@ pub(crate) async fn serve() {
         .route("/floor/events", get(floor_events))
         .route("/control/publish", post(publish))
         .route("/control/rss", get(|| async { rss().to_string() }))
+        .route(
+            "/control/stages",
+            get({
+                let stages = stages.clone();
+                move || async move { stages.take() }
+            }),
+        )
         .route("/plain/upload", axum::routing::put(plain_upload))
         .with_state(shared)
-        .nest("/crudp", api.router())
+        .nest(
+            "/crudp",
+            api.router().layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let stages = stages.clone();
+                    async move {
+                        let call = request.uri().path().ends_with("/call");
+                        let started = std::time::Instant::now();
+                        let response = next.run(request).await;
+                        if call {
+                            stages.lock().0.push(started.elapsed().as_secs_f64() * 1e6);
+                        }
+                        response
+                    }
+                },
+            )),
+        )
         .nest("/durable", durable.router());
     let app = match &on_redis[..] {
         [a, b] => app.nest("/redis", a.router()).nest("/redis-b", b.router()),
