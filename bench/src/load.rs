@@ -134,6 +134,9 @@ impl Runner {
 /// The outcome stores compared for `/call`: in memory, SQLite, and Redis.
 pub(crate) const STORES: [&str; 3] = ["crudp /call", "crudp /call, SQLite", "crudp /call, Redis"];
 
+/// The fewest creates a timed run makes.
+const MIN_CREATES: usize = 100;
+
 /// Operations per second of `reps` runs of `n` creates for each variant, the variants taking
 /// turns run by run so that a slower moment of the machine hits them alike.
 pub(crate) async fn interleaved(
@@ -146,13 +149,18 @@ pub(crate) async fn interleaved(
     for variant in variants {
         runners.push(Runner::new(variant, at).await);
     }
+    // A run is at least `MIN_CREATES` creates, in rounds of `n` one after the other, so that
+    // a small `n` is not timed from a single request.
+    let rounds = MIN_CREATES.div_ceil(n).max(1);
     let mut rates = vec![Vec::with_capacity(reps); variants.len()];
     for _ in 0..reps {
         for ((variant, runner), rates) in variants.iter().zip(&runners).zip(&mut rates) {
             let started = Instant::now();
-            let done = runner.run(n).await;
-            assert_eq!(done, n, "{variant}: {done} of {n} creates came back");
-            rates.push(n as f64 / started.elapsed().as_secs_f64());
+            for _ in 0..rounds {
+                let done = runner.run(n).await;
+                assert_eq!(done, n, "{variant}: {done} of {n} creates came back");
+            }
+            rates.push((rounds * n) as f64 / started.elapsed().as_secs_f64());
         }
     }
     rates

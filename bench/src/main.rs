@@ -187,7 +187,7 @@ async fn run(plan: &Plan) -> String {
     let _ = writeln!(
         report,
         "### Creates per second over loopback (median of {} runs, the variants taking turns; \
-         min–max)\n",
+         a run is at least 100 creates, in rounds of N awaited one after the other; min–max)\n",
         plan.reps
     );
     let _ = writeln!(report, "| N | {} |", load::VARIANTS.join(" | "));

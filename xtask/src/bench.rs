@@ -82,6 +82,7 @@ pub(crate) fn all() -> Result<(), String> {
     let (targets, report) = output
         .split_once(TARGETS_END)
         .ok_or("crudp-bench printed no targets")?;
+    let report = report.trim();
     let targets = targets
         .trim_start()
         .trim_start_matches(TARGETS_START)
