@@ -296,7 +296,7 @@ pub(crate) async fn stages(at: &Addresses, calls: usize) -> Vec<(&'static str, f
     let base = at.base();
     let watched = Watched::default();
     let times = std::sync::Arc::clone(&watched.times);
-    let client = Client::builder(format!("{base}/crudp"))
+    let client = Client::builder(format!("{base}/staged"))
         .mode(Mode::Call)
         .transport(watched)
         .build();

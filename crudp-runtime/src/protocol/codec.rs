@@ -24,7 +24,10 @@ pub enum DecodeError {
     )]
     Empty,
     /// The first byte is not a version this side speaks.
-    #[error("unsupported protocol version {0}: this side speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "unsupported protocol version {0}: this side speaks version {PROTOCOL_VERSION}; the client \
+         and the server must speak the same version (a page left open across a deploy: reload it)"
+    )]
     Version(u8),
     /// The message claims more items than allowed.
     #[error("{what} holds {count} items but at most {max} are allowed")]
