@@ -361,19 +361,24 @@ impl Crudp {
         if !descriptor.has(packet.action) {
             return unknown_action(descriptor, packet.action);
         }
-        let call = Call {
-            user: ctx.user(),
-            client: ctx.client(),
-            module: descriptor,
-            action: packet.action,
-            seq: packet.seq,
-            args: &packet.args,
-        };
         // The layers, then the handler. Calling them inside the guarded future also catches a
         // panic before the first await.
         let run = std::pin::pin!(async {
             let handler = || module.dispatch(ctx, packet.action, &packet.args);
-            Next::new(&self.shared.layers, call, handler).run().await
+            let layers = &self.shared.layers;
+            if layers.is_empty() {
+                // Nothing to wrap: no chain to build for each call.
+                return handler().await;
+            }
+            let call = Call {
+                user: ctx.user(),
+                client: ctx.client(),
+                module: descriptor,
+                action: packet.action,
+                seq: packet.seq,
+                args: &packet.args,
+            };
+            Next::new(layers, call, handler).run().await
         });
         let limit = self.shared.limits.handler_timeout;
         let mut guarded = std::pin::pin!(AssertUnwindSafe(Marked(run)).catch_unwind());

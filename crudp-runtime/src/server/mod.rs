@@ -140,6 +140,9 @@ struct Shared {
     streams: Arc<slots::Slots>,
     #[cfg(feature = "files")]
     files: Option<Files>,
+    /// The answer of `GET /modules` (its JSON, or why there is none), made at its first
+    /// request: the modules never change after `build`.
+    description: std::sync::OnceLock<Result<Vec<u8>, String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -814,6 +817,7 @@ impl CrudpBuilder {
                 streams: Arc::new(slots::Slots::gauged(metrics::event_streams)),
                 #[cfg(feature = "files")]
                 files,
+                description: std::sync::OnceLock::new(),
             }),
         })
     }

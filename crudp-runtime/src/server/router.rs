@@ -341,18 +341,19 @@ async fn modules(State(crudp): State<Crudp>, request: Request) -> Response {
         }
         Err(refused) => return refused,
     }
-    match crudp.describe() {
-        Ok(description) => match serde_json::to_vec_pretty(&description) {
-            Ok(json) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                json,
-            )
-                .into_response(),
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
-        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let description = crudp.shared.description.get_or_init(|| {
+        let description = crudp.describe().map_err(|e| e.to_string())?;
+        serde_json::to_vec_pretty(&description).map_err(|e| e.to_string())
+    });
+    match description {
+        Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json.clone(),
+        )
+            .into_response(),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
     }
 }
