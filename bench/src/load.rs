@@ -166,22 +166,13 @@ pub(crate) async fn interleaved(
     rates
 }
 
-/// Operations per second of `reps` timed runs of `n` creates.
-pub(crate) async fn throughput(variant: &str, at: &Addresses, n: usize, reps: usize) -> Vec<f64> {
-    let runner = Runner::new(variant, at).await;
-    let mut rates = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let started = Instant::now();
-        let done = runner.run(n).await;
-        assert_eq!(done, n, "{variant}: {done} of {n} creates came back");
-        rates.push(n as f64 / started.elapsed().as_secs_f64());
-    }
-    rates
-}
-
-/// Bytes on the wire, both ways and headers included, for one run of `n` creates: counted by a
+/// Bytes on the wire (up, down), headers included, for one run of `n` creates: counted by a
 /// proxy, from the first connection to the last close.
-pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: usize) -> u64 {
+pub(crate) async fn wire_bytes(
+    variant: &str,
+    server: std::net::SocketAddr,
+    n: usize,
+) -> (u64, u64) {
     let proxy = Proxy::start(server).await;
     let base = format!("http://{}", proxy.addr);
     let runner = match variant {
@@ -207,8 +198,7 @@ pub(crate) async fn wire_bytes(variant: &str, server: std::net::SocketAddr, n: u
     assert_eq!(done, n);
     drop(runner);
     proxy.drained().await;
-    let (up, down) = proxy.carried();
-    up + down
+    proxy.carried()
 }
 
 /// Counts the requests a client makes, and times each one (from when the client hands it to

@@ -100,14 +100,33 @@ async fn main() {
             };
             let redis = crudp_tests::RedisServer::start().await;
             let (_server, at) = start_server(&redis).await;
-            let rates = load::throughput(
-                variant,
-                &at,
-                n.parse().expect("N"),
-                reps.parse().expect("REPS"),
-            )
-            .await;
+            let n = n.parse().expect("N");
+            let reps = reps.parse().expect("REPS");
+            // Timed as the full run times it: each run at least 100 creates.
+            let rates = load::interleaved(&[variant.as_str()], &at, n, reps)
+                .await
+                .remove(0);
             println!("{variant}: median {:.0} creates/s", median(&rates));
+        }
+        Some("stages") => {
+            // The stage-by-stage timing of one call alone: `stages CALLS`.
+            let [calls] = &args[1..] else {
+                panic!("stages CALLS")
+            };
+            let redis = crudp_tests::RedisServer::start().await;
+            let (_server, at) = start_server(&redis).await;
+            for (stage, micros) in load::stages(&at, calls.parse().expect("CALLS")).await {
+                println!("{micros:>8.1} µs  {stage}");
+            }
+        }
+        Some("bytes") => {
+            // Bytes on the wire for 1,000 creates, each way: `bytes`.
+            let redis = crudp_tests::RedisServer::start().await;
+            let (_server, at) = start_server(&redis).await;
+            for variant in ["crudp /sync", "crudp /call", "postcard (L)"] {
+                let (up, down) = load::wire_bytes(variant, at.http, 1000).await;
+                println!("{variant}: {up} bytes up, {down} down");
+            }
         }
         Some("upload") => {
             // The upload scenario alone: `upload MIB REPS`.
@@ -135,7 +154,10 @@ async fn main() {
             };
             print!("{}", run(&plan).await);
         }
-        _ => eprintln!("usage: crudp-bench run [--quick]"),
+        _ => eprintln!(
+            "usage: crudp-bench run [--quick] | load VARIANT N REPS | stages CALLS | bytes | \
+             upload MIB REPS"
+        ),
     }
 }
 
@@ -301,7 +323,8 @@ async fn run(plan: &Plan) -> String {
     let _ = writeln!(report, "|---|---:|---:|---:|");
     let over_http = &load::VARIANTS[..5];
     for variant in over_http {
-        let bytes = load::wire_bytes(variant, at.http, n).await;
+        let (up, down) = load::wire_bytes(variant, at.http, n).await;
+        let bytes = up + down;
         figures.set(&format!("bytes {variant} {n}"), bytes as f64);
     }
     for variant in over_http {

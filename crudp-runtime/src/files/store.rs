@@ -553,6 +553,7 @@ impl Files {
             sha256,
             received: offset,
             hasher: None,
+            writing: None,
             buffer: Vec::new(),
             buffered: 0,
         };
@@ -721,7 +722,8 @@ async fn sweep(inner: Weak<Inner>) {
     }
 }
 
-/// Writes one request's bytes into an upload. Dropping it lets another request write.
+/// Writes one request's bytes into an upload. Dropping it lets another request write (once
+/// the part it is writing, if any, is written).
 pub(crate) struct Writer {
     files: Files,
     /// Whose writers it counts among.
@@ -733,14 +735,24 @@ pub(crate) struct Writer {
     received: u64,
     /// The digest of the `received` bytes, if known.
     hasher: Option<Sha256>,
+    /// The part being written (and hashed) while the next one is received, if any.
+    writing: Option<(usize, tokio::task::JoinHandle<Written>)>,
     buffer: Vec<Bytes>,
     buffered: usize,
 }
 
+/// A part written out: its length, whether it was written, and the digest up to its end (if
+/// it could be known).
+struct Written {
+    len: usize,
+    result: Result<(), FileError>,
+    hasher: Option<Sha256>,
+}
+
 impl Writer {
-    /// Takes the next bytes of the body; writes a part out when enough are held.
+    /// Takes the next bytes of the body; starts writing a part out when enough are held.
     pub(crate) async fn push(&mut self, bytes: Bytes) -> Result<(), FileError> {
-        let room = self.size - self.received - self.buffered as u64;
+        let room = self.size - self.received - self.in_flight() - self.buffered as u64;
         if bytes.len() as u64 > room {
             // The file's own bytes are kept, the excess refused.
             let fits = bytes.slice(..usize::try_from(room).unwrap_or(usize::MAX));
@@ -750,7 +762,7 @@ impl Writer {
         }
         self.hold(bytes);
         if self.buffered >= PART_BYTES {
-            self.flush().await?;
+            self.write_part().await?;
         }
         Ok(())
     }
@@ -762,39 +774,77 @@ impl Writer {
         }
     }
 
-    /// Writes the bytes held as one part.
+    /// The bytes of the part being written, if any.
+    fn in_flight(&self) -> u64 {
+        self.writing.as_ref().map_or(0, |(len, _)| *len as u64)
+    }
+
+    /// Writes every byte held as parts, and waits until they are written.
     pub(crate) async fn flush(&mut self) -> Result<(), FileError> {
+        self.write_part().await?;
+        self.written().await
+    }
+
+    /// Starts writing the bytes held as one part, once the part before is written: the next
+    /// part is received while this one is written. The part is hashed on a thread of its own
+    /// while it is written, so the digest costs no time of its own where the disk is as fast
+    /// as the hash.
+    async fn write_part(&mut self) -> Result<(), FileError> {
+        self.written().await?;
         if self.buffered == 0 {
             return Ok(());
         }
-        // The part is hashed on a thread of its own while it is written: the digest costs no
-        // time of its own where the disk is as fast as the hash.
-        let hashing = self.hasher.clone().map(|mut hasher| {
-            let parts = self.buffer.clone();
-            tokio::task::spawn_blocking(move || {
-                for bytes in &parts {
-                    hasher.update(bytes);
-                }
-                hasher
-            })
-        });
-        let payload: PutPayload = self.buffer.iter().cloned().collect();
+        let parts = std::mem::take(&mut self.buffer);
+        let len = std::mem::take(&mut self.buffered);
+        let hasher = self.hasher.clone();
+        let store = Arc::clone(&self.files.inner.store);
         let path = part_path(self.id, self.received);
-        let write = self.files.inner.store.put(&path, payload);
-        let (written, hasher) = match hashing {
-            // A hash that could not finish leaves the digest unknown: it is read back at the
-            // end.
-            Some(hashing) => {
-                let (written, hashed) = tokio::join!(write, hashing);
-                (written, hashed.ok())
+        let writing = tokio::spawn(async move {
+            let hashing = hasher.map(|mut hasher| {
+                let parts = parts.clone();
+                tokio::task::spawn_blocking(move || {
+                    for bytes in &parts {
+                        hasher.update(bytes);
+                    }
+                    hasher
+                })
+            });
+            let payload: PutPayload = parts.into_iter().collect();
+            let write = store.put(&path, payload);
+            let (result, hasher) = match hashing {
+                // A hash that could not finish leaves the digest unknown: it is read back at
+                // the end.
+                Some(hashing) => {
+                    let (written, hashed) = tokio::join!(write, hashing);
+                    (written, hashed.ok())
+                }
+                None => (write.await, None),
+            };
+            Written {
+                len,
+                result: result.map(drop).map_err(FileError::from),
+                hasher,
             }
-            None => (write.await, None),
+        });
+        self.writing = Some((len, writing));
+        Ok(())
+    }
+
+    /// Waits until the part being written, if any, is written, and counts it.
+    async fn written(&mut self) -> Result<(), FileError> {
+        let Some((_, writing)) = self.writing.take() else {
+            return Ok(());
         };
-        written?;
-        self.received += self.buffered as u64;
-        self.hasher = hasher;
-        self.buffer.clear();
-        self.buffered = 0;
+        let written = writing.await.map_err(|e| {
+            FileError::Store(format!("writing a part of upload {} failed: {e}", self.id))
+        })?;
+        self.settle(written)
+    }
+
+    fn settle(&mut self, written: Written) -> Result<(), FileError> {
+        written.result?;
+        self.received += written.len as u64;
+        self.hasher = written.hasher;
         if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
             entry.received = self.received;
             entry.touched = SystemTime::now();
@@ -857,6 +907,45 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        let writing = self.writing.take();
+        let runtime = tokio::runtime::Handle::try_current();
+        match (writing, runtime) {
+            // Another request may write once the part on its way is written: the two would
+            // write the same part.
+            (Some((_, writing)), Ok(runtime)) => {
+                let mut writer = self.let_go_later();
+                runtime.spawn(async move {
+                    if let Ok(written) = writing.await {
+                        let _ = writer.settle(written);
+                    }
+                    // `writer` holds nothing in flight: its drop lets go at once.
+                });
+            }
+            _ => self.let_go(),
+        }
+    }
+}
+
+impl Writer {
+    /// A writer with this one's place and state, that lets the upload go when it is dropped;
+    /// this one then lets go of nothing.
+    fn let_go_later(&mut self) -> Writer {
+        Writer {
+            files: self.files.clone(),
+            account: Arc::clone(&self.account),
+            id: self.id,
+            size: self.size,
+            sha256: self.sha256,
+            received: self.received,
+            hasher: self.hasher.take(),
+            writing: None,
+            buffer: std::mem::take(&mut self.buffer),
+            buffered: std::mem::take(&mut self.buffered),
+        }
+    }
+
+    /// Lets another request write the upload.
+    fn let_go(&mut self) {
         let mut index = self.files.index();
         index.stop_writing(&self.account);
         if let Some(entry) = index.uploads.get_mut(&self.id) {
@@ -866,5 +955,81 @@ impl Drop for Writer {
                 entry.hasher = self.hasher.take();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> Files {
+        let limits = FileLimits {
+            max_file_bytes: 1 << 30,
+            quota: 1 << 30,
+            expiry: Duration::from_secs(3600),
+            at_once: 8,
+            per_user: 8,
+        };
+        Files::new(Arc::new(object_store::memory::InMemory::new()), limits)
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_while_it_writes_a_part_keeps_the_part_and_lets_go_after() {
+        let files = files();
+        let data = Bytes::from(vec![7u8; PART_BYTES + 10]);
+        let sha: [u8; 32] = Sha256::digest(&data).into();
+        let (id, size) = (FileId(1), data.len() as u64);
+        let begin = |offset| files.begin(id, "ann", "ann", size, sha, offset);
+        let mut writer = begin(0).await.unwrap().unwrap();
+        writer.push(data.slice(..PART_BYTES)).await.unwrap();
+        assert!(writer.writing.is_some(), "the part is on its way");
+        // The request goes away while the part is written.
+        drop(writer);
+        let mut resumed = None;
+        for _ in 0..500 {
+            match begin(PART_BYTES as u64).await {
+                Ok(Ok(writer)) => {
+                    resumed = Some(writer);
+                    break;
+                }
+                Err(FileError::Conflict(_) | FileError::Busy(_)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => panic!("unexpected: {:?}", other.map(|r| r.err())),
+            }
+        }
+        let mut writer = resumed.expect("the upload is let go once its part is written");
+        assert_eq!(writer.received, PART_BYTES as u64, "the part was kept");
+        writer.push(data.slice(PART_BYTES..)).await.unwrap();
+        let status = writer.finish().await.unwrap();
+        assert!(status.complete, "{status:?}");
+        assert_eq!(status.received, size);
+    }
+
+    #[tokio::test]
+    async fn parts_are_received_while_the_one_before_is_written() {
+        let files = files();
+        let data = Bytes::from((0..3 * PART_BYTES + 5).map(|i| i as u8).collect::<Vec<_>>());
+        let sha: [u8; 32] = Sha256::digest(&data).into();
+        let mut writer = files
+            .begin(FileId(2), "ann", "ann", data.len() as u64, sha, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        for chunk in data.chunks(1 << 20) {
+            writer.push(data.slice_ref(chunk)).await.unwrap();
+        }
+        let status = writer.finish().await.unwrap();
+        assert!(
+            status.complete,
+            "the digest of the parts matches: {status:?}"
+        );
+        let mut wrong = files
+            .begin(FileId(3), "ann", "ann", data.len() as u64, [0; 32], 0)
+            .await
+            .unwrap()
+            .unwrap();
+        wrong.push(data.clone()).await.unwrap();
+        assert!(matches!(wrong.finish().await, Err(FileError::Checksum(_))));
     }
 }
