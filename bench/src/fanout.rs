@@ -135,21 +135,32 @@ pub(crate) fn mount(kind: &str) -> &'static str {
     match kind {
         "naive" => "/naive",
         "floor" => "/floor",
+        "sockets" => "",
         "redis" => "/redis-b",
         _ => "/crudp",
     }
 }
 
-/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive` or `floor`), publishes
-/// `events` events (none to `floor`), measures.
+/// Whether `kind` is a floor: connections held with nothing to publish to them.
+pub(crate) fn is_floor(kind: &str) -> bool {
+    kind == "floor" || kind == "sockets"
+}
+
+/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive`, or the floors `floor` and
+/// `sockets`), publishes `events` events (none to a floor), measures.
 pub(crate) async fn run(
-    base: &str,
-    server: SocketAddr,
+    at: &crate::load::Addresses,
     kind: &str,
     k: usize,
     events: usize,
     token: &str,
 ) -> FanOut {
+    let base = &at.base();
+    let server = if kind == "sockets" {
+        at.socket_floor
+    } else {
+        at.http
+    };
     let http = reqwest::Client::new();
     let rss = || async {
         http.get(format!("{base}/control/rss"))
@@ -194,8 +205,8 @@ pub(crate) async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss().await.unwrap_or(before);
     let mut published = Vec::new();
-    // The floor publishes nothing: it measures memory alone.
-    let events = if kind == "floor" { 0 } else { events };
+    // A floor publishes nothing: it measures memory alone.
+    let events = if is_floor(kind) { 0 } else { events };
     for _ in 0..events {
         let at = http
             .post(format!("{base}/control/publish?kind={kind}"))

@@ -34,6 +34,8 @@ pub(crate) const TARPC: &str = "tarpc";
 pub(crate) struct Addresses {
     /// The axum server: CRUDP, JSON, postcard.
     pub(crate) http: std::net::SocketAddr,
+    /// Sockets held after a fixed answer, with no HTTP server: the floor under hyper.
+    pub(crate) socket_floor: std::net::SocketAddr,
     /// The jsonrpsee server and the tarpc server, if the process runs them.
     #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub(crate) peers: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
@@ -189,6 +191,7 @@ pub(crate) async fn wire_bytes(
         _ => {
             let through = Addresses {
                 http: proxy.addr,
+                socket_floor: proxy.addr,
                 peers: None,
             };
             Runner::new(variant, &through).await

@@ -119,6 +119,28 @@ async fn main() {
                 println!("{micros:>8.1} µs  {stage}");
             }
         }
+        Some("fanout") => {
+            // One fan-out alone: `fanout KIND K` (crudp, redis, naive or floor).
+            let [kind, k] = &args[1..] else {
+                panic!("fanout KIND K")
+            };
+            let redis = crudp_tests::RedisServer::start().await;
+            let (_server, at) = start_server(&redis).await;
+            let base = at.base();
+            let mount = match kind.as_str() {
+                "crudp" | "redis" => fanout::mount(kind),
+                _ => "/crudp",
+            };
+            let token = stream_token(&base, mount).await;
+            let k = k.parse().expect("K");
+            let result = fanout::run(&at, kind, k, 5, &token).await;
+            println!(
+                "{kind} at {k}: {:.1} KiB per connection, p50 {:?} ms, p99 {:?} ms",
+                result.bytes_per_connection / 1024.0,
+                result.p50_ms,
+                result.p99_ms
+            );
+        }
         Some("bytes") => {
             // Bytes on the wire for 1,000 creates, each way: `bytes`.
             let redis = crudp_tests::RedisServer::start().await;
@@ -156,7 +178,7 @@ async fn main() {
         }
         _ => eprintln!(
             "usage: crudp-bench run [--quick] | load VARIANT N REPS | stages CALLS | bytes | \
-             upload MIB REPS"
+             fanout KIND K | upload MIB REPS"
         ),
     }
 }
@@ -180,6 +202,16 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
     let url = line
         .strip_prefix("LISTENING http://")
         .expect("LISTENING <url>");
+    let socket_floor = lines
+        .next_line()
+        .await
+        .expect("the socket floor's address")
+        .expect("a line");
+    let socket_floor = socket_floor
+        .strip_prefix("SOCKET FLOOR ")
+        .expect("SOCKET FLOOR <address>")
+        .parse()
+        .expect("an address");
     let peers = lines
         .next_line()
         .await
@@ -191,6 +223,7 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
     let at = Addresses {
         http: url.parse().expect("an address"),
+        socket_floor,
         peers,
     };
     (child, at)
@@ -396,17 +429,20 @@ async fn run(plan: &Plan) -> String {
                 "floor",
                 "floor: hyper holding an idle response, nothing else",
             ),
+            (
+                "sockets",
+                "floor under hyper: a tokio task holding the socket after a fixed answer",
+            ),
         ] {
             let (_server, at) = start_server(&redis).await;
             let base = at.base();
-            // The naive broadcaster and the floor take no token; they get one all the same.
-            let mount = if kind == "naive" || kind == "floor" {
-                "/crudp"
-            } else {
-                fanout::mount(kind)
+            // The naive broadcaster and the floors take no token; they get one all the same.
+            let mount = match kind {
+                "crudp" | "redis" => fanout::mount(kind),
+                _ => "/crudp",
             };
             let token = stream_token(&base, mount).await;
-            let result = fanout::run(&base, at.http, kind, k, plan.events, &token).await;
+            let result = fanout::run(&at, kind, k, plan.events, &token).await;
             if result.p50_ms.is_empty() {
                 figures.set(
                     &format!("fanout memory {kind} {k}"),

@@ -125,6 +125,32 @@ async fn floor_events() -> axum::response::Response {
         .expect("a response")
 }
 
+/// The floor under hyper: each connection's request head read into a small buffer, a fixed
+/// answer written, and the socket held until it closes, with no HTTP server at all. Its
+/// memory per connection is what the kernel's socket and a tokio task take.
+async fn hold_sockets(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+        cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n6\r\n: ok\n\n\r\n";
+    while let Ok((mut socket, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            while !head.ends_with(b"\r\n\r\n") {
+                match socket.read_buf(&mut head).await {
+                    Ok(n) if n > 0 && head.len() < 8192 => {}
+                    _ => return,
+                }
+            }
+            drop(head);
+            if socket.write_all(ANSWER).await.is_err() {
+                return;
+            }
+            // Held until the peer closes it.
+            let _ = socket.read(&mut [0; 1]).await;
+        });
+    }
+}
+
 /// The server's stages of `POST /staged/call`, in µs: the time in the CRUDP router (the whole
 /// request, from its head parsed to its answer), and in the handler with its layers.
 #[derive(Clone, Default)]
@@ -232,8 +258,9 @@ fn builder(board: &Board) -> CrudpBuilder {
         .handler(TodosServer::new(board.clone()))
         .queue_depth(1 << 16)
         .queue_per_client(1 << 16)
-        // The fan-out opens 19,000 streams, above the default limit.
+        // The fan-out opens 19,000 streams from a few addresses, above the default limits.
         .max_streams(usize::MAX)
+        .streams_per_address(usize::MAX)
         .token_ttl(Duration::from_secs(24 * 3600))
 }
 
@@ -335,6 +362,14 @@ pub(crate) async fn serve() {
         "LISTENING http://{}",
         listener.local_addr().expect("an address")
     );
+    let socket_floor = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    println!(
+        "SOCKET FLOOR {}",
+        socket_floor.local_addr().expect("an address")
+    );
+    tokio::spawn(hold_sockets(socket_floor));
     // The typed-RPC peers, on the same board, each on its own port.
     #[cfg(feature = "peers")]
     {
@@ -343,5 +378,11 @@ pub(crate) async fn serve() {
     }
     #[cfg(not(feature = "peers"))]
     println!("PEERS none");
-    axum::serve(listener, app).await.expect("the server runs");
+    // As the README serves it; the fan-out opens thousands of connections from a few
+    // addresses.
+    crudp::server::serve(listener, app)
+        .max_connections(100_000)
+        .connections_per_address(100_000)
+        .await
+        .expect("the server runs");
 }

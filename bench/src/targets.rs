@@ -206,6 +206,14 @@ pub(crate) fn rows(figures: &Figures, plan: &Plan) -> String {
         KiB,
     ));
     rows.push_str(&row(
+        "… the floor under hyper: a tokio task holding the socket after a fixed answer",
+        AtMost(8.0 * 1024.0),
+        figures
+            .get(&format!("fanout memory sockets {streams}"))
+            .filter(|_| fan_out),
+        KiB,
+    ));
+    rows.push_str(&row(
         "publish-to-all p99 at 19,000 streams ÷ axum `Sse` + `broadcast`",
         AtMost(0.5),
         ratio(

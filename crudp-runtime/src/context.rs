@@ -90,9 +90,7 @@ impl User {
         let mut id = String::with_capacity(ANONYMOUS.len() + 33);
         id.push_str(ANONYMOUS);
         id.push(':');
-        for byte in &digest[..16] {
-            id.push_str(&format!("{byte:02x}"));
-        }
+        push_hex(&mut id, &digest[..16]);
         Self::new(id, ANONYMOUS)
     }
 
@@ -101,6 +99,17 @@ impl User {
         self.id
             .strip_prefix(ANONYMOUS)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    }
+}
+
+/// Appends `bytes` to `out` as lowercase hex digits.
+#[cfg(feature = "server")]
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }
 

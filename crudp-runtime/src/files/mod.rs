@@ -140,13 +140,9 @@ pub struct UploadStatus {
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut out = String::new();
+    crate::context::push_hex(&mut out, bytes);
+    out
 }
 
 /// The 32 bytes written as 64 hex digits in `text`.
