@@ -17,6 +17,9 @@ use tokio::{
 
 use crate::server::micros;
 
+/// How long a connection may take to open (its answer's head and first event in).
+const OPEN_WITHIN: Duration = Duration::from_secs(30);
+
 /// Connections per client process: well inside the 20,000 open files a process may hold.
 const PER_PROCESS: usize = 4000;
 
@@ -46,7 +49,12 @@ pub(crate) async fn clients(
             socket
                 .bind(SocketAddr::new(IpAddr::V4(source), 0))
                 .expect("a source address");
-            let Ok(mut stream) = socket.connect(server).await else {
+            // A connection not open within `OPEN_WITHIN` counts as ready and misses every
+            // event, so that one stuck connection cannot stall the run.
+            let deadline = tokio::time::Instant::now() + OPEN_WITHIN;
+            let Ok(Ok(mut stream)) =
+                tokio::time::timeout_at(deadline, socket.connect(server)).await
+            else {
                 // Counted as ready, so that the run goes on; it misses every event.
                 let _ = ready.send(());
                 return;
@@ -60,7 +68,16 @@ pub(crate) async fn clients(
             let mut seen = 0usize;
             let mut carry = Vec::new();
             loop {
-                let n = stream.read(&mut buffer).await.unwrap_or(0);
+                let read = if opened {
+                    Ok(stream.read(&mut buffer).await)
+                } else {
+                    tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await
+                };
+                let Ok(read) = read else {
+                    let _ = ready.send(());
+                    return;
+                };
+                let n = read.unwrap_or(0);
                 if n == 0 {
                     if !opened {
                         // Refused or closed before it opened: it misses every event.
