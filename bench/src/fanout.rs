@@ -45,10 +45,18 @@ pub(crate) async fn clients(
         tasks.push(tokio::spawn(async move {
             // At most 256 connections are being opened at once; an open one lets the next go.
             let mut permit = Some(gate.acquire_owned().await.expect("the gate stays open"));
-            let socket = TcpSocket::new_v4().expect("a socket");
-            socket
-                .bind(SocketAddr::new(IpAddr::V4(source), 0))
-                .expect("a source address");
+            // The ports of the runs before linger in TIME_WAIT: without `SO_REUSEADDR` the
+            // source address runs out of them. A socket that cannot be made counts as ready
+            // and misses every event, so that the run goes on.
+            let socket = TcpSocket::new_v4().and_then(|socket| {
+                socket.set_reuseaddr(true)?;
+                socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+                Ok(socket)
+            });
+            let Ok(socket) = socket else {
+                let _ = ready.send(());
+                return;
+            };
             // A connection not open within `OPEN_WITHIN` counts as ready and misses every
             // event, so that one stuck connection cannot stall the run.
             let deadline = tokio::time::Instant::now() + OPEN_WITHIN;
