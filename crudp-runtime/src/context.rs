@@ -103,7 +103,6 @@ impl User {
 }
 
 /// Appends `bytes` to `out` as lowercase hex digits.
-#[cfg(feature = "server")]
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() * 2);

@@ -78,6 +78,8 @@ pub(crate) fn all() -> Result<(), String> {
     ])?;
     let output =
         capture(Command::new(target_dir().join("release").join("crudp-bench")).arg("run"))?;
+    // Kept, so that a later step that fails does not lose the run's figures.
+    let _ = fs::write(target_dir().join("crudp-bench-run.md"), &output);
     // The targets' rows come first, between two marker lines; the report follows.
     let (targets, report) = output
         .split_once(TARGETS_END)
