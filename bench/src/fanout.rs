@@ -166,6 +166,15 @@ pub(crate) fn mount(kind: &str) -> &'static str {
     }
 }
 
+/// The CRUDP mount whose token the connections of `kind` carry: the naive broadcaster and the
+/// floors take none, and get one all the same.
+pub(crate) fn token_mount(kind: &str) -> &'static str {
+    match kind {
+        "crudp" | "redis" => mount(kind),
+        _ => "/crudp",
+    }
+}
+
 /// Whether `kind` is a floor: connections held with nothing to publish to them.
 pub(crate) fn is_floor(kind: &str) -> bool {
     kind == "floor" || kind == "sockets"

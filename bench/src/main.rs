@@ -120,18 +120,14 @@ async fn main() {
             }
         }
         Some("fanout") => {
-            // One fan-out alone: `fanout KIND K` (crudp, redis, naive or floor).
+            // One fan-out alone: `fanout KIND K` (crudp, redis, naive, floor or sockets).
             let [kind, k] = &args[1..] else {
                 panic!("fanout KIND K")
             };
             let redis = crudp_tests::RedisServer::start().await;
             let (_server, at) = start_server(&redis).await;
             let base = at.base();
-            let mount = match kind.as_str() {
-                "crudp" | "redis" => fanout::mount(kind),
-                _ => "/crudp",
-            };
-            let token = stream_token(&base, mount).await;
+            let token = stream_token(&base, fanout::token_mount(kind)).await;
             let k = k.parse().expect("K");
             let result = fanout::run(&at, kind, k, 5, &token).await;
             println!(
@@ -436,12 +432,7 @@ async fn run(plan: &Plan) -> String {
         ] {
             let (_server, at) = start_server(&redis).await;
             let base = at.base();
-            // The naive broadcaster and the floors take no token; they get one all the same.
-            let mount = match kind {
-                "crudp" | "redis" => fanout::mount(kind),
-                _ => "/crudp",
-            };
-            let token = stream_token(&base, mount).await;
+            let token = stream_token(&base, fanout::token_mount(kind)).await;
             let result = fanout::run(&at, kind, k, plan.events, &token).await;
             if result.p50_ms.is_empty() {
                 figures.set(

@@ -741,10 +741,9 @@ pub(crate) struct Writer {
     buffered: usize,
 }
 
-/// A part written out: its length, whether it was written, and the digest up to its end (if
-/// it could be known).
+/// A part written out: whether it was written, and the digest up to its end (if it could be
+/// known).
 struct Written {
-    len: usize,
     result: Result<(), FileError>,
     hasher: Option<Sha256>,
 }
@@ -821,7 +820,6 @@ impl Writer {
                 None => (write.await, None),
             };
             Written {
-                len,
                 result: result.map(drop).map_err(FileError::from),
                 hasher,
             }
@@ -832,18 +830,19 @@ impl Writer {
 
     /// Waits until the part being written, if any, is written, and counts it.
     async fn written(&mut self) -> Result<(), FileError> {
-        let Some((_, writing)) = self.writing.take() else {
+        let Some((len, writing)) = self.writing.take() else {
             return Ok(());
         };
         let written = writing.await.map_err(|e| {
             FileError::Store(format!("writing a part of upload {} failed: {e}", self.id))
         })?;
-        self.settle(written)
+        self.settle(len, written)
     }
 
-    fn settle(&mut self, written: Written) -> Result<(), FileError> {
+    /// Counts a part of `len` bytes once it is written.
+    fn settle(&mut self, len: usize, written: Written) -> Result<(), FileError> {
         written.result?;
-        self.received += written.len as u64;
+        self.received += len as u64;
         self.hasher = written.hasher;
         if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
             entry.received = self.received;
@@ -912,11 +911,11 @@ impl Drop for Writer {
         match (writing, runtime) {
             // Another request may write once the part on its way is written: the two would
             // write the same part.
-            (Some((_, writing)), Ok(runtime)) => {
+            (Some((len, writing)), Ok(runtime)) => {
                 let mut writer = self.let_go_later();
                 runtime.spawn(async move {
                     if let Ok(written) = writing.await {
-                        let _ = writer.settle(written);
+                        let _ = writer.settle(len, written);
                     }
                     // `writer` holds nothing in flight: its drop lets go at once.
                 });
