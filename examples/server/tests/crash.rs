@@ -89,11 +89,19 @@ impl Random {
         Self(seed | 1)
     }
 
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        Duration::from_millis(low + self.0 % (high - low))
+        self.0
+    }
+
+    fn below(&mut self, high: usize) -> usize {
+        (self.next() % high as u64) as usize
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next() % (high - low))
     }
 }
 
@@ -138,17 +146,26 @@ async fn killed_at_random_moments_every_create_is_stored_once() {
                     created.push((todo.id, todo.title));
                     done.fetch_add(1, Ordering::SeqCst);
                 }
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok::<_, String>(created)
         }
     }));
 
+    // The kills follow the creates' progress, not the clock: each lands a random moment after
+    // a random share of the creates has resolved, so a fast machine cannot outrun them.
     let kills = async {
         let mut random = Random::new();
+        let mut thresholds: Vec<usize> = (0..ROUNDS)
+            .map(|_| random.below(CREATES * 9 / 10))
+            .collect();
+        thresholds.sort_unstable();
         let mut at = Vec::new();
-        for _ in 0..ROUNDS {
-            tokio::time::sleep(random.millis(100, 700)).await;
+        for threshold in thresholds {
+            while done.load(Ordering::SeqCst) < threshold {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(random.millis(0, 40)).await;
             at.push(done.load(Ordering::SeqCst));
             drop(server.take());
             tokio::time::sleep(random.millis(1, 300)).await;
