@@ -159,7 +159,7 @@ pub(crate) struct FanOut {
 pub(crate) fn mount(kind: &str) -> &'static str {
     match kind {
         "naive" => "/naive",
-        "floor" => "/floor",
+        "floor" | "hyper" => "/floor",
         "sockets" => "",
         "redis" => "/redis-b",
         _ => "/crudp",
@@ -177,11 +177,11 @@ pub(crate) fn token_mount(kind: &str) -> &'static str {
 
 /// Whether `kind` is a floor: connections held with nothing to publish to them.
 pub(crate) fn is_floor(kind: &str) -> bool {
-    kind == "floor" || kind == "sockets"
+    matches!(kind, "floor" | "hyper" | "sockets")
 }
 
-/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive`, or the floors `floor` and
-/// `sockets`), publishes `events` events (none to a floor), measures.
+/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive`, or the floors `floor`, `hyper`
+/// and `sockets`), publishes `events` events (none to a floor), measures.
 pub(crate) async fn run(
     at: &crate::load::Addresses,
     kind: &str,
@@ -190,10 +190,10 @@ pub(crate) async fn run(
     token: &str,
 ) -> FanOut {
     let base = &at.base();
-    let server = if kind == "sockets" {
-        at.socket_floor
-    } else {
-        at.http
+    let server = match kind {
+        "sockets" => at.socket_floor,
+        "hyper" => at.axum_serve,
+        _ => at.http,
     };
     let http = reqwest::Client::new();
     let rss = || async {

@@ -34,8 +34,10 @@ pub(crate) const TARPC: &str = "tarpc";
 pub(crate) struct Addresses {
     /// The axum server: CRUDP, JSON, postcard.
     pub(crate) http: std::net::SocketAddr,
-    /// Sockets held after a fixed answer, with no HTTP server: the floor under hyper.
+    /// Sockets held after a fixed answer, with no HTTP server: the floor under any.
     pub(crate) socket_floor: std::net::SocketAddr,
+    /// The same app as `http`, under plain `axum::serve`.
+    pub(crate) axum_serve: std::net::SocketAddr,
     /// The jsonrpsee server and the tarpc server, if the process runs them.
     #[cfg_attr(not(feature = "peers"), allow(dead_code))]
     pub(crate) peers: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
@@ -192,6 +194,7 @@ pub(crate) async fn wire_bytes(
             let through = Addresses {
                 http: proxy.addr,
                 socket_floor: proxy.addr,
+                axum_serve: proxy.addr,
                 peers: None,
             };
             Runner::new(variant, &through).await

@@ -120,7 +120,7 @@ async fn main() {
             }
         }
         Some("fanout") => {
-            // One fan-out alone: `fanout KIND K` (crudp, redis, naive, floor or sockets).
+            // One fan-out alone: `fanout KIND K` (crudp, redis, naive, floor, hyper or sockets).
             let [kind, k] = &args[1..] else {
                 panic!("fanout KIND K")
             };
@@ -208,6 +208,16 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
         .expect("SOCKET FLOOR <address>")
         .parse()
         .expect("an address");
+    let axum_serve = lines
+        .next_line()
+        .await
+        .expect("the address under axum::serve")
+        .expect("a line");
+    let axum_serve = axum_serve
+        .strip_prefix("AXUM SERVE ")
+        .expect("AXUM SERVE <address>")
+        .parse()
+        .expect("an address");
     let peers = lines
         .next_line()
         .await
@@ -220,6 +230,7 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
     let at = Addresses {
         http: url.parse().expect("an address"),
         socket_floor,
+        axum_serve,
         peers,
     };
     (child, at)
@@ -421,13 +432,14 @@ async fn run(plan: &Plan) -> String {
             ("crudp", "crudp"),
             ("redis", "crudp on Redis"),
             ("naive", "naive"),
+            ("floor", "floor: an idle response, nothing else"),
             (
-                "floor",
-                "floor: hyper holding an idle response, nothing else",
+                "hyper",
+                "the same floor under `axum::serve` (hyper's connection)",
             ),
             (
                 "sockets",
-                "floor under hyper: a tokio task holding the socket after a fixed answer",
+                "floor under any HTTP server: a tokio task holding the socket after a fixed answer",
             ),
         ] {
             let (_server, at) = start_server(&redis).await;

@@ -115,7 +115,8 @@ async fn naive_events(
 
 /// The floor under every event stream: a response that says `: ok` and then holds the
 /// connection open forever, with nothing of its own (no channel, no timer). Its memory per
-/// connection is what the kernel's socket, tokio and hyper take.
+/// connection is what the kernel's socket, tokio and the HTTP server take (`serve`'s event
+/// streams, or hyper's connection under `axum::serve`).
 async fn floor_events() -> axum::response::Response {
     let hello = stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b": ok\n\n")) });
     let body = futures_util::StreamExt::chain(hello, stream::pending());
@@ -125,9 +126,9 @@ async fn floor_events() -> axum::response::Response {
         .expect("a response")
 }
 
-/// The floor under hyper: each connection's request head read into a small buffer, a fixed
-/// answer written, and the socket held until it closes, with no HTTP server at all. Its
-/// memory per connection is what the kernel's socket and a tokio task take.
+/// The floor under any HTTP server: each connection's request head read into a small buffer,
+/// a fixed answer written, and the socket held until it closes. Its memory per connection is
+/// what the kernel's socket and a tokio task take.
 async fn hold_sockets(listener: tokio::net::TcpListener) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
@@ -370,6 +371,16 @@ pub(crate) async fn serve() {
         socket_floor.local_addr().expect("an address")
     );
     tokio::spawn(hold_sockets(socket_floor));
+    // The same app under plain `axum::serve`, for the floor under hyper's connections.
+    let under_axum = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    println!(
+        "AXUM SERVE {}",
+        under_axum.local_addr().expect("an address")
+    );
+    let plain = app.clone();
+    tokio::spawn(async move { axum::serve(under_axum, plain).await });
     // The typed-RPC peers, on the same board, each on its own port.
     #[cfg(feature = "peers")]
     {

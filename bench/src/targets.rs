@@ -198,7 +198,7 @@ pub(crate) fn rows(figures: &Figures, plan: &Plan) -> String {
         KiB,
     ));
     rows.push_str(&row(
-        "… the floor under it: hyper holding an idle response and nothing else",
+        "… the floor under it: an idle response and nothing else, as `serve` holds it",
         AtMost(8.0 * 1024.0),
         figures
             .get(&format!("fanout memory floor {streams}"))
@@ -206,7 +206,7 @@ pub(crate) fn rows(figures: &Figures, plan: &Plan) -> String {
         KiB,
     ));
     rows.push_str(&row(
-        "… the floor under hyper: a tokio task holding the socket after a fixed answer",
+        "… the floor under any HTTP server: a tokio task holding the socket after a fixed answer",
         AtMost(8.0 * 1024.0),
         figures
             .get(&format!("fanout memory sockets {streams}"))

@@ -281,7 +281,7 @@ impl Stream {
         tokio::select! {
             biased;
             frame = self.live.recv() => frame.map(|f| f.bytes),
-                        () = &mut self.expires => None,
+            () = &mut self.expires => None,
             _ = self.ping.tick() => Some(Bytes::from_static(PING)),
         }
     }

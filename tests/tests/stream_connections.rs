@@ -1,0 +1,128 @@
+//! Event streams through `crudp::server::serve`: a connection that opens with an event-stream
+//! request, whole in its first packet, is answered outside hyper's connection machinery; the
+//! same request arriving a byte at a time goes through hyper. Both answers are well-formed
+//! HTTP/1.1, and a peer that goes ends its stream at once.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crudp::ClientId;
+use crudp_tests::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Sends an event-stream request for `path`, in one write if `whole`, else a byte at a time.
+async fn open(addr: SocketAddr, path: &str, whole: bool) -> TcpStream {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    if whole {
+        stream.write_all(head.as_bytes()).await.unwrap();
+    } else {
+        for byte in head.bytes() {
+            stream.write_all(&[byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stream
+}
+
+/// Reads until what was read holds `until`, or the connection ends (then `false`).
+async fn read_until(stream: &mut TcpStream, read: &mut Vec<u8>, until: &str) -> bool {
+    let within = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buffer = [0; 4096];
+        loop {
+            if String::from_utf8_lossy(read).contains(until) {
+                return true;
+            }
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    within.await.expect("read within 20 s")
+}
+
+/// The head and the body of an answer read whole; a chunked body is decoded, and its framing
+/// checked on the way.
+fn split(read: &[u8]) -> (String, String) {
+    let text = String::from_utf8(read.to_vec()).unwrap();
+    let (head, mut rest) = text.split_once("\r\n\r\n").expect("a whole head");
+    let head = head.to_ascii_lowercase();
+    if !head.contains("transfer-encoding: chunked") {
+        return (head, rest.to_owned());
+    }
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).expect("a chunk's size in hex");
+        if size == 0 || after.len() < size + 2 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        assert_eq!(&after[size..size + 2], "\r\n", "a chunk ends with CRLF");
+        rest = &after[size + 2..];
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn event_streams_are_served_whole_or_in_pieces_and_end_when_their_peer_goes() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (on, off) = (Arc::clone(&log), Arc::clone(&log));
+    let server = Server::start_with(move |b| {
+        b.connections_per_user(1)
+            .on_connect(move |peer| on.lock().unwrap().push(format!("+{}", peer.user.id)))
+            .on_disconnect(move |peer| off.lock().unwrap().push(format!("-{}", peer.user.id)))
+    })
+    .await;
+    let token = server.token("ann", "admin", ClientId(1)).await;
+    let path = format!("/crudp/events?token={token}");
+
+    // Whole in one packet: answered outside hyper, and closed when it ends.
+    let mut first = open(server.addr, &path, true).await;
+    let mut read = Vec::new();
+    assert!(read_until(&mut first, &mut read, "event: ready").await);
+    let (head, body) = split(&read);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("event: ready"), "{body:?}");
+    assert_eq!(*log.lock().unwrap(), ["+ann"]);
+
+    // Refused (one stream per user here): a sized answer, then the connection closes.
+    let mut second = open(server.addr, &path, true).await;
+    let mut refused = Vec::new();
+    assert!(!read_until(&mut second, &mut refused, "never sent").await);
+    let (head, body) = split(&refused);
+    assert!(head.starts_with("http/1.1 429 "), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    assert!(body.contains("ann"), "{body}");
+
+    // The peer goes: its stream ends, and so does its presence.
+    drop(first);
+    eventually("the disconnect", || log.lock().unwrap().len() == 2).await;
+    assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
+
+    // A byte at a time: hyper's, kept alive, and just as good.
+    let mut third = open(server.addr, &path, false).await;
+    let mut read = Vec::new();
+    assert!(read_until(&mut third, &mut read, "event: ready").await);
+    let (head, body) = split(&read);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(body.contains("event: ready"), "{body:?}");
+    assert_eq!(*log.lock().unwrap(), ["+ann", "-ann", "+ann"]);
+}
