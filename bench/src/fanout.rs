@@ -161,6 +161,7 @@ pub(crate) fn mount(kind: &str) -> &'static str {
         "naive" => "/naive",
         "floor" | "hyper" => "/floor",
         "sockets" => "",
+        "writes" => "/writes",
         "redis" => "/redis-b",
         _ => "/crudp",
     }
@@ -180,8 +181,8 @@ pub(crate) fn is_floor(kind: &str) -> bool {
     matches!(kind, "floor" | "hyper" | "sockets")
 }
 
-/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive`, or the floors `floor`, `hyper`
-/// and `sockets`), publishes `events` events (none to a floor), measures.
+/// Opens `k` connections to `kind` (`crudp`, `redis`, `naive`, the floor under publishing
+/// `writes`, or the floors `floor`, `hyper` and `sockets`), publishes `events` events (none to a floor), measures.
 pub(crate) async fn run(
     at: &crate::load::Addresses,
     kind: &str,
@@ -191,7 +192,7 @@ pub(crate) async fn run(
 ) -> FanOut {
     let base = &at.base();
     let server = match kind {
-        "sockets" => at.socket_floor,
+        "sockets" | "writes" => at.socket_floor,
         "hyper" => at.axum_serve,
         _ => at.http,
     };

@@ -120,7 +120,7 @@ async fn main() {
             }
         }
         Some("fanout") => {
-            // One fan-out alone: `fanout KIND K` (crudp, redis, naive, floor, hyper or sockets).
+            // One fan-out alone: `fanout KIND K` (crudp, redis, naive, writes, floor, hyper or sockets).
             let [kind, k] = &args[1..] else {
                 panic!("fanout KIND K")
             };
@@ -432,6 +432,10 @@ async fn run(plan: &Plan) -> String {
             ("crudp", "crudp"),
             ("redis", "crudp on Redis"),
             ("naive", "naive"),
+            (
+                "writes",
+                "floor under publishing: one loop writing the event to each socket, no task per connection",
+            ),
             ("floor", "floor: an idle response, nothing else"),
             (
                 "hyper",

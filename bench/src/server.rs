@@ -77,7 +77,12 @@ struct Shared {
     /// The first instance on Redis, if any.
     on_redis: Option<Crudp>,
     naive: broadcast::Sender<String>,
+    /// The floor under publishing: sockets no task holds, each written to in turn.
+    written: Written,
 }
+
+/// Sockets that opened `/writes` on the socket floor's listener, held by no task.
+type Written = Arc<Mutex<Vec<std::net::TcpStream>>>;
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct NewTodo {
@@ -128,12 +133,14 @@ async fn floor_events() -> axum::response::Response {
 
 /// The floor under any HTTP server: each connection's request head read into a small buffer,
 /// a fixed answer written, and the socket held until it closes. Its memory per connection is
-/// what the kernel's socket and a tokio task take.
-async fn hold_sockets(listener: tokio::net::TcpListener) {
+/// what the kernel's socket and a tokio task take. A connection to `/writes` is handed to
+/// `written` instead: the floor under publishing, where one loop writes to every socket.
+async fn hold_sockets(listener: tokio::net::TcpListener, written: Written) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
         cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n6\r\n: ok\n\n\r\n";
     while let Ok((mut socket, _)) = listener.accept().await {
+        let written = Arc::clone(&written);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             while !head.ends_with(b"\r\n\r\n") {
@@ -142,8 +149,15 @@ async fn hold_sockets(listener: tokio::net::TcpListener) {
                     _ => return,
                 }
             }
+            let writes = head.starts_with(b"GET /writes");
             drop(head);
             if socket.write_all(ANSWER).await.is_err() {
+                return;
+            }
+            if writes {
+                if let Ok(socket) = socket.into_std() {
+                    written.lock().expect("not poisoned").push(socket);
+                }
                 return;
             }
             // Held until the peer closes it.
@@ -203,6 +217,26 @@ async fn publish(State(shared): State<Shared>, Query(to): Query<PublishTo>) -> S
     let api = match to.kind.as_str() {
         "naive" => {
             let _ = shared.naive.send(at.to_string());
+            return at.to_string();
+        }
+        "writes" => {
+            use std::io::Write;
+            // As axum's `Sse` frames it, in one chunk, from one thread per core; a socket
+            // that cannot take it now misses it.
+            let data = format!("data: {at}\n\n");
+            let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+            let sockets = shared.written.lock().expect("not poisoned");
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            std::thread::scope(|scope| {
+                for part in sockets.chunks(sockets.len().div_ceil(threads).max(1)) {
+                    let chunk = &chunk;
+                    scope.spawn(move || {
+                        for mut socket in part {
+                            let _ = socket.write(chunk.as_bytes());
+                        }
+                    });
+                }
+            });
             return at.to_string();
         }
         "redis" => shared.on_redis.as_ref().expect("a Redis server"),
@@ -309,6 +343,7 @@ pub(crate) async fn serve() {
         }
     }
     let (naive, _) = broadcast::channel(256);
+    let written = Written::default();
     #[cfg(feature = "peers")]
     let shared_board = board.clone();
     let shared = Shared {
@@ -316,6 +351,7 @@ pub(crate) async fn serve() {
         api: api.clone(),
         on_redis: on_redis.first().cloned(),
         naive,
+        written: Arc::clone(&written),
     };
     let app = Router::new()
         .route("/json/todos", post(json_create))
@@ -370,7 +406,7 @@ pub(crate) async fn serve() {
         "SOCKET FLOOR {}",
         socket_floor.local_addr().expect("an address")
     );
-    tokio::spawn(hold_sockets(socket_floor));
+    tokio::spawn(hold_sockets(socket_floor, Arc::clone(&written)));
     // The same app under plain `axum::serve`, for the floor under hyper's connections.
     let under_axum = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
