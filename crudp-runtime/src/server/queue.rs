@@ -224,9 +224,12 @@ impl Queue {
                         jobs.per_user.remove(&user);
                     }
                 }
+                // A client may have been waiting for the worker this one had.
+                let waited = !jobs.ready.is_empty();
                 drop(jobs);
-                // A client of this user may have been waiting for the worker it had.
-                self.wake.notify.notify_one();
+                if waited {
+                    self.wake.notify.notify_one();
+                }
                 None
             }
         }
