@@ -44,11 +44,11 @@ pub const DEFAULT_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// to run the server. Each request carries the peer's address as
 /// [`ConnectInfo<SocketAddr>`](ConnectInfo), which the event streams' per-address limit reads.
 ///
-/// A connection that opens with a plain `GET` accepting `text/event-stream`, its head whole in
-/// the first packet, is answered without hyper's per-connection buffers (about 6 KiB of
-/// memory per idle CRUDP event stream instead of about 45 KiB): its answer is written
-/// straight to the socket, chunked, with `connection: close`. Every other connection is
-/// served by hyper.
+/// A connection whose first request is a plain `GET` accepting `text/event-stream`, its head
+/// whole in the first packet, is answered without hyper's per-connection buffers (about 6 KiB
+/// of memory per idle CRUDP event stream instead of about 15 KiB): its answer is written
+/// straight to the socket, chunked, with `connection: close`. Every other connection, a
+/// stream opened on one that served other requests first included, is served by hyper.
 ///
 /// ```no_run
 /// # async fn run(app: axum::Router) -> std::io::Result<()> {
