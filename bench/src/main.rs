@@ -190,50 +190,37 @@ async fn start_server(redis: &crudp_tests::RedisServer) -> (tokio::process::Chil
         .spawn()
         .expect("the server process");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let line = lines
-        .next_line()
-        .await
-        .expect("the server's address")
-        .expect("a line");
-    let url = line
-        .strip_prefix("LISTENING http://")
-        .expect("LISTENING <url>");
-    let socket_floor = lines
-        .next_line()
-        .await
-        .expect("the socket floor's address")
-        .expect("a line");
-    let socket_floor = socket_floor
-        .strip_prefix("SOCKET FLOOR ")
-        .expect("SOCKET FLOOR <address>")
-        .parse()
-        .expect("an address");
-    let axum_serve = lines
-        .next_line()
-        .await
-        .expect("the address under axum::serve")
-        .expect("a line");
-    let axum_serve = axum_serve
-        .strip_prefix("AXUM SERVE ")
-        .expect("AXUM SERVE <address>")
-        .parse()
-        .expect("an address");
-    let peers = lines
-        .next_line()
-        .await
-        .expect("the peers' addresses")
-        .expect("a line");
-    let peers = peers.strip_prefix("PEERS ").expect("PEERS <addresses>");
+    // One line per listener, in this order.
+    let http = announced(&mut lines, "LISTENING http://").await;
+    let socket_floor = announced(&mut lines, "SOCKET FLOOR ").await;
+    let axum_serve = announced(&mut lines, "AXUM SERVE ").await;
+    let peers = announced(&mut lines, "PEERS ").await;
     let peers = peers
         .split_once(' ')
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    let address = |text: String| text.parse().expect("an address");
     let at = Addresses {
-        http: url.parse().expect("an address"),
-        socket_floor,
-        axum_serve,
+        http: address(http),
+        socket_floor: address(socket_floor),
+        axum_serve: address(axum_serve),
         peers,
     };
     (child, at)
+}
+
+/// What the server's next line says after `prefix`, which it must start with.
+async fn announced(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> String {
+    let line = lines
+        .next_line()
+        .await
+        .expect("the server's output")
+        .unwrap_or_else(|| panic!("the server ended before `{prefix}`"));
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("`{prefix}…` expected, not `{line}`"))
+        .to_owned()
 }
 
 /// Every scenario of `plan`: the report, then the targets read from its own figures.

@@ -239,6 +239,20 @@ impl Server {
         }
     }
 
+    /// A server that lets each user hold `per_user` event streams, and logs `+user` when one
+    /// opens and `-user` when it closes (its presence hooks).
+    pub async fn start_logging_presence(per_user: usize) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (on, off) = (Arc::clone(&log), Arc::clone(&log));
+        let server = Self::start_with(move |b| {
+            b.connections_per_user(per_user)
+                .on_connect(move |peer| on.lock().unwrap().push(format!("+{}", peer.user.id)))
+                .on_disconnect(move |peer| off.lock().unwrap().push(format!("-{}", peer.user.id)))
+        })
+        .await;
+        (server, log)
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/crudp", self.addr)
     }

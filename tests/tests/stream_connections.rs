@@ -5,11 +5,7 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use crudp::ClientId;
 use crudp_tests::*;
@@ -75,14 +71,7 @@ fn split(read: &[u8]) -> (String, String) {
 
 #[tokio::test]
 async fn event_streams_are_served_whole_or_in_pieces_and_end_when_their_peer_goes() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (on, off) = (Arc::clone(&log), Arc::clone(&log));
-    let server = Server::start_with(move |b| {
-        b.connections_per_user(1)
-            .on_connect(move |peer| on.lock().unwrap().push(format!("+{}", peer.user.id)))
-            .on_disconnect(move |peer| off.lock().unwrap().push(format!("-{}", peer.user.id)))
-    })
-    .await;
+    let (server, log) = Server::start_logging_presence(1).await;
     let token = server.token("ann", "admin", ClientId(1)).await;
     let path = format!("/crudp/events?token={token}");
 

@@ -515,14 +515,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn presence_hooks_see_streams_open_and_close_and_streams_are_limited_per_user() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (on, off) = (Arc::clone(&log), Arc::clone(&log));
-    let server = Server::start_with(move |b| {
-        b.connections_per_user(1)
-            .on_connect(move |peer| on.lock().unwrap().push(format!("+{}", peer.user.id)))
-            .on_disconnect(move |peer| off.lock().unwrap().push(format!("-{}", peer.user.id)))
-    })
-    .await;
+    let (server, log) = Server::start_logging_presence(1).await;
     let token = server.token("ann", "admin", ClientId(1)).await;
     let url = format!("{}/events?token={token}", server.url());
     let spy = Spy::connect(url.clone(), None).await;
