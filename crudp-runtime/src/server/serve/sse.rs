@@ -39,9 +39,16 @@ pub(super) enum Opening {
 /// Looks at the first request without taking it off the socket, and takes it if it is an
 /// event-stream request. Waits `within` at most for the first bytes.
 pub(super) async fn opening(stream: &mut TcpStream, peer: SocketAddr, within: Duration) -> Opening {
-    let mut head = vec![0; MAX_HEAD];
-    let read = match tokio::time::timeout(within, stream.peek(&mut head)).await {
-        Ok(Ok(read)) if read > 0 => read,
+    let first = async {
+        // The buffer only once there is something to read: a connection that sends nothing
+        // holds none of it while it waits.
+        stream.readable().await?;
+        let mut head = vec![0; MAX_HEAD];
+        let read = stream.peek(&mut head).await?;
+        Ok::<_, io::Error>((head, read))
+    };
+    let (mut head, read) = match tokio::time::timeout(within, first).await {
+        Ok(Ok((head, read))) if read > 0 => (head, read),
         _ => return Opening::Gone,
     };
     let Some((mut request, length)) = event_stream_request(&head[..read]) else {
