@@ -41,7 +41,12 @@ impl Driver {
         let driver = Self {
             process,
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            // A connection per command: chromedriver may close an idle connection just as
+            // the next command goes out on it, which fails that command.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("a client"),
         };
         for _ in 0..100 {
             if driver
