@@ -1,14 +1,14 @@
 //! Event streams through `crudp::server::serve`: a connection that opens with an event-stream
 //! request, whole in its first packet, is answered outside hyper's connection machinery; the
 //! same request arriving a byte at a time goes through hyper. Both answers are well-formed
-//! HTTP/1.1, and a peer that goes ends its stream at once.
+//! HTTP/1.1, and a peer that goes (or sends anything more) ends its stream at once.
 
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::{net::SocketAddr, time::Duration};
 
-use crudp::ClientId;
-use crudp_tests::*;
+use crudp::{ClientId, Target};
+use crudp_tests::{api::TodosServer, *};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -114,4 +114,32 @@ async fn event_streams_are_served_whole_or_in_pieces_and_end_when_their_peer_goe
     assert!(!head.contains("connection: close"), "{head}");
     assert!(body.contains("event: ready"), "{body:?}");
     assert_eq!(*log.lock().unwrap(), ["+ann", "-ann", "+ann"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_arrives_chunked_and_a_peer_that_sends_more_is_closed() {
+    let (server, log) = Server::start_logging_presence(1).await;
+    let token = server.token("ann", "admin", ClientId(1)).await;
+    let mut stream = open(server.addr, &format!("/crudp/events?token={token}"), true).await;
+    let mut read = Vec::new();
+    assert!(read_until(&mut stream, &mut read, "event: ready").await);
+
+    TodosServer::broadcast_delete(&server.api, &7, Target::All)
+        .await
+        .unwrap();
+    assert!(read_until(&mut stream, &mut read, "event: broadcast").await);
+    assert!(read_until(&mut stream, &mut read, "\n\n\r\n").await);
+    let (head, body) = split(&read);
+    assert!(head.contains("connection: close"), "{head}");
+    let broadcast = body
+        .split("\n\n")
+        .find(|event| event.contains("event: broadcast"))
+        .expect("the broadcast, whole in its chunks");
+    assert!(broadcast.contains("\ndata: "), "{broadcast:?}");
+
+    // Nothing may follow an event-stream request: the server closes, and the stream ends.
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(!read_until(&mut stream, &mut read, "never sent").await);
+    eventually("the disconnect", || log.lock().unwrap().len() == 2).await;
+    assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
 }

@@ -6,13 +6,18 @@
 //! its answer is written straight to the socket (chunked, with `connection: close`).
 //! Everything else is hyper's, untouched: this only looks at the bytes before deciding.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io::{self, Write},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use axum::{
     Router,
     body::{Body, HttpBody},
     extract::{ConnectInfo, Request},
 };
+use bytes::Buf;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version, header, response::Parts};
 use http_body_util::BodyExt;
 use tokio::{
@@ -190,11 +195,14 @@ async fn send(stream: &mut TcpStream, mut body: Body, chunked: bool) -> io::Resu
             continue;
         }
         if chunked {
-            let mut chunk = Vec::with_capacity(data.len() + 12);
-            chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            chunk.extend_from_slice(&data);
-            chunk.extend_from_slice(b"\r\n");
-            stream.write_all(&chunk).await?;
+            // The chunk's size line, its data (shared, not copied) and its end, in one
+            // vectored write.
+            let mut size = [0; 18];
+            let mut line = &mut size[..];
+            write!(line, "{:x}\r\n", data.len())?;
+            let written = 18 - line.len();
+            let mut chunk = Buf::chain(&size[..written], data).chain(&b"\r\n"[..]);
+            stream.write_all_buf(&mut chunk).await?;
         } else {
             stream.write_all(&data).await?;
         }
@@ -205,14 +213,14 @@ async fn send(stream: &mut TcpStream, mut body: Body, chunked: bool) -> io::Resu
     Ok(())
 }
 
-/// Resolves once the peer closes the connection; whatever it sends meanwhile is dropped.
+/// Resolves once the peer closes the connection, or sends anything more: the answer to an
+/// event-stream request ends its connection, so no further request can be answered on it, and
+/// reading whatever the peer sends would only spend the server's time.
 async fn peer_gone(stream: &TcpStream) -> io::Result<()> {
-    let mut scratch = [0; 64];
     loop {
         stream.readable().await?;
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
+        match stream.try_read(&mut [0; 1]) {
+            Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
