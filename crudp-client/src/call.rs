@@ -40,7 +40,7 @@ impl<T, E> CallFuture<T, E> {
 
     fn release(&mut self) {
         if let Some(shared) = self.release.take().and_then(|s| s.upgrade()) {
-            shared.post(Input::Release);
+            shared.post(Input::Release(1));
         }
     }
 }
@@ -49,7 +49,7 @@ impl<T, E> Drop for CallFuture<T, E> {
     fn drop(&mut self) {
         // Never polled: its task is done with it, and the call leaves within the window.
         if let Some(shared) = self.release.take().and_then(|s| s.upgrade()) {
-            shared.post(Input::Dropped);
+            shared.post(Input::Dropped(1));
         }
     }
 }

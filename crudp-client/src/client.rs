@@ -2,7 +2,10 @@
 //! inputs to the client's driver or reads what it shares; the state lives in the driver.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -65,6 +68,8 @@ struct Handle {
     shared: Weak<Shared>,
     /// The driver and the event stream, until they are started.
     start: Mutex<Option<Start>>,
+    /// Set once they are.
+    started: AtomicBool,
     _stop: oneshot::Sender<()>,
     /// The browser events the client listens to (`online`, `pagehide`).
     #[cfg(target_arch = "wasm32")]
@@ -295,7 +300,6 @@ impl ClientBuilder {
         let restored = !saved.packets.is_empty();
         let window = u64::try_from(self.batch_window.as_millis()).unwrap_or(u64::MAX);
         let core = Core::new(id, self.mode, saved, self.max_batch_packets, window);
-        let (inputs, inputs_receiver) = mpsc::unbounded();
         let (kick, kicks) = mpsc::unbounded();
         let shared = Arc::new(Shared::new(
             base,
@@ -305,7 +309,6 @@ impl ClientBuilder {
             transport,
             persistence,
             core.status(),
-            inputs,
             kick,
             !lease,
             listeners,
@@ -315,7 +318,7 @@ impl ClientBuilder {
         let driver = Driver {
             core,
             shared: Arc::clone(&shared),
-            inputs: inputs_receiver,
+            inputs: Vec::new(),
             stop: stop_receiver,
             stream_stop: Some(stream_stop),
             taken_in: 0,
@@ -328,6 +331,7 @@ impl ClientBuilder {
                     driver,
                     stream: Some((stream_stop_receiver, kicks)),
                 })),
+                started: AtomicBool::new(false),
                 _stop: stop,
                 #[cfg(target_arch = "wasm32")]
                 _browser: crate::browser::install(&shared),
@@ -635,6 +639,9 @@ impl Client {
     /// Starts, on first use, the driver, the event stream ([`Mode::Sync`] only) and the
     /// renewal of the storage lease.
     fn start(&self) -> Result<(), String> {
+        if self.handle.started.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut start = self
             .handle
             .start
@@ -678,6 +685,7 @@ impl Client {
                 }
             });
         }
+        self.handle.started.store(true, Ordering::Release);
         rt::spawn(driver.run())
     }
 }

@@ -45,12 +45,12 @@ pub(crate) enum Input {
         args: Vec<u8>,
         reply: oneshot::Sender<Reply>,
     },
-    /// A task awaits one of its calls (the call's future was polled for the first time): the
-    /// calls made so far may leave.
-    Release,
-    /// A call's future was dropped without being polled: its call still leaves, within the
-    /// batch window.
-    Dropped,
+    /// Tasks await their calls (this many calls' futures were polled for the first time):
+    /// the calls made so far may leave.
+    Release(usize),
+    /// This many calls' futures were dropped without being polled: their calls still leave,
+    /// within the batch window.
+    Dropped(usize),
     /// Send now, skipping any pause: `client.sync()`, or the network is back.
     Sync,
     /// The batch on its way got an answer (in `Call` mode, with the results) or failed.
@@ -218,11 +218,11 @@ impl Core {
                 self.unpolled += 1;
                 self.unsaved = true;
             }
-            Input::Release => {
-                self.unpolled = self.unpolled.saturating_sub(1);
+            Input::Release(polled) => {
+                self.unpolled = self.unpolled.saturating_sub(polled);
                 self.release_all();
             }
-            Input::Dropped => self.unpolled = self.unpolled.saturating_sub(1),
+            Input::Dropped(dropped) => self.unpolled = self.unpolled.saturating_sub(dropped),
             Input::Sync => {
                 self.release_all();
                 self.paused_until = None;
@@ -472,7 +472,7 @@ mod tests {
         handle(&mut core, Input::StreamReady, 0);
         call(&mut core, 0);
         call(&mut core, 0);
-        handle(&mut core, Input::Release, 0);
+        handle(&mut core, Input::Release(1), 0);
         assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2]));
         handle(&mut core, Input::Sent(Ok(None)), 10);
         assert_eq!(poll(&mut core, 10).0, None, "accepted: waiting for results");
@@ -525,7 +525,7 @@ mod tests {
             call(&mut core, 0);
         }
         assert_eq!(poll(&mut core, 1).0, None, "the task has not yielded yet");
-        core.handle(Input::Release, 1, &mut Vec::new());
+        core.handle(Input::Release(1), 1, &mut Vec::new());
         assert_eq!(poll(&mut core, 1).0, Some(vec![1, 2, 3]));
         call(&mut core, 2);
         assert_eq!(poll(&mut core, 2).0, None, "one batch at a time");
@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(core.deadline(), Some(2 + WINDOW + HOLD_MS));
         assert_eq!(poll(&mut core, 2 + WINDOW).0, None, "a task is still at it");
         for _ in 0..3 {
-            core.handle(Input::Dropped, 4, &mut Vec::new());
+            core.handle(Input::Dropped(1), 4, &mut Vec::new());
         }
         assert_eq!(core.deadline(), Some(2 + WINDOW));
         assert_eq!(
@@ -558,7 +558,7 @@ mod tests {
         // Descheduled well past the window, before the third call and its first poll.
         assert_eq!(poll(&mut core, 5 * WINDOW).0, None);
         call(&mut core, 5 * WINDOW);
-        core.handle(Input::Release, 5 * WINDOW, &mut Vec::new());
+        core.handle(Input::Release(1), 5 * WINDOW, &mut Vec::new());
         assert_eq!(poll(&mut core, 5 * WINDOW).0, Some(vec![1, 2, 3]));
         // A future kept and never polled holds the others' calls only so long.
         call(&mut core, 6 * WINDOW);
@@ -571,7 +571,7 @@ mod tests {
     fn sync_mode_sends_only_once_the_stream_is_ready() {
         let mut core = core(Mode::Sync);
         call(&mut core, 0);
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         assert_eq!(poll(&mut core, 0).0, None);
         core.handle(Input::StreamReady, 1, &mut Vec::new());
         assert_eq!(poll(&mut core, 1).0, Some(vec![1]));
@@ -588,7 +588,7 @@ mod tests {
     fn an_unreachable_server_means_back_off_then_offline_and_sync_skips_the_wait() {
         let mut core = core(Mode::Call);
         call(&mut core, 0);
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         let mut now = 0;
         for attempt in 1..=3 {
             assert_eq!(poll(&mut core, now).0, Some(vec![1]), "attempt {attempt}");
@@ -611,7 +611,7 @@ mod tests {
         let mut core = core(Mode::Call);
         call(&mut core, 0);
         call(&mut core, 0);
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         poll(&mut core, 0);
         let refused = TransportError::Status {
             status: 403,
@@ -628,7 +628,7 @@ mod tests {
         for _ in 0..3 {
             call(&mut core, 0);
         }
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2, 3]));
         handle(&mut core, Input::Sent(Ok(None)), 0);
         assert_eq!(handle(&mut core, Input::Results(ok(&[2])), 1), vec![2]);
@@ -653,7 +653,7 @@ mod tests {
         for _ in 0..2 {
             call(&mut core, 0);
         }
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         poll(&mut core, 0);
         let results = Results {
             results: vec![
@@ -687,7 +687,7 @@ mod tests {
         for _ in 0..5 {
             call(&mut core, 0);
         }
-        core.handle(Input::Release, 0, &mut Vec::new());
+        core.handle(Input::Release(1), 0, &mut Vec::new());
         let mut batches = Vec::new();
         while let (Some(seqs), _) = poll(&mut core, 0) {
             handle(&mut core, Input::Sent(Ok(Some(ok(&seqs)))), 0);
@@ -751,7 +751,7 @@ mod tests {
                     let mut effects = Vec::new();
                     match step {
                         Step::Call => { call(&mut core, now); made += 1; }
-                        Step::Release => core.handle(Input::Release, now, &mut effects),
+                        Step::Release => core.handle(Input::Release(1), now, &mut effects),
                         Step::Answer(kind) => if sent.take().is_some() {
                             let answer = match kind % 3 {
                                 0 | 1 => Ok(None),

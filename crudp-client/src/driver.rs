@@ -5,8 +5,8 @@
 use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
 
 use crudp_runtime::{Outcome, Results, TransportError, protocol::decode_results};
-use futures_channel::{mpsc, oneshot};
-use futures_util::{FutureExt, StreamExt};
+use futures_channel::oneshot;
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::{
@@ -20,7 +20,8 @@ use crate::{
 pub(crate) struct Driver {
     pub(crate) core: Core,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) inputs: mpsc::UnboundedReceiver<Input>,
+    /// The inputs taken from the inbox and not yet handled.
+    pub(crate) inputs: Vec<Input>,
     /// Resolves (or is dropped) when the last handle of the client goes.
     pub(crate) stop: oneshot::Receiver<()>,
     /// Stops the event stream when the driver ends.
@@ -37,9 +38,7 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let now = rt::monotonic_ms();
         let mut effects = Vec::new();
-        while let Ok(input) = self.inputs.try_recv() {
-            self.take(input, now, &mut effects);
-        }
+        self.take_all(now, &mut effects);
         drop(effects);
         let core = &self.core;
         self.shared
@@ -49,7 +48,7 @@ impl Drop for Driver {
 }
 
 enum Event {
-    Input(Input),
+    Inputs,
     Sent(Result<Option<Results>, TransportError>),
     Tick,
     Stop,
@@ -87,8 +86,8 @@ impl Driver {
                         sending = None;
                         return Poll::Ready(Event::Sent(answer));
                     }
-                    if let Poll::Ready(Some(input)) = self.inputs.poll_next_unpin(cx) {
-                        return Poll::Ready(Event::Input(input));
+                    if self.shared.inbox.poll_take(cx, &mut self.inputs).is_ready() {
+                        return Poll::Ready(Event::Inputs);
                     }
                     if let Some((_, sleep)) = &mut timer
                         && sleep.as_mut().poll(cx).is_ready()
@@ -102,7 +101,7 @@ impl Driver {
             };
             let now = rt::monotonic_ms();
             match event {
-                Event::Input(input) => self.take(input, now, &mut effects),
+                Event::Inputs => {}
                 Event::Sent(answer) => self.core.handle(Input::Sent(answer), now, &mut effects),
                 Event::Tick => {}
                 Event::Stop => {
@@ -112,9 +111,7 @@ impl Driver {
                 }
             }
             // Everything posted meanwhile joins this step, so that a burst is one batch.
-            while let Ok(input) = self.inputs.try_recv() {
-                self.take(input, now, &mut effects);
-            }
+            self.take_all(now, &mut effects);
             self.core.poll(now, &mut effects);
             for effect in std::mem::take(&mut effects) {
                 if let Some(send) = self.perform(effect) {
@@ -148,12 +145,24 @@ impl Driver {
         }
     }
 
-    fn take(&mut self, input: Input, now: u64, effects: &mut Vec<Effect>) {
-        if matches!(input, Input::Call { .. }) {
-            self.taken_in += 1;
-            self.unsaved += 1;
+    /// Hands the core every input taken or posted so far, until the inbox is empty.
+    fn take_all(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        loop {
+            self.shared.inbox.take(&mut inputs);
+            if inputs.is_empty() {
+                break;
+            }
+            for input in inputs.drain(..) {
+                if matches!(input, Input::Call { .. }) {
+                    self.taken_in += 1;
+                    self.unsaved += 1;
+                }
+                self.core.handle(input, now, effects);
+            }
         }
-        self.core.handle(input, now, effects);
+        // Its buffer is kept for the next step.
+        self.inputs = inputs;
     }
 
     /// Carries out one effect; a batch to send comes back as the future of its answer.

@@ -13,6 +13,7 @@ mod core;
 mod driver;
 mod events;
 mod headers;
+mod inbox;
 #[cfg(target_arch = "wasm32")]
 mod leases;
 mod listeners;

@@ -3,7 +3,7 @@
 //! the way in to the driver. The state machine itself is the driver's alone.
 
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError,
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
@@ -13,6 +13,7 @@ use futures_channel::mpsc;
 use crate::{
     core::{Input, Mode},
     headers::{Headers, RequestHeaders},
+    inbox::Inbox,
     listeners::{Listeners, Watchers},
     queue::storage::Persistence,
     rt,
@@ -39,7 +40,8 @@ pub(crate) struct Shared {
     /// Calls made but not yet saved by the driver: while there are none, the saved queue is
     /// complete and the ID can be let go at once.
     unsaved: AtomicUsize,
-    inputs: mpsc::UnboundedSender<Input>,
+    /// The way in to the driver.
+    pub(crate) inbox: Inbox,
     /// Wakes the event stream from its back-off.
     kick: mpsc::UnboundedSender<()>,
     /// Where the queue is saved until each call's outcome is known, if anywhere.
@@ -54,7 +56,7 @@ pub(crate) struct Shared {
     named: AtomicBool,
     /// Why the client stopped for good (it signed out, or the server names another user),
     /// if it did: every call fails with this.
-    stopped: Mutex<Option<TransportError>>,
+    stopped: OnceLock<TransportError>,
 }
 
 impl Shared {
@@ -68,13 +70,13 @@ impl Shared {
         transport: Arc<dyn Transport>,
         persistence: Option<Persistence>,
         status: Status,
-        inputs: mpsc::UnboundedSender<Input>,
         kick: mpsc::UnboundedSender<()>,
         held: bool,
         listeners: Arc<Listeners>,
     ) -> Self {
+        let inbox = Inbox::default();
         if !held {
-            let _ = inputs.unbounded_send(Input::Held(false));
+            inbox.post(Input::Held(false));
         }
         Self {
             named: AtomicBool::new(persistence.is_none()),
@@ -88,12 +90,12 @@ impl Shared {
             watchers: Watchers::default(),
             reported: Mutex::new((status, 0)),
             unsaved: AtomicUsize::new(0),
-            inputs,
+            inbox,
             kick,
             persistence,
             released: AtomicBool::new(!held),
             release_requested: AtomicBool::new(false),
-            stopped: Mutex::new(None),
+            stopped: OnceLock::new(),
         }
     }
 
@@ -147,12 +149,8 @@ impl Shared {
     /// Stops the client for good: nothing more is saved or sent, and every call fails with
     /// `error`.
     pub(crate) fn stop(&self, error: TransportError) {
-        {
-            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
-            if stopped.is_some() {
-                return;
-            }
-            *stopped = Some(error.clone());
+        if self.stopped.set(error.clone()).is_err() {
+            return;
         }
         // Let go without a word: the lease stays as it was, or goes with a sign-out.
         self.released.store(true, Ordering::Release);
@@ -162,10 +160,7 @@ impl Shared {
 
     /// Why the client stopped, if it did.
     pub(crate) fn stopped(&self) -> Option<TransportError> {
-        self.stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.stopped.get().cloned()
     }
 
     pub(crate) fn url(&self, endpoint: &str) -> String {
@@ -193,8 +188,7 @@ impl Shared {
             self.reported().1 += 1;
             self.unsaved.fetch_add(1, Ordering::AcqRel);
         }
-        // The driver lives as long as the client; after that nobody waits for an answer.
-        let _ = self.inputs.unbounded_send(input);
+        self.inbox.post(input);
     }
 
     /// The link to the server and the calls waiting for it, the calls just made included.

@@ -4,7 +4,7 @@
 //! lose their result (a dropped connection, a `reset`) go back to the queue, in order, and are
 //! sent again under the same sequence numbers, which the server never runs twice.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets};
 use futures_channel::oneshot;
@@ -34,7 +34,9 @@ impl Call {
 pub(crate) struct Calls {
     next_seq: u64,
     queued: VecDeque<Call>,
-    in_flight: BTreeMap<u64, Call>,
+    /// In sequence order: results mostly come in that order, so an answered call is mostly
+    /// the first.
+    in_flight: VecDeque<Call>,
 }
 
 impl Calls {
@@ -61,7 +63,7 @@ impl Calls {
 
     /// What to save: every call without an outcome, in order.
     pub(crate) fn snapshot(&self) -> Saved {
-        let mut packets: Vec<Packet> = self.in_flight.values().map(|c| c.packet.clone()).collect();
+        let mut packets: Vec<Packet> = self.in_flight.iter().map(|c| c.packet.clone()).collect();
         packets.extend(self.queued.iter().map(|c| c.packet.clone()));
         packets.sort_by_key(|p| p.seq);
         Saved {
@@ -105,7 +107,11 @@ impl Calls {
         let seqs: Vec<u64> = self.queued.iter().take(n).map(|c| c.packet.seq).collect();
         let body = encode_packets(client, self.queued.iter().take(n).map(|c| &c.packet));
         for call in self.queued.drain(..n) {
-            self.in_flight.insert(call.packet.seq, call);
+            // Calls sent again may go before calls still in flight.
+            let at = self
+                .in_flight
+                .partition_point(|c| c.packet.seq < call.packet.seq);
+            self.in_flight.insert(at, call);
         }
         (seqs, body)
     }
@@ -114,11 +120,8 @@ impl Calls {
     /// sequence order, to be sent again.
     pub(crate) fn requeue(&mut self, seqs: Option<&[u64]>) {
         let mut back: Vec<Call> = match seqs {
-            None => std::mem::take(&mut self.in_flight).into_values().collect(),
-            Some(seqs) => seqs
-                .iter()
-                .filter_map(|s| self.in_flight.remove(s))
-                .collect(),
+            None => std::mem::take(&mut self.in_flight).into(),
+            Some(seqs) => self.remove_in_flight(seqs),
         };
         if back.is_empty() {
             return;
@@ -130,7 +133,7 @@ impl Calls {
 
     /// The call with this sequence number, removed, whether in flight or queued again.
     pub(crate) fn answer(&mut self, seq: u64) -> Option<Call> {
-        if let Some(call) = self.in_flight.remove(&seq) {
+        if let Some(call) = self.take_in_flight(seq) {
             return Some(call);
         }
         let index = self.queued.iter().position(|c| c.packet.seq == seq)?;
@@ -146,8 +149,19 @@ impl Calls {
     /// Removes the in-flight calls among `seqs`.
     pub(crate) fn remove_in_flight(&mut self, seqs: &[u64]) -> Vec<Call> {
         seqs.iter()
-            .filter_map(|s| self.in_flight.remove(s))
+            .filter_map(|&seq| self.take_in_flight(seq))
             .collect()
+    }
+
+    fn take_in_flight(&mut self, seq: u64) -> Option<Call> {
+        if self.in_flight.front().is_some_and(|c| c.packet.seq == seq) {
+            return self.in_flight.pop_front();
+        }
+        let at = self
+            .in_flight
+            .binary_search_by_key(&seq, |c| c.packet.seq)
+            .ok()?;
+        self.in_flight.remove(at)
     }
 
     /// Whether an outcome settles a call: everything but `Unavailable`.
