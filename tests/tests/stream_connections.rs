@@ -1,7 +1,8 @@
 //! Event streams through `crudp::server::serve`: a connection that opens with an event-stream
 //! request, whole in its first packet, is answered outside hyper's connection machinery; the
 //! same request arriving a byte at a time goes through hyper. Both answers are well-formed
-//! HTTP/1.1, and a peer that goes (or sends anything more) ends its stream at once.
+//! HTTP/1.1, and a peer that goes (or sends anything more) ends its stream at once. A peer
+//! that stops reading is let go after the write timeout, on either path.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -142,4 +143,47 @@ async fn a_broadcast_arrives_chunked_and_a_peer_that_sends_more_is_closed() {
     assert!(!read_until(&mut stream, &mut read, "never sent").await);
     eventually("the disconnect", || log.lock().unwrap().len() == 2).await;
     assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
+}
+
+/// An endless answer: 64 KiB chunks for as long as the peer takes them.
+fn endless() -> axum::body::Body {
+    static CHUNK: [u8; 65536] = [b'x'; 65536];
+    let chunks = std::iter::repeat_with(|| {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&CHUNK))
+    });
+    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_let_go_after_the_write_timeout() {
+    let app = axum::Router::new().route("/endless", axum::routing::get(|| async { endless() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = crudp::server::serve(listener, app).write_timeout(Duration::from_millis(300));
+    tokio::spawn(server.into_future());
+
+    // Opening with an event-stream request (answered outside hyper), and any other (hyper's).
+    for accept in ["text/event-stream", "*/*"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /endless HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Nothing read for a while: the server's writes wait on this peer, then give up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // What was written before is there to read, then the connection ends, where an
+        // endless answer to a peer that reads would go on for ever.
+        let mut read = 0;
+        let mut buffer = vec![0; 1 << 16];
+        let ended = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await
+        .is_ok();
+        assert!(ended, "{accept}: still answered after {read} bytes");
+        assert!(read > 65536, "{accept}: only {read} bytes before the end");
+    }
 }

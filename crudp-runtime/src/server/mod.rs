@@ -18,7 +18,8 @@ pub use layer::{Call, CallLayer, Next, Rejected};
 pub use origin::AllowedOrigins;
 pub use router::MAX_SEQ;
 pub use serve::{
-    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Serve, serve,
+    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_WRITE_TIMEOUT, Serve, serve,
 };
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 

@@ -3,8 +3,10 @@
 //! connections, all addresses together only so many more, and running out of file
 //! descriptors pauses accepting (logged once) instead of ending or flooding the log. A
 //! connection that opens with an event-stream request is answered by [`sse`], with a fraction
-//! of the memory hyper keeps per connection.
+//! of the memory hyper keeps per connection. A peer that stops reading is let go after the
+//! write timeout ([`deadline`]).
 
+mod deadline;
 mod sse;
 
 use std::{
@@ -31,10 +33,13 @@ use tokio::{
 };
 use tower::Service;
 
+use self::deadline::WriteDeadline;
 use super::slots::{Slot, Slots};
 
 /// Default for [`Serve::header_timeout`]: 10 seconds.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Serve::write_timeout`]: 30 seconds.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`Serve::max_connections`]: 10,000.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default for [`Serve::connections_per_address`]: 256.
@@ -61,6 +66,7 @@ pub fn serve(listener: TcpListener, app: Router) -> Serve {
         listener,
         app,
         header_timeout: DEFAULT_HEADER_TIMEOUT,
+        write_timeout: DEFAULT_WRITE_TIMEOUT,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         per_address: DEFAULT_CONNECTIONS_PER_ADDRESS,
         shutdown: Box::pin(std::future::pending()),
@@ -73,6 +79,7 @@ pub struct Serve {
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
     per_address: usize,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -84,6 +91,16 @@ impl Serve {
     /// connection is closed after it. Default: [`DEFAULT_HEADER_TIMEOUT`].
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// How long a write to a connection may wait for its peer to read: a peer that reads
+    /// nothing for this long (it stopped reading, or the network stopped delivering) has its
+    /// connection closed, so it holds no task, buffer or connection slot any longer. Counted
+    /// afresh whenever the peer takes some bytes, so a slow reader is not cut off. Default:
+    /// [`DEFAULT_WRITE_TIMEOUT`].
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -156,14 +173,8 @@ impl Serve {
             let app = self.app.clone();
             let builder = builder.clone();
             let held = (permit, held);
-            tokio::spawn(connection(
-                stream,
-                peer,
-                app,
-                builder,
-                self.header_timeout,
-                held,
-            ));
+            let limits = (self.header_timeout, self.write_timeout);
+            tokio::spawn(connection(stream, peer, app, builder, limits, held));
         }
     }
 }
@@ -183,11 +194,13 @@ async fn connection(
     peer: SocketAddr,
     app: Router,
     builder: http1::Builder,
-    header_timeout: Duration,
+    (header_timeout, write_timeout): (Duration, Duration),
     held: (OwnedSemaphorePermit, Slot),
 ) {
     let _ = stream.set_nodelay(true);
-    match sse::opening(&mut stream, peer, header_timeout).await {
+    let opening = sse::opening(&mut stream, peer, header_timeout).await;
+    let stream = WriteDeadline::new(stream, write_timeout);
+    match opening {
         sse::Opening::EventStream(request) => return sse::answer(stream, request, app).await,
         sse::Opening::Gone => return,
         sse::Opening::Other => {}

@@ -26,6 +26,8 @@ use tokio::{
 };
 use tower::ServiceExt;
 
+use super::deadline::WriteDeadline;
+
 /// The largest request head answered here; a larger one is hyper's.
 const MAX_HEAD: usize = 8 * 1024;
 /// The most headers a request answered here may have; one with more is hyper's.
@@ -113,7 +115,11 @@ fn event_stream_request(bytes: &[u8]) -> Option<(Request, usize)> {
 
 /// Runs `request` through `app` and writes its answer to `stream`, then closes it: when the
 /// answer ends, or as soon as the peer goes.
-pub(super) async fn answer(mut stream: TcpStream, request: Box<Request>, app: Router) {
+pub(super) async fn answer(
+    mut stream: WriteDeadline<TcpStream>,
+    request: Box<Request>,
+    app: Router,
+) {
     let response = app.oneshot(*request).await.unwrap_or_else(|e| match e {});
     let (parts, body) = response.into_parts();
     let bodiless = parts.status.is_informational()
@@ -177,11 +183,15 @@ fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// Writes `body` to `stream` as it comes (in chunks if `chunked`), until it ends or the peer
 /// goes.
-async fn send(stream: &mut TcpStream, mut body: Body, chunked: bool) -> io::Result<()> {
+async fn send(
+    stream: &mut WriteDeadline<TcpStream>,
+    mut body: Body,
+    chunked: bool,
+) -> io::Result<()> {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            gone = peer_gone(stream) => {
+            gone = peer_gone(stream.get_ref()) => {
                 gone?;
                 return Err(io::ErrorKind::ConnectionAborted.into());
             }
