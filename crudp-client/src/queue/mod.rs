@@ -63,9 +63,21 @@ impl Calls {
 
     /// What to save: every call without an outcome, in order.
     pub(crate) fn snapshot(&self) -> Saved {
-        let mut packets: Vec<Packet> = self.in_flight.iter().map(|c| c.packet.clone()).collect();
-        packets.extend(self.queued.iter().map(|c| c.packet.clone()));
-        packets.sort_by_key(|p| p.seq);
+        // Both are in sequence order: merged, not sorted.
+        let (mut sent, mut queued) = (
+            self.in_flight.iter().peekable(),
+            self.queued.iter().peekable(),
+        );
+        let mut packets = Vec::with_capacity(self.in_flight.len() + self.queued.len());
+        loop {
+            let next = match (sent.peek(), queued.peek()) {
+                (Some(a), Some(b)) if a.packet.seq > b.packet.seq => queued.next(),
+                (Some(_), _) => sent.next(),
+                (None, _) => queued.next(),
+            };
+            let Some(call) = next else { break };
+            packets.push(call.packet.clone());
+        }
         Saved {
             next_seq: self.next_seq,
             packets,
@@ -119,16 +131,16 @@ impl Calls {
     /// Puts the in-flight calls among `seqs` (all of them if `None`) back in the queue, in
     /// sequence order, to be sent again.
     pub(crate) fn requeue(&mut self, seqs: Option<&[u64]>) {
-        let mut back: Vec<Call> = match seqs {
+        let back = match seqs {
             None => std::mem::take(&mut self.in_flight).into(),
             Some(seqs) => self.remove_in_flight(seqs),
         };
-        if back.is_empty() {
-            return;
+        for call in back {
+            let at = self
+                .queued
+                .partition_point(|c| c.packet.seq < call.packet.seq);
+            self.queued.insert(at, call);
         }
-        back.extend(self.queued.drain(..));
-        back.sort_by_key(|c| c.packet.seq);
-        self.queued = back.into();
     }
 
     /// The call with this sequence number, removed, whether in flight or queued again.
@@ -208,5 +220,23 @@ mod tests {
             calls.answer(seqs[1]).is_none(),
             "an answered call is answered once"
         );
+    }
+
+    #[test]
+    fn calls_given_back_in_any_order_are_queued_and_saved_in_sequence_order() {
+        let mut calls = Calls::new();
+        let seqs: Vec<_> = (0..6).map(|_| call(&mut calls)).collect();
+        calls.take_encoded(4, ClientId(1));
+        calls.requeue(Some(&[seqs[3], seqs[0]]));
+        let order = |calls: &Calls| -> Vec<u64> {
+            calls.snapshot().packets.iter().map(|p| p.seq).collect()
+        };
+        assert_eq!(order(&calls), seqs);
+        let (again, _) = calls.take_encoded(10, ClientId(1));
+        assert_eq!(again, vec![seqs[0], seqs[3], seqs[4], seqs[5]]);
+        assert_eq!(order(&calls), seqs);
+        calls.requeue(None);
+        assert_eq!(calls.in_flight(), 0);
+        assert_eq!(order(&calls), seqs);
     }
 }
