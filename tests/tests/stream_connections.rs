@@ -187,3 +187,51 @@ async fn a_peer_that_stops_reading_is_let_go_after_the_write_timeout() {
         assert!(read > 65536, "{accept}: only {read} bytes before the end");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_native_transport_opens_each_event_stream_on_a_connection_of_its_own() {
+    let server = Server::start().await;
+    // Between the client and the server, a relay that notes what each connection opens with.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = listener.local_addr().unwrap();
+    let openings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (noted, target) = (std::sync::Arc::clone(&openings), server.addr);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let noted = std::sync::Arc::clone(&noted);
+            tokio::spawn(async move {
+                let mut outbound = TcpStream::connect(target).await.unwrap();
+                let mut first = vec![0; 8192];
+                let read = inbound.read(&mut first).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&first[..read]);
+                noted
+                    .lock()
+                    .unwrap()
+                    .push(text.lines().next().unwrap_or_default().to_owned());
+                if outbound.write_all(&first[..read]).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+
+    let client = crudp::Client::builder(format!("http://{relay}/crudp"))
+        .header("x-user", "ann:member")
+        .unwrap()
+        .build();
+    // Its result comes over the event stream, after the token request that opens it.
+    let todo = TodosClient::new(&client)
+        .create("over the stream".into())
+        .await
+        .unwrap();
+    assert_eq!(todo.title, "over the stream");
+    let openings = openings.lock().unwrap().clone();
+    assert!(
+        openings.iter().any(|o| o.starts_with("POST /crudp/token ")),
+        "{openings:?}"
+    );
+    assert!(
+        openings.iter().any(|o| o.starts_with("GET /crudp/events")),
+        "the stream reused a connection: {openings:?}"
+    );
+}

@@ -7,21 +7,43 @@ use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportF
 
 /// Sends batches with [`reqwest`]; the default transport of [`Client::new`](crate::Client::new)
 /// on native targets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     http: reqwest::Client,
+    /// For event streams. Of [`new`](Self::new), a client that keeps no idle connection, so
+    /// that each stream opens a connection of its own: `crudp::server::serve` then answers it
+    /// with a fraction of the memory of a stream on a reused connection.
+    streams: reqwest::Client,
+}
+
+impl Default for ReqwestTransport {
+    fn default() -> Self {
+        let streams = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http: reqwest::Client::new(),
+            streams,
+        }
+    }
 }
 
 impl ReqwestTransport {
-    /// A transport with its own connection pool.
+    /// A transport with its own connection pool; each event stream opens a connection of its
+    /// own.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A transport that shares an existing reqwest client: its pool, default headers (for
-    /// the server's authenticator), proxies and TLS set-up.
+    /// the server's authenticator), proxies and TLS set-up. Its event streams go through that
+    /// pool too, so they may reuse a connection that served other requests.
     pub fn with_client(http: reqwest::Client) -> Self {
-        Self { http }
+        Self {
+            streams: http.clone(),
+            http,
+        }
     }
 }
 
@@ -107,9 +129,9 @@ impl Transport for ReqwestTransport {
         // goes in the query.
         let request = if headers.iter().any(|(name, _)| *name == "authorization") {
             let join = if url.contains('?') { '&' } else { '?' };
-            self.http.get(format!("{url}{join}token={token}"))
+            self.streams.get(format!("{url}{join}token={token}"))
         } else {
-            self.http.get(url).bearer_auth(token)
+            self.streams.get(url).bearer_auth(token)
         };
         let mut request = request.header(reqwest::header::ACCEPT, "text/event-stream");
         for (name, value) in headers {
