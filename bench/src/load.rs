@@ -358,3 +358,79 @@ pub(crate) async fn stages(at: &Addresses, calls: usize) -> Vec<(&'static str, f
         ("the whole call", crate::median(&whole)),
     ]
 }
+
+/// A transport that answers in process, as the server would with an instant handler: each
+/// create comes back as its todo. Times the client alone, with no network and no server.
+#[derive(Clone, Default)]
+struct InProcess;
+
+impl crudp::Transport for InProcess {
+    fn post(
+        &self,
+        _url: &str,
+        _headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> crudp::transport::TransportFuture<'_, Result<Vec<u8>, crudp::TransportError>> {
+        use crudp::protocol::{PacketResult, Results, decode_batch, encode_results};
+        let batch = decode_batch(&body, usize::MAX).expect("a batch");
+        let results = batch
+            .packets
+            .iter()
+            .map(|packet| {
+                let (title,): (String,) = postcard::from_bytes(&packet.args).expect("a title");
+                let todo = Todo {
+                    id: packet.seq,
+                    title,
+                    done: false,
+                    by: String::new(),
+                };
+                PacketResult {
+                    seq: packet.seq,
+                    outcome: crudp::Outcome::Ok(postcard::to_stdvec(&todo).expect("a todo")),
+                }
+            })
+            .collect();
+        let answer = encode_results(&Results { results });
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+
+    fn events(
+        &self,
+        _url: &str,
+        _token: &str,
+        _last_event_id: Option<u64>,
+    ) -> crudp::transport::TransportFuture<
+        '_,
+        Result<crudp::transport::EventStream, crudp::TransportError>,
+    > {
+        Box::pin(std::future::ready(Err(crudp::TransportError::Unreachable(
+            "no event stream in process".into(),
+        ))))
+    }
+}
+
+/// Creates per second through `/call` with the client alone: `reps` runs of rounds of `n`
+/// calls, each answered in process (see [`InProcess`]).
+pub(crate) async fn client_alone(n: usize, reps: usize) -> Vec<f64> {
+    let client = Client::builder("http://in-process/crudp")
+        .mode(Mode::Call)
+        .transport(InProcess)
+        .build();
+    let todos = TodosClient::new(&client);
+    let rounds = MIN_CREATES.div_ceil(n).max(1);
+    let mut rates = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let calls: Vec<_> = titles(n).into_iter().map(|t| todos.create(t)).collect();
+            let done = join_all(calls)
+                .await
+                .into_iter()
+                .filter(Result::is_ok)
+                .count();
+            assert_eq!(done, n, "in process: {done} of {n} creates came back");
+        }
+        rates.push((rounds * n) as f64 / started.elapsed().as_secs_f64());
+    }
+    rates
+}

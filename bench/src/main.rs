@@ -108,6 +108,15 @@ async fn main() {
                 .remove(0);
             println!("{variant}: median {:.0} creates/s", median(&rates));
         }
+        Some("client") => {
+            // The client alone, answered in process: `client N REPS`.
+            let [n, reps] = &args[1..] else {
+                panic!("client N REPS")
+            };
+            let rates =
+                load::client_alone(n.parse().expect("N"), reps.parse().expect("REPS")).await;
+            println!("the client alone: median {:.0} creates/s", median(&rates));
+        }
         Some("stages") => {
             // The stage-by-stage timing of one call alone: `stages CALLS`.
             let [calls] = &args[1..] else {
@@ -173,7 +182,7 @@ async fn main() {
             print!("{}", run(&plan).await);
         }
         _ => eprintln!(
-            "usage: crudp-bench run [--quick] | load VARIANT N REPS | stages CALLS | bytes | \
+            "usage: crudp-bench run [--quick] | load VARIANT N REPS | client N REPS | stages CALLS | bytes | \
              fanout KIND K | upload MIB REPS"
         ),
     }

@@ -9,10 +9,16 @@ use std::{
 };
 
 use crudp_runtime::{CallError, TransportError};
-use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
 
-use crate::{core::Input, queue::Reply, shared::Shared};
+use crate::{
+    core::Input,
+    queue::{
+        Reply,
+        reply::{ReplyReceiver, slot},
+    },
+    shared::Shared,
+};
 
 /// The result of a call, once the server has answered it.
 ///
@@ -23,19 +29,27 @@ use crate::{core::Input, queue::Reply, shared::Shared};
 /// client waits a little longer (100 ms at most) before it sends without it.
 #[must_use = "the call is sent either way; await the future to get its result"]
 pub struct CallFuture<T, E> {
-    reply: oneshot::Receiver<Reply>,
+    reply: ReplyReceiver,
     /// Released on the first poll.
     release: Option<Weak<Shared>>,
     _result: PhantomData<fn() -> Result<T, E>>,
 }
 
 impl<T, E> CallFuture<T, E> {
-    pub(crate) fn new(reply: oneshot::Receiver<Reply>, release: Option<Weak<Shared>>) -> Self {
+    pub(crate) fn new(reply: ReplyReceiver, release: Option<Weak<Shared>>) -> Self {
         Self {
             reply,
             release,
             _result: PhantomData,
         }
+    }
+
+    /// A call answered before it was queued (the client stopped, say).
+    pub(crate) fn answered(reply: Reply) -> Self {
+        let (sender, receiver) = slot();
+        // Nothing polled the future yet: nobody to wake.
+        let _ = sender.fill(reply);
+        Self::new(receiver, None)
     }
 
     fn release(&mut self) {
@@ -68,10 +82,10 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Future for CallFuture<T, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.release();
-        Pin::new(&mut self.reply).poll(cx).map(|reply| match reply {
-            Ok(Ok(outcome)) => outcome.decode(),
-            Ok(Err(error)) => Err(CallError::Transport(error)),
-            Err(oneshot::Canceled) => Err(CallError::Transport(TransportError::Closed)),
+        self.reply.poll(cx).map(|reply| match reply {
+            Some(Ok(outcome)) => outcome.decode(),
+            Some(Err(error)) => Err(CallError::Transport(error)),
+            None => Err(CallError::Transport(TransportError::Closed)),
         })
     }
 }

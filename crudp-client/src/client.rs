@@ -20,7 +20,10 @@ use crate::{
     driver::Driver,
     headers::{Headers, InvalidHeader, checked},
     listeners::{ListenerFn, Listeners},
-    queue::storage::{LEASE_RENEW_MS, Persistence, Saved, Storage, client_key},
+    queue::{
+        reply,
+        storage::{LEASE_RENEW_MS, Persistence, Saved, Storage, client_key},
+    },
     rt,
     shared::Shared,
     status::Status,
@@ -319,6 +322,7 @@ impl ClientBuilder {
             core,
             shared: Arc::clone(&shared),
             inputs: Vec::new(),
+            woken: Vec::new(),
             stop: stop_receiver,
             stream_stop: Some(stream_stop),
             taken_in: 0,
@@ -575,25 +579,22 @@ impl Client {
     where
         A: Serialize + ?Sized,
     {
-        let (reply, receiver) = oneshot::channel();
         if let Some(stopped) = self.shared.stopped() {
-            let _ = reply.send(Err(stopped));
-            return CallFuture::new(receiver, None);
+            return CallFuture::answered(Err(stopped));
         }
         let args = match postcard::to_stdvec(args) {
             Ok(args) => args,
             Err(e) => {
-                let _ = reply.send(Ok(Outcome::Rejected {
+                return CallFuture::answered(Ok(Outcome::Rejected {
                     code: RejectCode::BadArguments,
                     message: format!("the arguments of `{action}` do not encode: {e}"),
                 }));
-                return CallFuture::new(receiver, None);
             }
         };
         if let Err(message) = self.start() {
-            let _ = reply.send(Err(TransportError::Unreachable(message)));
-            return CallFuture::new(receiver, None);
+            return CallFuture::answered(Err(TransportError::Unreachable(message)));
         }
+        let (reply, receiver) = reply::slot();
         self.shared.post(Input::Call {
             handler,
             action,

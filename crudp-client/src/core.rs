@@ -4,11 +4,10 @@
 //! in as milliseconds, so that tests can drive it through any sequence.
 
 use crudp_runtime::{Action, ClientId, Results, TransportError};
-use futures_channel::oneshot;
 
 use crate::{
     backoff::Backoff,
-    queue::{Call, Calls, Reply, storage::Saved},
+    queue::{Call, Calls, Reply, reply::ReplySender, storage::Saved},
     status::{Connection, Status},
 };
 
@@ -43,7 +42,7 @@ pub(crate) enum Input {
         handler: u32,
         action: Action,
         args: Vec<u8>,
-        reply: oneshot::Sender<Reply>,
+        reply: ReplySender,
     },
     /// Tasks await their calls (this many calls' futures were polled for the first time):
     /// the calls made so far may leave.
@@ -414,7 +413,7 @@ mod tests {
     }
 
     fn call(core: &mut Core, now: u64) {
-        let (reply, _) = oneshot::channel();
+        let (reply, _) = crate::queue::reply::slot();
         let input = Input::Call {
             handler: 1,
             action: Action::Create,

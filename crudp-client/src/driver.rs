@@ -2,7 +2,12 @@
 //! event stream and the browser post, and carries out the core's effects: sending batches,
 //! resolving calls, saving the queue and reporting the status.
 
-use std::{future::poll_fn, sync::Arc, task::Poll, time::Duration};
+use std::{
+    future::poll_fn,
+    sync::Arc,
+    task::{Poll, Waker},
+    time::Duration,
+};
 
 use crudp_runtime::{Outcome, Results, TransportError, protocol::decode_results};
 use futures_channel::oneshot;
@@ -11,6 +16,7 @@ use tracing::Instrument;
 
 use crate::{
     core::{Core, Effect, Input, Mode},
+    queue::reply,
     rt,
     shared::Shared,
     transport::TransportFuture,
@@ -26,6 +32,8 @@ pub(crate) struct Driver {
     pub(crate) stop: oneshot::Receiver<()>,
     /// Stops the event stream when the driver ends.
     pub(crate) stream_stop: Option<oneshot::Sender<()>>,
+    /// The tasks of the calls resolved in this step, woken at its end.
+    pub(crate) woken: Vec<Waker>,
     /// Calls taken in since the status was last reported.
     pub(crate) taken_in: usize,
     /// Calls taken in since the queue was last saved.
@@ -40,6 +48,7 @@ impl Drop for Driver {
         let mut effects = Vec::new();
         self.take_all(now, &mut effects);
         drop(effects);
+        reply::wake_all(&mut self.woken);
         let core = &self.core;
         self.shared
             .save(|| core.snapshot(), std::mem::take(&mut self.unsaved));
@@ -56,6 +65,8 @@ enum Event {
 
 type Pending<T> = Option<TransportFuture<'static, T>>;
 
+/// The most replies handed out before their tasks are woken.
+const WAKE_EVERY: usize = 32;
 /// How long a client dropped without storage keeps sending the calls it still has.
 const DRAIN_MS: u64 = 30_000;
 /// The longest single sleep: timers further out than about 24 days misbehave in browsers.
@@ -118,6 +129,8 @@ impl Driver {
                     sending = Some(send);
                 }
             }
+            // Every reply of the step is in: each task waiting for some wakes once.
+            reply::wake_all(&mut self.woken);
             if self.shared.stopped().is_some() {
                 // Signed out, or another user's: `Drop` saves nothing and lets go of nothing.
                 return;
@@ -188,7 +201,14 @@ impl Driver {
                         .listeners
                         .notify(call.packet.handler, call.packet.action, heard);
                 }
-                call.resolve(reply);
+                if let Some(waker) = call.resolve(reply) {
+                    self.woken.push(waker);
+                    // A large batch wakes its tasks as it goes, so that they can take their
+                    // replies while the rest are handed out.
+                    if self.woken.len() >= WAKE_EVERY {
+                        reply::wake_all(&mut self.woken);
+                    }
+                }
             }
             Effect::Save => {
                 let core = &self.core;

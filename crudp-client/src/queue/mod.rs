@@ -7,9 +7,10 @@
 use std::collections::VecDeque;
 
 use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets};
-use futures_channel::oneshot;
-
+pub(crate) mod reply;
 pub(crate) mod storage;
+
+use reply::ReplySender;
 
 use storage::Saved;
 
@@ -18,15 +19,15 @@ pub(crate) type Reply = Result<Outcome, TransportError>;
 
 pub(crate) struct Call {
     pub(crate) packet: Packet,
-    pub(crate) reply: Option<oneshot::Sender<Reply>>,
+    pub(crate) reply: Option<ReplySender>,
 }
 
 impl Call {
-    /// Resolves the call's future, if anyone still holds it.
-    pub(crate) fn resolve(mut self, reply: Reply) {
-        if let Some(sender) = self.reply.take() {
-            let _ = sender.send(reply);
-        }
+    /// Hands the reply to the call's future, and returns the waker of its task (see
+    /// [`reply`]).
+    #[must_use = "the call's task waits until it is woken"]
+    pub(crate) fn resolve(mut self, reply: Reply) -> Option<std::task::Waker> {
+        self.reply.take()?.fill(reply)
     }
 }
 
