@@ -7,11 +7,11 @@
 use std::collections::VecDeque;
 
 use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets};
+
 pub(crate) mod reply;
 pub(crate) mod storage;
 
 use reply::ReplySender;
-
 use storage::Saved;
 
 /// What a waiting call is told: the server's outcome, or why there is none.

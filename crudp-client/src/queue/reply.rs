@@ -24,41 +24,43 @@ impl Slot {
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Ends the wait with `state`, and returns the waker of the future's task, if it was
+    /// polled.
+    fn end(&self, state: State) -> Option<Waker> {
+        let mut current = self.state();
+        let State::Waiting(waker) = &mut *current else {
+            return None;
+        };
+        let waker = waker.take();
+        *current = state;
+        waker
+    }
 }
 
 /// A new slot: the driver's end, and the future's.
 pub(crate) fn slot() -> (ReplySender, ReplyReceiver) {
     let slot = Arc::new(Slot(Mutex::new(State::Waiting(None))));
-    (ReplySender(Arc::clone(&slot)), ReplyReceiver(slot))
+    (ReplySender(Some(Arc::clone(&slot))), ReplyReceiver(slot))
 }
 
-/// The driver's end of a slot.
-pub(crate) struct ReplySender(Arc<Slot>);
+/// The driver's end of a slot; `None` once filled.
+pub(crate) struct ReplySender(Option<Arc<Slot>>);
 
 impl ReplySender {
     /// Puts `reply` in the slot, and returns the waker of the future's task, for the driver to
     /// wake once every reply of the batch is in.
     #[must_use = "the future's task waits until it is woken"]
-    pub(crate) fn fill(self, reply: Reply) -> Option<Waker> {
-        match mem::replace(&mut *self.0.state(), State::Filled(reply)) {
-            State::Waiting(waker) => waker,
-            // Never twice: `fill` takes the sender.
-            State::Filled(_) | State::Gone => None,
-        }
+    pub(crate) fn fill(mut self, reply: Reply) -> Option<Waker> {
+        self.0.take()?.end(State::Filled(reply))
     }
 }
 
 /// Dropped without a reply, the future gets `Closed`.
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        let mut state = self.0.state();
-        if let State::Waiting(waker) = &mut *state {
-            let waker = waker.take();
-            *state = State::Gone;
-            drop(state);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        if let Some(waker) = self.0.take().and_then(|slot| slot.end(State::Gone)) {
+            waker.wake();
         }
     }
 }
@@ -70,19 +72,17 @@ impl ReplyReceiver {
     /// The reply, once filled; `None` if the driver let go of the call without one.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Reply>> {
         let mut state = self.0.state();
-        match &mut *state {
+        match mem::replace(&mut *state, State::Gone) {
+            State::Filled(reply) => Poll::Ready(Some(reply)),
+            State::Gone => Poll::Ready(None),
             State::Waiting(waker) => {
-                match waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
+                let waker = match waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => waker,
+                    _ => cx.waker().clone(),
+                };
+                *state = State::Waiting(Some(waker));
                 Poll::Pending
             }
-            State::Filled(_) => match mem::replace(&mut *state, State::Gone) {
-                State::Filled(reply) => Poll::Ready(Some(reply)),
-                _ => unreachable!("checked just above"),
-            },
-            State::Gone => Poll::Ready(None),
         }
     }
 }
