@@ -582,7 +582,7 @@ impl Client {
         if let Some(stopped) = self.shared.stopped() {
             return CallFuture::answered(Err(stopped));
         }
-        let args = match postcard::to_stdvec(args) {
+        let args = match crudp_runtime::encode(args) {
             Ok(args) => args,
             Err(e) => {
                 return CallFuture::answered(Ok(Outcome::Rejected {

@@ -484,7 +484,7 @@ impl OutcomeStore for RedisOutcomes {
             for (seq, outcome) in &finals {
                 finish
                     .arg(seq)
-                    .arg(postcard::to_stdvec(outcome).expect("an outcome always encodes"));
+                    .arg(crudp_runtime::encode(outcome).expect("an outcome always encodes"));
             }
             for (seq, _) in &finals {
                 if let Some(dropped) = seq.checked_sub(kept).filter(|s| *s > 0) {

@@ -1,6 +1,6 @@
 //! What a handler knows about the call it serves.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::protocol::{ClientId, RequestId};
 
@@ -117,11 +117,23 @@ pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
 /// It tells who is calling (the [`User`] from the application's authenticator), which call
 /// this is ([`RequestId`]), and gives the raw HTTP request parts and their typed extensions
 /// to handlers that need them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Context {
     request: Arc<RequestInfo>,
     seq: u64,
-    effects: Arc<Mutex<Effects>>,
+    /// Made on first use: most calls ask for nothing, and a batch makes a context per call.
+    /// Clones share it.
+    effects: OnceLock<Arc<Mutex<Effects>>>,
+}
+
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Self {
+            request: Arc::clone(&self.request),
+            seq: self.seq,
+            effects: OnceLock::from(Arc::clone(self.shared_effects())),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,7 +156,7 @@ impl Context {
                 parts,
             }),
             seq: 0,
-            effects: Arc::default(),
+            effects: OnceLock::new(),
         }
     }
 
@@ -158,7 +170,7 @@ impl Context {
         Self {
             request: Arc::clone(&self.request),
             seq,
-            effects: Arc::default(),
+            effects: OnceLock::new(),
         }
     }
 
@@ -258,10 +270,45 @@ impl Context {
 
     /// Takes what the handler asked for; the server calls this once the handler returns.
     pub fn take_effects(&self) -> Effects {
-        std::mem::take(&mut *self.effects())
+        match self.effects.get() {
+            Some(effects) => std::mem::take(&mut *lock(effects)),
+            None => Effects::default(),
+        }
     }
 
-    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
-        self.effects.lock().unwrap_or_else(PoisonError::into_inner)
+    fn shared_effects(&self) -> &Arc<Mutex<Effects>> {
+        self.effects.get_or_init(Arc::default)
+    }
+
+    fn effects(&self) -> MutexGuard<'_, Effects> {
+        lock(self.shared_effects())
+    }
+}
+
+fn lock(effects: &Mutex<Effects>) -> MutexGuard<'_, Effects> {
+    effects.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_of_a_call_share_what_it_asks_for_and_the_next_call_starts_afresh() {
+        let request = Context::local(User::new("ann", "user"), ClientId(7));
+        let call = request.for_seq(3);
+        assert!(call.take_effects().broadcast.is_empty());
+        // A clone made before anything was asked for (moved into a task, say) still shares.
+        let clone = call.clone();
+        clone.broadcast(Target::All);
+        let _ = clone.retry_later("busy");
+        let effects = call.take_effects();
+        assert_eq!(effects.broadcast.len(), 1);
+        assert_eq!(effects.retry_later.as_deref(), Some("busy"));
+        call.broadcast(Target::User("bob".into()));
+        assert_eq!(clone.take_effects().broadcast.len(), 1);
+        call.broadcast(Target::All);
+        assert!(call.for_seq(4).take_effects().broadcast.is_empty());
+        assert_eq!(call.take_effects().broadcast.len(), 1);
     }
 }

@@ -94,11 +94,18 @@ pub(crate) fn describe(error: postcard::Error) -> String {
     }
 }
 
+/// Encodes `value` with postcard into a buffer that holds a small value (the usual argument
+/// tuple or result) without growing: one allocation, where encoding into an empty `Vec`
+/// reallocates as it grows.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, Vec::with_capacity(64))
+}
+
 /// Encodes a handler's result as an [`Outcome`].
 pub fn encode_result<T: Serialize, E: Serialize>(result: Result<T, E>) -> Outcome {
     let encoded = match &result {
-        Ok(value) => postcard::to_stdvec(value).map(Outcome::Ok),
-        Err(error) => postcard::to_stdvec(error).map(Outcome::AppError),
+        Ok(value) => encode(value).map(Outcome::Ok),
+        Err(error) => encode(error).map(Outcome::AppError),
     };
     encoded.unwrap_or_else(|e| Outcome::Rejected {
         code: RejectCode::Internal,

@@ -22,6 +22,9 @@ pub mod protocol;
 pub mod server;
 
 pub use context::{Context, Effects, RetryLater, Target, User};
+/// For the client: postcard into a buffer sized for a small value.
+#[doc(hidden)]
+pub use dispatch::encode;
 pub use dispatch::{BoxFuture, Dispatch, decode_args, encode_result, unknown_action};
 pub use error::{CallError, TransportError};
 pub use module::{Broadcaster, Module, ModuleDescriptor, module_id};

@@ -334,10 +334,9 @@ impl Ledger {
         record.running = None;
         record.seen = now;
         let mut finished = Vec::with_capacity(outcomes.len());
+        // One lookup for the batch; the budget over all clients is checked once at its end.
+        let (mut added, mut removed) = (0, 0);
         for &(seq, outcome) in outcomes {
-            let Some(record) = self.clients.get_mut(&client) else {
-                break;
-            };
             if seq <= record.saved.mark {
                 finished.push((seq, Finished::AlreadyFinal));
                 continue;
@@ -349,9 +348,12 @@ impl Ledger {
                 finished.push((seq, Finished::Stalled));
                 continue;
             }
-            self.advance(client, seq, outcome.clone());
+            let (more, less) = record.advance(seq, outcome.clone(), &self.limits);
+            added += more;
+            removed += less;
             finished.push((seq, Finished::Final));
         }
+        self.account(client, added, removed);
         Ok(finished)
     }
 
@@ -372,26 +374,14 @@ impl Ledger {
         let Some(record) = self.clients.get_mut(&client) else {
             return;
         };
-        record.saved.mark = seq;
-        if record.saved.stalled.is_some_and(|s| s <= seq) {
-            record.saved.stalled = None;
-        }
-        let size = outcome_bytes(&outcome);
-        if size <= self.limits.bytes_per_client {
-            record.outcomes.push_back((seq, outcome));
-            record.bytes += size;
-            self.bytes += size;
-        }
-        while record.outcomes.len() > self.limits.outcomes_per_client
-            || record.bytes > self.limits.bytes_per_client
-        {
-            let Some((_, old)) = record.outcomes.pop_front() else {
-                break;
-            };
-            let size = outcome_bytes(&old);
-            record.bytes -= size;
-            self.bytes -= size;
-        }
+        let (added, removed) = record.advance(seq, outcome, &self.limits);
+        self.account(client, added, removed);
+    }
+
+    /// Counts the outcome bytes `client` gained and lost, and sheds others' if the total is
+    /// over its budget.
+    fn account(&mut self, client: ClientId, added: usize, removed: usize) {
+        self.bytes = self.bytes + added - removed;
         if self.bytes > self.limits.total_bytes {
             self.shed(client);
         }
@@ -510,6 +500,34 @@ impl Record {
             dirty: false,
             version: 0,
         }
+    }
+
+    /// Moves the mark to `seq` and keeps its final `outcome` within the client's budgets;
+    /// returns the outcome bytes kept and the bytes of older outcomes dropped for room.
+    fn advance(&mut self, seq: u64, outcome: Outcome, limits: &OutcomeLimits) -> (usize, usize) {
+        self.saved.mark = seq;
+        if self.saved.stalled.is_some_and(|s| s <= seq) {
+            self.saved.stalled = None;
+        }
+        let mut added = 0;
+        let size = outcome_bytes(&outcome);
+        if size <= limits.bytes_per_client {
+            self.outcomes.push_back((seq, outcome));
+            self.bytes += size;
+            added = size;
+        }
+        let mut removed = 0;
+        while self.outcomes.len() > limits.outcomes_per_client
+            || self.bytes > limits.bytes_per_client
+        {
+            let Some((_, old)) = self.outcomes.pop_front() else {
+                break;
+            };
+            let size = outcome_bytes(&old);
+            self.bytes -= size;
+            removed += size;
+        }
+        (added, removed)
     }
 
     /// Drops every kept outcome; returns the bytes freed.

@@ -343,7 +343,7 @@ fn write(
         let mut newest = std::collections::HashMap::new();
         for (client, seq, outcome) in outcomes {
             if outcome_bytes(outcome) <= limits.bytes_per_client {
-                let blob = postcard::to_stdvec(outcome).expect("an outcome always encodes");
+                let blob = crate::dispatch::encode(outcome).expect("an outcome always encodes");
                 insert.execute(params![sql(client.0), sql(*seq), blob])?;
             }
             newest.insert(*client, *seq);
@@ -384,7 +384,7 @@ fn write_outcome(
     max_bytes: usize,
 ) -> rusqlite::Result<()> {
     if outcome_bytes(outcome) <= max_bytes {
-        let blob = postcard::to_stdvec(outcome).expect("an outcome always encodes");
+        let blob = crate::dispatch::encode(outcome).expect("an outcome always encodes");
         tx.execute(
             "INSERT OR REPLACE INTO crudp_outcomes (client, seq, outcome) VALUES (?1, ?2, ?3)",
             params![sql(client.0), sql(seq), blob],

@@ -149,6 +149,8 @@ impl Crudp {
         // The packets that ran: their index, their outcome, and what they broadcast.
         let mut ran = Vec::new();
         let mut stopped: Option<String> = None;
+        // The module of the packet before: a batch's packets mostly share one.
+        let mut module: Option<(u32, Option<&dyn Dispatch>)> = None;
         for (packet, answer) in packets.iter().zip(answers) {
             let outcome = match answer {
                 Begin::Run(reserved) => {
@@ -156,9 +158,18 @@ impl Crudp {
                     match &stopped {
                         Some(reason) => not_run(reason),
                         None => {
+                            let mounted = match module {
+                                Some((handler, mounted)) if handler == packet.handler => mounted,
+                                _ => {
+                                    let mounted =
+                                        self.shared.modules.get(&packet.handler).map(|m| &**m);
+                                    module = Some((packet.handler, mounted));
+                                    mounted
+                                }
+                            };
                             let ctx = ctx.for_seq(packet.seq);
                             let outcome = self
-                                .execute_packet(&ctx, packet, &mut clock, &mut calls)
+                                .execute_packet(&ctx, packet, mounted, &mut clock, &mut calls)
                                 .await;
                             let effects = ctx.take_effects();
                             let outcome = match effects.retry_later {
@@ -306,17 +317,17 @@ impl Crudp {
         }
     }
 
-    /// Runs one packet in its span (OpenTelemetry's RPC conventions: `rpc.system`,
-    /// `rpc.service`, `rpc.method`), and counts it in `calls`. It started at `clock`, which
-    /// is moved to when it ended.
+    /// Runs one packet on `mounted`, its module, in its span (OpenTelemetry's RPC conventions:
+    /// `rpc.system`, `rpc.service`, `rpc.method`), and counts it in `calls`. It started at
+    /// `clock`, which is moved to when it ended.
     async fn execute_packet(
         &self,
         ctx: &Context,
         packet: &Packet,
+        mounted: Option<&dyn Dispatch>,
         clock: &mut Instant,
         calls: &mut metrics::Calls,
     ) -> Outcome {
-        let mounted = self.shared.modules.get(&packet.handler).map(|m| &**m);
         let module = mounted.map_or("unknown", |m| m.descriptor().name);
         let span = tracing::info_span!(
             "crudp.call",
