@@ -37,6 +37,9 @@ struct Record {
     running: Option<Reserved>,
     /// Oldest first, ascending `seq`.
     outcomes: VecDeque<(u64, Outcome)>,
+    /// Packets of the reservation that ran, not yet finished, in order: a durable store's
+    /// handler that commits its own outcome commits these with it.
+    ran: Vec<(u64, Outcome)>,
     bytes: usize,
     seen: Instant,
     /// Changes not yet durable: a durable store must not let it go from memory.
@@ -277,6 +280,7 @@ impl Ledger {
             answers.push(Begin::Run(Lease(lease)));
         }
         self.next_lease += 1;
+        record.ran.clear();
         record.running = Some(Reserved {
             from: first,
             to,
@@ -332,6 +336,7 @@ impl Ledger {
             return Err(lost(client, outcomes));
         }
         record.running = None;
+        record.ran.clear();
         record.seen = now;
         let mut finished = Vec::with_capacity(outcomes.len());
         // One lookup for the batch; the budget over all clients is checked once at its end.
@@ -361,13 +366,46 @@ impl Ledger {
     /// reserved; the reservation ends with the packet's `finish`.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn committed(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
-        if self
-            .clients
-            .get(&client)
-            .is_some_and(|r| seq > r.saved.mark)
-        {
-            self.advance(client, seq, outcome);
+        let Some(record) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if seq <= record.saved.mark {
+            return;
         }
+        // The packets of the reservation that ran before it were committed with it.
+        let earlier: Vec<_> = record.ran.drain(..).filter(|(s, _)| *s < seq).collect();
+        for (earlier, outcome) in earlier {
+            self.advance(client, earlier, outcome);
+        }
+        self.advance(client, seq, outcome);
+    }
+
+    /// Keeps the final outcome of a reserved packet that ran, until its batch is finished
+    /// (see [`Ledger::committed`]).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn ran(&mut self, client: ClientId, seq: u64, outcome: &Outcome) {
+        if let Some(record) = self.clients.get_mut(&client)
+            && seq > record.saved.mark
+            && record
+                .running
+                .is_some_and(|run| (run.from..=run.to).contains(&seq))
+        {
+            record.ran.push((seq, outcome.clone()));
+        }
+    }
+
+    /// The outcomes of the reservation's packets that ran before `seq`, in order: what a
+    /// handler's own commit of `seq` writes with it.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn ran_before(&self, client: ClientId, seq: u64) -> Vec<(u64, Outcome)> {
+        self.clients.get(&client).map_or_else(Vec::new, |record| {
+            record
+                .ran
+                .iter()
+                .filter(|(s, _)| *s < seq && *s > record.saved.mark)
+                .cloned()
+                .collect()
+        })
     }
 
     fn advance(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
@@ -495,6 +533,7 @@ impl Record {
             saved,
             running: None,
             outcomes: VecDeque::new(),
+            ran: Vec::new(),
             bytes: 0,
             seen: now,
             dirty: false,

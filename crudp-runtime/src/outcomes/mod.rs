@@ -146,6 +146,16 @@ pub trait OutcomeStore: Send + Sync + 'static {
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Packet `seq` of `client`, reserved by [`begin_batch`](Self::begin_batch) with others,
+    /// ran to its final `outcome`; [`finish_batch`](Self::finish_batch) records it with theirs
+    /// once the batch is done. A store whose handlers commit outcomes of their own (the SQLite
+    /// store's `transaction`) keeps it, to commit it with the next such outcome, so that the
+    /// mark never passes a packet whose outcome the store does not hold. The default does
+    /// nothing.
+    fn ran(&self, client: ClientId, seq: u64, outcome: &Outcome) {
+        let _ = (client, seq, outcome);
+    }
+
     /// What to do with the packets `seqs` of `client` (in the order sent), for a store that
     /// can answer several in one step, where each step is a round trip: the server asks this,
     /// not [`begin`](Self::begin).

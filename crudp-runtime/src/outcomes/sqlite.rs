@@ -175,10 +175,13 @@ impl SqliteOutcomes {
             let mut db = lock(&this.inner.db);
             // Under the file's lock: only the first transaction of a packet this process is
             // running records its outcome.
+            // With it go the outcomes of the reservation's packets that ran before it: the
+            // mark it moves must not pass a packet whose outcome the file lacks.
             let reserved = {
                 let ledger = this.ledger();
-                ledger.is_running(id.client, id.seq)
-                    && ledger.mark(id.client).is_some_and(|mark| id.seq > mark)
+                (ledger.is_running(id.client, id.seq)
+                    && ledger.mark(id.client).is_some_and(|mark| id.seq > mark))
+                .then(|| ledger.ran_before(id.client, id.seq))
             };
             let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let result = {
@@ -191,13 +194,16 @@ impl SqliteOutcomes {
                 }
                 result
             };
-            let outcome = reserved.then(|| encode_result(result.as_ref()));
-            if let Some(outcome) = &outcome {
+            let outcome = reserved.map(|earlier| (earlier, encode_result(result.as_ref())));
+            if let Some((earlier, outcome)) = &outcome {
+                for (seq, earlier) in earlier {
+                    write_outcome(&tx, id.client, *seq, earlier, max_bytes)?;
+                }
                 write_outcome(&tx, id.client, id.seq, outcome, max_bytes)?;
             }
             tx.commit()?;
             // Before the lock is released and before anything can cancel the handler.
-            if let Some(outcome) = outcome {
+            if let Some((_, outcome)) = outcome {
                 this.ledger().committed(id.client, id.seq, outcome);
             }
             Ok(result)
@@ -415,6 +421,15 @@ fn read_client(db: &Connection, client: ClientId) -> rusqlite::Result<Option<Sav
 }
 
 impl OutcomeStore for SqliteOutcomes {
+    fn ran(&self, client: ClientId, seq: u64, outcome: &Outcome) {
+        // No sweep: this is on every packet's path.
+        self.inner
+            .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ran(client, seq, outcome);
+    }
+
     fn claim<'a>(
         &'a self,
         client: ClientId,
@@ -674,5 +689,52 @@ mod tests {
         );
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
+    }
+    #[tokio::test]
+    async fn a_transaction_commits_the_outcomes_of_the_packets_of_its_batch_that_ran_before_it() {
+        let path = temp("earlier");
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let note = |db: &Connection| -> Result<u32, String> {
+            db.execute_batch("CREATE TABLE IF NOT EXISTS notes (text TEXT NOT NULL)")
+                .map_err(|e| e.to_string())?;
+            Ok(2)
+        };
+        let read = Outcome::Ok(vec![1]);
+        let noted = Outcome::Ok(postcard::to_stdvec(&2u32).unwrap());
+        // Packet 1 (a read, or a write elsewhere) ran; packet 2 commits its own outcome.
+        let batch = |client: ClientId| {
+            let store = store.clone();
+            let read = read.clone();
+            async move {
+                assert_eq!(store.claim(client, "ann").await, Ok(Claim::Granted));
+                let begun = store.begin_batch(client, &[1, 2, 3]).await.unwrap();
+                let Some(Begin::Run(lease)) = begun.first().cloned() else {
+                    panic!("packets 1 to 3 should run, not {begun:?}");
+                };
+                store.ran(client, 1, &read);
+                let ctx = Context::local(User::new("ann", "member"), client);
+                assert_eq!(store.transaction(&ctx.for_seq(2), note).await, Ok(2));
+                lease
+            }
+        };
+        // Finished as the server finishes a batch: packet 1's outcome is kept, not passed by.
+        let finished = ClientId(5);
+        let lease = batch(finished).await;
+        store
+            .finish_batch(finished, lease, &[(1, &read), (2, &noted)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.begin(finished, 1).await,
+            Ok(Begin::Done(read.clone()))
+        );
+        // Or the process dies before the batch is finished: the file has both outcomes.
+        let killed = ClientId(6);
+        batch(killed).await;
+        drop(store);
+        let store = SqliteOutcomes::open(&path).unwrap();
+        assert_eq!(store.begin(killed, 1).await, Ok(Begin::Done(read)));
+        assert_eq!(store.begin(killed, 2).await, Ok(Begin::Done(noted)));
+        assert!(matches!(store.begin(killed, 3).await, Ok(Begin::Run(_))));
     }
 }

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     Dispatch,
-    context::Context,
+    context::{Context, Target},
     dispatch::unknown_action,
     hub::{Channel, Publication},
     outcomes::{Begin, Lease, StoreError, outcome_bytes},
@@ -80,6 +80,9 @@ impl Crudp {
     async fn execute_batch(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
         let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
         let mut outcomes = Vec::with_capacity(packets.len());
+        // Published once the outcomes are durable: nobody hears of a call before its own
+        // client could.
+        let mut broadcasts = Vec::new();
         let mut stopped: Option<String> = None;
         while outcomes.len() < packets.len() {
             let done = outcomes.len();
@@ -87,7 +90,7 @@ impl Crudp {
                 Some(reason) => outcomes.extend(packets[done..].iter().map(|_| not_run(reason))),
                 None => {
                     let answered = self
-                        .execute_some(ctx, &packets[done..], &seqs[done..])
+                        .execute_some(ctx, &packets[done..], &seqs[done..], &mut broadcasts)
                         .await;
                     stopped = answered.iter().find_map(|outcome| match outcome {
                         Outcome::Unavailable { message } => Some(message.clone()),
@@ -97,7 +100,17 @@ impl Crudp {
                 }
             }
         }
-        if !self.flush().await {
+        let flushed = self.flush().await;
+        let client = ctx.client();
+        for (broadcast, target) in broadcasts {
+            if let Err(e) = self
+                .publish_broadcast(broadcast, Channel::from(target), Some(client))
+                .await
+            {
+                tracing::warn!(request = %ctx.request_id(), "broadcast not published: {e}");
+            }
+        }
+        if !flushed {
             // They ran, but until their outcomes are durable they are not answered: sent again,
             // they get their kept outcomes, never run twice.
             for outcome in &mut outcomes {
@@ -121,9 +134,16 @@ impl Crudp {
     }
 
     /// Answers the packets the store answers now (`begin_batch`), a prefix of `packets` (whose
-    /// sequence numbers are `seqs`) of at least one: the ones it reserved run in order, until one is `Unavailable`, and their
-    /// outcomes are recorded together before their broadcasts go out.
-    async fn execute_some(&self, ctx: &Context, packets: &[Packet], seqs: &[u64]) -> Vec<Outcome> {
+    /// sequence numbers are `seqs`) of at least one: the ones it reserved run in order, until
+    /// one is `Unavailable`, and their outcomes are recorded together; their broadcasts are
+    /// added to `broadcasts`, for the batch to publish once its outcomes are durable.
+    async fn execute_some(
+        &self,
+        ctx: &Context,
+        packets: &[Packet],
+        seqs: &[u64],
+        broadcasts: &mut Vec<(Broadcast, Target)>,
+    ) -> Vec<Outcome> {
         let client = ctx.client();
         let started = Instant::now();
         let begun = self.shared.outcomes.begin_batch(client, seqs).await;
@@ -176,6 +196,9 @@ impl Crudp {
                                 Some(message) => Outcome::Unavailable { message },
                                 None => outcome,
                             };
+                            if !matches!(outcome, Outcome::Unavailable { .. }) {
+                                self.shared.outcomes.ran(client, packet.seq, &outcome);
+                            }
                             ran.push((outcomes.len(), effects.broadcast));
                             outcome
                         }
@@ -233,12 +256,7 @@ impl Crudp {
                     value: payload.clone(),
                     origin: Some(client),
                 };
-                if let Err(e) = self
-                    .publish_broadcast(broadcast, Channel::from(target), Some(client))
-                    .await
-                {
-                    tracing::warn!(request = %ctx.request_id(), "broadcast not published: {e}");
-                }
+                broadcasts.push((broadcast, target));
             }
         }
         outcomes
