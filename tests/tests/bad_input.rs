@@ -170,3 +170,52 @@ async fn a_4_gib_length_prefix_does_not_allocate() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_sequence_number_above_max_seq_gets_400() {
+    let server = Server::start().await;
+    let batch = Batch {
+        version: PROTOCOL_VERSION,
+        client: ClientId(3),
+        packets: vec![Packet {
+            seq: crudp::server::MAX_SEQ + 1,
+            handler: 7,
+            action: Action::Read,
+            args: vec![0],
+        }],
+    };
+    let (status, message) = post(&server, encode_batch(&batch)).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("above the largest"), "{message}");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_token_request_for_no_client_or_too_many_gets_400() {
+    use crudp::protocol::{MAX_TOKEN_CLIENTS, TokenRequest};
+    let server = Server::start().await;
+    let token = |clients: u64| {
+        let body = postcard::to_stdvec(&TokenRequest {
+            clients: (1..=clients).map(ClientId).collect(),
+        })
+        .unwrap();
+        let request = http()
+            .post(format!("{}/token", server.url()))
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    for clients in [0, MAX_TOKEN_CLIENTS as u64 + 1] {
+        let (status, message) = token(clients).await;
+        assert_eq!(status, 400, "{clients} clients: {message}");
+        assert!(
+            message.contains(&format!("it names {clients} clients")),
+            "{message}"
+        );
+    }
+    assert_eq!(token(MAX_TOKEN_CLIENTS as u64).await.0, 200);
+    assert_still_serving(&server).await;
+}

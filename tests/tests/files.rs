@@ -706,3 +706,59 @@ async fn anonymous_visitors_share_an_upload_quota_per_address() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_trickles_is_let_go_its_slot_freed_and_what_arrived_kept() {
+    let dir = files_dir("trickle");
+    let server = Server::start_with(|b| {
+        b.files_dir(&dir)
+            .uploads_per_user(1)
+            .body_timeout(Duration::from_secs(1))
+    })
+    .await;
+    let url = server.url();
+    let ann = http_as("ann", "user");
+    let data = bytes(1_000, 21);
+    let sha = sha256(&data);
+    let id = FileId(40);
+    let (rest, first) = held_open(&ann, &url, id, &data).await;
+    // A byte every 100 ms: never a second without one, but far under the least rate.
+    let trickle = tokio::spawn({
+        let data = data.clone();
+        async move {
+            for byte in &data[100..] {
+                if rest.unbounded_send(Ok(vec![*byte])).is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let (code, message) = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("a trickling upload is let go")
+        .unwrap();
+    trickle.abort();
+    assert_eq!(code, 408, "{message:?}");
+    assert!(
+        message.unwrap_err().contains("bytes a second"),
+        "the answer says why"
+    );
+    // Its writer's slot is free, and the bytes that arrived are kept: the rest goes on from
+    // there.
+    let (code, kept) = get(&ann, &url, id).await;
+    assert_eq!(code, 200, "{kept:?}");
+    let received = kept.unwrap().received;
+    assert!(received >= 100, "kept {received} bytes");
+    assert_eq!(
+        put(
+            &ann,
+            &url,
+            id,
+            (received, 1_000, sha),
+            data[received as usize..].to_vec()
+        )
+        .await,
+        (200, status(1_000, 1_000, true))
+    );
+}

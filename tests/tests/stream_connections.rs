@@ -235,3 +235,43 @@ async fn the_default_native_transport_opens_each_event_stream_on_a_connection_of
         "the stream reused a connection: {openings:?}"
     );
 }
+
+#[tokio::test]
+async fn event_streams_past_the_cap_per_address_or_in_all_are_refused_until_one_ends() {
+    for (cap, code) in [("per address", 429), ("in all", 503)] {
+        let server = match code {
+            429 => Server::start_with(|b| b.streams_per_address(2)).await,
+            _ => Server::start_with(|b| b.max_streams(2)).await,
+        };
+        let path = |token: String| format!("/crudp/events?token={token}");
+        let mut streams = Vec::new();
+        for (user, client) in [("ann", 1), ("bob", 2)] {
+            let token = server.token(user, "user", ClientId(client)).await;
+            let mut stream = open(server.addr, &path(token), true).await;
+            assert!(read_until(&mut stream, &mut Vec::new(), "event: ready").await);
+            streams.push(stream);
+        }
+        let carol = path(server.token("carol", "user", ClientId(3)).await);
+        let mut refused = open(server.addr, &carol, true).await;
+        let mut read = Vec::new();
+        assert!(!read_until(&mut refused, &mut read, "never sent").await);
+        let (head, body) = split(&read);
+        assert!(
+            head.starts_with(&format!("http/1.1 {code} ")),
+            "{cap}: {head}"
+        );
+        assert!(!body.is_empty(), "{cap}: the answer says why");
+        // One ends: its place goes to the next.
+        drop(streams.pop());
+        let mut served = false;
+        for _ in 0..100 {
+            let mut stream = open(server.addr, &carol, true).await;
+            if read_until(&mut stream, &mut Vec::new(), "event: ready").await {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "{cap}: a stream is served once another ended");
+    }
+}

@@ -683,3 +683,54 @@ async fn a_poll_ends_with_the_missed_events_or_the_first_new_one() {
         ["ready"]
     );
 }
+
+#[tokio::test]
+async fn a_client_with_its_share_of_batches_waiting_gets_503_and_others_go_on() {
+    let server = Server::start_with(|b| b.queue_per_client(1).workers(2)).await;
+    let http = http_as("ann", "admin");
+    let post = |client: u64, seq: u64| {
+        let args = postcard::to_stdvec(&("gated".to_owned(),)).unwrap();
+        let batch = encode_batch(&crudp::protocol::Batch {
+            version: PROTOCOL_VERSION,
+            client: ClientId(client),
+            packets: vec![crudp::protocol::Packet {
+                seq,
+                handler: TodosClient::DESCRIPTOR.id,
+                action: Action::Create,
+                args,
+            }],
+        });
+        http.post(format!("{}/sync", server.url()))
+            .body(batch)
+            .send()
+    };
+    assert_eq!(post(1, 1).await.unwrap().status(), 202);
+    eventually("the first batch to run", || {
+        server
+            .store
+            .at_gate
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        post(1, 2).await.unwrap().status(),
+        202,
+        "one batch may wait"
+    );
+    let full = post(1, 3).await.unwrap();
+    assert_eq!(full.status(), 503);
+    assert_eq!(full.headers()["retry-after"], "1");
+    assert!(full.text().await.unwrap().contains("client"));
+    // Another client of the same user is not held back by it.
+    assert_eq!(post(2, 1).await.unwrap().status(), 202);
+    server.store.gate.add_permits(3);
+    eventually("the batches to run", || server.executions() == 3).await;
+    assert_eq!(
+        post(1, 3).await.unwrap().status(),
+        202,
+        "served again once drained"
+    );
+    server.store.gate.add_permits(1);
+    eventually("the last batch to run", || server.executions() == 4).await;
+}

@@ -83,6 +83,10 @@ pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 pub const DEFAULT_STREAMS_PER_ADDRESS: usize = 256;
 /// Default for [`CrudpBuilder::body_timeout`]: 30 seconds.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least an upload's body must bring, in bytes a second on average, once it has been
+/// arriving for longer than [`CrudpBuilder::body_timeout`]: a slower one gets `408` (what
+/// arrived is kept, and the upload goes on from there when sent again).
+pub const MIN_UPLOAD_RATE: u64 = 1024;
 /// Default for [`CrudpBuilder::handler_timeout`]: 30 seconds.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`CrudpBuilder::token_ttl`]: 10 minutes.
@@ -639,7 +643,9 @@ impl CrudpBuilder {
     }
 
     /// How long a request's body may take to arrive; a slower one gets `408` and its
-    /// connection is closed. Default: [`DEFAULT_BODY_TIMEOUT`].
+    /// connection is closed. An upload (`PUT /upload/{id}`), which may take far longer, may
+    /// instead go this long without a byte, and once it has been arriving for this long it
+    /// must average [`MIN_UPLOAD_RATE`]. Default: [`DEFAULT_BODY_TIMEOUT`].
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.limits.body_timeout = timeout;
         self

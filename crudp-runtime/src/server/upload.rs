@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{
-    Crudp,
+    Crudp, MIN_UPLOAD_RATE,
     reply::{refuse, unavailable},
 };
 use crate::{
@@ -121,10 +121,27 @@ pub(super) async fn put(
     };
     let timeout = crudp.shared.limits.body_timeout;
     let mut body = body.into_data_stream();
+    let (began, mut arrived) = (tokio::time::Instant::now(), 0u64);
     loop {
         match tokio::time::timeout(timeout, body.next()).await {
             Ok(None) => break,
             Ok(Some(Ok(bytes))) => {
+                arrived += bytes.len() as u64;
+                let took = began.elapsed();
+                if took > timeout && arrived < MIN_UPLOAD_RATE.saturating_mul(took.as_secs()) {
+                    // A body that trickles would hold its writer's slot for as long as it
+                    // liked: what arrived is kept, to go on from.
+                    let _ = writer.push(bytes).await;
+                    let _ = writer.flush().await;
+                    return refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the body arrived at {} bytes a second, under the least an upload \
+                             must keep to, {MIN_UPLOAD_RATE}: send the rest again from its offset",
+                            arrived / took.as_secs().max(1)
+                        ),
+                    );
+                }
                 if let Err(e) = writer.push(bytes).await {
                     // What fits is kept; the upload is settled before the refusal.
                     if let FileError::TooLong { .. } = e
