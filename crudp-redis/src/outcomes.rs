@@ -24,7 +24,8 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long an instance that stopped heartbeating keeps its reservations.
 const ALIVE_FOR: Duration = Duration::from_secs(10);
 
-/// `KEYS`: the client, the user's clients. `ARGV`: client, user, now (ms), ownership (ms),
+/// `KEYS`: the client, the user's clients, the count of new clients this minute (the user's, or
+/// an anonymous visitor's address's). `ARGV`: client, user, now (ms), ownership (ms),
 /// clients per user, new clients per minute, slack (ms). A known
 /// client's ownership is renewed only once it has run down by the slack, so that most claims
 /// write nothing (and, with `appendfsync always`, wait for no disk).
@@ -41,7 +42,7 @@ if owner then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 'per_user' end
-local minute = KEYS[2] .. ':minute'
+local minute = KEYS[3]
 local made = redis.call('INCR', minute)
 if made == 1 then redis.call('PEXPIRE', minute, 60000) end
 if made > tonumber(ARGV[6]) then return 'per_minute' end
@@ -340,6 +341,15 @@ impl OutcomeStore for RedisOutcomes {
         client: ClientId,
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.claim_at(client, user, user)
+    }
+
+    fn claim_at<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+        rate: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
             let now = Instant::now();
             let remembered = lock(&self.granted)
@@ -353,6 +363,7 @@ impl OutcomeStore for RedisOutcomes {
                 .claim
                 .key(self.client_key(client))
                 .key(format!("{}user:{user}", self.prefix))
+                .key(format!("{}user:{rate}:minute", self.prefix))
                 .arg(client.to_string())
                 .arg(user)
                 .arg(now_ms())

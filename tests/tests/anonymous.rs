@@ -153,3 +153,45 @@ async fn visitors_share_the_queue_per_address_however_many_keys_they_make() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_of_one_address_share_the_rate_of_new_client_ids_however_many_keys_they_make() {
+    use crudp::{
+        protocol::TokenRequest,
+        server::{MemoryOutcomes, OutcomeLimits},
+    };
+    let store = std::sync::Arc::new(MemoryOutcomes::new(
+        OutcomeLimits::default().new_clients_per_minute(3),
+    ));
+    let server = Server::start_with(|b| b.outcome_store(std::sync::Arc::clone(&store))).await;
+    let token = |client: u64| {
+        postcard::to_stdvec(&TokenRequest {
+            clients: vec![ClientId(client)],
+        })
+        .unwrap()
+    };
+    // Five visitors from 127.0.0.1, each a key of its own asking for a new client ID.
+    let key = |n: u64| format!("cmF0ZS12aXNpdG9yLS0{n}MA");
+    let mut statuses = Vec::new();
+    for n in 1..=5 {
+        let response = post(&server, "token", Some(&key(n)), token(0x200 + n)).await;
+        statuses.push(response.status().as_u16());
+        if n == 4 {
+            assert_eq!(response.headers()["retry-after"], "60");
+            assert!(response.text().await.unwrap().contains("3"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // A client ID already granted is not new: its visitor goes on.
+    let again = post(&server, "token", Some(&key(1)), token(0x201)).await;
+    assert_eq!(again.status(), 200);
+    // A signed-in user counts on its own.
+    let ann = http_as("ann", "member")
+        .post(format!("{}/token", server.url()))
+        .header("content-type", "application/octet-stream")
+        .body(token(0x300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ann.status(), 200);
+}

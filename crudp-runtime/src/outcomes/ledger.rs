@@ -140,9 +140,11 @@ impl Ledger {
     /// user's new-client tokens if so. The caller then records the client and [`load`]s it.
     ///
     /// [`load`]: Self::load
+    /// Whether a user who owns `owned` clients may add one, with the new ones counted per
+    /// minute against `rate` (the user, or an anonymous visitor's address).
     pub(crate) fn may_add(
         &mut self,
-        user: &str,
+        rate: &str,
         owned: usize,
         now: Instant,
     ) -> Result<(), ClientLimit> {
@@ -156,9 +158,9 @@ impl Ledger {
         if owned >= self.limits.clients_per_user {
             return Err(ClientLimit::PerUser(self.limits.clients_per_user));
         }
-        let quota = match self.users.get_mut(user) {
+        let quota = match self.users.get_mut(rate) {
             Some(quota) => quota,
-            None => self.users.entry(Arc::from(user)).or_insert(Quota {
+            None => self.users.entry(Arc::from(rate)).or_insert(Quota {
                 owned: 0,
                 tokens: f64::from(per_minute),
                 at: now,
@@ -176,12 +178,24 @@ impl Ledger {
 
     /// Binds `client` to `user` if it is new and the limits allow: the in-memory store's
     /// claim, where the ledger is all there is.
+    #[cfg(test)]
     pub(crate) fn admit(&mut self, client: ClientId, user: &str, now: Instant) -> Claim {
+        self.admit_at(client, user, user, now)
+    }
+
+    /// [`admit`](Self::admit), with the new client counted per minute against `rate`.
+    pub(crate) fn admit_at(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        rate: &str,
+        now: Instant,
+    ) -> Claim {
         if let Some(claim) = self.known_claim(client, user, now) {
             return claim;
         }
         let owned = self.users.get(user).map_or(0, |quota| quota.owned);
-        if let Err(limit) = self.may_add(user, owned, now) {
+        if let Err(limit) = self.may_add(rate, owned, now) {
             return Claim::Refused(limit);
         }
         let owner = self

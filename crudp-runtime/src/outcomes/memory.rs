@@ -75,7 +75,16 @@ impl OutcomeStore for MemoryOutcomes {
         client: ClientId,
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        let claim = self.ledger().admit(client, user, Instant::now());
+        self.claim_at(client, user, user)
+    }
+
+    fn claim_at<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+        rate: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let claim = self.ledger().admit_at(client, user, rate, Instant::now());
         Box::pin(std::future::ready(Ok(claim)))
     }
 

@@ -133,6 +133,20 @@ pub trait OutcomeStore: Send + Sync + 'static {
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>>;
 
+    /// [`claim`](Self::claim), with the new client IDs counted for the per-minute limit
+    /// ([`OutcomeLimits::new_clients_per_minute`]) against `rate` instead of `user`: the server
+    /// passes an anonymous visitor's IP address there, since a visitor's identities (its
+    /// client keys) cost nothing to make. The default ignores `rate`.
+    fn claim_at<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+        rate: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let _ = rate;
+        self.claim(client, user)
+    }
+
     /// What to do with packet `seq` of `client`; [`Begin::Run`] reserves it.
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>>;
 
@@ -315,8 +329,9 @@ impl OutcomeLimits {
         self
     }
 
-    /// The most new client IDs one user may make in a minute. Default:
-    /// [`DEFAULT_NEW_CLIENTS_PER_MINUTE`].
+    /// The most new client IDs one user may make in a minute; anonymous visitors, whose
+    /// identities cost nothing, share it per IP address (see [`OutcomeStore::claim_at`]).
+    /// Default: [`DEFAULT_NEW_CLIENTS_PER_MINUTE`].
     #[must_use]
     pub fn new_clients_per_minute(mut self, clients: u32) -> Self {
         self.new_clients_per_minute = clients;
@@ -378,6 +393,19 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         (**self).claim(client, user)
+    }
+
+    fn claim_at<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+        rate: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        (**self).claim_at(client, user, rate)
+    }
+
+    fn ran(&self, client: ClientId, seq: u64, outcome: &Outcome) {
+        (**self).ran(client, seq, outcome);
     }
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {

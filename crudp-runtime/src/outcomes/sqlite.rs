@@ -435,12 +435,21 @@ impl OutcomeStore for SqliteOutcomes {
         client: ClientId,
         user: &'a str,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.claim_at(client, user, user)
+    }
+
+    fn claim_at<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+        rate: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
             if let Some(claim) = self.ledger().known_claim(client, user, Instant::now()) {
                 return Ok(claim);
             }
             let this = self.clone();
-            let user = user.to_owned();
+            let (user, rate) = (user.to_owned(), rate.to_owned());
             blocking(move || {
                 let db = lock(&this.inner.db);
                 let now = Instant::now();
@@ -457,7 +466,7 @@ impl OutcomeStore for SqliteOutcomes {
                     )
                     .map_err(unavailable)?;
                 let owned = usize::try_from(owned).unwrap_or(usize::MAX);
-                if let Err(limit) = this.ledger().may_add(&user, owned, now) {
+                if let Err(limit) = this.ledger().may_add(&rate, owned, now) {
                     return Ok(Claim::Refused(limit));
                 }
                 // Written before it is granted, and known to the ledger only once written.

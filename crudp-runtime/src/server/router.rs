@@ -102,8 +102,11 @@ impl Crudp {
     }
 
     /// Checks that `client` is `user`'s: a client ID belongs to the first user that uses it.
-    async fn claim(&self, client: ClientId, user: &User) -> Result<(), Response> {
-        match self.shared.outcomes.claim(client, &user.id).await {
+    /// New IDs are counted per minute against what the request shares limits by (see
+    /// [`share`]): an anonymous visitor's address.
+    async fn claim(&self, client: ClientId, user: &User, parts: &Parts) -> Result<(), Response> {
+        let rate = share(parts, user);
+        match self.shared.outcomes.claim_at(client, &user.id, &rate).await {
             Ok(Claim::Granted) => Ok(()),
             Ok(Claim::Foreign) => Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -152,7 +155,7 @@ impl Crudp {
                 ),
             ));
         }
-        self.claim(client, &user).await?;
+        self.claim(client, &user, &parts).await?;
         // What the decoded batch holds: its packets and their argument buffers.
         let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         // Anonymous identities cost nothing: they share the queue per address.
@@ -217,7 +220,7 @@ async fn sync(State(crudp): State<Crudp>, request: Request) -> Response {
 }
 
 async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
-    let (_, user, body) = match crudp.admit(request).await {
+    let (parts, user, body) = match crudp.admit(request).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -228,7 +231,7 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
     clients.sort_unstable();
     clients.dedup();
     for client in &clients {
-        if let Err(response) = crudp.claim(*client, &user).await {
+        if let Err(response) = crudp.claim(*client, &user, &parts).await {
             return response;
         }
     }
