@@ -734,3 +734,42 @@ async fn a_client_with_its_share_of_batches_waiting_gets_503_and_others_go_on() 
     server.store.gate.add_permits(1);
     eventually("the last batch to run", || server.executions() == 4).await;
 }
+
+#[tokio::test]
+async fn results_larger_than_one_event_come_in_several_in_order_and_all_arrive() {
+    let server = Server::start_with(|b| b.results_event_bytes(200)).await;
+    let client = ClientId(0x5E);
+    let token = server.token("ann", "admin", client).await;
+    let spy = Spy::connect(format!("{}/events?token={token}", server.url()), None).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    let response = http_as("ann", "admin")
+        .post(format!("{}/sync", server.url()))
+        .body(batch_of(client, creates("split", 1..=30)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let results = |events: &[RawEvent]| -> Vec<crudp::protocol::PacketResult> {
+        events
+            .iter()
+            .filter(|e| e.event == "results")
+            .flat_map(|e| {
+                let (to, results) = crudp::protocol::decode_client_results(&e.data, 100).unwrap();
+                assert_eq!(to, client);
+                results.results
+            })
+            .collect()
+    };
+    let events = spy.wait_for("30 results", |e| results(e).len() == 30).await;
+    let parts = events.iter().filter(|e| e.event == "results").count();
+    assert!(parts >= 3, "30 results of about 30 bytes in {parts} events");
+    let results = results(&events);
+    let seqs: Vec<u64> = results.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r.outcome, crudp::Outcome::Ok(_)))
+    );
+}

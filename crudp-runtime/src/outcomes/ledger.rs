@@ -136,12 +136,11 @@ impl Ledger {
         })
     }
 
-    /// Whether `user`, who owns `owned` clients, may make a new one now; takes one of the
-    /// user's new-client tokens if so. The caller then records the client and [`load`]s it.
+    /// Whether a user who owns `owned` clients may make a new one now; takes one of the
+    /// new-client tokens of `rate` (the user, or an anonymous visitor's address) if so. The
+    /// caller then records the client and [`load`]s it.
     ///
     /// [`load`]: Self::load
-    /// Whether a user who owns `owned` clients may add one, with the new ones counted per
-    /// minute against `rate` (the user, or an anonymous visitor's address).
     pub(crate) fn may_add(
         &mut self,
         rate: &str,
