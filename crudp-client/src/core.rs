@@ -116,6 +116,9 @@ pub(crate) struct Core {
     hold: Backoff,
     max_batch: usize,
     server_max: usize,
+    /// The most calls a batch takes after one too large (`413`): halved by each, doubled back
+    /// by each batch delivered.
+    split: usize,
     batch_window: u64,
     reported: Option<Status>,
     unsaved: bool,
@@ -151,6 +154,7 @@ impl Core {
             hold: Backoff::new(client.0 ^ 0xba11),
             max_batch: max_batch.max(1),
             server_max: usize::MAX,
+            split: usize::MAX,
             batch_window: batch_window_ms,
             reported: None,
             unsaved: false,
@@ -288,7 +292,10 @@ impl Core {
         if may_send && self.held && self.sending.is_none() && self.paused_until.is_none() {
             let released = self.calls.queued_up_to(self.released);
             if released > 0 {
-                let max = released.min(self.max_batch).min(self.server_max);
+                let max = released
+                    .min(self.max_batch)
+                    .min(self.server_max)
+                    .min(self.split);
                 let (seqs, body) = self.calls.take_encoded(max, self.client);
                 self.sending = Some(seqs);
                 effects.push(Effect::Send(body));
@@ -340,6 +347,7 @@ impl Core {
         match answer {
             Ok(results) => {
                 self.send_backoff.reset();
+                self.split = self.split.saturating_mul(2);
                 if self.mode == Mode::Sync && self.calls.in_flight() > 0 {
                     self.waiting_since.get_or_insert(now);
                 }
@@ -350,6 +358,13 @@ impl Core {
                 if let Some(results) = results {
                     self.deliver(results, now, effects);
                 }
+            }
+            // Too large together (`413`): sent again in halves, until a call is alone; one too
+            // large alone fails below.
+            Err(e) if e.status() == Some(413) && seqs.len() > 1 => {
+                tracing::debug!(calls = seqs.len(), "batch too large; sent again in halves");
+                self.calls.requeue(Some(&seqs));
+                self.split = seqs.len() / 2;
             }
             Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "batch not delivered; it will be sent again");
@@ -618,6 +633,36 @@ mod tests {
         };
         assert_eq!(handle(&mut core, Input::Sent(Err(refused)), 1), vec![1, 2]);
         assert_eq!(core.status().pending(), 0);
+    }
+
+    #[test]
+    fn a_batch_too_large_goes_again_in_halves_and_only_a_call_too_large_alone_fails() {
+        let mut core = core(Mode::Call);
+        for _ in 0..4 {
+            call(&mut core, 0);
+        }
+        core.handle(Input::Release(1), 0, &mut Vec::new());
+        assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2, 3, 4]));
+        let too_large = || {
+            Input::Sent(Err(TransportError::Status {
+                status: 413,
+                message: "the request body exceeds the limit".into(),
+            }))
+        };
+        assert_eq!(handle(&mut core, too_large(), 1), Vec::<u64>::new());
+        assert_eq!(poll(&mut core, 1).0, Some(vec![1, 2]));
+        assert_eq!(handle(&mut core, too_large(), 2), Vec::<u64>::new());
+        assert_eq!(poll(&mut core, 2).0, Some(vec![1]));
+        // Alone and still too large: it fails, and the rest go on.
+        assert_eq!(handle(&mut core, too_large(), 3), vec![1]);
+        assert_eq!(poll(&mut core, 3).0, Some(vec![2]));
+        assert_eq!(
+            handle(&mut core, Input::Sent(Ok(Some(ok(&[2])))), 4),
+            vec![2]
+        );
+        // Each batch delivered doubles what the next may take.
+        assert_eq!(poll(&mut core, 4).0, Some(vec![3, 4]));
+        assert_eq!(core.status().pending(), 2);
     }
 
     #[test]

@@ -269,6 +269,7 @@ impl Persistence {
             let gone = lease_of(other).is_none_or(|l| l.free(now_ms));
             if gone && other != client && Some(other) != previous && !has_queue(other) {
                 storage.remove(&key);
+                storage.remove(&format!("{prefix}seq:{other}"));
             }
         }
         Self::open_as(storage, url, client, holder, now_ms)
@@ -377,9 +378,11 @@ impl Persistence {
         let unnamed = format!("crudp:{}:", self.url);
         let (record, key) = (user_key(&self.url), client_key_key(&self.url));
         for stored in self.storage.keys() {
-            let unnamed_state = stored
-                .strip_prefix(&unnamed)
-                .is_some_and(|rest| rest.starts_with("queue:") || rest.starts_with("lease:"));
+            let unnamed_state = stored.strip_prefix(&unnamed).is_some_and(|rest| {
+                ["queue:", "lease:", "seq:"]
+                    .iter()
+                    .any(|kind| rest.starts_with(kind))
+            });
             if stored.starts_with(&prefix) || unnamed_state || stored == record || stored == key {
                 self.storage.remove(&stored);
             }
@@ -410,20 +413,36 @@ impl Persistence {
         format!("{}lease:{}", self.prefix(), self.client)
     }
 
+    /// Where the sequence numbers of a client that left no calls unsent go on from: its ID may
+    /// be taken up again (a reload), and the server answers a number it has seen from its
+    /// outcomes, never running the call.
+    fn seq_key(&self) -> String {
+        format!("{}seq:{}", self.prefix(), self.client)
+    }
+
     fn load(&self) -> Option<Saved> {
-        let text = self.storage.get(&self.queue_key())?;
+        let Some(text) = self.storage.get(&self.queue_key()) else {
+            let next_seq = self.storage.get(&self.seq_key())?.parse().ok()?;
+            return Some(Saved {
+                next_seq,
+                packets: Vec::new(),
+            });
+        };
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         postcard::from_bytes(&bytes).ok()
     }
 
-    /// Saves the queue; an empty queue removes the key. Nothing is saved once the browser's
-    /// record names another user (or none, after a sign-out).
+    /// Saves the queue; an empty queue removes the key and keeps only the next sequence number.
+    /// Nothing is saved once the browser's record names another user (or none, after a
+    /// sign-out).
     pub(crate) fn save(&self, saved: &Saved) {
         if !self.current() {
             return;
         }
         if saved.packets.is_empty() {
             self.storage.remove(&self.queue_key());
+            self.storage
+                .set(&self.seq_key(), &saved.next_seq.to_string());
             return;
         }
         let bytes = postcard::to_stdvec(saved).expect("a queue always encodes");
@@ -588,6 +607,33 @@ mod tests {
             (reloaded.client(), held.client()),
             (ClientId(2), ClientId(4))
         );
+    }
+
+    #[test]
+    fn a_reload_with_no_call_unsent_keeps_its_id_and_goes_on_from_its_sequence_number() {
+        let storage = MemoryStorage::new();
+        let (first, _) = open(&storage, None, 1, 0);
+        queue(&first, &[1, 2]);
+        // Both answered: nothing left to send, seven calls made in all.
+        first.save(&Saved {
+            next_seq: 8,
+            packets: Vec::new(),
+        });
+        first.release(10);
+        let (reloaded, saved) = open(&storage, Some(1), 2, 20);
+        assert_eq!(reloaded.client(), ClientId(1));
+        assert_eq!(
+            saved,
+            Saved {
+                next_seq: 8,
+                packets: Vec::new()
+            }
+        );
+        // Gone for good (another tab opens and the lease is let go): nothing is left of it.
+        reloaded.release(30);
+        let (_other, _) = open(&storage, None, 3, 40);
+        let seq = format!("seq:{}", ClientId(1));
+        assert!(storage.keys().iter().all(|k| !k.ends_with(&seq)));
     }
 
     #[test]
