@@ -119,6 +119,9 @@ pub(crate) struct Core {
     /// The most calls a batch takes after one too large (`413`): halved by each, doubled back
     /// by each batch delivered.
     split: usize,
+    /// The event stream is open: from its `ready` until it is lost. The browser going offline
+    /// and back may leave it open, with no new `ready` to tell.
+    stream_up: bool,
     batch_window: u64,
     reported: Option<Status>,
     unsaved: bool,
@@ -155,6 +158,7 @@ impl Core {
             max_batch: max_batch.max(1),
             server_max: usize::MAX,
             split: usize::MAX,
+            stream_up: false,
             batch_window: batch_window_ms,
             reported: None,
             unsaved: false,
@@ -229,6 +233,12 @@ impl Core {
             Input::Sync => {
                 self.release_all();
                 self.paused_until = None;
+                // Back online (the browser says so, or the app asks) with the stream still
+                // open: it is the link.
+                if self.stream_up && self.connection == Connection::Offline {
+                    self.connection = Connection::Online;
+                    self.failures = 0;
+                }
             }
             Input::Sent(answer) => self.sent(answer, now, effects),
             Input::Results(results) => self.deliver(results, now, effects),
@@ -239,9 +249,16 @@ impl Core {
                 self.waiting_since = None;
                 self.connection = Connection::Online;
                 self.failures = 0;
+                self.stream_up = true;
             }
-            Input::StreamLost => self.connection = Connection::Reconnecting,
-            Input::StreamFailed => self.failed(),
+            Input::StreamLost => {
+                self.stream_up = false;
+                self.connection = Connection::Reconnecting;
+            }
+            Input::StreamFailed => {
+                self.stream_up = false;
+                self.failed();
+            }
             Input::Offline => {
                 self.failures = self.failures.max(OFFLINE_AFTER);
                 self.connection = Connection::Offline;
@@ -663,6 +680,29 @@ mod tests {
         // Each batch delivered doubles what the next may take.
         assert_eq!(poll(&mut core, 4).0, Some(vec![3, 4]));
         assert_eq!(core.status().pending(), 2);
+    }
+
+    #[test]
+    fn back_online_with_the_event_stream_still_open_the_calls_made_offline_leave() {
+        let mut core = core(Mode::Sync);
+        core.handle(Input::StreamReady, 0, &mut Vec::new());
+        core.handle(Input::Offline, 1, &mut Vec::new());
+        call(&mut core, 2);
+        core.handle(Input::Release(1), 2, &mut Vec::new());
+        assert_eq!(poll(&mut core, 10).0, None, "offline: kept");
+        // The browser is online again and the stream never broke: no `ready` will come.
+        core.handle(Input::Sync, 11, &mut Vec::new());
+        assert_eq!(core.status().connection, Connection::Online);
+        assert_eq!(poll(&mut core, 11).0, Some(vec![1]));
+
+        // A stream that broke meanwhile is not the link until it is ready again.
+        let mut core = self::core(Mode::Sync);
+        core.handle(Input::StreamReady, 0, &mut Vec::new());
+        core.handle(Input::Offline, 1, &mut Vec::new());
+        core.handle(Input::StreamLost, 2, &mut Vec::new());
+        core.handle(Input::Offline, 3, &mut Vec::new());
+        core.handle(Input::Sync, 4, &mut Vec::new());
+        assert_eq!(core.status().connection, Connection::Offline);
     }
 
     #[test]
