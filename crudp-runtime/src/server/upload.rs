@@ -153,8 +153,10 @@ pub(super) async fn put(
                 }
             }
             Ok(Some(Err(e))) => {
-                // The client went away: what arrived is kept, to go on from.
-                let _ = writer.flush().await;
+                // The client went away, and may go on at once, at another server sharing the
+                // store. The parts written are kept; the bytes not yet written as one are
+                // dropped: written now, as a shorter part, they could land after that server
+                // wrote its own part at the same offset, and replace it.
                 return refuse(
                     StatusCode::BAD_REQUEST,
                     format!("the body could not be read: {e}"),
