@@ -113,8 +113,8 @@ pub struct ClientBuilder {
     /// The application's headers, checked.
     headers: Vec<(String, String)>,
     /// The ID whose queue, left behind by a closed page, this client sends (its lock held),
-    /// and the listeners of the client that adopted it.
-    adopting: Option<(ClientId, Arc<Listeners>)>,
+    /// and the listeners and headers of the client that adopted it.
+    adopting: Option<(ClientId, Arc<Listeners>, Option<crate::headers::Own>)>,
 }
 
 /// A registered listener, unregistered when this handle is dropped (as a component that
@@ -271,9 +271,9 @@ impl ClientBuilder {
         // Where the browser has Web Locks, they decide who holds an ID, and queues left behind
         // are adopted by other clients.
         let web_locks = storage.is_some() && web_locks();
-        let (adopting, listeners) = match self.adopting {
-            Some((orphan, listeners)) => (Some(orphan), listeners),
-            None => (None, Arc::default()),
+        let (adopting, listeners, adopted_headers) = match self.adopting {
+            Some((orphan, listeners, headers)) => (Some(orphan), listeners, headers),
+            None => (None, Arc::default(), None),
         };
         let (id, persistence, saved) = match (storage, adopting) {
             (Some(storage), Some(orphan)) => {
@@ -307,7 +307,10 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(
             base,
             id,
-            Headers::new(key, self.headers),
+            match adopted_headers {
+                Some(own) => Headers::sharing(key, own),
+                None => Headers::new(key, self.headers),
+            },
             self.mode,
             transport,
             persistence,
@@ -373,17 +376,17 @@ fn hold(
     };
     let (listeners, parent) = (Arc::clone(&shared.listeners), Arc::downgrade(shared));
     let adopt: crate::leases::Adopt = Box::new(move |orphan, storage| {
-        // The adopted queue's calls carry the headers the page sends now.
+        // The adopted queue's calls carry the headers the page sends, now and later.
         let headers = parent.upgrade().map(|parent| {
             parent.adopt(orphan);
-            parent.headers.own().to_vec()
+            parent.headers.shared()
         });
         let builder = ClientBuilder {
             url: template.url.clone(),
             transport: template.transport.clone(),
             storage: Some(storage),
-            headers: headers.unwrap_or_default(),
-            adopting: Some((orphan, Arc::clone(&listeners))),
+            headers: Vec::new(),
+            adopting: Some((orphan, Arc::clone(&listeners), headers)),
             ..template
         };
         Box::new(builder.build())

@@ -52,20 +52,31 @@ pub(crate) fn checked(name: &str, value: &str) -> Result<(String, String), Inval
     Ok((name, value.trim().to_owned()))
 }
 
+/// The application's headers, by lower-case name: shared by the requests made since they last
+/// changed, so a request copies none of them, and by the clients that send a page's adopted
+/// queues, so a header the page sets later reaches them too.
+pub(crate) type Own = Arc<Mutex<Arc<[(String, String)]>>>;
+
 pub(crate) struct Headers {
     /// The client key (see [`CLIENT_KEY_HEADER`]).
     key: String,
-    /// The application's, by lower-case name: shared by the requests made since it last
-    /// changed, so a request copies none of them.
-    own: Mutex<Arc<[(String, String)]>>,
+    own: Own,
 }
 
 impl Headers {
     pub(crate) fn new(key: String, own: Vec<(String, String)>) -> Self {
-        Self {
-            key,
-            own: Mutex::new(own.into()),
-        }
+        Self::sharing(key, Arc::new(Mutex::new(own.into())))
+    }
+
+    /// Headers with the application's `own`, as another client has them now and later.
+    pub(crate) fn sharing(key: String, own: Own) -> Self {
+        Self { key, own }
+    }
+
+    /// The application's headers, to share (see [`sharing`](Self::sharing)).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> Own {
+        Arc::clone(&self.own)
     }
 
     // The tabs of a browser group their shared stream by it.
@@ -120,7 +131,21 @@ impl RequestHeaders<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::checked;
+    use super::{Headers, checked};
+
+    #[test]
+    fn a_client_sharing_a_pages_headers_sends_what_the_page_sets_later() {
+        let page = Headers::new(
+            "key".into(),
+            vec![("authorization".into(), "Bearer 1".into())],
+        );
+        let adopting = Headers::sharing("key".into(), page.shared());
+        page.set("authorization".into(), Some("Bearer 2".into()));
+        assert_eq!(
+            adopting.now().pairs(),
+            [("x-crudp-key", "key"), ("authorization", "Bearer 2")]
+        );
+    }
 
     #[test]
     fn names_are_tokens_and_values_single_lines() {
