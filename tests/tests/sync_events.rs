@@ -461,29 +461,16 @@ async fn call_mode_still_works_without_an_event_stream() {
     assert_eq!(client.status().connection, Connection::Online);
 }
 
-#[tokio::test]
-async fn a_full_queue_answers_503_with_retry_after() {
-    let server = Server::start_with(|b| b.queue_depth(1).workers(1)).await;
-    let http = http_as("ann", "admin");
-    let gated = |client: u64| {
-        let args = postcard::to_stdvec(&("gated".to_owned(),)).unwrap();
-        encode_batch(&crudp::protocol::Batch {
-            version: PROTOCOL_VERSION,
-            client: ClientId(client),
-            packets: vec![crudp::protocol::Packet {
-                seq: 1,
-                handler: TodosClient::DESCRIPTOR.id,
-                action: Action::Create,
-                args,
-            }],
-        })
-    };
-    let post = |client: u64| {
-        http.post(format!("{}/sync", server.url()))
-            .body(gated(client))
-            .send()
-    };
-    assert_eq!(post(1).await.unwrap().status(), 202);
+/// A batch of `client` whose one create (`seq`) waits at the test store's gate.
+fn gated(client: u64, seq: u64) -> Vec<u8> {
+    let args = postcard::to_stdvec(&("gated".to_owned(),)).unwrap();
+    batch_of(
+        ClientId(client),
+        vec![(seq, TodosClient::DESCRIPTOR.id, Action::Create, args)],
+    )
+}
+
+async fn first_at_gate(server: &Server) {
     eventually("the first batch to run", || {
         server
             .store
@@ -492,6 +479,20 @@ async fn a_full_queue_answers_503_with_retry_after() {
             == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let server = Server::start_with(|b| b.queue_depth(1).workers(1)).await;
+    let http = http_as("ann", "admin");
+    let gated = |client: u64| gated(client, 1);
+    let post = |client: u64| {
+        http.post(format!("{}/sync", server.url()))
+            .body(gated(client))
+            .send()
+    };
+    assert_eq!(post(1).await.unwrap().status(), 202);
+    first_at_gate(&server).await;
     assert_eq!(post(2).await.unwrap().status(), 202, "one batch may wait");
     let full = post(3).await.unwrap();
     assert_eq!(full.status(), 503);
@@ -689,30 +690,12 @@ async fn a_client_with_its_share_of_batches_waiting_gets_503_and_others_go_on() 
     let server = Server::start_with(|b| b.queue_per_client(1).workers(2)).await;
     let http = http_as("ann", "admin");
     let post = |client: u64, seq: u64| {
-        let args = postcard::to_stdvec(&("gated".to_owned(),)).unwrap();
-        let batch = encode_batch(&crudp::protocol::Batch {
-            version: PROTOCOL_VERSION,
-            client: ClientId(client),
-            packets: vec![crudp::protocol::Packet {
-                seq,
-                handler: TodosClient::DESCRIPTOR.id,
-                action: Action::Create,
-                args,
-            }],
-        });
         http.post(format!("{}/sync", server.url()))
-            .body(batch)
+            .body(gated(client, seq))
             .send()
     };
     assert_eq!(post(1, 1).await.unwrap().status(), 202);
-    eventually("the first batch to run", || {
-        server
-            .store
-            .at_gate
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-    })
-    .await;
+    first_at_gate(&server).await;
     assert_eq!(
         post(1, 2).await.unwrap().status(),
         202,
