@@ -23,6 +23,9 @@ pub const DEFAULT_REPLAY_LEN: usize = 10_000;
 
 /// How long one blocking read waits before it is asked again.
 const BLOCK: Duration = Duration::from_secs(2);
+/// How long a connection resuming after an event this instance has not read yet waits for
+/// its reader.
+const CATCH_UP: Duration = BLOCK;
 
 /// Appends one event: `KEYS` the stream and the counter; `ARGV` the channel key, the kind,
 /// the data, the client it skips (or empty), the stream's approximate length bound, and the
@@ -178,6 +181,37 @@ impl RedisHub {
     }
 }
 
+impl RedisHub {
+    /// Waits until this instance's reader has delivered event `last`, when Redis gave that ID
+    /// out: a client that saw it through another instance resumes here, where the reader may
+    /// be a moment behind, without a false `reset` (and then events it had already). An ID
+    /// Redis never gave out is left to the local hub, which answers `reset`.
+    async fn caught_up(&self, last: u64) -> Result<(), HubError> {
+        if last <= self.local.last_id() {
+            return Ok(());
+        }
+        let given: Option<u64> = self
+            .redis
+            .clone()
+            .get(&self.keys.counter)
+            .await
+            .map_err(|e| HubError::Unavailable(e.to_string()))?;
+        if given.is_none_or(|given| last > given) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while self.local.last_id() < last {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HubError::Unavailable(format!(
+                    "this instance has not read event {last} from Redis yet; retry shortly"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for RedisHub {
     fn drop(&mut self) {
         self.reader.abort();
@@ -199,6 +233,9 @@ impl Hub for RedisHub {
         last_event_id: Option<u64>,
     ) -> BoxFuture<'_, Result<Subscription, HubError>> {
         Box::pin(async move {
+            if let Some(last) = last_event_id {
+                self.caught_up(last).await?;
+            }
             let opened = self.local.open(subscriber.clone(), last_event_id)?;
             let mut subscription = opened.subscription;
             if let Some((after, through)) = opened.missing {

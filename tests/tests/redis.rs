@@ -141,6 +141,105 @@ async fn a_redis_restart_closes_the_streams_and_they_resume_with_nothing_lost() 
     assert_eq!(ids(resumed, Duration::from_millis(500)).await, [after]);
 }
 
+/// Gives out the next `n` event IDs as publishing does, without writing their events yet: what
+/// the other instances see while the publisher's write is on its way to their readers.
+async fn give_out(redis: &RedisServer, n: u64) -> u64 {
+    let mut connection = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    crudp_redis::redis::cmd("INCRBY")
+        .arg("crudp:events:id")
+        .arg(n)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// Writes the event with ID `id` (given out before) to every instance's readers.
+async fn write(redis: &RedisServer, id: u64) {
+    let mut connection = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = crudp_redis::redis::cmd("XADD")
+        .arg("crudp:events")
+        .arg(format!("{id}-0"))
+        .arg(&[
+            "c",
+            &Channel::All.key(),
+            "k",
+            EventKind::Broadcast.as_str(),
+            "d",
+            "x",
+            "x",
+            "",
+        ])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_on_an_instance_whose_reader_is_behind_waits_for_it_and_a_gap_closes_streams() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (hub(&redis).await, hub(&redis).await);
+    let mut on_b = b.subscribe(ann(), None).await.unwrap();
+    let first = a.publish(event(Channel::All, 1)).await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), on_b.live.recv()).await;
+    assert_eq!(frame.unwrap().unwrap().id, first);
+
+    // A client saw event `first + 1` through A; B's reader has not read it yet. Not `reset`
+    // (which would also bring the event again): B waits for its reader, and if it does not
+    // come, asks the client to retry.
+    let second = give_out(&redis, 1).await;
+    assert_eq!(second, first + 1);
+    let waited = b.subscribe(ann(), Some(second)).await;
+    assert!(
+        matches!(waited, Err(HubError::Unavailable(ref e)) if e.contains("retry")),
+        "{waited:?}"
+    );
+    let b = Arc::new(b);
+    let resuming = tokio::spawn({
+        let b = Arc::clone(&b);
+        async move { b.subscribe(ann(), Some(second)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!resuming.is_finished(), "it waits for the reader");
+    write(&redis, second).await;
+    let resumed = tokio::time::timeout(Duration::from_secs(5), resuming)
+        .await
+        .expect("the reader caught up")
+        .unwrap()
+        .unwrap();
+    let third = a.publish(event(Channel::All, 3)).await.unwrap();
+    assert_eq!(ids(resumed, Duration::from_millis(500)).await, [third]);
+    let frames: Vec<u64> = std::iter::from_fn(|| on_b.live.try_recv().ok().map(|f| f.id)).collect();
+    assert_eq!(frames, [second, third], "the stream open all along");
+
+    // Events B's reader never saw (trimmed before it read them): its open streams missed
+    // them, so they close, and resuming from before them resets.
+    let fourth = give_out(&redis, 3).await;
+    write(&redis, fourth).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut after = Vec::new();
+        while let Some(frame) = on_b.live.recv().await {
+            after.push(frame.id);
+        }
+        after
+    })
+    .await;
+    assert_eq!(
+        closed.ok(),
+        Some(vec![]),
+        "closed, not handed the event after the gap"
+    );
+    let subscription = b.subscribe(ann(), Some(third)).await.unwrap();
+    assert!(matches!(subscription.start, Start::Reset));
+}
+
 async fn store(redis: &RedisServer, limits: OutcomeLimits) -> RedisOutcomes {
     RedisOutcomes::new(&redis.client(), "crudp:", limits)
         .await

@@ -247,18 +247,32 @@ impl MemoryHub {
 
     /// Routes an event whose ID a shared backend gave it, and keeps it for replay: how a
     /// distributed hub hands each instance's connections what it reads from the backend. IDs
-    /// only increase; one at or below the last is ignored, and after a gap the events before
-    /// it are no longer replayed from here.
+    /// only increase; one at or below the last is ignored. After a gap (events this hub never
+    /// saw, for instance trimmed from the backend while it could not read) the events before
+    /// it are no longer replayed from here, and the open connections, which missed the gap,
+    /// are closed: their clients reconnect and catch up from the backend, or get `reset`. A
+    /// hub [relaying](Self::relaying) from 0 takes the first event it is given as the first.
     pub fn deliver(&self, id: u64, publication: Publication) {
         let mut state = self.shared.state();
         if id < state.next_id {
             return;
         }
-        if id > state.next_id {
+        // A hub relaying from 0 had no event before: the first it is given is the first.
+        if id > state.next_id && state.next_id > 1 {
+            tracing::warn!(
+                missed = id - state.next_id,
+                "events missing before the one delivered: closing the event streams"
+            );
             state.ring.clear();
             state.ring_bytes = 0;
+            state.remove_all();
         }
         self.shared.route(&mut state, id, publication);
+    }
+
+    /// The ID of the last event this hub published or was delivered.
+    pub fn last_id(&self) -> u64 {
+        self.shared.state().last_id()
     }
 
     /// Takes `last_id` as the last event published, for a hub that relays a shared backend's
@@ -277,11 +291,7 @@ impl MemoryHub {
     /// Closes every open connection: their clients reconnect and catch up by replay, for
     /// instance once a lost backend is back.
     pub fn disconnect_all(&self) {
-        let mut state = self.shared.state();
-        let ids: Vec<u64> = state.connections.keys().copied().collect();
-        for id in ids {
-            state.remove(id);
-        }
+        self.shared.state().remove_all();
     }
 }
 
@@ -352,6 +362,14 @@ impl Shared {
 impl State {
     fn last_id(&self) -> u64 {
         self.next_id - 1
+    }
+
+    /// Closes every connection.
+    fn remove_all(&mut self) {
+        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
     }
 
     fn remove(&mut self, id: u64) {
@@ -515,17 +533,27 @@ mod tests {
             Start::Reset
         ));
 
-        // After a gap, the events before it are not replayed from here.
-        delivered(&hub, 110, Channel::All);
-        assert_eq!(hub.open(ann, Some(103)).unwrap().missing, Some((103, 110)));
         assert_eq!(
             hub.connections(),
             4,
             "the early one, two replays and the reset"
         );
+        // After a gap, the events before it are not replayed from here, and the connections
+        // that missed it are closed, so that their clients catch up or reset.
+        delivered(&hub, 110, Channel::All);
+        assert_eq!(hub.connections(), 0);
+        assert_eq!(
+            live.try_recv().map(|f| f.id),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+        let after = hub.open(ann.clone(), Some(103)).unwrap();
+        assert_eq!(after.missing, Some((103, 110)));
+        assert_eq!(hub.last_id(), 110);
+        let mut live = after.subscription.live;
+        delivered(&hub, 111, Channel::All);
+        assert_eq!(live.try_recv().map(|f| f.id).ok(), Some(111));
         hub.disconnect_all();
         assert_eq!(hub.connections(), 0);
-        assert_eq!(live.try_recv().map(|f| f.id).ok(), Some(110));
         assert_eq!(
             live.try_recv().map(|f| f.id),
             Err(mpsc::error::TryRecvError::Disconnected)
