@@ -58,6 +58,8 @@ pub struct Shapes<'a> {
     tracer: &'a mut serde_reflection::Tracer,
     #[cfg(feature = "server")]
     samples: &'a serde_reflection::Samples,
+    #[cfg(feature = "server")]
+    retraces: &'a mut Vec<Retrace>,
     problems: &'a mut Vec<String>,
     name: &'static str,
 }
@@ -94,6 +96,8 @@ impl Shapes<'_> {
                 "error",
                 self.tracer.trace_type::<E>(self.samples).map(|(f, _)| f),
             );
+            self.retraces
+                .extend([retrace::<A> as Retrace, retrace::<T>, retrace::<E>]);
             self.module
                 .actions
                 .insert(action.as_str().to_owned(), ActionShape { args, ok, err });
@@ -121,6 +125,8 @@ impl Description {
             description: Description::default(),
             #[cfg(feature = "server")]
             tracer: serde_reflection::Tracer::new(serde_reflection::TracerConfig::default()),
+            #[cfg(feature = "server")]
+            retraces: Vec::new(),
             problems: Vec::new(),
         };
         describe(&mut describer);
@@ -133,6 +139,9 @@ pub struct Describer {
     description: Description,
     #[cfg(feature = "server")]
     tracer: serde_reflection::Tracer,
+    /// How to trace each type traced so far again; see [`complete`].
+    #[cfg(feature = "server")]
+    retraces: Vec<Retrace>,
     problems: Vec<String>,
 }
 
@@ -161,6 +170,8 @@ impl Describer {
             tracer: &mut self.tracer,
             #[cfg(feature = "server")]
             samples: &samples,
+            #[cfg(feature = "server")]
+            retraces: &mut self.retraces,
             problems: &mut self.problems,
             name: descriptor.name,
         };
@@ -175,7 +186,7 @@ impl Describer {
         #[cfg(feature = "server")]
         let (description, problems) = {
             let (mut description, mut problems) = (self.description, self.problems);
-            match self.tracer.registry() {
+            match complete(self.tracer, &self.retraces) {
                 Ok(types) => description.types = types,
                 Err(e) => problems.push(format!("the named types do not trace: {e}")),
             }
@@ -189,6 +200,68 @@ impl Describer {
             Err(DescribeError(problems))
         }
     }
+}
+
+/// Traces a type again, in a tracer that knows which enums to finish; see [`complete`].
+#[cfg(feature = "server")]
+type Retrace = fn(&mut serde_reflection::Tracer, &serde_reflection::Samples, &[String]);
+
+/// How often one type is traced again at most, a variant of each unfinished enum each time.
+#[cfg(feature = "server")]
+const MOST_RETRACES: usize = 1024;
+
+/// Traces `X` until none of `enums` is left with variants untraced.
+#[cfg(feature = "server")]
+fn retrace<X: DeserializeOwned>(
+    tracer: &mut serde_reflection::Tracer,
+    samples: &serde_reflection::Samples,
+    enums: &[String],
+) {
+    for _ in 0..MOST_RETRACES {
+        if tracer.trace_type::<X>(samples).is_err() {
+            // Reported by the first pass.
+            return;
+        }
+        let mut again = false;
+        for name in enums {
+            again |= tracer.check_incomplete_enum(name).is_some();
+        }
+        if !again {
+            return;
+        }
+    }
+}
+
+/// The named types `tracer` found. Tracing a type finishes an enum only when it is the type
+/// itself; an enum inside it (an argument of the tuple, a field, a variant of its own) keeps
+/// the variants one pass met. Those enums, named by the first pass, are traced again in a new
+/// tracer that finishes them, until none is left (or a few rounds found no end).
+#[cfg(feature = "server")]
+fn complete(
+    mut tracer: serde_reflection::Tracer,
+    retraces: &[Retrace],
+) -> serde_reflection::Result<serde_reflection::Registry> {
+    let mut enums: Vec<String> = Vec::new();
+    for _ in 0..8 {
+        match tracer.registry() {
+            Err(serde_reflection::Error::MissingVariants(missing))
+                if missing.iter().any(|name| !enums.contains(name)) =>
+            {
+                for name in missing {
+                    if !enums.contains(&name) {
+                        enums.push(name);
+                    }
+                }
+                tracer = serde_reflection::Tracer::new(serde_reflection::TracerConfig::default());
+                let samples = serde_reflection::Samples::new();
+                for retrace in retraces {
+                    retrace(&mut tracer, &samples, &enums);
+                }
+            }
+            done => return done,
+        }
+    }
+    tracer.registry()
 }
 
 /// What the generated `Module::describe` traces one action with: the action's types are

@@ -62,7 +62,8 @@ impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
     }
 }
 
-/// Decodes an action's argument tuple; a rejection naming the method if it does not decode.
+/// Decodes an action's argument tuple; a rejection naming the method if it does not decode,
+/// or if it nests deeper than [`MAX_DEPTH`](crate::MAX_DEPTH) levels.
 pub fn decode_args<A: DeserializeOwned>(
     args: &[u8],
     module: &ModuleDescriptor,
@@ -75,10 +76,12 @@ pub fn decode_args<A: DeserializeOwned>(
             module.name
         ),
     };
-    match postcard::take_from_bytes(args) {
+    // Bounded nesting: a hostile client's deeply nested value of a recursive type would
+    // otherwise overflow the stack, which aborts the whole server.
+    match crate::depth::take_from_bytes(args) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(reject(format!("{} unexpected trailing bytes", rest.len()))),
-        Err(e) => Err(reject(describe(e))),
+        Err(reason) => Err(reject(reason)),
     }
 }
 

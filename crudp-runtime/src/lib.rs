@@ -8,6 +8,7 @@
 #[cfg(feature = "server")]
 mod auth;
 mod context;
+mod depth;
 pub mod describe;
 mod dispatch;
 mod error;
@@ -22,6 +23,7 @@ pub mod protocol;
 pub mod server;
 
 pub use context::{Context, Effects, RetryLater, Target, User};
+pub use depth::MAX_DEPTH;
 /// For the client: postcard into a buffer sized for a small value.
 #[doc(hidden)]
 pub use dispatch::encode;

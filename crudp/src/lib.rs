@@ -66,8 +66,8 @@ pub use crudp_client::{
     UploadError, UploadProgress, UploadSource, transport,
 };
 pub use crudp_runtime::{
-    Action, Broadcaster, CallError, ClientId, Context, Module, ModuleDescriptor, Outcome,
-    RejectCode, RequestId, RetryLater, Target, User, describe, files, module_id, protocol,
+    Action, Broadcaster, CallError, ClientId, Context, MAX_DEPTH, Module, ModuleDescriptor,
+    Outcome, RejectCode, RequestId, RetryLater, Target, User, describe, files, module_id, protocol,
 };
 
 /// The server: [`Crudp`](server::Crudp), its builder and authentication.

@@ -55,6 +55,20 @@ pub trait Attachments {
 }
 // ANCHOR_END: attachments
 
+/// A recursive argument type: a filter of filters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Filter {
+    Eq(String),
+    Not(Box<Filter>),
+}
+
+/// A module whose argument may nest.
+#[crudp::module]
+pub trait Search {
+    /// How deep `filter` nests.
+    async fn read(&self, ctx: &Context, filter: Filter) -> Result<u32, ()>;
+}
+
 /// A module no test server mounts.
 #[crudp::module]
 pub trait Unmounted {

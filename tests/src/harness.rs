@@ -119,6 +119,20 @@ impl Todos for Arc<Store> {
 
 pub struct Prices;
 
+/// Measures filters.
+pub struct Depth;
+
+impl Search for Depth {
+    async fn read(&self, _: &Context, mut filter: Filter) -> Result<u32, ()> {
+        let mut depth = 0;
+        while let Filter::Not(inner) = filter {
+            filter = *inner;
+            depth += 1;
+        }
+        Ok(depth)
+    }
+}
+
 impl Catalog for Prices {
     async fn read(&self, _: &Context, sku: String) -> Result<u32, String> {
         match sku.as_str() {
@@ -206,7 +220,8 @@ impl Server {
                 .handler(TodosServer::new(Arc::clone(&store)))
                 .handler(CatalogServer::new(Prices))
                 .handler(FragileServer::new(Glass))
-                .handler(AttachmentsServer::new(Reader)),
+                .handler(AttachmentsServer::new(Reader))
+                .handler(SearchServer::new(Depth)),
         )
         .build();
         let requests = Arc::new(AtomicUsize::new(0));

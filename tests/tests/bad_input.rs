@@ -125,6 +125,60 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
 }
 
 #[tokio::test]
+async fn arguments_nested_too_deeply_are_rejected_and_the_server_goes_on() {
+    let server = Server::start().await;
+    // Each answer from a client of its own (a seq answered before is answered as it was).
+    let search = |filter_bytes: Vec<u8>| {
+        encode_batch(&Batch {
+            version: PROTOCOL_VERSION,
+            client: ClientId(43 + filter_bytes.len() as u64),
+            packets: vec![Packet {
+                seq: 1,
+                handler: <SearchServer<Depth> as crudp::Module>::DESCRIPTOR.id,
+                action: Action::Read,
+                args: filter_bytes,
+            }],
+        })
+    };
+    // `Not` (variant 1) `levels` times around `Eq("x")`: a byte a level.
+    let nested = |levels: usize| {
+        let mut bytes = vec![1; levels];
+        bytes.extend([0, 1, b'x']);
+        bytes
+    };
+    let outcome = |body: &[u8]| {
+        let results = crudp::protocol::decode_results(body, 10).unwrap();
+        results.results.into_iter().next().unwrap().outcome
+    };
+    let url = format!("{}/call", server.url());
+    let answer = |levels| {
+        let url = url.clone();
+        async move {
+            let response = http()
+                .post(url)
+                .header("content-type", "application/octet-stream")
+                .body(search(nested(levels)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            outcome(&response.bytes().await.unwrap())
+        }
+    };
+    assert_eq!(
+        answer(100).await,
+        crudp::Outcome::Ok(postcard::to_stdvec(&100u32).unwrap())
+    );
+    // Half a million levels would overflow the server's stack (and abort it) in postcard.
+    let crudp::Outcome::Rejected { code, message } = answer(500_000).await else {
+        panic!("a rejection")
+    };
+    assert_eq!(code, crudp::RejectCode::BadArguments);
+    assert!(message.contains("deeper than 128"), "{message}");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
     let server = Server::start_with(|b| b.max_body_bytes(1024)).await;
     let (status, message) = post(&server, vec![PROTOCOL_VERSION; 4096]).await;

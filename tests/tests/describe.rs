@@ -47,7 +47,16 @@ async fn signed_in_users_read_every_mounted_module_with_its_shapes() {
         serde_json::json!({ "STRUCT": [{ "id": "U64" }, { "title": "STR" }, { "done": "BOOL" }] })
     );
     // Every mounted module is there, the one with a file reference included.
-    for module in ["Catalog", "Fragile", "Attachments"] {
+    for module in ["Catalog", "Fragile", "Attachments", "Search"] {
         assert!(description.modules.contains_key(module), "{module}");
     }
+    // An enum inside the argument tuple, recursive too, with every variant.
+    let filter = serde_json::to_value(&description.types["Filter"]).unwrap();
+    assert_eq!(
+        filter,
+        serde_json::json!({ "ENUM": {
+            "0": { "Eq": { "NEWTYPE": "STR" } },
+            "1": { "Not": { "NEWTYPE": { "TYPENAME": "Filter" } } },
+        } })
+    );
 }

@@ -432,6 +432,16 @@ async fn a_shared_backend_needs_a_shared_token_secret_of_32_bytes_and_its_own_hu
         .token_secret(b"short")
         .try_build();
     assert_eq!(short.err(), Some(BuildError::TokenSecret { len: Some(5) }));
+    // The secret being rotated out signs nothing new but still verifies: as strong, or
+    // refused (an empty one would let anyone sign tokens).
+    for previous in [&b""[..], b"short"] {
+        let weak = Crudp::builder()
+            .token_secret(SECRET)
+            .previous_token_secret(previous)
+            .try_build();
+        let len = Some(previous.len());
+        assert_eq!(weak.err(), Some(BuildError::TokenSecret { len }));
+    }
     let message = BuildError::TokenSecret { len: None }.to_string();
     assert!(message.contains("token_secret"), "{message}");
     assert!(

@@ -540,7 +540,8 @@ impl CrudpBuilder {
 
     /// The secret [`token_secret`](Self::token_secret) replaces, during a rotation: tokens it
     /// signed still verify, new ones are signed with the new secret. Keep it for the tokens'
-    /// lifetime ([`token_ttl`](Self::token_ttl)) after every server has the new one.
+    /// lifetime ([`token_ttl`](Self::token_ttl)) after every server has the new one. Like the
+    /// current one, it needs at least [`MIN_TOKEN_SECRET`] bytes.
     pub fn previous_token_secret(mut self, secret: &[u8]) -> Self {
         self.previous_secret = Some(secret.to_vec());
         self
@@ -774,6 +775,11 @@ impl CrudpBuilder {
             (Some(secret), _) => TokenKey::new(secret),
         };
         let tokens = match &self.previous_secret {
+            Some(previous) if previous.len() < MIN_TOKEN_SECRET => {
+                return Err(BuildError::TokenSecret {
+                    len: Some(previous.len()),
+                });
+            }
             Some(previous) => tokens.with_previous(previous),
             None => tokens,
         };
@@ -863,7 +869,8 @@ pub struct BackendParts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// No token secret with a shared backend (`len: None`), or one too short to be safe.
+    /// No token secret with a shared backend (`len: None`), or one (the current or the
+    /// previous) too short to be safe.
     #[error("{}", match len {
         None => format!("servers that share a backend must share a token secret: set `token_secret` to the same random {MIN_TOKEN_SECRET} or more bytes on each"),
         Some(len) => format!("the token secret has {len} bytes; it needs at least {MIN_TOKEN_SECRET} random bytes"),
