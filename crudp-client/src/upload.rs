@@ -366,12 +366,17 @@ async fn run(
             }
             Err(e) => e,
         };
-        match failed.status() {
-            // The server is elsewhere than this client thought: ask it.
-            Some(409) => {}
-            _ if failed.is_retryable() => rt::sleep(backoff.next()).await,
+        let tried = offset;
+        let conflict = match failed.status() {
+            // The server is elsewhere than this client thought, or another request still
+            // writes the upload (an earlier one of this client's, not yet timed out): ask it.
+            Some(409) => true,
+            _ if failed.is_retryable() => {
+                rt::sleep(backoff.next()).await;
+                false
+            }
             _ => return Err(UploadError::Refused(failed)),
-        }
+        };
         offset = loop {
             let asked = {
                 let shared = live(&client)?;
@@ -393,6 +398,11 @@ async fn run(
                 Err(e) => return Err(UploadError::Refused(e)),
             }
         };
+        if conflict && offset == tried {
+            // Where this client was: the conflict is another writer, which the server lets go
+            // within its body timeout. Waiting, not asking again at once.
+            rt::sleep(backoff.next()).await;
+        }
     }
 }
 

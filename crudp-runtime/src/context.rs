@@ -250,10 +250,8 @@ impl Context {
         file: &crate::files::FileRef,
     ) -> Result<crate::files::FileReader, crate::files::FileError> {
         use crate::files::{FileError, Files};
-        if let Some(bytes) = file.inline_bytes() {
-            return Ok(crate::files::FileReader::inline(
-                bytes::Bytes::copy_from_slice(bytes),
-            ));
+        if let Some(bytes) = crate::files::inline_checked(file) {
+            return bytes.map(crate::files::FileReader::inline);
         }
         let files = self.extension::<Files>().ok_or(FileError::NotConfigured)?;
         match files.owner(file.id).await? {

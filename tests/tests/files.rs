@@ -161,6 +161,24 @@ async fn an_inline_file_reaches_the_handler_the_same_way() {
         .unwrap();
     assert_eq!(received.size, data.len() as u64);
     assert_eq!(received.sha256, sha256(&data));
+
+    // A reference whose bytes are not what it claims (another upload's ID, another digest or
+    // size) is refused: a handler that keeps the reference would keep a lie.
+    let attachments = AttachmentsClient::new(&client);
+    let forgeries = [
+        |f: &mut FileRef| f.id = FileId(7),
+        |f: &mut FileRef| f.sha256 = [0; 32],
+        |f: &mut FileRef| f.size = 5,
+    ];
+    for forge in forgeries {
+        let mut forged = FileRef::inline("small.bin", data.clone());
+        forge(&mut forged);
+        let refused = attachments.create(forged).await;
+        let Err(CallError::App(message)) = refused else {
+            panic!("refused, not {refused:?}")
+        };
+        assert!(message.contains("another size or digest"), "{message}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,9 +390,26 @@ async fn a_second_writer_is_refused_while_the_first_writes() {
     let second = put(&ann, &url, id, (0, 1_000, sha), data.clone()).await;
     assert_eq!(second.0, 409, "{second:?}");
     assert!(second.1.unwrap_err().contains("one writer at a time"));
+    // Nor removed while it is written: the writer would go on writing parts no record counts
+    // (and the owner's quota would have them back).
+    let removed = ann
+        .delete(format!("{url}/upload/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 409);
+    assert!(removed.text().await.unwrap().contains("being written"));
     rest.unbounded_send(Ok(data[100..].to_vec())).unwrap();
     drop(rest);
     assert_eq!(first.await.unwrap(), (200, status(1_000, 1_000, true)));
+    // Once written, it can be.
+    let removed = ann
+        .delete(format!("{url}/upload/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    assert_eq!(get(&ann, &url, id).await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,6 +665,40 @@ async fn a_call_made_before_its_file_is_uploaded_runs_once_the_file_is_complete(
         .unwrap()
         .unwrap();
     assert_eq!((read.size, read.sha256), (size, sha));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_does_not_expire_an_upload_another_server_completed() {
+    let dir = files_dir("shared-expiry");
+    let expiry = Duration::from_millis(300);
+    let a = Server::start_with(|b| b.files_dir(&dir).upload_expiry(expiry)).await;
+    let b = Server::start_with(|b| b.files_dir(&dir)).await;
+    let ann = http_as("ann", "user");
+    let data = bytes(2_000, 12);
+    let (sha, size) = (sha256(&data), data.len() as u64);
+    let id = FileId(0x5a5f);
+    let first = data[..1_000].to_vec();
+    assert_eq!(put(&ann, &a.url(), id, (0, size, sha), first).await.0, 200);
+    let rest = data[1_000..].to_vec();
+    assert_eq!(
+        put(&ann, &b.url(), id, (1_000, size, sha), rest).await,
+        (200, status(size, size, true))
+    );
+    // A's own record still says incomplete, and it is older than A's expiry: A sweeps it a few
+    // times over, and must read the store first.
+    tokio::time::sleep(expiry * 4).await;
+    assert_eq!(
+        get(&ann, &b.url(), id).await,
+        (200, status(size, size, true))
+    );
+    let parts = files_under(&dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&id.to_string()))
+        .count();
+    assert!(
+        parts >= 2,
+        "the record and its parts are kept ({parts} files)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

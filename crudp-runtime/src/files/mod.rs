@@ -126,6 +126,19 @@ impl fmt::Debug for FileRef {
     }
 }
 
+/// The bytes of an inline file, checked against the reference that carries them (no upload
+/// ID; their own size and digest): the reference came from a client, which may have put
+/// anything in it. `None` for an uploaded file.
+#[cfg(feature = "files")]
+pub(crate) fn inline_checked(file: &FileRef) -> Option<Result<bytes::Bytes, FileError>> {
+    let bytes = file.inline_bytes()?;
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    if file.id != FileId(0) || file.size != bytes.len() as u64 || digest != file.sha256 {
+        return Some(Err(FileError::Mismatch(file.id)));
+    }
+    Some(Ok(bytes::Bytes::copy_from_slice(bytes)))
+}
+
 /// What the server has of an upload: the answer of `GET` and `PUT {mount}/upload/{id}`
 /// (postcard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,8 +41,9 @@ pub const DEFAULT_UPLOADS_AT_ONCE: usize = 32;
 /// uploads of one user written at once.
 pub const DEFAULT_UPLOADS_PER_USER: usize = 4;
 
-/// The most bytes an upload holds in memory before it writes them out as a part: with
-/// [`DEFAULT_UPLOADS_AT_ONCE`], at most 128 MiB held in all.
+/// The most bytes an upload holds in memory before it writes them out as a part. The next
+/// part is received while one is written, so an upload holds up to twice as much: with
+/// [`DEFAULT_UPLOADS_AT_ONCE`], at most 256 MiB held in all.
 const PART_BYTES: usize = 4 << 20;
 
 /// Why a file could not be uploaded or opened.
@@ -585,8 +586,8 @@ impl Files {
     /// see it (handlers use [`Context::open`](crate::Context::open), which checks the owner).
     /// The reference's size and digest must be the file's.
     pub async fn open(&self, file: &FileRef) -> Result<FileReader, FileError> {
-        if let Some(bytes) = file.inline_bytes() {
-            return Ok(FileReader::inline(Bytes::copy_from_slice(bytes)));
+        if let Some(bytes) = super::inline_checked(file) {
+            return bytes.map(FileReader::inline);
         }
         self.ready().await?;
         if self.may_be_stale(file.id) {
@@ -625,9 +626,15 @@ impl Files {
     }
 
     /// Removes a file and gives its bytes back to its owner's quota: for server code, once
-    /// no record refers to it.
+    /// no record refers to it. An upload a request is writing is not removed (`Conflict`):
+    /// its writer would go on writing parts that no record counts.
     pub async fn delete(&self, id: FileId) -> Result<(), FileError> {
         self.ready().await?;
+        if self.index().uploads.get(&id).is_some_and(|e| e.writing) {
+            return Err(FileError::Conflict(format!(
+                "upload {id} is being written; remove it once that request ends"
+            )));
+        }
         self.remove(id).await
     }
 
@@ -685,18 +692,28 @@ impl Files {
     }
 
     async fn sweep_once(&self, now: SystemTime) {
-        let expired: Vec<FileId> = self
-            .index()
-            .uploads
-            .iter()
-            .filter(|(_, e)| {
-                !e.complete
-                    && !e.writing
-                    && now.duration_since(e.touched).unwrap_or_default() >= self.inner.limits.expiry
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        let expired = |files: &Files| -> Vec<FileId> {
+            files
+                .index()
+                .uploads
+                .iter()
+                .filter(|(_, e)| {
+                    !e.complete
+                        && !e.writing
+                        && now.duration_since(e.touched).unwrap_or_default()
+                            >= files.inner.limits.expiry
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        // Servers that share the store each see their own writes: what another one completed
+        // or went on with since is read before anything is removed.
+        for id in expired(self) {
+            if let Err(e) = self.refresh(id).await {
+                tracing::warn!(%id, "could not read an upload again before removing it: {e}");
+            }
+        }
+        for id in expired(self) {
             tracing::info!(%id, "removing an upload left incomplete");
             if let Err(e) = self.remove(id).await {
                 tracing::warn!(%id, "could not remove an expired upload: {e}");
