@@ -378,6 +378,41 @@ async fn held_open(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_at_most_max_files_per_user_uploads_however_small() {
+    let dir = files_dir("count");
+    let server = Server::start_with(|b| b.files_dir(&dir).max_files_per_user(2)).await;
+    let url = server.url();
+    let (ann, bob) = (http_as("ann", "user"), http_as("bob", "user"));
+    let empty = sha256(&[]);
+    for id in [FileId(21), FileId(22)] {
+        assert_eq!(
+            put(&ann, &url, id, (0, 0, empty), Vec::new()).await,
+            (200, status(0, 0, true))
+        );
+    }
+    let (code, message) = put(&ann, &url, FileId(23), (0, 0, empty), Vec::new()).await;
+    assert_eq!(code, 413);
+    assert!(message.unwrap_err().contains("2 uploads are kept"));
+    // Another user counts on their own; a removed upload makes room.
+    assert_eq!(
+        put(&bob, &url, FileId(24), (0, 0, empty), Vec::new())
+            .await
+            .0,
+        200
+    );
+    let removed = ann
+        .delete(format!("{url}/upload/{}", FileId(21)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    assert_eq!(
+        put(&ann, &url, FileId(23), (0, 0, empty), Vec::new()).await,
+        (200, status(0, 0, true))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_is_refused_while_the_first_writes() {
     let dir = files_dir("writers");
     let server = Server::start_with(|b| b.files_dir(&dir)).await;
@@ -663,6 +698,35 @@ async fn a_call_made_before_its_file_is_uploaded_runs_once_the_file_is_complete(
         .await
         .expect("the call ran once the file was complete")
         .unwrap()
+        .unwrap();
+    assert_eq!((read.size, read.sha256), (size, sha));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_let_go_for_its_silence_does_not_replace_a_part_another_server_wrote() {
+    let dir = files_dir("shared-timeout");
+    let a = Server::start_with(|b| b.files_dir(&dir).body_timeout(Duration::from_secs(1))).await;
+    let b = Server::start_with(|b| b.files_dir(&dir)).await;
+    let ann = http_as("ann", "user");
+    let data = bytes(1_000, 13);
+    let (sha, size) = (sha256(&data), data.len() as u64);
+    let id = FileId(0x5a60);
+    // A holds the first 100 bytes in memory, waiting for more; the client has gone on at B.
+    let (rest, silent) = held_open(&ann, &a.url(), id, &data).await;
+    assert_eq!(
+        put(&ann, &b.url(), id, (0, size, sha), data.clone()).await,
+        (200, status(size, size, true))
+    );
+    // A lets its request go: its 100 bytes must not become the part at offset 0.
+    assert_eq!(silent.await.unwrap().0, 408);
+    drop(rest);
+    let client = Client::builder(b.url())
+        .transport(transport_as("ann", "user"))
+        .mode(Mode::Call)
+        .build();
+    let read = AttachmentsClient::new(&client)
+        .create(FileRef::uploaded(id, "f", size, sha))
+        .await
         .unwrap();
     assert_eq!((read.size, read.sha256), (size, sha));
 }

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 pub use reader::FileReader;
 #[cfg(feature = "files")]
 pub use store::{
-    DEFAULT_MAX_FILE_BYTES, DEFAULT_UPLOAD_EXPIRY, DEFAULT_UPLOAD_QUOTA, DEFAULT_UPLOADS_AT_ONCE,
-    DEFAULT_UPLOADS_PER_USER, FileError, Files,
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES_PER_USER, DEFAULT_UPLOAD_EXPIRY,
+    DEFAULT_UPLOAD_QUOTA, DEFAULT_UPLOADS_AT_ONCE, DEFAULT_UPLOADS_PER_USER, FileError, Files,
 };
 
 /// The ID of an uploaded file: 128 random bits, made by the client that uploads it. Written

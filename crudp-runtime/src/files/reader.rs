@@ -1,6 +1,9 @@
 //! A file opened for reading: its bytes as a stream, from the batch or from the store.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
@@ -55,15 +58,34 @@ impl FileReader {
     pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, FileError>> {
         match self.source {
             Source::Inline(bytes) => futures_util::stream::once(async move { Ok(bytes) }).boxed(),
-            Source::Parts { store, parts } => futures_util::stream::iter(parts)
-                .then(move |part| {
-                    let store = Arc::clone(&store);
-                    async move { store.get(&part).await }
+            Source::Parts { store, parts } => {
+                // The parts are checked to add up to the file when it completes; should they
+                // not when read (changed in the store since), the stream ends in an error
+                // rather than pass for the whole file.
+                let (size, seen) = (self.size, Arc::new(AtomicU64::new(0)));
+                let counted = Arc::clone(&seen);
+                let bytes = futures_util::stream::iter(parts)
+                    .then(move |part| {
+                        let store = Arc::clone(&store);
+                        async move { store.get(&part).await }
+                    })
+                    .map_ok(|part| part.into_stream())
+                    .try_flatten()
+                    .map_err(FileError::from)
+                    .inspect_ok(move |bytes| {
+                        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    });
+                let end = futures_util::stream::once(async move {
+                    let held = seen.load(Ordering::Relaxed);
+                    (held != size).then(|| {
+                        Err(FileError::Store(format!(
+                            "the file's parts hold {held} bytes, not its {size}"
+                        )))
+                    })
                 })
-                .map_ok(|part| part.into_stream())
-                .try_flatten()
-                .map_err(FileError::from)
-                .boxed(),
+                .filter_map(std::future::ready);
+                bytes.chain(end).boxed()
+            }
         }
     }
 

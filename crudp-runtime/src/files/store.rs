@@ -17,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +40,9 @@ pub const DEFAULT_UPLOADS_AT_ONCE: usize = 32;
 /// [`CrudpBuilder::uploads_per_user`](crate::server::CrudpBuilder::uploads_per_user): 4
 /// uploads of one user written at once.
 pub const DEFAULT_UPLOADS_PER_USER: usize = 4;
+/// Default for [`CrudpBuilder::max_files_per_user`](crate::server::CrudpBuilder::max_files_per_user):
+/// 100,000 uploads kept per user.
+pub const DEFAULT_MAX_FILES_PER_USER: usize = 100_000;
 
 /// The most bytes an upload holds in memory before it writes them out as a part. The next
 /// part is received while one is written, so an upload holds up to twice as much: with
@@ -83,6 +86,12 @@ pub enum FileError {
         used: u64,
         /// The user's quota.
         quota: u64,
+    },
+    /// The user already keeps the most uploads allowed (complete or not).
+    #[error("{count} uploads are kept for this user, the most allowed; remove some first")]
+    TooManyFiles {
+        /// The uploads the user keeps.
+        count: usize,
     },
     /// The request does not fit the upload's state; the message says how, and `GET` tells
     /// where to go on.
@@ -144,6 +153,8 @@ pub(crate) struct FileLimits {
     pub(crate) expiry: Duration,
     pub(crate) at_once: usize,
     pub(crate) per_user: usize,
+    /// The most uploads one account keeps.
+    pub(crate) files: usize,
 }
 
 /// What `uploads/{id}/meta` holds (postcard).
@@ -204,8 +215,8 @@ impl Entry {
 #[derive(Default)]
 struct Index {
     uploads: HashMap<FileId, Entry>,
-    /// The bytes each account's uploads take (announced sizes).
-    used: HashMap<Arc<str>, u64>,
+    /// The bytes each account's uploads take (announced sizes), and how many they are.
+    used: HashMap<Arc<str>, (u64, usize)>,
     /// The uploads being written, in all and by account.
     writers: usize,
     writers_of: HashMap<Arc<str>, usize>,
@@ -221,7 +232,9 @@ impl Index {
 
     /// Records an upload, counting its size against its account.
     fn insert(&mut self, id: FileId, entry: Entry) {
-        *self.used.entry(Arc::clone(&entry.account)).or_default() += entry.size;
+        let used = self.used.entry(Arc::clone(&entry.account)).or_default();
+        used.0 += entry.size;
+        used.1 += 1;
         self.uploads.insert(id, entry);
     }
 
@@ -260,8 +273,9 @@ impl Index {
         if let Some(entry) = self.uploads.remove(&id)
             && let Some(used) = self.used.get_mut(&entry.account)
         {
-            *used = used.saturating_sub(entry.size);
-            if *used == 0 {
+            used.0 = used.0.saturating_sub(entry.size);
+            used.1 = used.1.saturating_sub(1);
+            if used.1 == 0 {
                 self.used.remove(&entry.account);
             }
         }
@@ -393,20 +407,7 @@ impl Files {
             }
             return Ok(());
         };
-        let mut parts = Vec::new();
-        let mut listing = self.inner.store.list(Some(&upload_prefix(id)));
-        while let Some(object) = listing.next().await {
-            let object = object?;
-            if let Some(offset) = object
-                .location
-                .filename()
-                .and_then(|name| name.strip_prefix('p'))
-                .and_then(|offset| offset.parse::<u64>().ok())
-            {
-                parts.push((offset, object.size));
-            }
-        }
-        let received = received(&mut parts, meta.size);
+        let received = self.stored(id, meta.size).await?;
         let mut index = self.index();
         match index.uploads.get_mut(&id) {
             Some(entry) if entry.writing => {}
@@ -518,7 +519,10 @@ impl Files {
                             limit: limits.max_file_bytes,
                         });
                     }
-                    let used = index.used.get(account).copied().unwrap_or(0);
+                    let (used, count) = index.used.get(account).copied().unwrap_or_default();
+                    if count >= limits.files {
+                        return Err(FileError::TooManyFiles { count });
+                    }
                     if used.saturating_add(size) > limits.quota {
                         return Err(FileError::Quota {
                             size,
@@ -557,6 +561,7 @@ impl Files {
             writing: None,
             buffer: Vec::new(),
             buffered: 0,
+            exclusive: false,
         };
         if is_new {
             let meta = Meta {
@@ -661,6 +666,24 @@ impl Files {
         Ok(())
     }
 
+    /// The bytes of upload `id`, of `size` bytes, that its parts hold from its start on.
+    async fn stored(&self, id: FileId, size: u64) -> Result<u64, FileError> {
+        let mut parts = Vec::new();
+        let mut listing = self.inner.store.list(Some(&upload_prefix(id)));
+        while let Some(object) = listing.next().await {
+            let object = object?;
+            if let Some(offset) = object
+                .location
+                .filename()
+                .and_then(|name| name.strip_prefix('p'))
+                .and_then(|offset| offset.parse::<u64>().ok())
+            {
+                parts.push((offset, object.size));
+            }
+        }
+        Ok(received(&mut parts, size))
+    }
+
     /// The paths of upload `id`'s parts, in order.
     async fn parts(&self, id: FileId) -> Result<Vec<Path>, FileError> {
         let mut parts = Vec::new();
@@ -756,6 +779,8 @@ pub(crate) struct Writer {
     writing: Option<(usize, tokio::task::JoinHandle<Written>)>,
     buffer: Vec<Bytes>,
     buffered: usize,
+    /// Parts are written only where none is yet; see [`Writer::flush_unless_taken`].
+    exclusive: bool,
 }
 
 /// A part written out: whether it was written, and the digest up to its end (if it could be
@@ -801,6 +826,15 @@ impl Writer {
         self.written().await
     }
 
+    /// Writes what is held as a part only if no part is at its offset yet, for a request
+    /// being let go (too slow): its client may have gone on at another server sharing the
+    /// store, whose part at that offset, longer, must not be replaced by this shorter one.
+    pub(crate) async fn flush_unless_taken(&mut self) -> Result<(), FileError> {
+        self.written().await?;
+        self.exclusive = true;
+        self.flush().await
+    }
+
     /// Starts writing the bytes held as one part, once the part before is written: the next
     /// part is received while this one is written. The part is hashed on a thread of its own
     /// while it is written, so the digest costs no time of its own where the disk is as fast
@@ -815,6 +849,7 @@ impl Writer {
         let hasher = self.hasher.clone();
         let store = Arc::clone(&self.files.inner.store);
         let path = part_path(self.id, self.received);
+        let exclusive = self.exclusive;
         let writing = tokio::spawn(async move {
             let hashing = hasher.map(|mut hasher| {
                 let parts = parts.clone();
@@ -826,7 +861,12 @@ impl Writer {
                 })
             });
             let payload: PutPayload = parts.into_iter().collect();
-            let write = store.put(&path, payload);
+            let mode = if exclusive {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            };
+            let write = store.put_opts(&path, payload, PutOptions::from(mode));
             let (result, hasher) = match hashing {
                 // A hash that could not finish leaves the digest unknown: it is read back at
                 // the end.
@@ -879,6 +919,22 @@ impl Writer {
         };
         if self.received < self.size {
             return Ok(status);
+        }
+        // What the store holds, not what this writer counted: another server sharing the
+        // store may have written a part of another length at one of these offsets.
+        let stored = self.files.stored(self.id, self.size).await?;
+        if stored < self.size {
+            tracing::warn!(id = %self.id, stored, "an upload's parts do not cover it: it goes on");
+            self.received = stored;
+            self.hasher = None;
+            if let Some(entry) = self.files.index().uploads.get_mut(&self.id) {
+                entry.received = stored;
+                entry.hasher = None;
+            }
+            return Ok(UploadStatus {
+                received: stored,
+                ..status
+            });
         }
         let digest: [u8; 32] = match self.hasher.take() {
             Some(hasher) => hasher.finalize().into(),
@@ -957,6 +1013,7 @@ impl Writer {
             writing: None,
             buffer: std::mem::take(&mut self.buffer),
             buffered: std::mem::take(&mut self.buffered),
+            exclusive: self.exclusive,
         }
     }
 
@@ -985,6 +1042,7 @@ mod tests {
             expiry: Duration::from_secs(3600),
             at_once: 8,
             per_user: 8,
+            files: 8,
         };
         Files::new(Arc::new(object_store::memory::InMemory::new()), limits)
     }

@@ -48,8 +48,9 @@ use crate::{
 #[cfg(feature = "files")]
 pub use {
     crate::files::{
-        DEFAULT_MAX_FILE_BYTES, DEFAULT_UPLOAD_EXPIRY, DEFAULT_UPLOAD_QUOTA,
-        DEFAULT_UPLOADS_AT_ONCE, DEFAULT_UPLOADS_PER_USER, FileError, FileReader, Files,
+        DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES_PER_USER, DEFAULT_UPLOAD_EXPIRY,
+        DEFAULT_UPLOAD_QUOTA, DEFAULT_UPLOADS_AT_ONCE, DEFAULT_UPLOADS_PER_USER, FileError,
+        FileReader, Files,
     },
     object_store,
 };
@@ -245,6 +246,7 @@ impl Crudp {
                     expiry: DEFAULT_UPLOAD_EXPIRY,
                     at_once: DEFAULT_UPLOADS_AT_ONCE,
                     per_user: DEFAULT_UPLOADS_PER_USER,
+                    files: DEFAULT_MAX_FILES_PER_USER,
                 },
             },
         }
@@ -433,8 +435,17 @@ impl CrudpBuilder {
         self
     }
 
+    /// The most uploads one user's account keeps, complete or not (each costs a record in the
+    /// store and in memory, however small); a new one beyond it gets `413` until some are
+    /// removed. Anonymous visitors share one count per IP address. Default:
+    /// [`DEFAULT_MAX_FILES_PER_USER`].
+    pub fn max_files_per_user(mut self, files: usize) -> Self {
+        self.files.limits.files = files;
+        self
+    }
+
     /// How many uploads are written at once, of all users; more get `503` with
-    /// `Retry-After` (clients try again). Each holds up to 4 MiB before writing it out.
+    /// `Retry-After` (clients try again). Each holds up to 8 MiB while it writes.
     /// Default: [`DEFAULT_UPLOADS_AT_ONCE`].
     pub fn uploads_at_once(mut self, uploads: usize) -> Self {
         self.files.limits.at_once = uploads.max(1);

@@ -42,9 +42,10 @@ fn refusal(error: FileError) -> Response {
         FileError::Pending(_) | FileError::Conflict(_) | FileError::Mismatch(_) => {
             StatusCode::CONFLICT
         }
-        FileError::TooLarge { .. } | FileError::Quota { .. } | FileError::TooLong { .. } => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
+        FileError::TooLarge { .. }
+        | FileError::Quota { .. }
+        | FileError::TooManyFiles { .. }
+        | FileError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         FileError::Checksum(_) => StatusCode::UNPROCESSABLE_ENTITY,
         FileError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         FileError::Busy(message) => return unavailable(message.clone()),
@@ -132,7 +133,7 @@ pub(super) async fn put(
                     // A body that trickles would hold its writer's slot for as long as it
                     // liked: what arrived is kept, to go on from.
                     let _ = writer.push(bytes).await;
-                    let _ = writer.flush().await;
+                    let _ = writer.flush_unless_taken().await;
                     return refuse(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
@@ -163,7 +164,7 @@ pub(super) async fn put(
                 );
             }
             Err(_) => {
-                let _ = writer.flush().await;
+                let _ = writer.flush_unless_taken().await;
                 return refuse(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("no bytes of the body arrived for {timeout:?}"),
