@@ -209,6 +209,16 @@ impl Method<'_> {
         for param in self.wire_params() {
             check_wire_type(param.ty, "arguments", errors);
         }
+        if let Some(extra) = self.wire_params().nth(MAX_ARGUMENTS) {
+            errors.push_tokens(
+                extra.original,
+                format!(
+                    "a method takes at most {MAX_ARGUMENTS} arguments besides the context (they \
+                     cross the wire as one tuple, and serde's tuples end at {MAX_ARGUMENTS}); \
+                     group some of them in a struct"
+                ),
+            );
+        }
     }
 
     fn validate_output(&self, errors: &mut Errors) {
@@ -229,6 +239,9 @@ impl Method<'_> {
         }
     }
 }
+
+/// The most arguments a method takes besides the context: serde implements tuples of up to 16.
+const MAX_ARGUMENTS: usize = 16;
 
 fn check_context_reference(param: &Param<'_>, errors: &mut Errors) {
     match param.ty {

@@ -176,9 +176,16 @@ impl Describer {
             name: descriptor.name,
         };
         describe(&mut shapes);
-        self.description
-            .modules
-            .insert(descriptor.name.to_owned(), module);
+        let name = descriptor.name.to_owned();
+        if let Some(other) = self.description.modules.get(&name) {
+            // Modules are described by name: one would hide the other.
+            self.problems.push(format!(
+                "two modules are named `{name}` (in `{}` and `{}`): give one of the traits \
+                 another name to describe them",
+                other.path, module.path
+            ));
+        }
+        self.description.modules.insert(name, module);
         self
     }
 

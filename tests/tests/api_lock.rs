@@ -182,3 +182,21 @@ fn the_lock_file_is_written_then_kept_then_grown_and_a_break_fails_with_every_re
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn two_modules_of_one_name_are_an_error_not_one_hiding_the_other() {
+    // `v1` and `grown` both define a trait `Shop`, in modules of their own.
+    let both = Description::of(|d| {
+        d.module::<v1::ShopClient>();
+        d.module::<grown::ShopClient>();
+    });
+    let message = both.unwrap_err().to_string();
+    assert!(
+        message.contains("two modules are named `Shop`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("v1") && message.contains("grown"),
+        "{message}"
+    );
+}
