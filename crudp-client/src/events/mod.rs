@@ -43,9 +43,9 @@ pub(crate) trait Fanout: MaybeSendSync {
     fn event(&mut self, event: &SseEvent, clients: &[ClientId]);
     /// Passes a change of the link on.
     fn link(&mut self, link: Link);
-    /// The server refuses `client` to this user (a tab left from before a sign-out): the
-    /// stream goes on without it.
-    fn refused(&mut self, client: ClientId);
+    /// The server refuses `client` to this user (a tab left from before a sign-out) with
+    /// `error`: the stream goes on without it, and its tab is told.
+    fn refused(&mut self, client: ClientId, error: &TransportError);
     /// Resolves with the next [`Change`].
     fn change(&mut self) -> TransportFuture<'_, Change>;
 }
@@ -382,7 +382,7 @@ async fn connect(
                                 return (Some(Err(refusal)), held_back_after(true));
                             }
                             if let Some(fanout) = fanout {
-                                fanout.refused(client);
+                                fanout.refused(client, &refusal);
                             }
                         }
                         Err(e) => return (Some(Err(e)), held_back_after(true)),

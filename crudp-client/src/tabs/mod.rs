@@ -31,7 +31,7 @@ use crate::{
     browser::PageListeners,
     events::{self, Change, Ended, Fanout, Link},
     shared::Shared,
-    transport::{SseEvent, TransportFuture},
+    transport::{SseEvent, TransportError, TransportFuture},
 };
 
 /// What the tabs tell each other.
@@ -56,6 +56,9 @@ enum Message {
     },
     /// A change of the shared stream's link.
     Link(Link),
+    /// The server refused `client` to the user signed in now (the leader's): that client's
+    /// tab stops, as a tab with a stream of its own would.
+    Refused { client: ClientId, message: String },
 }
 
 /// What this client knows of the tabs, shared with the channel's and the page's handlers.
@@ -326,11 +329,17 @@ impl Fanout for Tabs {
         self.post(&Message::Link(link));
     }
 
-    fn refused(&mut self, client: ClientId) {
+    fn refused(&mut self, client: ClientId, error: &TransportError) {
         tracing::warn!(%client, "another user's client: the shared stream goes on without it");
         let mut state = self.state.borrow_mut();
         state.peers.remove(&client);
         state.refused.insert(client);
+        drop(state);
+        let message = match error {
+            TransportError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        self.post(&Message::Refused { client, message });
     }
 
     fn change(&mut self) -> TransportFuture<'_, Change> {
@@ -400,6 +409,13 @@ fn receive(state: &RefCell<State>, channel: &BroadcastChannel, inner: &Shared, m
         Message::Link(link) if !s.leading => {
             drop(s);
             inner.post(link.input());
+        }
+        Message::Refused { client, message } if client == s.me && !s.leading => {
+            drop(s);
+            inner.refused(TransportError::Status {
+                status: 403,
+                message,
+            });
         }
         _ => {}
     }
