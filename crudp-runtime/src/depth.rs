@@ -3,12 +3,19 @@
 //! .. }`), a byte per level, could nest deeply enough to overflow the stack, which aborts the
 //! process. The adapter here counts the levels as the value's `Deserialize` enters them and
 //! fails the decoding past [`MAX_DEPTH`].
+//!
+//! A level is an enum, an option, a sequence or a map: what a recursive type must go through
+//! (else its values would be infinite), and what takes at least a byte of the input (a tag or
+//! a length). Structs, tuples and boxes between them add only the nesting their types spell
+//! out. So an input of at most `MAX_DEPTH` bytes cannot nest too deeply, and is decoded as it
+//! is, without the adapter.
 
 use std::{cell::Cell, fmt};
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
-/// The deepest a decoded value may nest: far beyond any API's types, far below the stack.
+/// The deepest a decoded value may nest, in enums, options, sequences and maps within one
+/// another: far beyond any API's types, far below the stack.
 pub const MAX_DEPTH: usize = 128;
 
 /// Decodes a `T` from the front of `bytes`, as `postcard::take_from_bytes` does, but fails
@@ -16,6 +23,10 @@ pub const MAX_DEPTH: usize = 128;
 pub(crate) fn take_from_bytes<'de, T: de::Deserialize<'de>>(
     bytes: &'de [u8],
 ) -> Result<(T, &'de [u8]), String> {
+    if bytes.len() <= MAX_DEPTH {
+        // Each level takes a byte: these cannot nest deeper.
+        return postcard::take_from_bytes(bytes).map_err(crate::dispatch::describe);
+    }
     let tripped = Cell::new(false);
     let mut deserializer = postcard::Deserializer::from_bytes(bytes);
     let limited = Limited {
@@ -74,11 +85,27 @@ macro_rules! forward_deserialize {
     )*};
 }
 
+/// The kinds that are a level: their visitor is one level further down.
+macro_rules! deeper_deserialize {
+    ($($method:ident),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            let visitor = self.deeper(visitor)?;
+            self.inner.$method(visitor)
+        }
+    )*};
+}
+
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
     type Error = D::Error;
 
-    forward_deserialize!(
+    deeper_deserialize!(
         deserialize_any,
+        deserialize_option,
+        deserialize_seq,
+        deserialize_map,
+    );
+
+    forward_deserialize!(
         deserialize_bool,
         deserialize_i8,
         deserialize_i16,
@@ -97,10 +124,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         deserialize_string,
         deserialize_bytes,
         deserialize_byte_buf,
-        deserialize_option,
         deserialize_unit,
-        deserialize_seq,
-        deserialize_map,
         deserialize_identifier,
         deserialize_ignored_any,
     );
@@ -158,7 +182,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        let visitor = self.wrap(visitor);
+        let visitor = self.deeper(visitor)?;
         self.inner.deserialize_enum(name, variants, visitor)
     }
 
@@ -214,16 +238,16 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limited<'_, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        let deeper = self.deeper(deserializer)?;
-        self.inner.visit_some(deeper)
+        let inner = self.wrap(deserializer);
+        self.inner.visit_some(inner)
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        let deeper = self.deeper(deserializer)?;
-        self.inner.visit_newtype_struct(deeper)
+        let inner = self.wrap(deserializer);
+        self.inner.visit_newtype_struct(inner)
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
@@ -242,13 +266,13 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Limited<'_, V> {
     }
 }
 
-/// A seed entered one level down: what it decodes is nested in the value around it.
+/// A seed of a part of the value: its deserializer counts the levels on from here.
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Limited<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
-        let deeper = self.deeper(deserializer)?;
-        self.inner.deserialize(deeper)
+        let inner = self.wrap(deserializer);
+        self.inner.deserialize(inner)
     }
 }
 
@@ -376,7 +400,9 @@ mod tests {
     #[test]
     fn a_value_nested_past_the_limit_is_an_error_not_a_stack_overflow() {
         // A million levels would overflow any thread's stack in postcard alone.
-        for levels in [MAX_DEPTH + 1, 1_000_000] {
+        // `Eq` inside 127 `Not`s is 128 levels of enums: the most.
+        assert!(take_from_bytes::<Filter>(&nested(MAX_DEPTH - 1)).is_ok());
+        for levels in [MAX_DEPTH, 1_000_000] {
             let error = take_from_bytes::<Filter>(&nested(levels)).unwrap_err();
             assert!(error.contains("deeper than 128"), "{error}");
         }
