@@ -42,7 +42,11 @@ pub(crate) fn expand(module: &Module<'_>, names: &Names) -> TokenStream {
         let bare = method.ident.to_string().trim_start_matches("r#").to_owned();
         let ident = format_ident!("broadcast_{bare}");
         // The application's parameter names, and `api` and `target` unless it uses them.
-        let taken: Vec<String> = method.wire_params().filter_map(|p| p.name.map(|n| n.to_string())).collect();
+        // Unraw: `r#api` binds `api` as well.
+        let taken: Vec<String> = method
+            .wire_params()
+            .filter_map(|p| p.name.map(|n| n.to_string().trim_start_matches("r#").to_owned()))
+            .collect();
         let fixed = |name: &str| if taken.iter().any(|t| t == name) { format_ident!("__crudp_{name}") } else { format_ident!("{name}") };
         let (api, target) = (fixed("api"), fixed("target"));
         let (inputs, payload, doc) = match method.payload()? {

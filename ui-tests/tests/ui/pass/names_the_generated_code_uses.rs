@@ -20,11 +20,23 @@ pub trait Other {
     async fn delete(&self, ctx: &Context, args: u8, action: u8, descriptor: u8) -> Result<(), ()>;
 }
 
+/// A raw parameter named as the broadcast's own: `r#api` binds `api`.
+#[crudp::module]
+pub trait Raw {
+    async fn delete(&self, ctx: &Context, r#api: u8, r#target: u8) -> Result<(), ()>;
+}
+
 struct Impl;
 
 impl Shapes for Impl {
     async fn read(&self, _: &Context, s: u8) -> Result<u8, ()> {
         Ok(s)
+    }
+}
+
+impl Raw for Impl {
+    async fn delete(&self, _: &Context, _: u8, _: u8) -> Result<(), ()> {
+        Ok(())
     }
 }
 
@@ -38,5 +50,6 @@ fn main() {
     let _ = S;
     let _ = ShapesServer::new(Impl);
     let _ = OtherServer::new(Impl);
+    let _ = RawServer::new(Impl);
     assert_eq!(ShapesClient::DESCRIPTOR.actions, &[crudp::Action::Read]);
 }
