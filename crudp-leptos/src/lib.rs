@@ -64,8 +64,19 @@ pub fn use_client() -> Client {
 /// Keeps `listener` registered until the current owner is cleaned up (the component
 /// unmounts): `use_listener(todos.on_create(move |todo| ...))`.
 pub fn use_listener(listener: Listener) {
+    without_owner("use_listener");
     let listener = SendWrapper::new(listener);
     on_cleanup(move || drop(listener));
+}
+
+/// Says so where a hook is used outside any component: with no owner to clean it up, what it
+/// keeps goes at once (a listener) or never (a live read).
+fn without_owner(hook: &str) {
+    if Owner::current().is_none() {
+        leptos::logging::warn!(
+            "crudp_leptos::{hook} outside a component: nothing will clean it up; call it inside one"
+        );
+    }
 }
 
 /// The client's [`Status`] (online, reconnecting or offline; calls queued and in flight), as
@@ -190,6 +201,7 @@ where
     T: DeserializeOwned + Clone + Send + Sync + 'static,
     E: DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    without_owner("use_live_read");
     let client = use_client();
     let read = RwSignal::new(Read::Loading);
     // The read answers on this thread (the browser's only one): the wrapper only satisfies
@@ -230,7 +242,8 @@ where
 
     /// Fetches again now.
     pub fn refetch(&self) {
-        self.live.with_value(|live| {
+        // After its component unmounted (the resource is `Copy` and may outlive it), nothing.
+        let _ = self.live.try_with_value(|live| {
             if let Some(live) = live {
                 live.refetch();
             }

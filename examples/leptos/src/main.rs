@@ -111,10 +111,11 @@ fn App() -> impl IntoView {
                     key=|todo| (todo.id, todo.done, todo.title.clone())
                     children=row
                 />
+                // Keyed by place: two pending todos may have one title.
                 <For
-                    each=move || create.pending().get()
-                    key=|text| text.clone()
-                    children=|text| view! { <li class="pending">{text} " (pending)"</li> }
+                    each=move || create.pending().get().into_iter().enumerate()
+                    key=|(i, text)| (*i, text.clone())
+                    children=|(_, text)| view! { <li class="pending">{text} " (pending)"</li> }
                 />
             </ul>
             <p id="heard">{move || heard.get()} " changes heard"</p>

@@ -2,7 +2,7 @@
 //! while they are sent, a status pill, who changed what as it happens, and files attached with
 //! a progress bar.
 
-use std::{cell::RefCell, rc::Rc};
+use std::rc::Rc;
 
 use crudp::{Client, UploadProgress};
 use crudp_yew::{use_call, use_client, use_listener, use_live_read, use_status};
@@ -28,8 +28,24 @@ fn app() -> Html {
     }
 }
 
-/// The uploads under way, by todo.
-type Uploads = UseStateHandle<Vec<(u64, UploadProgress)>>;
+/// The uploads under way, by todo: each report changes the latest list, not the one its
+/// upload saw when it began (two uploads at once would undo each other's reports).
+#[derive(Default, PartialEq)]
+struct UploadList(Vec<(u64, UploadProgress)>);
+
+impl Reducible for UploadList {
+    /// The todo, and its upload's progress (`None`: done).
+    type Action = (u64, Option<UploadProgress>);
+
+    fn reduce(self: Rc<Self>, (id, progress): Self::Action) -> Rc<Self> {
+        let mut list = self.0.clone();
+        list.retain(|(todo, _)| *todo != id);
+        list.extend(progress.map(|p| (id, p)));
+        Rc::new(Self(list))
+    }
+}
+
+type Uploads = UseReducerHandle<UploadList>;
 
 #[function_component(Page)]
 fn page() -> Html {
@@ -90,7 +106,7 @@ fn page() -> Html {
             },
         )
     };
-    let uploads: Uploads = use_state(Vec::new);
+    let uploads: Uploads = use_reducer(UploadList::default);
 
     let add = {
         let (create, input) = (create.clone(), input.clone());
@@ -229,16 +245,9 @@ fn row(
             };
             let (client, uploads) = (client.clone(), uploads.clone());
             spawn_local(async move {
-                // The latest list of uploads, which every progress report changes.
-                let now = Rc::new(RefCell::new((*uploads).clone()));
                 let show = {
-                    let (now, uploads) = (Rc::clone(&now), uploads.clone());
-                    move |p: Option<UploadProgress>| {
-                        let mut list = now.borrow_mut();
-                        list.retain(|(todo, _)| *todo != id);
-                        list.extend(p.map(|p| (id, p)));
-                        uploads.set(list.clone());
-                    }
+                    let uploads = uploads.clone();
+                    move |p: Option<UploadProgress>| uploads.dispatch((id, p))
                 };
                 show(Some(UploadProgress::default()));
                 // Sent in pieces, going on after an outage; then attached for everyone.
@@ -254,13 +263,17 @@ fn row(
             });
         })
     };
-    let progress = uploads.iter().find(|(todo, _)| *todo == id).map(|(_, p)| {
-        html! {
-            <progress class="upload" max={p.total.to_string()} value={p.sent.to_string()}>
-                { percent(*p) }{ "%" }
-            </progress>
-        }
-    });
+    let progress = uploads
+        .0
+        .iter()
+        .find(|(todo, _)| *todo == id)
+        .map(|(_, p)| {
+            html! {
+                <progress class="upload" max={p.total.to_string()} value={p.sent.to_string()}>
+                    { percent(*p) }{ "%" }
+                </progress>
+            }
+        });
     let files = files.iter().map(|a| {
         html! { <><a class="attachment" href={a.href()} title={a.by.clone()}>{ &a.file.name }</a>{ " " }</> }
     });
