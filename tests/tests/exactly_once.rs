@@ -175,6 +175,91 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
     );
 }
 
+/// A store whose `flush` fails a given number of times before it works.
+struct SlowDisk {
+    inner: MemoryOutcomes,
+    failures: AtomicUsize,
+}
+
+impl OutcomeStore for SlowDisk {
+    fn claim<'a>(
+        &'a self,
+        client: ClientId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim(client, user)
+    }
+
+    fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
+        self.inner.begin(client, seq)
+    }
+
+    fn finish<'a>(
+        &'a self,
+        client: ClientId,
+        seq: u64,
+        lease: Lease,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.finish(client, seq, lease, outcome)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                "the disk is slow".into(),
+            ))));
+        }
+        self.inner.flush()
+    }
+
+    fn limits(&self) -> &OutcomeLimits {
+        self.inner.limits()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_waits_until_its_call_s_outcome_is_durable() {
+    let store = SlowDisk {
+        inner: MemoryOutcomes::default(),
+        failures: AtomicUsize::new(3),
+    };
+    let server = Server::start_with(|b| b.outcome_store(store)).await;
+    let url = server.url();
+    let bob = ClientId(0xB0B);
+    let token = server.token("bob", "member", bob).await;
+    let spy = Spy::connect(format!("{url}/events?token={token}"), None).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    let broadcasts = |spy: &Spy| {
+        spy.events()
+            .iter()
+            .filter(|e| e.event == "broadcast")
+            .count()
+    };
+    // The call runs, but its outcome is not durable: not answered, and not heard of.
+    let body = batch_of(ClientId(0xA11), creates("shout", [1]));
+    let (_, first) = call_raw(&url, "ann", body).await;
+    assert!(matches!(
+        first.unwrap().results[0].outcome,
+        Outcome::Unavailable { .. }
+    ));
+    assert_eq!(broadcasts(&spy), 0, "heard of before it was durable");
+    // Once the store writes it (the server tries again in the background), Bob hears of
+    // it, once.
+    spy.wait_for("the broadcast", |e| {
+        e.iter().any(|e| e.event == "broadcast")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(broadcasts(&spy), 1);
+    assert_eq!(server.executions(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_client_ids_moves_no_owner_and_runs_nothing_twice() {
     let server = Server::start().await;

@@ -90,10 +90,11 @@ impl SqliteOutcomes {
     /// for [`OutcomeLimits::idle`].
     pub fn open_with(path: impl AsRef<Path>, limits: OutcomeLimits) -> Result<Self, StoreError> {
         let db = Connection::open(path).map_err(unavailable)?;
+        // The busy timeout first: switching to WAL waits for another connection's lock too.
         db.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
              CREATE TABLE IF NOT EXISTS crudp_clients (
                  client INTEGER PRIMARY KEY,
                  owner TEXT NOT NULL,
@@ -170,7 +171,10 @@ impl SqliteOutcomes {
     {
         let id = ctx.request_id();
         let this = self.clone();
-        let max_bytes = self.inner.limits.bytes_per_client;
+        let (max_bytes, keep) = (
+            self.inner.limits.bytes_per_client,
+            self.inner.limits.outcomes_per_client,
+        );
         let done = blocking(move || -> rusqlite::Result<Result<T, E>> {
             let mut db = lock(&this.inner.db);
             // Under the file's lock: only the first transaction of a packet this process is
@@ -200,6 +204,7 @@ impl SqliteOutcomes {
                     write_outcome(&tx, id.client, *seq, earlier, max_bytes)?;
                 }
                 write_outcome(&tx, id.client, id.seq, outcome, max_bytes)?;
+                trim_outcomes(&tx, id.client, id.seq, keep)?;
             }
             tx.commit()?;
             // Before the lock is released and before anything can cancel the handler.
@@ -344,8 +349,6 @@ fn write(
         let mut insert = tx.prepare_cached(
             "INSERT OR REPLACE INTO crudp_outcomes (client, seq, outcome) VALUES (?1, ?2, ?3)",
         )?;
-        let mut trim =
-            tx.prepare_cached("DELETE FROM crudp_outcomes WHERE client = ?1 AND seq <= ?2")?;
         let mut newest = std::collections::HashMap::new();
         for (client, seq, outcome) in outcomes {
             if outcome_bytes(outcome) <= limits.bytes_per_client {
@@ -355,10 +358,7 @@ fn write(
             newest.insert(*client, *seq);
         }
         for (client, seq) in newest {
-            let keep = limits.outcomes_per_client as u64;
-            if seq > keep {
-                trim.execute(params![sql(client.0), sql(seq - keep)])?;
-            }
+            trim_outcomes(&tx, client, seq, limits.outcomes_per_client)?;
         }
     }
     if prune {
@@ -402,6 +402,17 @@ fn write_outcome(
          WHERE client = ?1",
         params![sql(client.0), sql(seq), unix_now()],
     )?;
+    Ok(())
+}
+
+/// Drops the outcomes of `client` older than the `keep` up to `seq`, as a flush does for the
+/// outcomes it writes: a client whose calls all commit in transactions keeps no more.
+fn trim_outcomes(tx: &Connection, client: ClientId, seq: u64, keep: usize) -> rusqlite::Result<()> {
+    let keep = keep as u64;
+    if seq > keep {
+        tx.prepare_cached("DELETE FROM crudp_outcomes WHERE client = ?1 AND seq <= ?2")?
+            .execute(params![sql(client.0), sql(seq - keep)])?;
+    }
     Ok(())
 }
 
@@ -699,6 +710,38 @@ mod tests {
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
     }
+    #[tokio::test]
+    async fn a_client_whose_calls_all_commit_in_transactions_keeps_only_its_latest_outcomes() {
+        let path = temp("trim");
+        let limits = OutcomeLimits::default().outcomes_per_client(3);
+        let store = SqliteOutcomes::open_with(&path, limits).unwrap();
+        let client = ClientId(4);
+        assert_eq!(store.claim(client, "ann").await, Ok(Claim::Granted));
+        let ctx = Context::local(User::new("ann", "member"), client);
+        for seq in 1..=10 {
+            let lease = reserve(&store, client, seq).await;
+            let done = store
+                .transaction(&ctx.for_seq(seq), move |_| Ok::<_, String>(seq))
+                .await;
+            assert_eq!(done, Ok(seq));
+            let outcome = Outcome::Ok(postcard::to_stdvec(&seq).unwrap());
+            store.finish(client, seq, lease, &outcome).await.unwrap();
+        }
+        let kept: Vec<i64> = store
+            .connection(|db| {
+                let mut query = db
+                    .prepare("SELECT seq FROM crudp_outcomes ORDER BY seq")
+                    .unwrap();
+                query
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, [8, 9, 10]);
+    }
+
     #[tokio::test]
     async fn a_transaction_commits_the_outcomes_of_the_packets_of_its_batch_that_ran_before_it() {
         let path = temp("earlier");

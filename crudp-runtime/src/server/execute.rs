@@ -101,14 +101,31 @@ impl Crudp {
             }
         }
         let flushed = self.flush().await;
-        let client = ctx.client();
-        for (broadcast, target) in broadcasts {
-            if let Err(e) = self
-                .publish_broadcast(broadcast, Channel::from(target), Some(client))
-                .await
-            {
-                tracing::warn!(request = %ctx.request_id(), "broadcast not published: {e}");
-            }
+        if flushed {
+            self.publish_all(ctx.client(), broadcasts).await;
+        } else if !broadcasts.is_empty() {
+            // Published once the outcomes are durable. Should the process end first, the
+            // calls run again when re-sent, and broadcast then.
+            let crudp = self.clone();
+            let client = ctx.client();
+            tokio::spawn(async move {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    match crudp.shared.outcomes.flush().await {
+                        Ok(()) => break,
+                        Err(StoreError::Unavailable(e)) => {
+                            tracing::warn!(%client, "broadcasts wait for the outcome store: {e}");
+                        }
+                        Err(e) => {
+                            tracing::error!(%client, "broadcasts dropped, the store refused: {e}");
+                            return;
+                        }
+                    }
+                    delay = (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                }
+                crudp.publish_all(client, broadcasts).await;
+            });
         }
         if !flushed {
             // They ran, but until their outcomes are durable they are not answered: sent again,
@@ -260,6 +277,18 @@ impl Crudp {
             }
         }
         outcomes
+    }
+
+    /// Publishes the broadcasts of `client`'s calls, each to all but that client.
+    async fn publish_all(&self, client: ClientId, broadcasts: Vec<(Broadcast, Target)>) {
+        for (broadcast, target) in broadcasts {
+            if let Err(e) = self
+                .publish_broadcast(broadcast, Channel::from(target), Some(client))
+                .await
+            {
+                tracing::warn!(%client, "broadcast not published: {e}");
+            }
+        }
     }
 
     /// Records the outcomes of packets that ran under `lease`; `false` if the store could
