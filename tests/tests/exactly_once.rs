@@ -81,11 +81,18 @@ async fn a_batch_larger_than_the_store_keeps_is_refused_and_the_client_learns_th
     );
 }
 
-/// A store whose `finish` fails a given number of times before it works.
+/// A store whose `finish` (and `flush`) fail a given number of times before they work.
 struct Flaky {
     inner: MemoryOutcomes,
     failures: AtomicUsize,
+    flush_failures: AtomicUsize,
     finishes: Arc<AtomicUsize>,
+}
+
+/// Takes one of `left`, if any is left.
+fn fails(left: &AtomicUsize) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl OutcomeStore for Flaky {
@@ -109,16 +116,21 @@ impl OutcomeStore for Flaky {
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.finishes.fetch_add(1, Ordering::SeqCst);
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
+        if fails(&self.failures) {
             return Box::pin(std::future::ready(Err(StoreError::Unavailable(
                 "the disk is full".into(),
             ))));
         }
         self.inner.finish(client, seq, lease, outcome)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        if fails(&self.flush_failures) {
+            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                "the disk is slow".into(),
+            ))));
+        }
+        self.inner.flush()
     }
 
     fn limits(&self) -> &OutcomeLimits {
@@ -132,6 +144,7 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
     let store = Flaky {
         inner: MemoryOutcomes::default(),
         failures: AtomicUsize::new(3),
+        flush_failures: AtomicUsize::new(0),
         finishes: Arc::clone(&finishes),
     };
     let server = Server::start_with(|b| b.outcome_store(store)).await;
@@ -175,58 +188,13 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
     );
 }
 
-/// A store whose `flush` fails a given number of times before it works.
-struct SlowDisk {
-    inner: MemoryOutcomes,
-    failures: AtomicUsize,
-}
-
-impl OutcomeStore for SlowDisk {
-    fn claim<'a>(
-        &'a self,
-        client: ClientId,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        self.inner.claim(client, user)
-    }
-
-    fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
-        self.inner.begin(client, seq)
-    }
-
-    fn finish<'a>(
-        &'a self,
-        client: ClientId,
-        seq: u64,
-        lease: Lease,
-        outcome: &'a Outcome,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.finish(client, seq, lease, outcome)
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Box::pin(std::future::ready(Err(StoreError::Unavailable(
-                "the disk is slow".into(),
-            ))));
-        }
-        self.inner.flush()
-    }
-
-    fn limits(&self) -> &OutcomeLimits {
-        self.inner.limits()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_waits_until_its_call_s_outcome_is_durable() {
-    let store = SlowDisk {
+    let store = Flaky {
         inner: MemoryOutcomes::default(),
-        failures: AtomicUsize::new(3),
+        failures: AtomicUsize::new(0),
+        flush_failures: AtomicUsize::new(3),
+        finishes: Arc::default(),
     };
     let server = Server::start_with(|b| b.outcome_store(store)).await;
     let url = server.url();

@@ -636,6 +636,23 @@ mod tests {
         dir.join("outcomes.db")
     }
 
+    /// The first column of the rows `query` selects.
+    async fn column<T: rusqlite::types::FromSql + Send + 'static>(
+        store: &SqliteOutcomes,
+        query: &'static str,
+    ) -> Vec<T> {
+        store
+            .connection(move |db| {
+                let mut query = db.prepare(query).unwrap();
+                query
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+            })
+            .await
+            .unwrap()
+    }
+
     async fn reserve(store: &SqliteOutcomes, client: ClientId, seq: u64) -> Lease {
         match store.begin(client, seq).await.unwrap() {
             Begin::Run(lease) => lease,
@@ -687,16 +704,7 @@ mod tests {
         // only the first note.
         drop(store);
         let store = SqliteOutcomes::open(&path).unwrap();
-        let notes: Vec<String> = store
-            .connection(|db| {
-                let mut query = db.prepare("SELECT text FROM notes").unwrap();
-                query
-                    .query_map([], |row| row.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-            })
-            .await
-            .unwrap();
+        let notes: Vec<String> = column(&store, "SELECT text FROM notes").await;
         assert_eq!(notes, ["kept"]);
         assert_eq!(
             store.begin(client, 1).await,
@@ -727,18 +735,7 @@ mod tests {
             let outcome = Outcome::Ok(postcard::to_stdvec(&seq).unwrap());
             store.finish(client, seq, lease, &outcome).await.unwrap();
         }
-        let kept: Vec<i64> = store
-            .connection(|db| {
-                let mut query = db
-                    .prepare("SELECT seq FROM crudp_outcomes ORDER BY seq")
-                    .unwrap();
-                query
-                    .query_map([], |row| row.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-            })
-            .await
-            .unwrap();
+        let kept: Vec<i64> = column(&store, "SELECT seq FROM crudp_outcomes ORDER BY seq").await;
         assert_eq!(kept, [8, 9, 10]);
     }
 
