@@ -109,22 +109,9 @@ impl Crudp {
             let crudp = self.clone();
             let client = ctx.client();
             tokio::spawn(async move {
-                let mut delay = Duration::from_millis(100);
-                loop {
-                    tokio::time::sleep(delay).await;
-                    match crudp.shared.outcomes.flush().await {
-                        Ok(()) => break,
-                        Err(StoreError::Unavailable(e)) => {
-                            tracing::warn!(%client, "broadcasts wait for the outcome store: {e}");
-                        }
-                        Err(e) => {
-                            tracing::error!(%client, "broadcasts dropped, the store refused: {e}");
-                            return;
-                        }
-                    }
-                    delay = (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                if until_stored(client, || crudp.shared.outcomes.flush()).await {
+                    crudp.publish_all(client, broadcasts).await;
                 }
-                crudp.publish_all(client, broadcasts).await;
             });
         }
         if !flushed {
@@ -312,32 +299,8 @@ impl Crudp {
                     let outcomes: Vec<(u64, &Outcome)> =
                         owned.iter().map(|(seq, o)| (*seq, o)).collect();
                     let store = &crudp.shared.outcomes;
-                    let mut recorded = false;
-                    let mut delay = Duration::from_millis(100);
-                    loop {
-                        tokio::time::sleep(delay).await;
-                        let attempt = if recorded {
-                            store.flush().await
-                        } else {
-                            store.finish_batch(client, lease, &outcomes).await
-                        };
-                        match attempt {
-                            Ok(()) if recorded => return,
-                            Ok(()) => {
-                                recorded = true;
-                                delay = Duration::ZERO;
-                                continue;
-                            }
-                            Err(StoreError::Unavailable(e)) => {
-                                tracing::warn!(%client, "the outcome store is still failing: {e}");
-                            }
-                            Err(e) => {
-                                tracing::error!(%client, "the outcome store refused: {e}");
-                                return;
-                            }
-                        }
-                        delay =
-                            (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    if until_stored(client, || store.finish_batch(client, lease, &outcomes)).await {
+                        until_stored(client, || store.flush()).await;
                     }
                 });
                 false
@@ -523,6 +486,30 @@ fn split(results: Results, budget: usize) -> Vec<Results> {
         events.push(Results { results: current });
     }
     events
+}
+
+/// Tries `attempt` (a step of the outcome store, for `client`'s calls) until the store takes
+/// it, waiting longer each time (0.1 s, doubled up to 10 s); `false` if the store refuses it
+/// for good.
+async fn until_stored<'a>(
+    client: ClientId,
+    mut attempt: impl FnMut() -> crate::BoxFuture<'a, Result<(), StoreError>>,
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(delay).await;
+        match attempt().await {
+            Ok(()) => return true,
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(%client, "the outcome store is still failing: {e}");
+            }
+            Err(e) => {
+                tracing::error!(%client, "the outcome store refused: {e}");
+                return false;
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }
 
 /// The outcome's kind, for spans and metrics: `ok`, `app_error`, `rejected`, `unavailable`
