@@ -181,8 +181,17 @@ async fn arguments_nested_too_deeply_are_rejected_and_the_server_goes_on() {
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
     let server = Server::start_with(|b| b.max_body_bytes(1024)).await;
-    let (status, message) = post(&server, vec![PROTOCOL_VERSION; 4096]).await;
-    assert_eq!(status, 413);
+    let response = http()
+        .post(format!("{}/call", server.url()))
+        .header("content-type", "application/octet-stream")
+        .body(vec![PROTOCOL_VERSION; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // The rest of the body was never read: the connection is not used for another request.
+    assert_eq!(response.headers()["connection"], "close");
+    let message = response.text().await.unwrap();
     assert!(message.contains("1024 bytes"), "{message}");
     assert_still_serving(&server).await;
 }

@@ -94,6 +94,14 @@ async fn get(
 
 async fn answer(response: reqwest::Response) -> (u16, Result<UploadStatus, String>) {
     let status = response.status().as_u16();
+    if status == 408 {
+        // Given before the body was read to its end: the connection is not used again.
+        assert_eq!(
+            response.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "an answer given mid-body closes its connection"
+        );
+    }
     let body = response.bytes().await.unwrap();
     if status == 200 {
         (status, Ok(postcard::from_bytes(&body).unwrap()))

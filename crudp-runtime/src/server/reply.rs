@@ -23,6 +23,16 @@ pub(super) fn unavailable(message: String) -> Response {
     response
 }
 
+/// Marks an answer given before the request's body was read to its end. The connection is closed
+/// after it (`Connection: close`): a client that finished sending the body meanwhile would
+/// otherwise send its next request on a connection the server is about to drop.
+pub(super) fn close_after(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// A plain-text refusal. Messages never include the request's URI, which may carry a token.
 pub(super) fn refuse(status: StatusCode, message: String) -> Response {
     tracing::debug!(%status, "refused a request: {message}");

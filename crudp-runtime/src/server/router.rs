@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{
     Crudp,
     queue::{Inline, Job},
-    reply::{refuse, unavailable, unix_now},
+    reply::{close_after, refuse, unavailable, unix_now},
 };
 use crate::{
     auth::Claims,
@@ -296,17 +296,17 @@ async fn read_body(
     timeout: std::time::Duration,
 ) -> Result<bytes::Bytes, Response> {
     let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
-        return Err(refuse(
+        return Err(close_after(refuse(
             StatusCode::REQUEST_TIMEOUT,
             format!("the request body did not arrive within {timeout:?}"),
-        ));
+        )));
     };
     match read {
         Ok(bytes) => Ok(bytes),
-        Err(e) if is_length_limit(&e) => Err(refuse(
+        Err(e) if is_length_limit(&e) => Err(close_after(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body exceeds the limit of {limit} bytes"),
-        )),
+        ))),
         Err(e) => Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("the request body could not be read: {e}"),

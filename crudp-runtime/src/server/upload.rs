@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{
     Crudp, MIN_UPLOAD_RATE,
-    reply::{refuse, unavailable},
+    reply::{close_after, refuse, unavailable},
 };
 use crate::{
     context::User,
@@ -134,23 +134,23 @@ pub(super) async fn put(
                     // liked: what arrived is kept, to go on from.
                     let _ = writer.push(bytes).await;
                     let _ = writer.flush_unless_taken().await;
-                    return refuse(
+                    return close_after(refuse(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
                             "the body arrived at {} bytes a second, under the least an upload \
                              must keep to, {MIN_UPLOAD_RATE}: send the rest again from its offset",
                             arrived / took.as_secs().max(1)
                         ),
-                    );
+                    ));
                 }
                 if let Err(e) = writer.push(bytes).await {
                     // What fits is kept; the upload is settled before the refusal.
                     if let FileError::TooLong { .. } = e
                         && let Err(settling) = writer.finish().await
                     {
-                        return refusal(settling);
+                        return close_after(refusal(settling));
                     }
-                    return refusal(e);
+                    return close_after(refusal(e));
                 }
             }
             Ok(Some(Err(e))) => {
@@ -165,10 +165,10 @@ pub(super) async fn put(
             }
             Err(_) => {
                 let _ = writer.flush_unless_taken().await;
-                return refuse(
+                return close_after(refuse(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("no bytes of the body arrived for {timeout:?}"),
-                );
+                ));
             }
         }
     }
