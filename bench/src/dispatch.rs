@@ -61,8 +61,8 @@ impl Dispatch for ByHand {
 async fn by_hand(store: &Noop, ctx: &Context, action: Action, args: &[u8]) -> Outcome {
     fn encode<T: serde::Serialize, E: serde::Serialize>(result: Result<T, E>) -> Outcome {
         match result {
-            Ok(value) => Outcome::Ok(postcard::to_stdvec(&value).unwrap_or_default()),
-            Err(error) => Outcome::AppError(postcard::to_stdvec(&error).unwrap_or_default()),
+            Ok(value) => Outcome::Ok(postcard::to_stdvec(&value).unwrap_or_default().into()),
+            Err(error) => Outcome::AppError(postcard::to_stdvec(&error).unwrap_or_default().into()),
         }
     }
     let bad = |e: postcard::Error| Outcome::Rejected {

@@ -216,7 +216,7 @@ impl Core {
                         seq,
                         handler,
                         action,
-                        args,
+                        args: args.into(),
                     },
                     reply: Some(reply),
                 });
@@ -474,7 +474,7 @@ mod tests {
         for effect in effects {
             match effect {
                 Effect::Send(body) => {
-                    let batch = decode_batch(&body, usize::MAX).unwrap();
+                    let batch = decode_batch(&body.into(), usize::MAX).unwrap();
                     assert!(sent.is_none(), "one batch at a time");
                     sent = Some(batch.packets.iter().map(|p| p.seq).collect());
                 }
@@ -491,7 +491,7 @@ mod tests {
                 .iter()
                 .map(|&seq| PacketResult {
                     seq,
-                    outcome: Outcome::Ok(vec![]),
+                    outcome: Outcome::Ok(Default::default()),
                 })
                 .collect(),
         }
@@ -849,7 +849,7 @@ mod tests {
                             let outcome = if unavailable {
                                 Outcome::Unavailable { message: "later".into() }
                             } else {
-                                Outcome::Ok(vec![])
+                                Outcome::Ok(Default::default())
                             };
                             let results = Results { results: picked.iter().map(|&seq| PacketResult {
                                 seq, outcome: outcome.clone() }).collect() };

@@ -252,7 +252,7 @@ impl Driver {
                         .transport
                         .post(&shared.url("call"), &headers.pairs(), body)
                         .await?;
-                    decode_results(&answer, usize::MAX)
+                    decode_results(&answer.into(), usize::MAX)
                         .map(Some)
                         .map_err(|e| TransportError::Malformed(e.to_string()))
                 }

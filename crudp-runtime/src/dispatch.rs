@@ -97,18 +97,19 @@ pub(crate) fn describe(error: postcard::Error) -> String {
     }
 }
 
-/// Encodes `value` with postcard into a buffer that holds a small value (the usual argument
-/// tuple or result) without growing: one allocation, where encoding into an empty `Vec`
-/// reallocates as it grows.
+/// Encodes `value` with postcard into a buffer of exactly its size, measured first: one
+/// allocation, where encoding into an empty `Vec` reallocates as it grows, and a buffer with
+/// room to spare would cost [`Bytes`](crate::protocol::Bytes) another to share it.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_extend(value, Vec::with_capacity(64))
+    let size = postcard::experimental::serialized_size(value)?;
+    postcard::to_extend(value, Vec::with_capacity(size))
 }
 
 /// Encodes a handler's result as an [`Outcome`].
 pub fn encode_result<T: Serialize, E: Serialize>(result: Result<T, E>) -> Outcome {
     let encoded = match &result {
-        Ok(value) => encode(value).map(Outcome::Ok),
-        Err(error) => encode(error).map(Outcome::AppError),
+        Ok(value) => encode(value).map(|v| Outcome::Ok(v.into())),
+        Err(error) => encode(error).map(|e| Outcome::AppError(e.into())),
     };
     encoded.unwrap_or_else(|e| Outcome::Rejected {
         code: RejectCode::Internal,

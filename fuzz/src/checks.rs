@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use crudp::{
-    protocol::{decode_batch, decode_client_results, decode_results, encode_batch},
+    protocol::{Bytes, decode_batch, decode_client_results, decode_results, encode_batch},
     server::TokenKey,
     transport::SseEvent,
 };
@@ -16,19 +16,20 @@ const MAX_PACKETS: usize = 4096;
 /// A `POST /call` or `/sync` body: any bytes decode to a batch within the packet limit, or to
 /// an error; what decodes encodes back to a body that decodes the same.
 pub fn batch(data: &[u8]) {
-    if let Ok(batch) = decode_batch(data, MAX_PACKETS) {
+    if let Ok(batch) = decode_batch(&Bytes::copy_from_slice(data), MAX_PACKETS) {
         assert!(batch.packets.len() <= MAX_PACKETS);
         let again = encode_batch(&batch);
-        assert_eq!(decode_batch(&again, MAX_PACKETS).ok(), Some(batch));
+        assert_eq!(decode_batch(&again.into(), MAX_PACKETS).ok(), Some(batch));
     }
 }
 
 /// What a client decodes: `POST /call` results and an `event: results`'s client results.
 pub fn results(data: &[u8]) {
-    if let Ok(results) = decode_results(data, MAX_PACKETS) {
+    let data = Bytes::copy_from_slice(data);
+    if let Ok(results) = decode_results(&data, MAX_PACKETS) {
         assert!(results.results.len() <= MAX_PACKETS);
     }
-    if let Ok((_, results)) = decode_client_results(data, MAX_PACKETS) {
+    if let Ok((_, results)) = decode_client_results(&data, MAX_PACKETS) {
         assert!(results.results.len() <= MAX_PACKETS);
     }
 }

@@ -647,7 +647,7 @@ pub fn batch_of(client: ClientId, packets: Vec<(u64, u32, crudp::Action, Vec<u8>
                 seq,
                 handler,
                 action,
-                args,
+                args: args.into(),
             })
             .collect(),
     })

@@ -20,7 +20,7 @@ fn good_batch() -> Vec<u8> {
             seq: 1,
             handler: 7,
             action: Action::Read,
-            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap(),
+            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap().into(),
         }],
     })
 }
@@ -85,7 +85,7 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
             seq: u64::MAX,
             handler: 7,
             action: Action::Read,
-            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap(),
+            args: postcard::to_stdvec(&("apple".to_owned(),)).unwrap().into(),
         }],
     });
 
@@ -136,7 +136,7 @@ async fn arguments_nested_too_deeply_are_rejected_and_the_server_goes_on() {
                 seq: 1,
                 handler: <SearchServer<Depth> as crudp::Module>::DESCRIPTOR.id,
                 action: Action::Read,
-                args: filter_bytes,
+                args: filter_bytes.into(),
             }],
         })
     };
@@ -147,7 +147,7 @@ async fn arguments_nested_too_deeply_are_rejected_and_the_server_goes_on() {
         bytes
     };
     let outcome = |body: &[u8]| {
-        let results = crudp::protocol::decode_results(body, 10).unwrap();
+        let results = crudp::protocol::decode_results(&body.to_vec().into(), 10).unwrap();
         results.results.into_iter().next().unwrap().outcome
     };
     let url = format!("{}/call", server.url());
@@ -167,7 +167,7 @@ async fn arguments_nested_too_deeply_are_rejected_and_the_server_goes_on() {
     };
     assert_eq!(
         answer(100).await,
-        crudp::Outcome::Ok(postcard::to_stdvec(&100u32).unwrap())
+        crudp::Outcome::Ok(postcard::to_stdvec(&100u32).unwrap().into())
     );
     // Half a million levels would overflow the server's stack (and abort it) in postcard.
     let crudp::Outcome::Rejected { code, message } = answer(500_000).await else {
@@ -207,7 +207,7 @@ async fn too_many_packets_get_400() {
                 seq,
                 handler: 7,
                 action: Action::Read,
-                args: vec![0],
+                args: vec![0].into(),
             })
             .collect(),
     };
@@ -244,7 +244,7 @@ async fn a_sequence_number_above_max_seq_gets_400() {
             seq: crudp::server::MAX_SEQ + 1,
             handler: 7,
             action: Action::Read,
-            args: vec![0],
+            args: vec![0].into(),
         }],
     };
     let (status, message) = post(&server, encode_batch(&batch)).await;

@@ -50,7 +50,7 @@ fn every_seed_and_every_input_that_once_failed_passes_its_check() {
 fn the_decoders_seeds_decode() {
     use crudp::protocol::{decode_batch, decode_client_results, decode_results};
     let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let seed = |path: &str| std::fs::read(fuzz.join(path)).unwrap();
+    let seed = |path: &str| crudp::protocol::Bytes::from(std::fs::read(fuzz.join(path)).unwrap());
     assert_eq!(
         decode_batch(&seed("batch/empty"), 10)
             .unwrap()

@@ -5,8 +5,8 @@
 use crudp::{
     Action, ClientId, Outcome,
     protocol::{
-        Batch, PROTOCOL_VERSION, Packet, PacketResult, Results, decode_batch, decode_results,
-        encode_batch, encode_results,
+        Batch, Bytes, PROTOCOL_VERSION, Packet, PacketResult, Results, decode_batch,
+        decode_results, encode_batch, encode_results,
     },
 };
 use crudp_tests::alloc;
@@ -44,13 +44,15 @@ fn huge_length_prefixes_fail_without_allocating() {
         claims.push(args);
     }
     for claim in &claims {
-        let grew = peak_of(|| assert!(decode_batch(claim, usize::MAX).is_err()));
+        let claim = Bytes::from(claim.clone());
+        let grew = peak_of(|| assert!(decode_batch(&claim, usize::MAX).is_err()));
         assert!(grew < 1024, "decoding {claim:?} allocated {grew} bytes");
     }
 
     let mut results = vec![PROTOCOL_VERSION];
     results.extend_from_slice(&MAX_U32_VARINT);
     results.extend_from_slice(&[1, 0]);
+    let results = Bytes::from(results);
     let grew = peak_of(|| assert!(decode_results(&results, usize::MAX).is_err()));
     assert!(grew < 1024, "decoding results allocated {grew} bytes");
 }
@@ -65,7 +67,7 @@ fn random_and_mutated_input_never_panics() {
                 seq: i,
                 handler: i as u32 * 1000,
                 action: Action::Update,
-                args: vec![i as u8; i as usize],
+                args: vec![i as u8; i as usize].into(),
             })
             .collect(),
     });
@@ -73,7 +75,7 @@ fn random_and_mutated_input_never_panics() {
         results: vec![
             PacketResult {
                 seq: 1,
-                outcome: Outcome::Ok(vec![1, 2]),
+                outcome: Outcome::Ok(vec![1, 2].into()),
             },
             PacketResult {
                 seq: 2,
@@ -110,6 +112,7 @@ fn random_and_mutated_input_never_panics() {
                 bytes
             }
         };
+        let input = Bytes::from(input);
         let grew = peak_of(|| {
             decoded += usize::from(decode_batch(&input, 4096).is_ok());
             decoded += usize::from(decode_results(&input, 4096).is_ok());

@@ -247,7 +247,7 @@ async fn store(redis: &RedisServer, limits: OutcomeLimits) -> RedisOutcomes {
 }
 
 fn ok(byte: u8) -> Outcome {
-    Outcome::Ok(vec![byte])
+    Outcome::Ok(vec![byte].into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -611,7 +611,7 @@ async fn one_stream_carries_several_clients_of_one_user_and_says_whose_results_a
         .iter()
         .filter(|e| e.event == "results")
         .map(|e| {
-            crudp::protocol::decode_client_results(&e.data, 10)
+            crudp::protocol::decode_client_results(&e.data.clone().into(), 10)
                 .unwrap()
                 .0
         })
@@ -738,7 +738,8 @@ async fn results_larger_than_one_event_come_in_several_in_order_and_all_arrive()
             .iter()
             .filter(|e| e.event == "results")
             .flat_map(|e| {
-                let (to, results) = crudp::protocol::decode_client_results(&e.data, 100).unwrap();
+                let (to, results) =
+                    crudp::protocol::decode_client_results(&e.data.clone().into(), 100).unwrap();
                 assert_eq!(to, client);
                 results.results
             })

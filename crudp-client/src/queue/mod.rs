@@ -196,7 +196,7 @@ mod tests {
                 seq,
                 handler: 1,
                 action: Action::Read,
-                args: vec![],
+                args: Default::default(),
             },
             reply: None,
         });

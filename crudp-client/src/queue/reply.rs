@@ -136,7 +136,7 @@ mod tests {
         }
         let mut wakers: Vec<Waker> = senders
             .into_iter()
-            .filter_map(|sender| sender.fill(Ok(Outcome::Ok(vec![1]))))
+            .filter_map(|sender| sender.fill(Ok(Outcome::Ok(vec![1].into()))))
             .collect();
         assert_eq!((wakers.len(), wakes.0.load(Ordering::Relaxed)), (3, 0));
         wake_all(&mut wakers);
@@ -144,7 +144,7 @@ mod tests {
         for receiver in &mut receivers {
             assert!(matches!(
                 receiver.poll(&mut cx),
-                Poll::Ready(Some(Ok(Outcome::Ok(v)))) if v == [1]
+                Poll::Ready(Some(Ok(Outcome::Ok(v)))) if v[..] == [1]
             ));
         }
     }

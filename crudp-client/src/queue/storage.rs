@@ -513,7 +513,7 @@ mod tests {
                 seq,
                 handler: 1,
                 action: Action::Create,
-                args: vec![],
+                args: Default::default(),
             })
             .collect();
         p.save(&Saved {

@@ -80,7 +80,7 @@ impl SseEvent {
             Err(e) => return Some(Err(format!("the event's data is not base64url: {e}"))),
         };
         Some(match kind {
-            EventKind::Results => decode_client_results(&data, usize::MAX)
+            EventKind::Results => decode_client_results(&data.into(), usize::MAX)
                 .map(|(client, results)| DecodedEvent::Results(client, results))
                 .map_err(|e| format!("undecodable results event: {e}")),
             EventKind::Broadcast => postcard::from_bytes::<Broadcast>(&data)

@@ -594,7 +594,7 @@ mod tests {
     use super::*;
 
     fn ok(byte: u8) -> Outcome {
-        Outcome::Ok(vec![byte])
+        Outcome::Ok(vec![byte].into())
     }
 
     fn run(ledger: &mut Ledger, client: ClientId, seq: u64, outcome: &Outcome, now: Instant) {
@@ -772,7 +772,7 @@ mod tests {
             .total_bytes(10_000);
         let mut ledger = Ledger::new(limits, false);
         let now = Instant::now();
-        let big = Outcome::Ok(vec![7; 900]);
+        let big = Outcome::Ok(vec![7; 900].into());
         for client in 0..20 {
             let c = ClientId(client);
             ledger.admit(c, "ann", now + Duration::from_millis(client));
@@ -800,7 +800,7 @@ mod tests {
             Ok(Begin::Expired),
             "shed first"
         );
-        let huge = Outcome::Ok(vec![0; 5_000]);
+        let huge = Outcome::Ok(vec![0; 5_000].into());
         run(&mut ledger, newest, 6, &huge, at);
         assert_eq!(
             ledger.begin(newest, 6, at),

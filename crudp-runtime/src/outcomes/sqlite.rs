@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(kept, Ok(7));
         let lease2 = lease;
         store
-            .finish(client, 1, lease2, &Outcome::Ok(vec![7]))
+            .finish(client, 1, lease2, &Outcome::Ok(vec![7].into()))
             .await
             .unwrap();
 
@@ -708,12 +708,12 @@ mod tests {
         assert_eq!(notes, ["kept"]);
         assert_eq!(
             store.begin(client, 1).await,
-            Ok(Begin::Done(Outcome::Ok(vec![7])))
+            Ok(Begin::Done(Outcome::Ok(vec![7].into())))
         );
         let refused = postcard::to_stdvec(&"dropped refused").unwrap();
         assert_eq!(
             store.begin(client, 2).await,
-            Ok(Begin::Done(Outcome::AppError(refused)))
+            Ok(Begin::Done(Outcome::AppError(refused.into())))
         );
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
@@ -732,7 +732,7 @@ mod tests {
                 .transaction(&ctx.for_seq(seq), move |_| Ok::<_, String>(seq))
                 .await;
             assert_eq!(done, Ok(seq));
-            let outcome = Outcome::Ok(postcard::to_stdvec(&seq).unwrap());
+            let outcome = Outcome::Ok(postcard::to_stdvec(&seq).unwrap().into());
             store.finish(client, seq, lease, &outcome).await.unwrap();
         }
         let kept: Vec<i64> = column(&store, "SELECT seq FROM crudp_outcomes ORDER BY seq").await;
@@ -748,8 +748,8 @@ mod tests {
                 .map_err(|e| e.to_string())?;
             Ok(2)
         };
-        let read = Outcome::Ok(vec![1]);
-        let noted = Outcome::Ok(postcard::to_stdvec(&2u32).unwrap());
+        let read = Outcome::Ok(vec![1].into());
+        let noted = Outcome::Ok(postcard::to_stdvec(&2u32).unwrap().into());
         // Packet 1 (a read, or a write elsewhere) ran; packet 2 commits its own outcome.
         let batch = |client: ClientId| {
             let store = store.clone();

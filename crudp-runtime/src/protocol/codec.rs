@@ -5,7 +5,8 @@
 //! small multiple of the input it was given (a decoded packet is larger than its encoding).
 
 use super::{
-    Action, Batch, ClientId, Outcome, PROTOCOL_VERSION, Packet, PacketResult, RejectCode, Results,
+    Action, Batch, Bytes, ClientId, Outcome, PROTOCOL_VERSION, Packet, PacketResult, RejectCode,
+    Results,
 };
 
 /// The smallest encoding of a [`Packet`]: its head and an empty arguments length, one byte
@@ -137,25 +138,26 @@ pub fn encode_client_results(client: ClientId, results: &Results) -> Vec<u8> {
 /// The client that results encoded by [`encode_client_results`] are for, without decoding
 /// the results.
 pub fn client_of_results(bytes: &[u8]) -> Result<ClientId, DecodeError> {
-    let mut reader = Reader::new(bytes)?;
+    let mut reader = Reader::new(bytes, None)?;
     Ok(ClientId(reader.varint(|| "the client ID".to_owned())?))
 }
 
 /// Decodes what [`encode_client_results`] encodes, refusing more than `max_results` results.
 pub fn decode_client_results(
-    bytes: &[u8],
+    bytes: &Bytes,
     max_results: usize,
 ) -> Result<(ClientId, Results), DecodeError> {
-    let mut reader = Reader::new(bytes)?;
+    let mut reader = Reader::new(bytes, Some(bytes))?;
     let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
     let results = reader.results(max_results)?;
     reader.finish()?;
     Ok((client, results))
 }
 
-/// Decodes a batch, refusing more than `max_packets` packets.
-pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeError> {
-    let mut reader = Reader::new(bytes)?;
+/// Decodes a batch, refusing more than `max_packets` packets. The packets' arguments are
+/// slices of `bytes`, not copies.
+pub fn decode_batch(bytes: &Bytes, max_packets: usize) -> Result<Batch, DecodeError> {
+    let mut reader = Reader::new(bytes, Some(bytes))?;
     let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
     let count = reader.varint(|| "the module count".to_owned())?;
     // Each module ID takes at least a byte.
@@ -183,7 +185,7 @@ pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeErr
         let rest = reader.head(index, &mut seq, radix, part)? as u64;
         let handler = modules[(rest / ACTIONS) as usize];
         let action = Action::ALL[(rest % ACTIONS) as usize];
-        let args = reader.bytes(part)?.to_vec();
+        let args = reader.shared(part)?;
         packets.push(Packet {
             seq,
             handler,
@@ -199,9 +201,10 @@ pub fn decode_batch(bytes: &[u8], max_packets: usize) -> Result<Batch, DecodeErr
     })
 }
 
-/// Decodes a result set, refusing more than `max_results` results.
-pub fn decode_results(bytes: &[u8], max_results: usize) -> Result<Results, DecodeError> {
-    let mut reader = Reader::new(bytes)?;
+/// Decodes a result set, refusing more than `max_results` results. The outcomes' values are
+/// slices of `bytes`, not copies.
+pub fn decode_results(bytes: &Bytes, max_results: usize) -> Result<Results, DecodeError> {
+    let mut reader = Reader::new(bytes, Some(bytes))?;
     let results = reader.results(max_results)?;
     reader.finish()?;
     Ok(results)
@@ -304,14 +307,16 @@ fn malformed(part: String, reason: &str) -> DecodeError {
 }
 
 struct Reader<'a> {
+    /// What holds the message, if the values read may be slices of it.
+    owner: Option<&'a Bytes>,
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+    fn new(bytes: &'a [u8], owner: Option<&'a Bytes>) -> Result<Self, DecodeError> {
         match bytes.split_first() {
             None => Err(DecodeError::Empty),
-            Some((&PROTOCOL_VERSION, rest)) => Ok(Self { rest }),
+            Some((&PROTOCOL_VERSION, rest)) => Ok(Self { owner, rest }),
             Some((&other, _)) => Err(DecodeError::Version(other)),
         }
     }
@@ -348,6 +353,15 @@ impl<'a> Reader<'a> {
         let (bytes, rest) = self.rest.split_at(len as usize);
         self.rest = rest;
         Ok(bytes)
+    }
+
+    /// A length, then as many bytes, shared with the message where it has an owner.
+    fn shared(&mut self, part: impl Fn() -> String) -> Result<Bytes, DecodeError> {
+        let bytes = self.bytes(part)?;
+        Ok(match self.owner {
+            Some(owner) => owner.slice_ref(bytes),
+            None => Bytes::copy_from_slice(bytes),
+        })
     }
 
     fn text(&mut self, part: impl Fn() -> String) -> Result<String, DecodeError> {
@@ -409,8 +423,8 @@ impl<'a> Reader<'a> {
             let part = || format!("result {index}");
             let kind = self.head(index, &mut seq, u128::from(KINDS), part)?;
             let outcome = match kind {
-                0 => Outcome::Ok(self.bytes(part)?.to_vec()),
-                1 => Outcome::AppError(self.bytes(part)?.to_vec()),
+                0 => Outcome::Ok(self.shared(part)?),
+                1 => Outcome::AppError(self.shared(part)?),
                 2 => {
                     let code = self.varint(part)?;
                     let code = RejectCode::ALL
@@ -450,10 +464,10 @@ mod tests {
         let results = Results {
             results: vec![PacketResult {
                 seq: 3,
-                outcome: Outcome::Ok(vec![9]),
+                outcome: Outcome::Ok(vec![9].into()),
             }],
         };
-        let bytes = encode_client_results(ClientId(42), &results);
+        let bytes = Bytes::from(encode_client_results(ClientId(42), &results));
         assert_eq!(client_of_results(&bytes), Ok(ClientId(42)));
         assert_eq!(
             decode_client_results(&bytes, 10),
@@ -471,13 +485,13 @@ mod tests {
                     seq: 1,
                     handler: 7,
                     action: Action::Create,
-                    args: vec![1, 2, 3],
+                    args: vec![1, 2, 3].into(),
                 },
                 Packet {
                     seq: 2,
                     handler: 7,
                     action: Action::Delete,
-                    args: vec![],
+                    args: vec![].into(),
                 },
             ],
         }
@@ -487,7 +501,7 @@ mod tests {
     fn batch_round_trips_with_the_version_first() {
         let bytes = encode_batch(&sample());
         assert_eq!(bytes[0], PROTOCOL_VERSION);
-        assert_eq!(decode_batch(&bytes, 10).unwrap(), sample());
+        assert_eq!(decode_batch(&bytes.into(), 10).unwrap(), sample());
     }
 
     #[test]
@@ -496,7 +510,7 @@ mod tests {
             results: vec![
                 PacketResult {
                     seq: 1,
-                    outcome: Outcome::Ok(vec![9]),
+                    outcome: Outcome::Ok(vec![9].into()),
                 },
                 PacketResult {
                     seq: 2,
@@ -513,7 +527,7 @@ mod tests {
         };
         let bytes = encode_results(&results);
         assert_eq!(bytes[0], PROTOCOL_VERSION);
-        assert_eq!(decode_results(&bytes, 10).unwrap(), results);
+        assert_eq!(decode_results(&bytes.into(), 10).unwrap(), results);
     }
 
     #[test]
@@ -531,7 +545,7 @@ mod tests {
             seq,
             handler,
             action,
-            args: vec![seq as u8],
+            args: vec![seq as u8].into(),
         })
         .collect();
         let batch = Batch {
@@ -540,7 +554,7 @@ mod tests {
             packets,
         };
         let bytes = encode_batch(&batch);
-        assert_eq!(decode_batch(&bytes, 10).unwrap(), batch);
+        assert_eq!(decode_batch(&bytes.into(), 10).unwrap(), batch);
 
         // Consecutive calls to one module: two bytes per packet besides the arguments.
         let consecutive = |n: u64| Batch {
@@ -551,7 +565,7 @@ mod tests {
                     seq,
                     handler: 0xdead_beef,
                     action: Action::Create,
-                    args: vec![],
+                    args: vec![].into(),
                 })
                 .collect(),
         };
@@ -574,14 +588,17 @@ mod tests {
         let results = Results {
             results: codes.collect(),
         };
-        assert_eq!(decode_results(&encode_results(&results), 10), Ok(results));
+        assert_eq!(
+            decode_results(&encode_results(&results).into(), 10),
+            Ok(results)
+        );
     }
 
     #[test]
     fn the_packet_limit_is_enforced() {
         let bytes = encode_batch(&sample());
         assert_eq!(
-            decode_batch(&bytes, 1).unwrap_err(),
+            decode_batch(&bytes.into(), 1).unwrap_err(),
             DecodeError::TooMany {
                 what: "batch",
                 count: 2,
@@ -595,7 +612,7 @@ mod tests {
         let bytes = encode_batch(&sample());
         for len in 0..bytes.len() {
             assert!(
-                decode_batch(&bytes[..len], 10).is_err(),
+                decode_batch(&Bytes::copy_from_slice(&bytes[..len]), 10).is_err(),
                 "prefix of {len} bytes decoded"
             );
         }
@@ -606,7 +623,7 @@ mod tests {
         let mut bytes = encode_batch(&sample());
         bytes.extend_from_slice(&[0, 0]);
         assert_eq!(
-            decode_batch(&bytes, 10).unwrap_err(),
+            decode_batch(&bytes.into(), 10).unwrap_err(),
             DecodeError::Trailing(2)
         );
     }
@@ -615,7 +632,7 @@ mod tests {
     fn an_unknown_version_is_named() {
         let mut bytes = encode_batch(&sample());
         bytes[0] = 9;
-        let err = decode_batch(&bytes, 10).unwrap_err();
+        let err = decode_batch(&bytes.into(), 10).unwrap_err();
         assert_eq!(err, DecodeError::Version(9));
         assert!(err.to_string().contains("version 9"));
     }

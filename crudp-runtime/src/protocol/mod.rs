@@ -11,6 +11,9 @@ pub use codec::{
     encode_batch, encode_client_results, encode_packets, encode_results,
 };
 
+/// Shared bytes: a packet's arguments and an outcome's value are slices of the message they
+/// arrived in, and cloning one shares it instead of copying it.
+pub use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks; the first byte of every batch and result set.
@@ -96,8 +99,7 @@ pub struct Packet {
     /// Which of the module's methods to run.
     pub action: Action,
     /// The postcard encoding of the method's argument tuple.
-    #[serde(with = "serde_bytes")]
-    pub args: Vec<u8>,
+    pub args: Bytes,
 }
 
 /// What a server answers: one result per executed or refused packet.
@@ -120,9 +122,9 @@ pub struct PacketResult {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The handler succeeded; the postcard encoding of its value.
-    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    Ok(Bytes),
     /// The handler returned its own typed error; the postcard encoding of that error.
-    AppError(#[serde(with = "serde_bytes")] Vec<u8>),
+    AppError(Bytes),
     /// The call was refused for good (unknown handler or action, undecodable arguments,
     /// forbidden, or a handler fault). Sending it again gives the same answer.
     Rejected {
@@ -230,8 +232,7 @@ pub struct Broadcast {
     /// The postcard encoding of the action's `Ok` value; for a call whose value encodes to
     /// nothing (an action that returns `()`, such as a delete), the encoding of its argument
     /// tuple instead, so that listeners learn what was deleted.
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// The client whose call produced it, which has the value as its result already; `None`
     /// for broadcasts from server code. A stream that carries several clients (a browser's
     /// tabs) still receives it for the others.

@@ -534,7 +534,7 @@ mod tests {
             results: (1..=10)
                 .map(|seq| PacketResult {
                     seq,
-                    outcome: Outcome::Ok(vec![0; 1000]),
+                    outcome: Outcome::Ok(vec![0; 1000].into()),
                 })
                 .collect(),
         };
@@ -551,7 +551,7 @@ mod tests {
         let huge = Results {
             results: vec![PacketResult {
                 seq: 1,
-                outcome: Outcome::Ok(vec![0; 10_000]),
+                outcome: Outcome::Ok(vec![0; 10_000].into()),
             }],
         };
         assert_eq!(split(huge, 100).len(), 1);

@@ -313,7 +313,7 @@ impl Crudp {
             Broadcast {
                 handler: module.id,
                 action,
-                value,
+                value: value.into(),
                 origin: None,
             },
             target.into(),
