@@ -178,6 +178,21 @@ async fn main() {
                 );
             }
         }
+        Some("dispatch") => {
+            // Generated dispatch against a hand-written `match`: `dispatch ROUNDS`.
+            let [rounds] = &args[1..] else {
+                panic!("dispatch ROUNDS")
+            };
+            let rounds = rounds.parse().expect("ROUNDS");
+            let (generated, hand_written) =
+                std::thread::spawn(move || dispatch::measure(rounds, 2000))
+                    .join()
+                    .expect("the dispatch measurement");
+            println!(
+                "generated {generated:.1} ns, hand-written {hand_written:.1} ns: {:.3}×",
+                generated / hand_written
+            );
+        }
         Some("run") => {
             let plan = if args.iter().any(|a| a == "--quick") {
                 Plan::quick()
@@ -188,7 +203,7 @@ async fn main() {
         }
         _ => eprintln!(
             "usage: crudp-bench run [--quick] | load VARIANT N REPS | client N REPS | stages CALLS | bytes | \
-             fanout KIND K | upload MIB REPS"
+             fanout KIND K | upload MIB REPS | dispatch ROUNDS"
         ),
     }
 }
