@@ -53,6 +53,11 @@ impl Drop for Driver {
         self.shared
             .save(|| core.snapshot(), std::mem::take(&mut self.unsaved));
         self.shared.release();
+        if let Ok(None) = self.stop.try_recv() {
+            // Dropped while the client is still in use: its runtime shut down. Later calls
+            // fail at once rather than wait for a driver that is gone.
+            self.shared.stop(TransportError::RuntimeGone);
+        }
     }
 }
 

@@ -32,6 +32,21 @@ pub(crate) async fn sleep(duration: Duration) {
     let _ = duration;
 }
 
+/// Lets the runtime's other tasks run before going on: for long work made of steps that are
+/// each ready at once (hashing a file held in memory), which would otherwise hold the thread.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// 64 random bits, for client IDs and back-off jitter: from `crypto.getRandomValues` in the
 /// browser, the operating system's generator natively.
 pub(crate) fn random_u64() -> u64 {

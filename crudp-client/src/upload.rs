@@ -319,6 +319,7 @@ async fn run(
         }
         hasher.update(&piece);
         at += piece.len() as u64;
+        rt::yield_now().await;
     }
     let id = FileId(u128::from(rt::random_u64()) << 64 | u128::from(rt::random_u64()));
     let file = FileRef::uploaded(id, name, size, hasher.finalize().into());

@@ -275,7 +275,9 @@ fn decode(entry: &StreamId) -> Option<(u64, Publication)> {
 /// local hub. While Redis cannot be read, the local connections are closed: their clients
 /// reconnect, and catch up by replay once Redis is back.
 async fn read(mut redis: ConnectionManager, keys: Keys, local: Arc<MemoryHub>, last: Option<u64>) {
-    let mut last = last.unwrap_or(0);
+    // Where the next read starts: the ID of the last entry read, whether it decoded or not
+    // (one that does not must not be read again and again).
+    let mut cursor = format!("{}-0", last.unwrap_or(0));
     let mut failing = false;
     loop {
         let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
@@ -285,18 +287,16 @@ async fn read(mut redis: ConnectionManager, keys: Keys, local: Arc<MemoryHub>, l
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&keys.stream)
-            .arg(format!("{last}-0"))
+            .arg(&cursor)
             .query_async(&mut redis)
             .await;
         match reply {
             Ok(reply) => {
                 failing = false;
                 for entry in reply.iter().flat_map(|r| &r.keys).flat_map(|k| &k.ids) {
+                    cursor.clone_from(&entry.id);
                     match decode(entry) {
-                        Some((id, publication)) => {
-                            last = last.max(id);
-                            local.deliver(id, publication);
-                        }
+                        Some((id, publication)) => local.deliver(id, publication),
                         None => {
                             tracing::warn!(id = %entry.id, "an undecodable event in the stream")
                         }

@@ -69,6 +69,12 @@ pub enum TransportError {
     /// dropped with the rest of the user's saved state.
     #[error("the client signed out; the call was dropped")]
     SignedOut,
+    /// The runtime that ran the client shut down while the client was still in use. A client
+    /// belongs to the runtime of its first call: make a new one on the runtime that runs now.
+    #[error(
+        "the runtime that ran this client shut down; make a new client on the one that runs now"
+    )]
+    RuntimeGone,
 }
 
 impl TransportError {
@@ -77,9 +83,10 @@ impl TransportError {
         match self {
             TransportError::Unreachable(_) | TransportError::Reconnecting => true,
             TransportError::Status { status, .. } => matches!(status, 408 | 429 | 500..),
-            TransportError::Malformed(_) | TransportError::Closed | TransportError::SignedOut => {
-                false
-            }
+            TransportError::Malformed(_)
+            | TransportError::Closed
+            | TransportError::SignedOut
+            | TransportError::RuntimeGone => false,
         }
     }
 

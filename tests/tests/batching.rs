@@ -67,3 +67,44 @@ async fn calls_from_different_tasks_join_within_the_window() {
     eventually("the four calls", || server.executions() == 5).await;
     assert_eq!(server.requests() - before, 1);
 }
+
+#[test]
+fn a_client_whose_runtime_shut_down_says_so_instead_of_waiting() {
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let server = serving.block_on(Server::start());
+    let client = Client::new(server.url());
+    let todos = TodosClient::new(&client);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let made = first
+        .block_on(async { todos.create("first".into()).await })
+        .unwrap();
+    assert_eq!(made.title, "first");
+    // The runtime that ran the client's driver goes; the client is used on another.
+    drop(first);
+    let answer = runtime()
+        .block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                todos.create("second".into()),
+            )
+            .await
+        })
+        .expect("an answer at once, not a wait for ever");
+    assert!(
+        matches!(
+            answer,
+            Err(crudp::CallError::Transport(
+                crudp::TransportError::RuntimeGone
+            ))
+        ),
+        "{answer:?}"
+    );
+    let _serving = serving.enter();
+    drop(server);
+}

@@ -240,6 +240,51 @@ async fn resuming_on_an_instance_whose_reader_is_behind_waits_for_it_and_a_gap_c
     assert!(matches!(subscription.start, Start::Reset));
 }
 
+/// How many `XREAD`s Redis has answered.
+async fn xreads(redis: &RedisServer) -> u64 {
+    let mut connection = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = crudp_redis::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_xread:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_reader_cannot_decode_is_read_once() {
+    let redis = RedisServer::start().await;
+    let a = hub(&redis).await;
+    let first = a.publish(event(Channel::All, 1)).await.unwrap();
+    // Last in the stream, an entry of a kind this version does not know (a later version's,
+    // during a rolling upgrade).
+    let mut connection = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = crudp_redis::redis::cmd("XADD")
+        .arg("crudp:events")
+        .arg(format!("{}-0", first + 1))
+        .arg(&["c", &Channel::All.key(), "k", "a-later-kind", "d", "x"])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = xreads(&redis).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reads = xreads(&redis).await - before;
+    // The reader blocks for new entries, a read every two seconds: not the same entry again.
+    assert!(reads <= 3, "{reads} reads in a second");
+}
+
 async fn store(redis: &RedisServer, limits: OutcomeLimits) -> RedisOutcomes {
     RedisOutcomes::new(&redis.client(), "crudp:", limits)
         .await

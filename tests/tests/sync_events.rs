@@ -757,3 +757,40 @@ async fn results_larger_than_one_event_come_in_several_in_order_and_all_arrive()
             .all(|r| matches!(r.outcome, crudp::Outcome::Ok(_)))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_at_their_extremes_keep_the_streams_and_the_handlers_going() {
+    // A heartbeat of nothing (taken as a millisecond) and tokens and handlers without limit:
+    // each once panicked every stream, or a handler that waited.
+    let server = Server::start_with(|b| {
+        b.heartbeat(Duration::ZERO)
+            .token_ttl(Duration::MAX)
+            .handler_timeout(Duration::MAX)
+    })
+    .await;
+    let client = server.client_as("ann", "member");
+    let todos = TodosClient::new(&client);
+    let created = tokio::time::timeout(Duration::from_secs(30), todos.create("milk".into()))
+        .await
+        .expect("the result came over the stream");
+    assert_eq!(created.unwrap().title, "milk");
+    // A handler that waits (at the gate) finishes when it may.
+    let gated = tokio::spawn({
+        let todos = todos.clone();
+        async move { todos.create("gated once".into()).await }
+    });
+    while server
+        .store
+        .at_gate
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.store.gate.add_permits(1);
+    let gated = tokio::time::timeout(Duration::from_secs(30), gated)
+        .await
+        .expect("the waiting handler finished")
+        .unwrap();
+    assert_eq!(gated.unwrap().title, "gated once");
+}

@@ -14,11 +14,11 @@ use axum::{
 use bytes::Bytes;
 use futures_util::stream;
 use serde::Deserialize;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 
 use super::{
     Crudp, Peer,
-    reply::{refuse, unavailable, unix_now},
+    reply::{after, refuse, unavailable, unix_now},
     slots::{Full, Slot},
 };
 use crate::{
@@ -203,12 +203,12 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
         Mode::Live
     };
     let heartbeat = crudp.shared.limits.heartbeat;
-    let expires = Instant::now() + Duration::from_secs(claims.exp.saturating_sub(unix_now()));
+    let expires = after(Duration::from_secs(claims.exp.saturating_sub(unix_now())));
     let state = Stream {
         head,
         mode,
         live: subscription.live,
-        ping: tokio::time::interval_at(Instant::now() + heartbeat, heartbeat),
+        ping: tokio::time::interval_at(after(heartbeat), heartbeat),
         // One timer for the stream's whole life, not one per event.
         expires: Box::pin(tokio::time::sleep_until(expires)),
 

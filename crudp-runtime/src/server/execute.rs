@@ -407,10 +407,11 @@ impl Crudp {
         let first = std::future::poll_fn(|cx| Poll::Ready(guarded.as_mut().poll(cx))).await;
         let finished = match first {
             Poll::Ready(finished) => Ok(finished),
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::from_std(started) + limit;
-                tokio::time::timeout_at(deadline, guarded).await
-            }
+            Poll::Pending => match started.checked_add(limit) {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), guarded).await,
+                // A limit past the clock's end (`Duration::MAX`): no limit.
+                None => Ok(guarded.await),
+            },
         };
         let Ok(finished) = finished else {
             // Stopped: what it asked for (broadcasts, a retry) goes with it.

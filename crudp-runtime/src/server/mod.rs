@@ -722,9 +722,10 @@ impl CrudpBuilder {
         self
     }
 
-    /// The interval of the `: ping` heartbeat comment. Default: [`DEFAULT_HEARTBEAT`].
+    /// The interval of the `: ping` heartbeat comment, at least a millisecond. Default:
+    /// [`DEFAULT_HEARTBEAT`].
     pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.limits.heartbeat = interval;
+        self.limits.heartbeat = interval.max(Duration::from_millis(1));
         self
     }
 

@@ -1,6 +1,6 @@
 //! The answers the endpoints share: refusals with a readable message, and the clock.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -12,6 +12,14 @@ pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The instant `wait` from now; for a wait past the clock's end (`Duration::MAX`), one that
+/// never comes in practice, thirty years on.
+pub(super) fn after(wait: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait).unwrap_or(now + FAR)
 }
 
 /// `503 Service Unavailable` with `Retry-After: 1`.

@@ -176,7 +176,7 @@ impl Crudp {
 
     /// Signs a token for `clients` of `user`.
     fn grant(&self, user: User, clients: Vec<ClientId>) -> TokenGrant {
-        let expires_at = unix_now() + self.shared.limits.token_ttl.as_secs().max(1);
+        let expires_at = unix_now().saturating_add(self.shared.limits.token_ttl.as_secs().max(1));
         let claims = Claims {
             user: user.id,
             role: user.role,

@@ -25,8 +25,8 @@ async fn main() {
     let server = CounterServer::new(Three);
     let ctx = Context::local(User::anonymous(), crudp::ClientId(1));
     let read = server.dispatch(&ctx, Action::Read, &[]).await;
-    assert_eq!(read, Outcome::Ok(postcard::to_stdvec(&3u32).unwrap()));
-    assert_eq!(server.dispatch(&ctx, Action::Delete, &[]).await, Outcome::AppError(vec![]));
+    assert_eq!(read, Outcome::Ok(postcard::to_stdvec(&3u32).unwrap().into()));
+    assert_eq!(server.dispatch(&ctx, Action::Delete, &[]).await, Outcome::AppError(vec![].into()));
     match server.dispatch(&ctx, Action::Create, &[]).await {
         Outcome::Rejected { code: RejectCode::UnknownAction, .. } => {}
         other => panic!("{other:?}"),

@@ -20,7 +20,7 @@ async fn main() {
     let server = BinServer::new(Empty);
     let ctx = Context::local(User::anonymous(), crudp::ClientId(1));
     let ok = server.dispatch(&ctx, Action::Delete, &postcard::to_stdvec(&(5u64,)).unwrap()).await;
-    assert_eq!(ok, Outcome::Ok(vec![]));
+    assert_eq!(ok, Outcome::Ok(vec![].into()));
     let err = server.dispatch(&ctx, Action::Delete, &postcard::to_stdvec(&(0u64,)).unwrap()).await;
-    assert_eq!(err, Outcome::AppError(postcard::to_stdvec("zero").unwrap()));
+    assert_eq!(err, Outcome::AppError(postcard::to_stdvec("zero").unwrap().into()));
 }

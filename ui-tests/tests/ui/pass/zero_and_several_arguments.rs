@@ -29,9 +29,9 @@ async fn main() {
     let ctx = Context::local(User::anonymous(), crudp::ClientId(1));
     let args = postcard::to_stdvec(&(2i64, 40i64, "sum".to_owned())).unwrap();
     let sum = server.dispatch(&ctx, Action::Create, &args).await;
-    assert_eq!(sum, Outcome::Ok(postcard::to_stdvec("sum=42").unwrap()));
+    assert_eq!(sum, Outcome::Ok(postcard::to_stdvec("sum=42").unwrap().into()));
     let args = postcard::to_stdvec(&(vec![1u8, 2, 3],)).unwrap();
     let len = server.dispatch(&ctx, Action::Update, &args).await;
-    assert_eq!(len, Outcome::Ok(postcard::to_stdvec(&3usize).unwrap()));
-    assert_eq!(server.dispatch(&ctx, Action::Read, &[]).await, Outcome::Ok(vec![0]));
+    assert_eq!(len, Outcome::Ok(postcard::to_stdvec(&3usize).unwrap().into()));
+    assert_eq!(server.dispatch(&ctx, Action::Read, &[]).await, Outcome::Ok(vec![0].into()));
 }
