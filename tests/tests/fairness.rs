@@ -89,3 +89,37 @@ async fn a_handler_that_hangs_is_stopped_and_its_call_is_not_run_again() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.executions(), 1, "only `next` ran");
 }
+
+#[test]
+fn a_server_served_again_on_a_new_runtime_runs_its_queue_there() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let server = first.block_on(Server::start());
+    // Through `POST /sync`: batches queued for the workers.
+    first.block_on(async {
+        let todos = TodosClient::new(&server.client_as("ann", "member"));
+        let made = within_a_minute("the call", todos.create("first".into())).await;
+        assert_eq!(made.unwrap().title, "first");
+    });
+    // The runtime goes, and the workers with it; the same server is served on another.
+    drop(first);
+    let api = server.api.clone();
+    runtime().block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/crudp", listener.local_addr().unwrap());
+        let app = axum::Router::new().nest("/crudp", api.router());
+        tokio::spawn(async move { crudp::server::serve(listener, app).await.unwrap() });
+        let client = crudp::Client::builder(url)
+            .transport(transport_as("ann", "member"))
+            .build();
+        let todos = TodosClient::new(&client);
+        let made = within_a_minute("the call on the new runtime", todos.create("second".into()));
+        assert_eq!(made.await.unwrap().title, "second");
+    });
+}

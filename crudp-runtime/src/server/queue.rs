@@ -12,8 +12,8 @@ use std::{
     panic::AssertUnwindSafe,
     pin::pin,
     sync::{
-        Arc, Mutex, MutexGuard, Once, PoisonError, Weak,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -43,14 +43,25 @@ pub(super) struct Queue {
     limits: Limits,
     jobs: Mutex<Jobs>,
     wake: Arc<Wake>,
-    start: Once,
 }
 
-/// How idle workers learn of work, or that the server is gone.
+/// How idle workers learn of work, or that the server is gone; and how many there are.
 #[derive(Default)]
 struct Wake {
     notify: Notify,
     closed: AtomicBool,
+    /// The workers alive: none before the first batch, nor after the runtime that ran them
+    /// shut down (a server served again on another runtime starts them again there).
+    alive: AtomicUsize,
+}
+
+/// Counts its worker among the living while the worker's task exists, polled or not.
+struct Alive(Arc<Wake>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Default)]
@@ -96,7 +107,6 @@ impl Queue {
             limits,
             jobs: Mutex::default(),
             wake: Arc::default(),
-            start: Once::new(),
         }
     }
 
@@ -104,7 +114,7 @@ impl Queue {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a batch, starting the workers on first use.
+    /// Queues a batch, starting the workers when none are alive (on first use).
     ///
     /// With `inline`, when the batch's client has nothing else waiting or running and a
     /// worker's place is free, the client is handed to the caller instead of a worker
@@ -159,9 +169,15 @@ impl Queue {
             jobs.ready.push_back(client);
         }
         drop(jobs);
+        if self
+            .wake
+            .alive
+            .compare_exchange(0, limits.workers, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            start_workers(shared, &self.wake);
+        }
         if idle {
-            self.start
-                .call_once(|| start_workers(shared, Arc::clone(&self.wake)));
             self.wake.notify.notify_one();
         }
         Ok(None)
@@ -236,6 +252,32 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// `client`'s run stopped before its batches did: the batches left wait for a worker
+    /// again, first in line.
+    fn abandon(&self, client: ClientId) {
+        let mut jobs = self.jobs();
+        let Some(waiting) = jobs.per_client.get(&client) else {
+            return;
+        };
+        let (user, empty) = (Arc::clone(&waiting.user), waiting.jobs.is_empty());
+        jobs.running -= 1;
+        if let Some(load) = jobs.per_user.get_mut(&user) {
+            load.running -= 1;
+            if load.running == 0 && load.waiting == 0 {
+                jobs.per_user.remove(&user);
+            }
+        }
+        if empty {
+            jobs.per_client.remove(&client);
+        } else {
+            jobs.ready.push_front(client);
+        }
+        drop(jobs);
+        self.wake.notify.notify_one();
+    }
+}
+
 impl Drop for Queue {
     fn drop(&mut self) {
         self.wake.closed.store(true, Ordering::SeqCst);
@@ -243,15 +285,17 @@ impl Drop for Queue {
     }
 }
 
-fn start_workers(shared: &Arc<Shared>, wake: Arc<Wake>) {
+/// Spawns the workers, already counted among the living.
+fn start_workers(shared: &Arc<Shared>, wake: &Arc<Wake>) {
     for _ in 0..shared.limits.workers {
-        tokio::spawn(work(Arc::downgrade(shared), Arc::clone(&wake)));
+        let alive = Alive(Arc::clone(wake));
+        tokio::spawn(work(Arc::downgrade(shared), Arc::clone(wake), alive));
     }
 }
 
 /// Takes a ready client, drains its batches in order, repeats. Holds the server weakly, so
 /// the workers end with it.
-async fn work(shared: Weak<Shared>, wake: Arc<Wake>) {
+async fn work(shared: Weak<Shared>, wake: Arc<Wake>, _alive: Alive) {
     loop {
         let mut notified = pin!(wake.notify.notified());
         notified.as_mut().enable();
@@ -273,6 +317,17 @@ async fn work(shared: Weak<Shared>, wake: Arc<Wake>) {
 /// Runs the batches of `client`, handed to the caller, in order until none is left; then the
 /// client leaves the queue.
 pub(super) async fn drain(server: &super::Crudp, client: ClientId) {
+    // Dropped before the client left the queue (its runtime shut down under it), the client
+    // goes back to the ready ones, or it would wait for a worker that is gone.
+    struct Draining<'a>(&'a Queue, Option<ClientId>);
+    impl Drop for Draining<'_> {
+        fn drop(&mut self) {
+            if let Some(client) = self.1 {
+                self.0.abandon(client);
+            }
+        }
+    }
+    let mut draining = Draining(&server.shared.queue, Some(client));
     while let Some(job) = server.shared.queue.next(client) {
         // A panic outside the handlers (in a hub or a store) must not take the worker, and
         // the client's place in the queue, with it.
@@ -284,6 +339,7 @@ pub(super) async fn drain(server: &super::Crudp, client: ClientId) {
             tracing::error!(%client, "a batch failed outside its handlers");
         }
     }
+    draining.1 = None;
 }
 
 /// The batches of a client handed to a request ([`Queue::push`] with `inline`), run on the
