@@ -69,11 +69,12 @@ pub struct Client {
 
 struct Handle {
     shared: Weak<Shared>,
+    /// Dropped first: a driver never started, dropped with `start`, sees the client gone.
+    _stop: oneshot::Sender<()>,
     /// The driver and the event stream, until they are started.
     start: Mutex<Option<Start>>,
     /// Set once they are.
     started: AtomicBool,
-    _stop: oneshot::Sender<()>,
     /// The browser events the client listens to (`online`, `pagehide`).
     #[cfg(target_arch = "wasm32")]
     _browser: crate::browser::PageListeners,

@@ -48,16 +48,28 @@ impl Drop for Driver {
         let mut effects = Vec::new();
         self.take_all(now, &mut effects);
         drop(effects);
-        reply::wake_all(&mut self.woken);
         let core = &self.core;
         self.shared
             .save(|| core.snapshot(), std::mem::take(&mut self.unsaved));
         self.shared.release();
         if let Ok(None) = self.stop.try_recv() {
-            // Dropped while the client is still in use: its runtime shut down. Later calls
-            // fail at once rather than wait for a driver that is gone.
-            self.shared.stop(TransportError::RuntimeGone);
+            // Dropped while the client is still in use: its runtime shut down. Its calls fail
+            // now, and the calls made from now on at once, rather than wait for a driver that
+            // is gone.
+            let gone = TransportError::RuntimeGone;
+            self.shared.stop(gone.clone());
+            self.shared.inbox.close(gone);
+            let mut effects = Vec::new();
+            self.take_all(now, &mut effects);
+            for effect in effects {
+                if let Effect::Resolve(call, reply) = effect
+                    && let Some(waker) = call.resolve(reply)
+                {
+                    self.woken.push(waker);
+                }
+            }
         }
+        reply::wake_all(&mut self.woken);
     }
 }
 

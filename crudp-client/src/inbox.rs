@@ -8,25 +8,44 @@ use std::{
     task::{Context, Poll},
 };
 
+use crudp_runtime::TransportError;
 use futures_util::task::AtomicWaker;
 
 use crate::core::Input;
 
 #[derive(Default)]
 pub(crate) struct Inbox {
-    inputs: Mutex<Vec<Input>>,
+    inputs: Mutex<Inputs>,
     driver: AtomicWaker,
 }
 
+#[derive(Default)]
+struct Inputs {
+    waiting: Vec<Input>,
+    /// Why nothing is taken any more, once the driver is gone.
+    closed: Option<TransportError>,
+}
+
 impl Inbox {
-    fn inputs(&self) -> MutexGuard<'_, Vec<Input>> {
+    fn inputs(&self) -> MutexGuard<'_, Inputs> {
         self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands an input to the driver.
+    /// Hands an input to the driver. Once the inbox is [closed](Self::close), a call posted
+    /// fails at once instead.
     pub(crate) fn post(&self, input: Input) {
         let was_empty = {
-            let mut inputs = self.inputs();
+            let mut guard = self.inputs();
+            if let Some(error) = guard.closed.clone() {
+                drop(guard);
+                if let Input::Call { reply, .. } = input
+                    && let Some(waker) = reply.fill(Err(error))
+                {
+                    waker.wake();
+                }
+                return;
+            }
+            let inputs = &mut guard.waiting;
             let was_empty = inputs.is_empty();
             match (inputs.last_mut(), input) {
                 (Some(Input::Release(waiting)), Input::Release(more)) => *waiting += more,
@@ -41,13 +60,20 @@ impl Inbox {
         }
     }
 
+    /// The driver is gone, for `error`: what is posted from now on is not kept. What was
+    /// posted before stays, to take.
+    pub(crate) fn close(&self, error: TransportError) {
+        self.inputs().closed = Some(error);
+    }
+
     /// Moves every input posted so far, in order, to the end of `into`.
     pub(crate) fn take(&self, into: &mut Vec<Input>) {
-        let mut inputs = self.inputs();
+        let mut guard = self.inputs();
+        let inputs = &mut guard.waiting;
         if into.is_empty() {
-            std::mem::swap(&mut *inputs, into);
+            std::mem::swap(inputs, into);
         } else {
-            into.append(&mut inputs);
+            into.append(inputs);
         }
     }
 

@@ -195,3 +195,43 @@ async fn visitors_of_one_address_share_the_rate_of_new_client_ids_however_many_k
         .unwrap();
     assert_eq!(ann.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_whose_address_changes_while_its_batches_wait_keeps_its_place() {
+    let server = Server::start_with(|b| b.handler_timeout(Duration::from_secs(600))).await;
+    let from = |last: u8| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(CLIENT_KEY_HEADER, VICTIM.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let sync = |http: reqwest::Client, body: Vec<u8>| {
+        let url = format!("{}/sync", server.url());
+        async move {
+            let request = http
+                .post(url)
+                .header("content-type", "application/octet-stream");
+            request.body(body).send().await.unwrap().status()
+        }
+    };
+    // Its first batch runs (and waits at the gate); the next comes from another address (a
+    // phone off Wi-Fi), and waits behind it.
+    let client = ClientId(0x200);
+    let first = sync(from(1), batch_of(client, creates("gated", [1]))).await;
+    assert_eq!(first, 202);
+    eventually("the first batch's handler to run", || {
+        server.store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let second = sync(from(2), batch_of(client, creates("moved", [2]))).await;
+    assert_eq!(second, 202);
+    server.store.gate.add_permits(1);
+    eventually("both batches", || server.executions() == 2).await;
+    // And the queue still counts right: more batches of that client run.
+    let third = sync(from(2), batch_of(client, creates("again", [3]))).await;
+    assert_eq!(third, 202);
+    eventually("the third batch", || server.executions() == 3).await;
+}

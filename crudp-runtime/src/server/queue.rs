@@ -125,11 +125,27 @@ impl Queue {
         job: Job,
         inline: bool,
     ) -> Result<Option<ClientId>, Full> {
+        // First, whatever becomes of this batch: clients may wait for workers (put back by
+        // runs cut short) that a batch run inline would not start.
+        if self
+            .wake
+            .alive
+            .compare_exchange(0, self.limits.workers, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            start_workers(shared, &self.wake);
+        }
         let client = job.ctx.client();
-        let user = Arc::clone(&job.share);
-        let share = Arc::clone(&user);
         let limits = &self.limits;
         let mut jobs = self.jobs();
+        // A client in the queue counts against the share it came in with, even should its
+        // next batch come from another (an anonymous visitor's new address): its counts are
+        // taken back from that one.
+        let user = jobs
+            .per_client
+            .get(&client)
+            .map_or_else(|| Arc::clone(&job.share), |w| Arc::clone(&w.user));
+        let share = Arc::clone(&user);
         let mine = jobs.per_client.get(&client).map_or(0, |w| w.jobs.len());
         let theirs = jobs.per_user.get(&user).map_or(0, |l| l.waiting);
         let over_bytes = jobs.waiting > 0 && jobs.bytes + job.bytes > limits.queue_bytes;
@@ -169,14 +185,6 @@ impl Queue {
             jobs.ready.push_back(client);
         }
         drop(jobs);
-        if self
-            .wake
-            .alive
-            .compare_exchange(0, limits.workers, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            start_workers(shared, &self.wake);
-        }
         if idle {
             self.wake.notify.notify_one();
         }

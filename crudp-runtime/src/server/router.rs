@@ -95,7 +95,8 @@ impl Crudp {
     /// `max_body_bytes`, within `body_timeout`).
     async fn admit(&self, request: Request) -> Result<(Parts, User, bytes::Bytes), Response> {
         let (parts, body) = request.into_parts();
-        let user = self.authenticate(&parts).await?;
+        // Refused before its body is read.
+        let user = self.authenticate(&parts).await.map_err(close_after)?;
         let limits = &self.shared.limits;
         let body = read_body(body, limits.max_body_bytes, limits.body_timeout).await?;
         Ok((parts, user, body))
@@ -142,6 +143,10 @@ impl Crudp {
         if let Some(files) = &self.shared.files {
             parts.extensions.insert(files.clone());
         }
+        // The packets' arguments are slices of the body, and may wait in the queue: the body
+        // hyper hands over can be a slice of the connection's whole read buffer, which they
+        // would keep. One copy of exactly the body, for all of them.
+        let body = bytes::Bytes::copy_from_slice(&body);
         let Batch {
             client, packets, ..
         } = decode_batch(&body, self.shared.limits.max_packets)

@@ -85,23 +85,24 @@ pub(super) async fn put(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    // Every answer before the body is read closes the connection.
     let (user, files, id) = match admit(&crudp, &parts, &id).await {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => return close_after(response),
     };
     let Ok(Query(announced)) = announced else {
-        return refuse(
+        return close_after(refuse(
             StatusCode::BAD_REQUEST,
             "a `PUT` names where its bytes start, the file's size and its SHA-256: \
              `?offset=N&size=S&sha256=<64 hex digits>`"
                 .into(),
-        );
+        ));
     };
     let Some(sha256) = parse_sha256(&announced.sha256) else {
-        return refuse(
+        return close_after(refuse(
             StatusCode::BAD_REQUEST,
             "`sha256` must be the file's SHA-256 digest as 64 hex digits".into(),
-        );
+        ));
     };
     // Anonymous visitors share a quota per address: their identities cost nothing.
     let account = super::router::share(&parts, &user);
@@ -117,8 +118,8 @@ pub(super) async fn put(
         .await;
     let mut writer = match begun {
         Ok(Ok(writer)) => writer,
-        Ok(Err(complete)) => return answer(complete),
-        Err(e) => return refusal(e),
+        Ok(Err(complete)) => return close_after(answer(complete)),
+        Err(e) => return close_after(refusal(e)),
     };
     let timeout = crudp.shared.limits.body_timeout;
     let mut body = body.into_data_stream();
