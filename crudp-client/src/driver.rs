@@ -56,9 +56,10 @@ impl Drop for Driver {
             // Dropped while the client is still in use: its runtime shut down. Its calls fail
             // now, and the calls made from now on at once, rather than wait for a driver that
             // is gone.
-            let gone = TransportError::RuntimeGone;
-            self.shared.stop(gone.clone());
-            self.shared.inbox.close(gone);
+            self.shared.stop(TransportError::RuntimeGone);
+            // Stopped before (signed out), it says so instead.
+            let stopped = self.shared.stopped().unwrap_or(TransportError::RuntimeGone);
+            self.shared.inbox.close(stopped);
             let mut effects = Vec::new();
             self.take_all(now, &mut effects);
             for effect in effects {

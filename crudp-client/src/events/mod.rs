@@ -29,6 +29,8 @@ const TOKEN_MARGIN: u64 = 5;
 /// How long a new stream may take to say `ready` before the client takes it for one that a
 /// proxy holds back, and polls instead.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stream must have been open for its loss to be reconnected at once.
+const STABLE_MS: u64 = 5_000;
 /// How long a client polls before it tries the event stream again.
 const STREAM_RETRY_MS: u64 = 5 * 60 * 1000;
 
@@ -158,6 +160,8 @@ pub(crate) async fn run(
         // The stream carries those its token names.
         let clients = token.as_ref().map_or(clients, |(_, named)| named.clone());
         let mut ready = false;
+        // When it said `ready`.
+        let mut ready_at = 0;
         // The answer came to its end as a poll's does, or the client just switched to polling,
         // or another client joined: ask again at once.
         let mut again = false;
@@ -227,8 +231,8 @@ pub(crate) async fn run(
                             }
                             if handle(&inner, event, &clients) == Some(EventKind::Ready) {
                                 ready = true;
+                                ready_at = rt::monotonic_ms();
                                 need_ready = false;
-                                backoff.reset();
                                 if !polling && says_polling {
                                     // The stream gets through again.
                                     says_polling = false;
@@ -273,8 +277,19 @@ pub(crate) async fn run(
         }
         need_ready = true;
         if ready {
-            // It was open: reconnect at once.
             tell(&inner, &mut fanout, Link::Lost);
+            if rt::monotonic_ms().saturating_sub(ready_at) >= STABLE_MS {
+                // It was open a while: reconnect at once.
+                backoff.reset();
+                continue;
+            }
+            // Cut soon after it opened (a proxy that cuts every stream): not again in a tight
+            // loop, but after a pause that grows while it goes on.
+            drop(inner);
+            let delay = rt::sleep(backoff.next());
+            if let Either::Right(_) = select(Box::pin(delay), &mut *shutdown).await {
+                return Ended::Shutdown;
+            }
             continue;
         }
         // It never opened (the browser's `EventSource` reports a refused token this way too):

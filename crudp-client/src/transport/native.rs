@@ -1,6 +1,8 @@
 //! The native transport: reqwest over a keep-alive connection pool, and a streaming SSE parser.
 
-use futures_util::{StreamExt, TryStreamExt};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use sse_stream::SseByteStream;
 
 use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportFuture};
@@ -14,7 +16,14 @@ pub struct ReqwestTransport {
     /// that each stream opens a connection of its own: `crudp::server::serve` then answers it
     /// with a fraction of the memory of a stream on a reused connection.
     streams: reqwest::Client,
+    /// How long an open event stream may say nothing, not even its heartbeat, before it is
+    /// taken for dead: see [`stream_silence`](Self::stream_silence).
+    silence: Duration,
 }
+
+/// The default of [`ReqwestTransport::stream_silence`]: three of the server's default
+/// heartbeats.
+pub const DEFAULT_STREAM_SILENCE: Duration = Duration::from_secs(90);
 
 impl Default for ReqwestTransport {
     fn default() -> Self {
@@ -25,6 +34,7 @@ impl Default for ReqwestTransport {
         Self {
             http: reqwest::Client::new(),
             streams,
+            silence: DEFAULT_STREAM_SILENCE,
         }
     }
 }
@@ -43,8 +53,42 @@ impl ReqwestTransport {
         Self {
             streams: http.clone(),
             http,
+            silence: DEFAULT_STREAM_SILENCE,
         }
     }
+
+    /// How long an open event stream may say nothing, not even the server's `: ping`
+    /// heartbeat, before the client takes it for dead and opens another (resuming where it
+    /// was): a proxy that stops passing the stream on while it keeps the connection open
+    /// would otherwise hold the client for ever. Keep it above the server's `heartbeat`.
+    /// Default: [`DEFAULT_STREAM_SILENCE`], 90 s.
+    pub fn stream_silence(mut self, silence: Duration) -> Self {
+        self.silence = silence;
+        self
+    }
+}
+
+/// `events`, ended with an error once it says nothing (not even a comment) for `silence`.
+fn ended_by_silence<T>(
+    events: impl Stream<Item = Result<T, TransportError>> + Send + 'static,
+    silence: Duration,
+) -> impl Stream<Item = Result<T, TransportError>> + Send + 'static
+where
+    T: Send + 'static,
+{
+    futures_util::stream::unfold(Some(Box::pin(events)), move |events| async move {
+        let mut events = events?;
+        match tokio::time::timeout(silence, events.next()).await {
+            Ok(Some(item)) => Some((item, Some(events))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(TransportError::Unreachable(format!(
+                    "the event stream said nothing for {silence:?}, not even its heartbeat"
+                ))),
+                None,
+            )),
+        }
+    })
 }
 
 fn unreachable(e: reqwest::Error) -> TransportError {
@@ -140,22 +184,23 @@ impl Transport for ReqwestTransport {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
+        let silence = self.silence;
         Box::pin(async move {
             let response = check(request.send().await.map_err(unreachable)?).await?;
             let events = SseByteStream::new(response.bytes_stream())
-                .map_err(|e| TransportError::Unreachable(e.to_string()))
-                .filter_map(|event| async move {
-                    match event {
-                        // Comments (the heartbeat) and `retry:` hints carry no event.
-                        Ok(sse) if sse.data.is_none() => None,
-                        Ok(sse) => Some(Ok(SseEvent {
-                            id: sse.id,
-                            event: sse.event,
-                            data: sse.data.unwrap_or_default(),
-                        })),
-                        Err(e) => Some(Err(e)),
-                    }
-                });
+                .map_err(|e| TransportError::Unreachable(e.to_string()));
+            let events = ended_by_silence(events, silence).filter_map(|event| async move {
+                match event {
+                    // Comments (the heartbeat) and `retry:` hints carry no event.
+                    Ok(sse) if sse.data.is_none() => None,
+                    Ok(sse) => Some(Ok(SseEvent {
+                        id: sse.id,
+                        event: sse.event,
+                        data: sse.data.unwrap_or_default(),
+                    })),
+                    Err(e) => Some(Err(e)),
+                }
+            });
             Ok(Box::pin(events) as EventStream)
         })
     }

@@ -1,0 +1,147 @@
+//! A proxy that keeps an event stream's connection open but stops passing it on: the native
+//! client takes the silent stream (no event, no heartbeat) for dead and opens another, which
+//! resumes where the first left off.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use crudp::{Client, transport::ReqwestTransport};
+use crudp_tests::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A relay to a server that counts the event streams it carries, and stops passing on what
+/// the server sends over the first `stalled` of them.
+struct Relay {
+    addr: SocketAddr,
+    streams: Arc<AtomicUsize>,
+    stalled: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let (counted, stall) = (Arc::clone(&streams), Arc::clone(&stalled));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(upstream).await.unwrap();
+                tokio::spawn(carry(
+                    client,
+                    server,
+                    Arc::clone(&counted),
+                    Arc::clone(&stall),
+                ));
+            }
+        });
+        Self {
+            addr,
+            streams,
+            stalled,
+        }
+    }
+
+    fn streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    /// The streams open now pass nothing on any more; those opened later do.
+    fn stall(&self) {
+        self.stalled.store(self.streams(), Ordering::SeqCst);
+    }
+}
+
+async fn carry(
+    client: TcpStream,
+    server: TcpStream,
+    streams: Arc<AtomicUsize>,
+    stalled: Arc<AtomicUsize>,
+) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    // This connection's number among the event streams, once it carries one (0: none).
+    let number = Arc::new(AtomicUsize::new(0));
+    let up = {
+        let number = Arc::clone(&number);
+        async move {
+            let mut buffer = vec![0; 16 * 1024];
+            loop {
+                let n = match from_client.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let read = &buffer[..n];
+                if number.load(Ordering::SeqCst) == 0
+                    && read.windows(17).any(|w| w == b"GET /crudp/events")
+                {
+                    number.store(streams.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                }
+                if to_server.write_all(read).await.is_err() {
+                    break;
+                }
+            }
+            let _ = to_server.shutdown().await;
+        }
+    };
+    let down = async move {
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let n = match from_server.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let stream = number.load(Ordering::SeqCst);
+            if stream != 0 && stream <= stalled.load(Ordering::SeqCst) {
+                // Swallowed: the connection stays open, and says nothing.
+                continue;
+            }
+            if to_client.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_a_proxy_stops_passing_on_is_taken_for_dead_and_opened_again() {
+    let server = Server::start().await;
+    let relay = Relay::start(server.addr).await;
+    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
+    let client = Client::builder(format!("http://{}/crudp", relay.addr))
+        .transport(transport)
+        .build();
+    let todos = TodosClient::new(&client);
+    let within = |what: &'static str| {
+        move |answer: Result<_, tokio::time::error::Elapsed>| {
+            answer.unwrap_or_else(|_| panic!("{what} never came"))
+        }
+    };
+    let before = tokio::time::timeout(Duration::from_secs(30), todos.create("before".into())).await;
+    assert_eq!(within("the first result")(before).unwrap().title, "before");
+    assert_eq!(relay.streams(), 1);
+
+    // The stream stays open but says nothing: the next result, sent over it, is lost there.
+    relay.stall();
+    let after = tokio::time::timeout(Duration::from_secs(30), todos.create("after".into())).await;
+    assert_eq!(
+        within("the result, over a new stream")(after)
+            .unwrap()
+            .title,
+        "after"
+    );
+    assert!(relay.streams() >= 2, "another stream opened");
+}
