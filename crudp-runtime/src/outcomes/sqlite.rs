@@ -539,9 +539,23 @@ impl OutcomeStore for SqliteOutcomes {
                 }
             };
             // Outcomes no longer in memory may still be on disk.
+            let lease = answers.iter().find_map(|answer| match answer {
+                Begin::Run(lease) => Some(*lease),
+                _ => None,
+            });
             for (answer, &seq) in answers.iter_mut().zip(seqs) {
                 if matches!(answer, Begin::Expired) {
-                    *answer = self.stored_outcome(client, seq).await?;
+                    match self.stored_outcome(client, seq).await {
+                        Ok(stored) => *answer = stored,
+                        Err(e) => {
+                            // Not answered, the packets reserved with them do not run: their
+                            // reservation ends, or the client would be `Busy` for good.
+                            if let Some(lease) = lease {
+                                let _ = self.ledger().finish_batch(client, lease, &[], now);
+                            }
+                            return Err(e);
+                        }
+                    }
                 }
             }
             Ok(answers)
@@ -718,6 +732,38 @@ mod tests {
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
     }
+    #[tokio::test]
+    async fn a_batch_whose_kept_outcome_cannot_be_read_leaves_no_reservation_behind() {
+        let path = temp("unreadable");
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let client = ClientId(5);
+        assert_eq!(store.claim(client, "ann").await, Ok(Claim::Granted));
+        let lease = reserve(&store, client, 1).await;
+        let one = Outcome::Ok(vec![1].into());
+        store.finish(client, 1, lease, &one).await.unwrap();
+        store.flush().await.unwrap();
+        // After a restart, packet 1's outcome is in the file only, which cannot be read for a
+        // while.
+        drop(store);
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let rename = |from: &'static str, to: &'static str| {
+            move |db: &Connection| db.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
+        };
+        store
+            .connection(rename("crudp_outcomes", "elsewhere"))
+            .await
+            .unwrap();
+        assert!(store.begin_batch(client, &[1, 2]).await.is_err());
+        store
+            .connection(rename("elsewhere", "crudp_outcomes"))
+            .await
+            .unwrap();
+        // Packet 2, reserved with it, did not run: it runs now, not `Busy` for good.
+        let answers = store.begin_batch(client, &[1, 2]).await.unwrap();
+        assert_eq!(answers[0], Begin::Done(one));
+        assert!(matches!(answers[1], Begin::Run(_)), "{answers:?}");
+    }
+
     #[tokio::test]
     async fn a_client_whose_calls_all_commit_in_transactions_keeps_only_its_latest_outcomes() {
         let path = temp("trim");
