@@ -214,6 +214,36 @@ async fn an_unknown_event_id_gets_a_reset() {
             .await;
         assert_eq!(events[0].event, "reset", "{id}: {events:?}");
     }
+    // Nor does a header that is not even text.
+    let response = reqwest::Client::new()
+        .get(format!("{}/events?token={token}", server.url()))
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes(b"\xe9t\xe9").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut read = Vec::new();
+    let events = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let events = parse_events(&read);
+            if events.iter().any(|e| e.event == "ready") {
+                return events;
+            }
+            read.extend_from_slice(
+                &futures_util::StreamExt::next(&mut body)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+    })
+    .await
+    .expect("ready within 20 s");
+    assert_eq!(events[0].event, "reset", "{events:?}");
 }
 
 #[tokio::test]

@@ -111,13 +111,14 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
     {
         return refusal;
     }
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(query.last_event_id.as_deref())
-        .filter(|id| !id.is_empty())
-        // An ID that is not a number is one this server never sent: the client gets `reset`.
-        .map(|id| id.trim().parse::<u64>().unwrap_or(u64::MAX));
+    // An ID that is not a number (not even text) is one this server never sent: the client
+    // gets `reset`.
+    let last_event_id = match headers.get("last-event-id") {
+        Some(header) => Some(header.to_str().unwrap_or("not text")),
+        None => query.last_event_id.as_deref(),
+    }
+    .filter(|id| !id.is_empty())
+    .map(|id| id.trim().parse::<u64>().unwrap_or(u64::MAX));
 
     let connection = Peer {
         user: User::new(claims.user, claims.role),

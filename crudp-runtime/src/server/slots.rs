@@ -61,11 +61,11 @@ impl Slots {
             return Err(Full::Total(total));
         }
         if let Some(address) = address {
-            let held = counts.per_address.entry(address).or_default();
-            if *held >= per_address {
+            // Looked at before it is counted: a refused address leaves no entry behind.
+            if counts.per_address.get(&address).copied().unwrap_or(0) >= per_address {
                 return Err(Full::Address(per_address));
             }
-            *held += 1;
+            *counts.per_address.entry(address).or_default() += 1;
         }
         counts.total += 1;
         if let Some(gauge) = self.gauge {
@@ -112,5 +112,18 @@ mod tests {
         drop(first);
         assert!(slots.take(Some(a), 3, 2).is_ok(), "given back");
         assert!(slots.counts().per_address.len() <= 2);
+    }
+
+    #[test]
+    fn an_address_refused_outright_leaves_no_count_behind() {
+        let slots = Arc::new(Slots::default());
+        for last in 0..100u8 {
+            let address = IpAddr::from([10, 0, 1, last]);
+            assert_eq!(
+                slots.take(Some(address), 10, 0).err(),
+                Some(Full::Address(0))
+            );
+        }
+        assert!(slots.counts().per_address.is_empty());
     }
 }
