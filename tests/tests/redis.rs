@@ -141,14 +141,19 @@ async fn a_redis_restart_closes_the_streams_and_they_resume_with_nothing_lost() 
     assert_eq!(ids(resumed, Duration::from_millis(500)).await, [after]);
 }
 
-/// Gives out the next `n` event IDs as publishing does, without writing their events yet: what
-/// the other instances see while the publisher's write is on its way to their readers.
-async fn give_out(redis: &RedisServer, n: u64) -> u64 {
-    let mut connection = redis
+/// A connection of its own to `redis`.
+async fn connection(redis: &RedisServer) -> crudp_redis::redis::aio::MultiplexedConnection {
+    redis
         .client()
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Gives out the next `n` event IDs as publishing does, without writing their events yet: what
+/// the other instances see while the publisher's write is on its way to their readers.
+async fn give_out(redis: &RedisServer, n: u64) -> u64 {
+    let mut connection = connection(redis).await;
     crudp_redis::redis::cmd("INCRBY")
         .arg("crudp:events:id")
         .arg(n)
@@ -159,11 +164,7 @@ async fn give_out(redis: &RedisServer, n: u64) -> u64 {
 
 /// Writes the event with ID `id` (given out before) to every instance's readers.
 async fn write(redis: &RedisServer, id: u64) {
-    let mut connection = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = connection(redis).await;
     let _: String = crudp_redis::redis::cmd("XADD")
         .arg("crudp:events")
         .arg(format!("{id}-0"))
@@ -242,11 +243,7 @@ async fn resuming_on_an_instance_whose_reader_is_behind_waits_for_it_and_a_gap_c
 
 /// How many `XREAD`s Redis has answered.
 async fn xreads(redis: &RedisServer) -> u64 {
-    let mut connection = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = connection(redis).await;
     let info: String = crudp_redis::redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut connection)
@@ -265,11 +262,7 @@ async fn an_entry_the_reader_cannot_decode_is_read_once() {
     let first = a.publish(event(Channel::All, 1)).await.unwrap();
     // Last in the stream, an entry of a kind this version does not know (a later version's,
     // during a rolling upgrade).
-    let mut connection = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = connection(&redis).await;
     let _: String = crudp_redis::redis::cmd("XADD")
         .arg("crudp:events")
         .arg(format!("{}-0", first + 1))
