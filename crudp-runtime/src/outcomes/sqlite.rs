@@ -732,6 +732,7 @@ mod tests {
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
     }
+
     #[tokio::test]
     async fn a_batch_whose_kept_outcome_cannot_be_read_leaves_no_reservation_behind() {
         let path = temp("unreadable");

@@ -307,7 +307,7 @@ impl Crudp {
         value: &T,
         target: Target,
     ) -> Result<(), HubError> {
-        let value = postcard::to_stdvec(value)
+        let value = crate::encode(value)
             .map_err(|e| HubError::Unavailable(format!("the value does not encode: {e}")))?;
         self.publish_broadcast(
             Broadcast {

@@ -78,6 +78,19 @@ struct Jobs {
     bytes: usize,
 }
 
+impl Jobs {
+    /// A client of `user` is no longer run: its worker's place is free.
+    fn stop_running(&mut self, user: &Arc<str>) {
+        self.running -= 1;
+        if let Some(load) = self.per_user.get_mut(user) {
+            load.running -= 1;
+            if load.running == 0 && load.waiting == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+}
+
 struct Waiting {
     user: Arc<str>,
     jobs: VecDeque<Job>,
@@ -241,13 +254,7 @@ impl Queue {
             }
             None => {
                 jobs.per_client.remove(&client);
-                jobs.running -= 1;
-                if let Some(load) = jobs.per_user.get_mut(&user) {
-                    load.running -= 1;
-                    if load.running == 0 && load.waiting == 0 {
-                        jobs.per_user.remove(&user);
-                    }
-                }
+                jobs.stop_running(&user);
                 // A client may have been waiting for the worker this one had.
                 let waited = !jobs.ready.is_empty();
                 drop(jobs);
@@ -258,9 +265,7 @@ impl Queue {
             }
         }
     }
-}
 
-impl Queue {
     /// `client`'s run stopped before its batches did: the batches left wait for a worker
     /// again, first in line.
     fn abandon(&self, client: ClientId) {
@@ -269,13 +274,7 @@ impl Queue {
             return;
         };
         let (user, empty) = (Arc::clone(&waiting.user), waiting.jobs.is_empty());
-        jobs.running -= 1;
-        if let Some(load) = jobs.per_user.get_mut(&user) {
-            load.running -= 1;
-            if load.running == 0 && load.waiting == 0 {
-                jobs.per_user.remove(&user);
-            }
-        }
+        jobs.stop_running(&user);
         if empty {
             jobs.per_client.remove(&client);
         } else {
