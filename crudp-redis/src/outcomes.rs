@@ -1,7 +1,6 @@
 //! The outcome store in Redis: every step of the exactly-once protocol is one Lua script, so
 //! that instances sharing the Redis server see one state. Per client, a hash holds its owner,
-//! its mark, the packet it is stalled at, and the packet reserved now with its lease and the
-//! instance holding it; a second hash holds its recent outcomes. A reservation held by an
+//! its mark, and the packet reserved now with its lease and the instance holding it; a second hash holds its recent outcomes. A reservation held by an
 //! instance that stopped heartbeating is taken over, so a killed instance never leaves a
 //! client blocked.
 
@@ -63,27 +62,28 @@ end
 ";
 
 /// `KEYS`: the client, its outcomes, the lease counter. `ARGV`: this instance, the prefix of
-/// instance keys, then the packets' seqs. Answers a prefix of the packets:
-/// `{kind, …}` per packet for kept outcomes and `expired` (packets at or below the mark), then
-/// `busy` or `blocked` for the first one past the mark, or `{'run', lease, n}` for the `n`
-/// packets after the mark, in ascending order, reserved together (`running` is the first).
+/// instance keys, the call the batch runs after (`0`: none), then the packets' seqs. Answers a
+/// prefix of the packets: `{kind, …}` per packet for kept outcomes and `expired` (packets at
+/// or below the mark), then `busy` or `blocked` for the first one past the mark, or
+/// `{'run', lease, n}` for the `n` packets after the mark, in ascending order, reserved
+/// together (`running` is the first).
 const BEGIN: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'running', 'holder')
+local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'running', 'holder')
 if not c[1] then return {{'unknown'}} end
 local answers = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local seq = ARGV[i]
   if not below(c[2], seq) then
     local outcome = redis.call('HGET', KEYS[2], seq)
     if outcome then answers[#answers + 1] = {'done', outcome}
     else answers[#answers + 1] = {'expired'} end
   else
-    if c[4] and redis.call('EXISTS', ARGV[2] .. c[5]) == 1 then
-      answers[#answers + 1] = {'busy', c[4], c[5], redis.call('HGET', KEYS[1], 'lease')}
+    if c[3] and redis.call('EXISTS', ARGV[2] .. c[4]) == 1 then
+      answers[#answers + 1] = {'busy', c[3], c[4], redis.call('HGET', KEYS[1], 'lease')}
       return answers
     end
-    if c[3] and below(c[3], seq) then
-      answers[#answers + 1] = {'blocked', c[3]}
+    if below(c[2], ARGV[3]) then
+      answers[#answers + 1] = {'blocked', ARGV[3]}
       return answers
     end
     local n, last = 1, seq
@@ -109,32 +109,20 @@ return 'ok'
 ";
 
 /// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the number `n` of final
-/// outcomes, the packet that could not run (or an empty string), then `n` pairs of seq and
-/// encoded outcome, ascending, then the seqs of the outcomes to drop. The packets are past the
-/// mark, since the lease reserved them.
+/// outcomes, then `n` pairs of seq and encoded outcome, ascending, then the seqs of the
+/// outcomes to drop. The packets are past the mark, since the lease reserved them.
 const FINISH: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'stalled', 'lease')
-if not c[1] or c[4] ~= ARGV[1] then return 'lost' end
+local c = redis.call('HMGET', KEYS[1], 'owner', 'lease')
+if not c[1] or c[2] ~= ARGV[1] then return 'lost' end
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder')
-local last = 4 + 2 * tonumber(ARGV[3])
-for i = 5, last, 4000 do
+local last = 3 + 2 * tonumber(ARGV[3])
+for i = 4, last, 4000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))
 end
 for i = last + 1, #ARGV, 4000 do
   redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
 end
-local stalled = c[3]
-if last > 4 then
-  local mark = ARGV[last - 1]
-  redis.call('HSET', KEYS[1], 'mark', mark)
-  if stalled and not below(mark, stalled) then
-    stalled = nil
-    redis.call('HDEL', KEYS[1], 'stalled')
-  end
-end
-if ARGV[4] ~= '' and (not stalled or below(ARGV[4], stalled)) then
-  redis.call('HSET', KEYS[1], 'stalled', ARGV[4])
-end
+if last > 3 then redis.call('HSET', KEYS[1], 'mark', ARGV[last - 1]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 ";
@@ -263,13 +251,15 @@ impl RedisOutcomes {
         &self,
         client: ClientId,
         seqs: &[u64],
+        after: u64,
     ) -> Result<Vec<Vec<Vec<u8>>>, StoreError> {
         let mut begin = self.scripts.begin.key(self.client_key(client));
         begin
             .key(self.outcomes_key(client))
             .key(format!("{}leases", self.prefix))
             .arg(&self.instance)
-            .arg(format!("{}instance:", self.prefix));
+            .arg(format!("{}instance:", self.prefix))
+            .arg(after);
         for seq in seqs {
             begin.arg(seq);
         }
@@ -396,7 +386,7 @@ impl OutcomeStore for RedisOutcomes {
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
         Box::pin(async move {
-            let answers = self.begin_batch(client, &[seq]).await?;
+            let answers = self.begin_batch(client, &[seq], 0).await?;
             answers.into_iter().next().ok_or_else(malformed)
         })
     }
@@ -415,12 +405,13 @@ impl OutcomeStore for RedisOutcomes {
         &'a self,
         client: ClientId,
         seqs: &'a [u64],
+        after: u64,
     ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
         Box::pin(async move {
             if seqs.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut answers = self.reserve(client, seqs).await?;
+            let mut answers = self.reserve(client, seqs, after).await?;
             if let Some(lost) = self.lost_lease(&answers) {
                 // Reserved under this instance's name by a `begin` whose answer was lost
                 // (Redis went away first): nobody runs it, so it ends, and the packets are
@@ -432,7 +423,7 @@ impl OutcomeStore for RedisOutcomes {
                     .invoke_async::<()>(&mut self.redis.clone())
                     .await
                     .map_err(unavailable)?;
-                answers = self.reserve(client, seqs).await?;
+                answers = self.reserve(client, seqs, after).await?;
             }
             let mut begins = Vec::with_capacity(seqs.len());
             for answer in &answers {
@@ -471,27 +462,20 @@ impl OutcomeStore for RedisOutcomes {
         outcomes: &'a [(u64, &'a Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            // As `finish` would record them one by one: final outcomes move the mark; the
-            // first packet that could not run stalls the client, unless a later final one
-            // passes it.
-            let mut finals = Vec::with_capacity(outcomes.len());
-            let mut stalled = None;
-            for (seq, outcome) in outcomes {
-                if matches!(outcome, Outcome::Unavailable { .. }) {
-                    stalled = stalled.or(Some(*seq));
-                } else {
-                    finals.push((*seq, *outcome));
-                    stalled = stalled.filter(|s| seq < s);
-                }
-            }
+            // As `finish` would record them one by one: final outcomes move the mark; a packet
+            // that could not run changes nothing.
+            let finals: Vec<(u64, &Outcome)> = outcomes
+                .iter()
+                .filter(|(_, outcome)| !matches!(outcome, Outcome::Unavailable { .. }))
+                .copied()
+                .collect();
             let kept = u64::try_from(self.limits.kept_per_client()).unwrap_or(u64::MAX);
             let mut finish = self.scripts.finish.key(self.client_key(client));
             finish
                 .key(self.outcomes_key(client))
                 .arg(lease.id())
                 .arg(millis(self.limits.idle_time()))
-                .arg(finals.len())
-                .arg(stalled.map_or_else(String::new, |s| s.to_string()));
+                .arg(finals.len());
             for (seq, outcome) in &finals {
                 finish
                     .arg(seq)

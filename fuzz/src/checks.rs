@@ -5,7 +5,10 @@
 use std::sync::LazyLock;
 
 use crudp::{
-    protocol::{Bytes, decode_batch, decode_client_results, decode_results, encode_batch},
+    protocol::{
+        Bytes, decode_batch, decode_batch_after, decode_client_results, decode_results,
+        encode_packets_after,
+    },
     server::TokenKey,
     transport::SseEvent,
 };
@@ -16,10 +19,19 @@ const MAX_PACKETS: usize = 4096;
 /// A `POST /call` or `/sync` body: any bytes decode to a batch within the packet limit, or to
 /// an error; what decodes encodes back to a body that decodes the same.
 pub fn batch(data: &[u8]) {
-    if let Ok(batch) = decode_batch(&Bytes::copy_from_slice(data), MAX_PACKETS) {
+    let data = Bytes::copy_from_slice(data);
+    let decoded = decode_batch_after(&data, MAX_PACKETS);
+    assert_eq!(
+        decode_batch(&data, MAX_PACKETS),
+        decoded.clone().map(|(batch, _)| batch)
+    );
+    if let Ok((batch, after)) = decoded {
         assert!(batch.packets.len() <= MAX_PACKETS);
-        let again = encode_batch(&batch);
-        assert_eq!(decode_batch(&again.into(), MAX_PACKETS).ok(), Some(batch));
+        let again = encode_packets_after(batch.client, after, batch.packets.iter());
+        assert_eq!(
+            decode_batch_after(&again.into(), MAX_PACKETS).ok(),
+            Some((batch, after))
+        );
     }
 }
 

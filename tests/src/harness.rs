@@ -638,19 +638,25 @@ impl Proxy {
 
 /// A batch of `client` whose packets are `(seq, module, action, args)`, encoded for the wire.
 pub fn batch_of(client: ClientId, packets: Vec<(u64, u32, crudp::Action, Vec<u8>)>) -> Vec<u8> {
-    crudp::protocol::encode_batch(&crudp::protocol::Batch {
-        version: crudp::protocol::PROTOCOL_VERSION,
-        client,
-        packets: packets
-            .into_iter()
-            .map(|(seq, handler, action, args)| crudp::protocol::Packet {
-                seq,
-                handler,
-                action,
-                args: args.into(),
-            })
-            .collect(),
-    })
+    batch_after(client, 0, packets)
+}
+
+/// [`batch_of`], sent after the client's call `after` (`0`: none).
+pub fn batch_after(
+    client: ClientId,
+    after: u64,
+    packets: Vec<(u64, u32, crudp::Action, Vec<u8>)>,
+) -> Vec<u8> {
+    let packets: Vec<_> = packets
+        .into_iter()
+        .map(|(seq, handler, action, args)| crudp::protocol::Packet {
+            seq,
+            handler,
+            action,
+            args: args.into(),
+        })
+        .collect();
+    crudp::protocol::encode_packets_after(client, after, packets.iter())
 }
 
 /// `Todos::create` packets with sequence numbers `seqs`, titled `"{prefix} {seq}"`.

@@ -409,3 +409,46 @@ async fn a_call_whose_request_is_dropped_mid_run_still_finishes_once() {
     assert!(answered, "the re-sent call got its kept outcome");
     assert_eq!(server.executions(), 1, "nothing ran twice");
 }
+
+fn unavailable(results: &crudp::protocol::Results) -> Vec<String> {
+    results
+        .results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Unavailable { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_after_the_call_it_follows_and_never_waits_for_one_given_up() {
+    let server = Server::start().await;
+    let (url, client) = (server.url(), ClientId(31));
+    // Calls 1 and 2 were sent and have not run (their batch waits elsewhere, say): 3, sent
+    // after them, waits.
+    let (status, results) = call_raw(&url, "ann", batch_after(client, 2, creates("t", [3]))).await;
+    assert_eq!(status, 200);
+    let waiting = unavailable(&results.unwrap());
+    assert!(
+        waiting[0].contains("waiting for call 2 of this client"),
+        "{waiting:?}"
+    );
+    assert_eq!(server.executions(), 0);
+    // They come, and run; then 3 runs after them.
+    let (_, results) = call_raw(&url, "ann", batch_of(client, creates("t", 1..=2))).await;
+    assert!(all_ok(&results.unwrap()));
+    let (_, results) = call_raw(&url, "ann", batch_after(client, 2, creates("t", [3]))).await;
+    assert!(all_ok(&results.unwrap()));
+
+    // 4 could not run (its handler asked to be retried later), and its client gave up on it:
+    // 5, sent after, no longer waits for it.
+    let (_, results) = call_raw(&url, "ann", batch_of(client, creates("busy", [4]))).await;
+    assert_eq!(unavailable(&results.unwrap()).len(), 1);
+    let (_, results) = call_raw(&url, "ann", batch_of(client, creates("t", [5]))).await;
+    assert!(all_ok(&results.unwrap()));
+    // A copy of 4 still on its way never runs now: its client was told it failed.
+    let (_, results) = call_raw(&url, "ann", batch_of(client, creates("busy", [4]))).await;
+    assert_eq!(results.unwrap().results[0].outcome, Outcome::Expired);
+    assert_eq!(server.executions(), 4);
+}

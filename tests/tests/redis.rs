@@ -22,7 +22,10 @@ use crudp::{
     },
 };
 use crudp_redis::{RedisBackend, RedisHub, RedisOutcomes};
-use crudp_tests::{Cluster, RedisServer, TodosClient, transport_as};
+use crudp_tests::{
+    Cluster, RedisServer, TodosClient, batch_after, batch_of, call_raw, creates, eventually,
+    http_as, transport_as,
+};
 
 fn ann() -> Subscriber {
     Subscriber {
@@ -326,7 +329,12 @@ async fn two_instances_share_ownership_reservations_and_outcomes() {
     a.finish(client, 1, lease, &ok(1)).await.unwrap();
     assert_eq!(b.begin(client, 1).await.unwrap(), Begin::Done(ok(1)));
 
-    // A packet that could not run holds the later ones back, until it runs.
+    // A batch sent after a packet that has not run (it could not, or its batch waits on
+    // another instance) waits for it, whichever instance it reaches.
+    assert_eq!(
+        a.begin_batch(client, &[3], 2).await.unwrap(),
+        [Begin::Blocked(2)]
+    );
     let Begin::Run(lease) = b.begin(client, 2).await.unwrap() else {
         panic!("packet 2 runs");
     };
@@ -334,12 +342,18 @@ async fn two_instances_share_ownership_reservations_and_outcomes() {
         message: "later".into(),
     };
     b.finish(client, 2, lease, &unavailable).await.unwrap();
-    assert_eq!(a.begin(client, 3).await.unwrap(), Begin::Blocked(2));
+    assert_eq!(
+        a.begin_batch(client, &[3], 2).await.unwrap(),
+        [Begin::Blocked(2)]
+    );
     let Begin::Run(lease) = a.begin(client, 2).await.unwrap() else {
         panic!("packet 2 runs again");
     };
     a.finish(client, 2, lease, &ok(2)).await.unwrap();
-    assert!(matches!(b.begin(client, 3).await.unwrap(), Begin::Run(_)));
+    assert!(matches!(
+        b.begin_batch(client, &[3], 2).await.unwrap()[..],
+        [Begin::Run(_)]
+    ));
     assert_eq!(a.begin(client, 2).await.unwrap(), Begin::Done(ok(2)));
 }
 
@@ -354,18 +368,18 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     a.claim(client, "ann").await.unwrap();
 
     // The packets past the mark, ascending, under one lease; a packet out of order waits.
-    let answers = a.begin_batch(client, &[1, 2, 3, 4, 2]).await.unwrap();
+    let answers = a.begin_batch(client, &[1, 2, 3, 4, 2], 0).await.unwrap();
     assert_eq!(answers.len(), 4, "{answers:?}");
     let Begin::Run(lease) = answers[0] else {
         panic!("{answers:?}");
     };
     assert!(answers.iter().all(|a| *a == Begin::Run(lease)));
     assert_eq!(
-        b.begin_batch(client, &[1, 2]).await.unwrap(),
+        b.begin_batch(client, &[1, 2], 0).await.unwrap(),
         [Begin::Busy(1)]
     );
 
-    // 1 and 2 ran, 3 could not, 4 was not run: the mark moves to 2, and 3 holds 4 back.
+    // 1 and 2 ran, 3 could not, 4 was not run: the mark moves to 2.
     let unavailable = Outcome::Unavailable {
         message: "later".into(),
     };
@@ -375,7 +389,7 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
         b.finish_batch(client, lease, &ran).await,
         Err(StoreError::LeaseLost { .. })
     ));
-    let answers = b.begin_batch(client, &[1, 2, 3, 4]).await.unwrap();
+    let answers = b.begin_batch(client, &[1, 2, 3, 4], 0).await.unwrap();
     assert_eq!(answers[..2], [Begin::Done(ok(1)), Begin::Done(ok(2))]);
     assert_eq!(answers.len(), 4, "3 runs again, and 4 after it");
     let Begin::Run(lease) = answers[2] else {
@@ -385,16 +399,16 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
         .await
         .unwrap();
     assert_eq!(
-        a.begin_batch(client, &[3, 4]).await.unwrap(),
+        a.begin_batch(client, &[3, 4], 0).await.unwrap(),
         [Begin::Done(ok(3)), Begin::Done(ok(4))]
     );
-    assert_eq!(a.begin_batch(client, &[5]).await.unwrap().len(), 1);
+    assert_eq!(a.begin_batch(client, &[5], 0).await.unwrap().len(), 1);
 
     // Only the latest outcomes are kept: older re-sent packets are `Expired`.
     let small = store(&redis, OutcomeLimits::default().outcomes_per_client(2)).await;
     let kept = ClientId(5);
     small.claim(kept, "ann").await.unwrap();
-    let answers = small.begin_batch(kept, &[1, 2, 3, 4]).await.unwrap();
+    let answers = small.begin_batch(kept, &[1, 2, 3, 4], 0).await.unwrap();
     let Begin::Run(lease) = answers[0] else {
         panic!("{answers:?}");
     };
@@ -402,7 +416,7 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     let ran: Vec<_> = outcomes.iter().map(|(seq, o)| (*seq, o)).collect();
     small.finish_batch(kept, lease, &ran).await.unwrap();
     assert_eq!(
-        small.begin_batch(kept, &[1, 2, 3, 4]).await.unwrap(),
+        small.begin_batch(kept, &[1, 2, 3, 4], 0).await.unwrap(),
         [
             Begin::Expired,
             Begin::Expired,
@@ -547,6 +561,75 @@ async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(heard.load(Ordering::SeqCst), 1000, "every broadcast, once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_overtakes_one_still_queued_on_another_instance_waits_for_it() {
+    let cluster = Cluster::start(2, |b| b.workers(1)).await;
+    let (a, b) = (&cluster.servers[0], &cluster.servers[1]);
+    let sync = |url: String, user: &'static str, body: Vec<u8>| async move {
+        let response = http_as(user, "member")
+            .post(format!("{url}/sync"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    };
+    // Instance A's one worker is taken by another user's call, which waits.
+    let held = batch_of(ClientId(70), creates("gated", [1]));
+    assert_eq!(sync(a.url(), "bob", held).await, 202);
+    eventually("A's worker is taken", || {
+        a.store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // Ann's calls 1 to 3 are accepted by A and wait in its queue; call 4, sent after them,
+    // reaches B first.
+    let client = ClientId(71);
+    assert_eq!(
+        sync(a.url(), "ann", batch_of(client, creates("first", 1..=3))).await,
+        202
+    );
+    let fourth = || batch_after(client, 3, creates("then", [4]));
+    let (_, results) = call_raw(&b.url(), "ann", fourth()).await;
+    let outcome = &results.unwrap().results[0].outcome;
+    assert!(
+        matches!(outcome, Outcome::Unavailable { message } if message.contains("call 3")),
+        "4 waits for 3: {outcome:?}"
+    );
+    assert_eq!(cluster.executions(), 0);
+
+    // A runs them; then 4 runs, on B, after them: each once, none lost.
+    a.store.gate.add_permits(1);
+    eventually("A ran 1 to 3", || cluster.executions() == 4).await;
+    let (_, results) = call_raw(&b.url(), "ann", fourth()).await;
+    assert!(matches!(
+        results.unwrap().results[0].outcome,
+        Outcome::Ok(_)
+    ));
+    let (_, results) = call_raw(&b.url(), "ann", batch_of(client, creates("first", 1..=3))).await;
+    let results = results.unwrap().results;
+    assert!(
+        results.iter().all(|r| matches!(r.outcome, Outcome::Ok(_))),
+        "{results:?}"
+    );
+    assert_eq!(cluster.executions(), 5);
+    let titles: Vec<String> = a
+        .store
+        .todos
+        .lock()
+        .unwrap()
+        .values()
+        .map(|t| t.title.clone())
+        .collect();
+    for title in ["first 1", "first 2", "first 3", "then 4"] {
+        assert_eq!(
+            titles.iter().filter(|t| *t == title).count(),
+            1,
+            "{title}: {titles:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets};
+use crudp_runtime::{ClientId, Outcome, Packet, TransportError, protocol::encode_packets_after};
 
 pub(crate) mod reply;
 pub(crate) mod storage;
@@ -115,10 +115,23 @@ impl Calls {
 
     /// Moves up to `max` queued calls in flight and returns their sequence numbers and the
     /// encoded batch, encoded from the calls themselves (no packet is copied).
+    ///
+    /// The batch names the latest call in flight before its last one: sent earlier, that call
+    /// may not have run yet (its batch waits on another server, say), and the server runs none
+    /// of this batch's before it. A call given up on is in flight no more, so no batch waits
+    /// for it.
     pub(crate) fn take_encoded(&mut self, max: usize, client: ClientId) -> (Vec<u64>, Vec<u8>) {
         let n = self.queued.len().min(max);
         let seqs: Vec<u64> = self.queued.iter().take(n).map(|c| c.packet.seq).collect();
-        let body = encode_packets(client, self.queued.iter().take(n).map(|c| &c.packet));
+        // The queue is in sequence order, and so is the flight: the calls left queued come
+        // after the last one taken.
+        let last = seqs.last().copied().unwrap_or(0);
+        let after = match self.in_flight.partition_point(|c| c.packet.seq < last) {
+            0 => 0,
+            i => self.in_flight[i - 1].packet.seq,
+        };
+        let body =
+            encode_packets_after(client, after, self.queued.iter().take(n).map(|c| &c.packet));
         for call in self.queued.drain(..n) {
             // Calls sent again may go before calls still in flight.
             let at = self
@@ -185,7 +198,7 @@ impl Calls {
 
 #[cfg(test)]
 mod tests {
-    use crudp_runtime::Action;
+    use crudp_runtime::{Action, protocol::decode_batch_after};
 
     use super::*;
 
@@ -221,6 +234,35 @@ mod tests {
             calls.answer(seqs[1]).is_none(),
             "an answered call is answered once"
         );
+    }
+
+    #[test]
+    fn a_batch_follows_the_latest_call_in_flight_before_its_last_one() {
+        let mut calls = Calls::new();
+        let seqs: Vec<_> = (0..6).map(|_| call(&mut calls)).collect();
+        let after = |body: Vec<u8>| decode_batch_after(&body.into(), 10).unwrap().1;
+        let (first, body) = calls.take_encoded(2, ClientId(1));
+        assert_eq!((first, after(body)), (vec![seqs[0], seqs[1]], 0));
+        let (_, body) = calls.take_encoded(2, ClientId(1));
+        assert_eq!(after(body), seqs[1], "the first batch may not have run yet");
+        // The first answered, the second given back: sent again, it follows nothing.
+        calls.answer(seqs[0]);
+        calls.answer(seqs[1]);
+        calls.requeue(Some(&[seqs[2], seqs[3]]));
+        let (again, body) = calls.take_encoded(4, ClientId(1));
+        assert_eq!((again.len(), after(body)), (4, 0));
+        // Given back again but for 4: what follows it waits for it.
+        calls.requeue(Some(&[seqs[2], seqs[3], seqs[5]]));
+        let (again, body) = calls.take_encoded(4, ClientId(1));
+        assert_eq!(
+            (again, after(body)),
+            (vec![seqs[2], seqs[3], seqs[5]], seqs[4])
+        );
+        // Given up on, 4 is no longer waited for.
+        calls.requeue(None);
+        assert!(calls.answer(seqs[4]).is_some());
+        let (_, body) = calls.take_encoded(4, ClientId(1));
+        assert_eq!(after(body), 0);
     }
 
     #[test]

@@ -28,7 +28,6 @@ pub(crate) struct Ledger {
 pub(crate) struct Saved {
     pub(crate) owner: Arc<str>,
     pub(crate) mark: u64,
-    pub(crate) stalled: Option<u64>,
 }
 
 struct Record {
@@ -76,8 +75,8 @@ struct Quota {
 pub(crate) enum Finished {
     /// A final outcome: the mark moved to this packet.
     Final,
-    /// The packet could not run: the client is stalled at it.
-    Stalled,
+    /// The packet could not run (`Unavailable`): nothing changed.
+    NotRun,
     /// The outcome was already recorded (in a handler's transaction): only the reservation
     /// ended.
     AlreadyFinal,
@@ -201,15 +200,7 @@ impl Ledger {
             .users
             .get_key_value(user)
             .map_or_else(|| Arc::from(user), |(name, _)| Arc::clone(name));
-        self.load(
-            client,
-            Saved {
-                owner,
-                mark: 0,
-                stalled: None,
-            },
-            now,
-        );
+        self.load(client, Saved { owner, mark: 0 }, now);
         Claim::Granted
     }
 
@@ -227,26 +218,28 @@ impl Ledger {
         self.clients.insert(client, Record::new(saved, now));
     }
 
-    /// What to do with packet `seq` of `client`; reserves it if it may run.
+    /// What to do with packet `seq` of `client`, which follows no other; reserves it if it may
+    /// run.
     pub(crate) fn begin(
         &mut self,
         client: ClientId,
         seq: u64,
         now: Instant,
     ) -> Result<Begin, StoreError> {
-        let mut answers = self.begin_batch(client, &[seq], now)?;
+        let mut answers = self.begin_batch(client, &[seq], 0, now)?;
         Ok(answers.pop().unwrap_or(Begin::Expired))
     }
 
-    /// What to do with the packets `seqs` of `client`: a non-empty prefix of them (when `seqs`
-    /// is not empty) is answered. Packets at or below the mark are answered from the kept
-    /// outcomes; from the first one above it, a run of ascending packets is reserved under one
-    /// lease (the [`Begin::Run`] answers come last), unless another reservation or a stalled
-    /// packet stands in the way.
+    /// What to do with the packets `seqs` of `client`, sent after its call `after`: a
+    /// non-empty prefix of them (when `seqs` is not empty) is answered. Packets at or below the
+    /// mark are answered from the kept outcomes; from the first one above it, a run of
+    /// ascending packets is reserved under one lease (the [`Begin::Run`] answers come last),
+    /// unless another reservation stands in the way or call `after` has not run yet.
     pub(crate) fn begin_batch(
         &mut self,
         client: ClientId,
         seqs: &[u64],
+        after: u64,
         now: Instant,
     ) -> Result<Vec<Begin>, StoreError> {
         let lease = self.next_lease;
@@ -276,10 +269,8 @@ impl Ledger {
             answers.push(Begin::Busy(running.from));
             return Ok(answers);
         }
-        if let Some(stalled) = record.saved.stalled
-            && first > stalled
-        {
-            answers.push(Begin::Blocked(stalled));
+        if after > record.saved.mark {
+            answers.push(Begin::Blocked(after));
             return Ok(answers);
         }
         // The ascending run from `first`: a packet out of order is answered in a later step.
@@ -359,13 +350,12 @@ impl Ledger {
                 finished.push((seq, Finished::AlreadyFinal));
                 continue;
             }
-            record.dirty = durable;
-            record.version += 1;
             if matches!(outcome, Outcome::Unavailable { .. }) {
-                record.saved.stalled = Some(record.saved.stalled.map_or(seq, |s| s.min(seq)));
-                finished.push((seq, Finished::Stalled));
+                finished.push((seq, Finished::NotRun));
                 continue;
             }
+            record.dirty = durable;
+            record.version += 1;
             let (more, less) = record.advance(seq, outcome.clone(), &self.limits);
             added += more;
             removed += less;
@@ -558,9 +548,6 @@ impl Record {
     /// returns the outcome bytes kept and the bytes of older outcomes dropped for room.
     fn advance(&mut self, seq: u64, outcome: Outcome, limits: &OutcomeLimits) -> (usize, usize) {
         self.saved.mark = seq;
-        if self.saved.stalled.is_some_and(|s| s <= seq) {
-            self.saved.stalled = None;
-        }
         let mut added = 0;
         let size = outcome_bytes(&outcome);
         if size <= limits.bytes_per_client {
@@ -625,7 +612,7 @@ mod tests {
         ledger.admit(c, "ann", now);
         run(&mut ledger, c, 1, &ok(1), now);
         // 1 is done; 2, 3 and 5 are reserved together; 4, out of order, waits for a later step.
-        let answers = ledger.begin_batch(c, &[1, 2, 3, 5, 4], now).unwrap();
+        let answers = ledger.begin_batch(c, &[1, 2, 3, 5, 4], 0, now).unwrap();
         assert_eq!(answers.len(), 4);
         assert_eq!(answers[0], Begin::Done(ok(1)));
         let Begin::Run(lease) = &answers[1] else {
@@ -636,25 +623,29 @@ mod tests {
         assert!(ledger.is_running(c, 3) && ledger.is_running(c, 5));
         assert!(!ledger.is_running(c, 6));
         // Meanwhile, another step finds them taken.
-        assert_eq!(ledger.begin_batch(c, &[2], now), Ok(vec![Begin::Busy(2)]));
+        assert_eq!(
+            ledger.begin_batch(c, &[2], 0, now),
+            Ok(vec![Begin::Busy(2)])
+        );
         // A packet the lease does not cover is refused, and the reservation stays.
         assert!(ledger.finish_batch(c, lease, &[(7, &ok(7))], now).is_err());
         assert!(ledger.is_running(c, 2));
-        // 2 ran, 3 could not: the client stalls at 3; 5, not run, is released.
+        // 2 ran, 3 could not; 5, not run, is released.
         let later = Outcome::Unavailable {
             message: "later".into(),
         };
         let finished = ledger
             .finish_batch(c, lease, &[(2, &ok(2)), (3, &later)], now)
             .unwrap();
-        assert_eq!(finished, [(2, Finished::Final), (3, Finished::Stalled)]);
+        assert_eq!(finished, [(2, Finished::Final), (3, Finished::NotRun)]);
         assert!(!ledger.is_running(c, 5));
+        // Sent after 3, which its client still waits for, 5 waits.
         assert_eq!(
-            ledger.begin_batch(c, &[2, 5], now),
+            ledger.begin_batch(c, &[2, 5], 3, now),
             Ok(vec![Begin::Done(ok(2)), Begin::Blocked(3)])
         );
-        // The stalled packet runs again, with the one after it.
-        let answers = ledger.begin_batch(c, &[3, 5], now).unwrap();
+        // 3 runs again, with the one after it.
+        let answers = ledger.begin_batch(c, &[3, 5], 0, now).unwrap();
         assert!(matches!(answers[..], [Begin::Run(a), Begin::Run(b)] if a == b));
     }
 
@@ -683,17 +674,37 @@ mod tests {
     }
 
     #[test]
-    fn an_unavailable_packet_holds_back_the_later_ones_until_it_runs() {
+    fn a_batch_waits_for_the_call_it_follows_and_not_for_one_given_up() {
         let mut ledger = Ledger::new(OutcomeLimits::default(), false);
         let (c, now) = (ClientId(1), Instant::now());
         ledger.admit(c, "ann", now);
         let later = Outcome::Unavailable {
             message: "later".into(),
         };
-        run(&mut ledger, c, 1, &later, now);
-        assert_eq!(ledger.begin(c, 2, now), Ok(Begin::Blocked(1)));
+        // 1 and 2 were sent; their batch has not run yet (it waits elsewhere, say): 3, sent
+        // after them, waits for 2.
+        assert_eq!(
+            ledger.begin_batch(c, &[3], 2, now),
+            Ok(vec![Begin::Blocked(2)])
+        );
         run(&mut ledger, c, 1, &ok(1), now);
-        assert!(matches!(ledger.begin(c, 2, now), Ok(Begin::Run(_))));
+        assert_eq!(
+            ledger.begin_batch(c, &[3], 2, now),
+            Ok(vec![Begin::Blocked(2)])
+        );
+        // 2 could not run; the client waits for it still, then no longer (it gave up).
+        run(&mut ledger, c, 2, &later, now);
+        assert_eq!(
+            ledger.begin_batch(c, &[3], 2, now),
+            Ok(vec![Begin::Blocked(2)])
+        );
+        let answers = ledger.begin_batch(c, &[3], 0, now).unwrap();
+        let [Begin::Run(lease)] = answers[..] else {
+            panic!("3 should run: {answers:?}");
+        };
+        // Once later calls ran, a copy of 2 still on its way never runs.
+        ledger.finish_batch(c, lease, &[(3, &ok(3))], now).unwrap();
+        assert_eq!(ledger.begin(c, 2, now), Ok(Begin::Expired));
     }
 
     #[test]

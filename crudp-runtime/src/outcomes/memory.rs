@@ -107,8 +107,11 @@ impl OutcomeStore for MemoryOutcomes {
         &'a self,
         client: ClientId,
         seqs: &'a [u64],
+        after: u64,
     ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
-        let begun = self.ledger().begin_batch(client, seqs, Instant::now());
+        let begun = self
+            .ledger()
+            .begin_batch(client, seqs, after, Instant::now());
         Box::pin(std::future::ready(begun))
     }
 

@@ -36,8 +36,9 @@ pub enum Begin {
     Done(Outcome),
     /// Executed before; its outcome is no longer kept.
     Expired,
-    /// An earlier packet of the client, this one, could not run; nothing after it runs first,
-    /// so that order holds.
+    /// The batch was sent after this earlier call of its client, which has not run yet (it
+    /// could not, or it is still on its way): nothing sent after it runs first, so that order
+    /// holds.
     Blocked(u64),
     /// Packet `0` of the client is running now (in another worker, or its outcome is still
     /// being recorded): try again later.
@@ -116,10 +117,9 @@ pub enum StoreError {
 ///   packet for the caller. A packet at or below the client's mark never runs again; while a
 ///   packet is reserved, no other begins for that client run.
 /// - [`finish`](Self::finish) records the outcome and ends the reservation. Final outcomes
-///   (`Ok`, `AppError`, `Rejected`, `Expired`) advance the mark; `Unavailable` does not, and
-///   until that packet runs, the client's later packets are [`Begin::Blocked`]. When `finish`
-///   fails the reservation stays, so the packet cannot run again; the server keeps retrying
-///   `finish` until it succeeds.
+///   (`Ok`, `AppError`, `Rejected`, `Expired`) advance the mark; `Unavailable` does not. When
+///   `finish` fails the reservation stays, so the packet cannot run again; the server keeps
+///   retrying `finish` until it succeeds.
 /// - [`flush`](Self::flush) makes the finished outcomes durable; the server calls it before
 ///   it answers a batch. Stores that write through need not implement it.
 /// - [`begin_batch`](Self::begin_batch) and [`finish_batch`](Self::finish_batch) do the same
@@ -170,20 +170,29 @@ pub trait OutcomeStore: Send + Sync + 'static {
         let _ = (client, seq, outcome);
     }
 
-    /// What to do with the packets `seqs` of `client` (in the order sent), for a store that
-    /// can answer several in one step, where each step is a round trip: the server asks this,
-    /// not [`begin`](Self::begin).
+    /// What to do with the packets `seqs` of `client` (in the order sent), which its batch
+    /// sent after call `after` (`0`: none; see
+    /// [`decode_batch_after`](crate::protocol::decode_batch_after)): the server asks this, not
+    /// [`begin`](Self::begin).
     ///
     /// It answers a non-empty prefix of `seqs`, in order; the server asks again for the rest
     /// once it finished those. The [`Begin::Run`] answers, if any, come last and share one
     /// lease: the packets they reserve run in order, and
     /// [`finish_batch`](Self::finish_batch) records those that ran and ends the whole
-    /// reservation. The default answers the first packet alone, with [`begin`](Self::begin).
+    /// reservation. While `after` is above the mark, the first packet past the mark is
+    /// [`Begin::Blocked`] instead: that call has not run, and the batch's calls run after it.
+    ///
+    /// The default answers the first packet alone, with [`begin`](Self::begin), and does not
+    /// look at `after`; it is enough for a store of one process that does not outlive it (the
+    /// server runs one client's batches in the order they came). A store that instances
+    /// share, or that outlives its process, implements it.
     fn begin_batch<'a>(
         &'a self,
         client: ClientId,
         seqs: &'a [u64],
+        after: u64,
     ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
+        let _ = after;
         Box::pin(async move {
             match seqs.first() {
                 Some(&seq) => Ok(vec![self.begin(client, seq).await?]),
@@ -426,8 +435,9 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
         &'a self,
         client: ClientId,
         seqs: &'a [u64],
+        after: u64,
     ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
-        (**self).begin_batch(client, seqs)
+        (**self).begin_batch(client, seqs, after)
     }
 
     fn finish_batch<'a>(

@@ -99,7 +99,6 @@ impl SqliteOutcomes {
                  client INTEGER PRIMARY KEY,
                  owner TEXT NOT NULL,
                  mark INTEGER NOT NULL,
-                 stalled INTEGER,
                  seen INTEGER NOT NULL
              );
              CREATE INDEX IF NOT EXISTS crudp_clients_owner ON crudp_clients (owner);
@@ -333,18 +332,12 @@ fn write(
     let now = unix_now();
     {
         let mut upsert = tx.prepare_cached(
-            "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO crudp_clients (client, owner, mark, seen) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (client) DO UPDATE SET
-                 mark = MAX(mark, excluded.mark), stalled = excluded.stalled, seen = excluded.seen",
+                 mark = MAX(mark, excluded.mark), seen = excluded.seen",
         )?;
         for (client, saved, _) in clients {
-            upsert.execute(params![
-                sql(client.0),
-                &*saved.owner,
-                sql(saved.mark),
-                saved.stalled.map(sql),
-                now
-            ])?;
+            upsert.execute(params![sql(client.0), &*saved.owner, sql(saved.mark), now])?;
         }
         let mut insert = tx.prepare_cached(
             "INSERT OR REPLACE INTO crudp_outcomes (client, seq, outcome) VALUES (?1, ?2, ?3)",
@@ -397,9 +390,7 @@ fn write_outcome(
         )?;
     }
     tx.execute(
-        "UPDATE crudp_clients SET mark = MAX(mark, ?2),
-             stalled = CASE WHEN stalled <= ?2 THEN NULL ELSE stalled END, seen = ?3
-         WHERE client = ?1",
+        "UPDATE crudp_clients SET mark = MAX(mark, ?2), seen = ?3 WHERE client = ?1",
         params![sql(client.0), sql(seq), unix_now()],
     )?;
     Ok(())
@@ -418,13 +409,12 @@ fn trim_outcomes(tx: &Connection, client: ClientId, seq: u64, keep: usize) -> ru
 
 fn read_client(db: &Connection, client: ClientId) -> rusqlite::Result<Option<Saved>> {
     db.query_row(
-        "SELECT owner, mark, stalled FROM crudp_clients WHERE client = ?1",
+        "SELECT owner, mark FROM crudp_clients WHERE client = ?1",
         [sql(client.0)],
         |row| {
             Ok(Saved {
                 owner: Arc::from(row.get::<_, String>(0)?),
                 mark: row.get::<_, i64>(1)? as u64,
-                stalled: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
             })
         },
     )
@@ -467,7 +457,9 @@ impl OutcomeStore for SqliteOutcomes {
                 if let Some(saved) = read_client(&db, client).map_err(unavailable)? {
                     let mut ledger = this.ledger();
                     ledger.load(client, saved, now);
-                    return Ok(ledger.known_claim(client, &user, now).unwrap_or(Claim::Foreign));
+                    return Ok(ledger
+                        .known_claim(client, &user, now)
+                        .unwrap_or(Claim::Foreign));
                 }
                 let owned: i64 = db
                     .query_row(
@@ -482,14 +474,13 @@ impl OutcomeStore for SqliteOutcomes {
                 }
                 // Written before it is granted, and known to the ledger only once written.
                 db.execute(
-                    "INSERT INTO crudp_clients (client, owner, mark, stalled, seen) VALUES (?1, ?2, 0, NULL, ?3)",
+                    "INSERT INTO crudp_clients (client, owner, mark, seen) VALUES (?1, ?2, 0, ?3)",
                     params![sql(client.0), &user, unix_now()],
                 )
                 .map_err(unavailable)?;
                 let saved = Saved {
                     owner: Arc::from(user.as_str()),
                     mark: 0,
-                    stalled: None,
                 };
                 this.ledger().load(client, saved, now);
                 let claim = Claim::Granted;
@@ -501,7 +492,9 @@ impl OutcomeStore for SqliteOutcomes {
 
     fn begin(&self, client: ClientId, seq: u64) -> BoxFuture<'_, Result<Begin, StoreError>> {
         Box::pin(async move {
-            let mut answers = self.begin_batch(client, std::slice::from_ref(&seq)).await?;
+            let mut answers = self
+                .begin_batch(client, std::slice::from_ref(&seq), 0)
+                .await?;
             Ok(answers.pop().unwrap_or(Begin::Expired))
         })
     }
@@ -520,6 +513,7 @@ impl OutcomeStore for SqliteOutcomes {
         &'a self,
         client: ClientId,
         seqs: &'a [u64],
+        after: u64,
     ) -> BoxFuture<'a, Result<Vec<Begin>, StoreError>> {
         Box::pin(async move {
             if self.inner.failing.load(Ordering::Acquire) {
@@ -527,7 +521,7 @@ impl OutcomeStore for SqliteOutcomes {
                 self.flush_now().await?;
             }
             let now = Instant::now();
-            let begun = match self.ledger().begin_batch(client, seqs, now) {
+            let begun = match self.ledger().begin_batch(client, seqs, after, now) {
                 Err(StoreError::UnknownClient(_)) => None,
                 other => Some(other?),
             };
@@ -535,7 +529,7 @@ impl OutcomeStore for SqliteOutcomes {
                 Some(answers) => answers,
                 None => {
                     self.load(client).await?;
-                    self.ledger().begin_batch(client, seqs, now)?
+                    self.ledger().begin_batch(client, seqs, after, now)?
                 }
             };
             // Outcomes no longer in memory may still be on disk.
@@ -579,10 +573,7 @@ impl OutcomeStore for SqliteOutcomes {
                         pending.outcomes.push((client, seq, (*outcome).clone()));
                         pending.clients.insert(client);
                     }
-                    Finished::Stalled => {
-                        pending.clients.insert(client);
-                    }
-                    Finished::AlreadyFinal => {}
+                    Finished::NotRun | Finished::AlreadyFinal => {}
                 }
             }
         });
@@ -754,13 +745,13 @@ mod tests {
             .connection(rename("crudp_outcomes", "elsewhere"))
             .await
             .unwrap();
-        assert!(store.begin_batch(client, &[1, 2]).await.is_err());
+        assert!(store.begin_batch(client, &[1, 2], 0).await.is_err());
         store
             .connection(rename("elsewhere", "crudp_outcomes"))
             .await
             .unwrap();
         // Packet 2, reserved with it, did not run: it runs now, not `Busy` for good.
-        let answers = store.begin_batch(client, &[1, 2]).await.unwrap();
+        let answers = store.begin_batch(client, &[1, 2], 0).await.unwrap();
         assert_eq!(answers[0], Begin::Done(one));
         assert!(matches!(answers[1], Begin::Run(_)), "{answers:?}");
     }
@@ -803,7 +794,7 @@ mod tests {
             let read = read.clone();
             async move {
                 assert_eq!(store.claim(client, "ann").await, Ok(Claim::Granted));
-                let begun = store.begin_batch(client, &[1, 2, 3]).await.unwrap();
+                let begun = store.begin_batch(client, &[1, 2, 3], 0).await.unwrap();
                 let Some(Begin::Run(lease)) = begun.first().cloned() else {
                     panic!("packets 1 to 3 should run, not {begun:?}");
                 };

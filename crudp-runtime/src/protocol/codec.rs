@@ -72,25 +72,48 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
     out
 }
 
-/// Encodes a batch of `client` from borrowed packets, without copying them into a [`Batch`].
-///
-/// The layout (version 2): the version byte; the client ID; the batch's module IDs, each once;
-/// the packet count; the first packet's sequence number; then per packet one varint, the
-/// *head*, that holds the step from the previous sequence number, the module's index in the
-/// table and the action, followed by the arguments' length and bytes. A batch of consecutive
-/// calls to a few modules spends two bytes per packet besides its arguments.
+/// Encodes a batch of `client` from borrowed packets, without copying them into a [`Batch`]:
+/// [`encode_packets_after`] with no earlier call to follow.
 pub fn encode_packets<'a>(
     client: ClientId,
     packets: impl ExactSizeIterator<Item = &'a Packet> + Clone,
 ) -> Vec<u8> {
+    encode_packets_after(client, 0, packets)
+}
+
+/// Encodes a batch of `client` from borrowed packets whose calls run only after call `after`
+/// of the client (`0`: none); see [`decode_batch_after`].
+///
+/// The layout (version 2): the version byte; the client ID; the batch's module IDs, each once;
+/// the packet count; the first packet's sequence number; then per packet one varint, the
+/// *head*, that holds the step from the previous sequence number, the module's index in the
+/// table and the action, followed by the arguments' length and bytes; last, if it is not `0`,
+/// `after`. A batch of consecutive calls to a few modules spends two bytes per packet besides
+/// its arguments.
+///
+/// # Panics
+///
+/// If `after` is not `0` and not below the batch's highest sequence number: such a batch
+/// would never run.
+pub fn encode_packets_after<'a>(
+    client: ClientId,
+    after: u64,
+    packets: impl ExactSizeIterator<Item = &'a Packet> + Clone,
+) -> Vec<u8> {
     let mut modules: Vec<u32> = Vec::new();
     let mut args = 0;
+    let mut highest = 0;
     for packet in packets.clone() {
         if !modules.contains(&packet.handler) {
             modules.push(packet.handler);
         }
         args += packet.args.len();
+        highest = highest.max(packet.seq);
     }
+    assert!(
+        after == 0 || after < highest,
+        "a batch follows a call before its highest, {highest}; not call {after}"
+    );
     let mut out = Vec::with_capacity(16 + modules.len() * 5 + packets.len() * 4 + args);
     out.push(PROTOCOL_VERSION);
     put(&mut out, client.0);
@@ -110,6 +133,9 @@ pub fn encode_packets<'a>(
         put_head(&mut out, &mut previous, packet.seq, radix, rest);
         put(&mut out, packet.args.len() as u64);
         out.extend_from_slice(&packet.args);
+    }
+    if after != 0 {
+        put(&mut out, after);
     }
     out
 }
@@ -155,8 +181,17 @@ pub fn decode_client_results(
 }
 
 /// Decodes a batch, refusing more than `max_packets` packets. The packets' arguments are
-/// slices of `bytes`, not copies.
+/// slices of `bytes`, not copies. The batch's `after`, if any, is checked and left out: see
+/// [`decode_batch_after`].
 pub fn decode_batch(bytes: &Bytes, max_packets: usize) -> Result<Batch, DecodeError> {
+    decode_batch_after(bytes, max_packets).map(|(batch, _)| batch)
+}
+
+/// Decodes a batch as [`decode_batch`] does, and its `after`: the latest call sent before it
+/// that its client still waited for when it sent it, which the batch's calls must not run
+/// before (`0`: none). It is below the batch's highest sequence number. A call the client no
+/// longer waits for is never `after`: the client gave up on it.
+pub fn decode_batch_after(bytes: &Bytes, max_packets: usize) -> Result<(Batch, u64), DecodeError> {
     let mut reader = Reader::new(bytes, Some(bytes))?;
     let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
     let count = reader.varint(|| "the module count".to_owned())?;
@@ -193,12 +228,26 @@ pub fn decode_batch(bytes: &Bytes, max_packets: usize) -> Result<Batch, DecodeEr
             args,
         });
     }
+    let after = if reader.rest.is_empty() {
+        0
+    } else {
+        let after = reader.varint(|| "after".to_owned())?;
+        let highest = packets.iter().map(|p| p.seq).max().unwrap_or(0);
+        if after == 0 || after >= highest {
+            return Err(malformed(
+                "after".into(),
+                "present, so not 0, and below the batch's highest sequence number",
+            ));
+        }
+        after
+    };
     reader.finish()?;
-    Ok(Batch {
+    let batch = Batch {
         version: PROTOCOL_VERSION,
         client,
         packets,
-    })
+    };
+    Ok((batch, after))
 }
 
 /// Decodes a result set, refusing more than `max_results` results. The outcomes' values are
@@ -505,6 +554,31 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_names_the_call_it_follows_last_and_only_if_it_has_one() {
+        let batch = sample();
+        let plain = encode_packets(batch.client, batch.packets.iter());
+        let after = encode_packets_after(batch.client, 1, batch.packets.iter());
+        assert_eq!(after.len(), plain.len() + 1);
+        assert_eq!(
+            decode_batch_after(&plain.into(), 10).unwrap(),
+            (sample(), 0)
+        );
+        let decoded = decode_batch_after(&after.clone().into(), 10).unwrap();
+        assert_eq!(decoded, (sample(), 1));
+        assert_eq!(decode_batch(&after.clone().into(), 10).unwrap(), sample());
+        // Not below the highest call, or written though it is none, it is refused.
+        for bad in [0, 2, 3] {
+            let mut bytes = encode_packets(batch.client, batch.packets.iter());
+            put(&mut bytes, bad);
+            let err = decode_batch_after(&bytes.into(), 10).unwrap_err();
+            assert!(err.to_string().contains("after is malformed"), "{err}");
+        }
+        let mut bytes = encode_packets(batch.client, [].iter());
+        put(&mut bytes, 1);
+        assert!(decode_batch_after(&bytes.into(), 10).is_err());
+    }
+
+    #[test]
     fn results_round_trip() {
         let results = Results {
             results: vec![
@@ -620,8 +694,9 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
+        // After the batch's `after`, nothing.
         let mut bytes = encode_batch(&sample());
-        bytes.extend_from_slice(&[0, 0]);
+        bytes.extend_from_slice(&[1, 0, 0]);
         assert_eq!(
             decode_batch(&bytes.into(), 10).unwrap_err(),
             DecodeError::Trailing(2)

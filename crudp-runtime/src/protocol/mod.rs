@@ -7,8 +7,9 @@
 mod codec;
 
 pub use codec::{
-    DecodeError, client_of_results, decode_batch, decode_client_results, decode_results,
-    encode_batch, encode_client_results, encode_packets, encode_results,
+    DecodeError, client_of_results, decode_batch, decode_batch_after, decode_client_results,
+    decode_results, encode_batch, encode_client_results, encode_packets, encode_packets_after,
+    encode_results,
 };
 
 /// Shared bytes: a packet's arguments and an outcome's value are slices of the message they

@@ -32,7 +32,7 @@ impl Crudp {
     /// client's channel on the hub.
     pub(super) async fn run(&self, job: Job) {
         let client = job.ctx.client();
-        let results = self.execute(&job.ctx, job.packets).await;
+        let results = self.execute(&job.ctx, job.packets, job.after).await;
         match job.reply {
             Some(reply) => {
                 let _ = reply.send(results);
@@ -63,8 +63,9 @@ impl Crudp {
     /// A packet that already ran is not run again: its kept outcome is answered, or
     /// `Expired`. A handler's error or panic fails its own packet only; the first
     /// `Unavailable` makes the rest of the batch `Unavailable` too, so that order holds when
-    /// the client sends them again. `ctx` is the context of the whole request.
-    pub(super) async fn execute(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
+    /// the client sends them again. None runs before the client's call `after`, if it has not
+    /// run yet. `ctx` is the context of the whole request.
+    pub(super) async fn execute(&self, ctx: &Context, packets: Vec<Packet>, after: u64) -> Results {
         let span = tracing::info_span!(
             "crudp.batch",
             rpc.system = "crudp",
@@ -74,10 +75,12 @@ impl Crudp {
             crudp.request = %ctx.request_id(),
         );
         metrics::batch(packets.len());
-        self.execute_batch(ctx, packets).instrument(span).await
+        self.execute_batch(ctx, packets, after)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_batch(&self, ctx: &Context, packets: Vec<Packet>) -> Results {
+    async fn execute_batch(&self, ctx: &Context, packets: Vec<Packet>, after: u64) -> Results {
         let seqs: Vec<u64> = packets.iter().map(|p| p.seq).collect();
         let mut outcomes = Vec::with_capacity(packets.len());
         // Published once the outcomes are durable: nobody hears of a call before its own
@@ -90,7 +93,7 @@ impl Crudp {
                 Some(reason) => outcomes.extend(packets[done..].iter().map(|_| not_run(reason))),
                 None => {
                     let answered = self
-                        .execute_some(ctx, &packets[done..], &seqs[done..], &mut broadcasts)
+                        .execute_some(ctx, &packets[done..], &seqs[done..], after, &mut broadcasts)
                         .await;
                     stopped = answered.iter().find_map(|outcome| match outcome {
                         Outcome::Unavailable { message } => Some(message.clone()),
@@ -146,11 +149,12 @@ impl Crudp {
         ctx: &Context,
         packets: &[Packet],
         seqs: &[u64],
+        after: u64,
         broadcasts: &mut Vec<(Broadcast, Target)>,
     ) -> Vec<Outcome> {
         let client = ctx.client();
         let started = Instant::now();
-        let begun = self.shared.outcomes.begin_batch(client, seqs).await;
+        let begun = self.shared.outcomes.begin_batch(client, seqs, after).await;
         // One clock reading per call: each call's time runs from the end of the one before.
         let mut clock = Instant::now();
         metrics::outcome_store("begin", clock.saturating_duration_since(started));
@@ -212,7 +216,7 @@ impl Crudp {
                 Begin::Expired => Outcome::Expired,
                 Begin::Blocked(earlier) => Outcome::Unavailable {
                     message: format!(
-                        "waiting for call {earlier} of this client, which could not run yet"
+                        "waiting for call {earlier} of this client, which has not run yet"
                     ),
                 },
                 Begin::Busy(running) => Outcome::Unavailable {

@@ -30,6 +30,8 @@ use crate::{
 pub(super) struct Job {
     pub ctx: Context,
     pub packets: Vec<Packet>,
+    /// The call of the client its packets run after (`0`: none).
+    pub after: u64,
     /// `POST /call` waits for its results here; `POST /sync` results go to the hub.
     pub reply: Option<oneshot::Sender<Results>>,
     /// The bytes it holds, about, for the queue's byte budget.

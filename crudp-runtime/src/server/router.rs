@@ -25,7 +25,7 @@ use crate::{
     outcomes::{Claim, ClientLimit},
     protocol::{
         Batch, CLIENT_KEY_HEADER, ClientId, MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest,
-        decode_batch, encode_results,
+        decode_batch_after, encode_results,
     },
 };
 
@@ -147,9 +147,12 @@ impl Crudp {
         // hyper hands over can be a slice of the connection's whole read buffer, which they
         // would keep. One copy of exactly the body, for all of them.
         let body = bytes::Bytes::copy_from_slice(&body);
-        let Batch {
-            client, packets, ..
-        } = decode_batch(&body, self.shared.limits.max_packets)
+        let (
+            Batch {
+                client, packets, ..
+            },
+            after,
+        ) = decode_batch_after(&body, self.shared.limits.max_packets)
             .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid batch: {e}")))?;
         if let Some(packet) = packets.iter().find(|p| p.seq > MAX_SEQ) {
             return Err(refuse(
@@ -170,6 +173,7 @@ impl Crudp {
             share,
             ctx: Context::new(user, client, parts),
             packets,
+            after,
             reply,
             bytes,
         };
