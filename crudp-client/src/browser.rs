@@ -1,6 +1,6 @@
 //! What the client does with the browser's events: send at once when the network comes back
-//! (`online`), say so when it goes (`offline`), and let its ID go when the page goes away
-//! (`pagehide`).
+//! (`online`), say so when it goes (`offline`), let its ID go when the page goes away
+//! (`pagehide`), and, without Web Locks, take it back when the page comes back (`pageshow`).
 
 use std::sync::{Arc, Weak};
 
@@ -93,5 +93,17 @@ pub(crate) fn install(inner: &Arc<Shared>) -> PageListeners {
     );
     listeners.on_window("offline", with(|inner| inner.post(Input::Offline)));
     listeners.on_window("pagehide", with(Shared::release_when_saved));
+    if !crate::leases::available() {
+        // Without Web Locks to take the ID back (`leases`), the page takes it back when it
+        // comes out of the back/forward cache, unless another page took it meanwhile.
+        let weak = Arc::downgrade(inner);
+        listeners.on_window("pageshow", move |event: JsValue| {
+            if persisted(&event)
+                && let Some(inner) = weak.upgrade()
+            {
+                inner.take_back();
+            }
+        });
+    }
     listeners
 }

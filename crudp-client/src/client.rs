@@ -280,7 +280,7 @@ impl ClientBuilder {
             (Some(storage), Some(orphan)) => {
                 let holder = rt::random_u64();
                 let (persistence, saved) =
-                    Persistence::open_as(storage, &base, orphan, holder, rt::now_ms());
+                    Persistence::open_as(storage, &base, orphan, holder, rt::now_ms(), false);
                 (orphan, Some(persistence), saved)
             }
             (Some(storage), None) => {
@@ -681,11 +681,12 @@ impl Client {
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
-                    if shared.is_released() {
+                    if shared.stopped().is_some() {
                         return;
                     }
-                    if let Some(persistence) = &shared.persistence {
-                        persistence.renew(rt::now_ms());
+                    // While let go (or not yet held), it waits to be taken back.
+                    if !shared.is_released() && !shared.renew() {
+                        return;
                     }
                 }
             });

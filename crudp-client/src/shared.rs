@@ -278,15 +278,30 @@ impl Shared {
         }
     }
 
-    /// Holds the client's ID again (or at last): its calls are saved and may leave.
+    /// Holds the client's ID again (or at last): its calls are saved and may leave. Where the
+    /// lease in storage decides and another page took the ID over meanwhile, the client stops
+    /// ([`TransportError::TakenOver`]).
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn take_back(&self) {
         self.release_requested.store(false, Ordering::Release);
+        if self.stopped().is_some() || !self.renew() {
+            return;
+        }
         if self.released.swap(false, Ordering::AcqRel) {
-            if let Some(persistence) = &self.persistence {
-                persistence.renew(rt::now_ms());
-            }
             self.post(Input::Held(true));
+        }
+    }
+
+    /// Renews the client's lease in storage; `false` if another page took the ID over, and
+    /// the client stopped.
+    pub(crate) fn renew(&self) -> bool {
+        match &self.persistence {
+            Some(persistence) if !persistence.renew(rt::now_ms()) => {
+                tracing::warn!(client = %self.id, "another page took this client over");
+                self.stop(TransportError::TakenOver);
+                false
+            }
+            _ => true,
         }
     }
 

@@ -75,6 +75,11 @@ pub enum TransportError {
         "the runtime that ran this client shut down; make a new client on the one that runs now"
     )]
     RuntimeGone,
+    /// Another page of the browser took this client's ID over while this page was away (in
+    /// the back/forward cache, or asleep past its lease), with the calls it had saved; this
+    /// page's client sends nothing more. Reload the page to go on with a client of its own.
+    #[error("another page took this client over; reload the page to go on")]
+    TakenOver,
 }
 
 impl TransportError {
@@ -86,7 +91,8 @@ impl TransportError {
             TransportError::Malformed(_)
             | TransportError::Closed
             | TransportError::SignedOut
-            | TransportError::RuntimeGone => false,
+            | TransportError::RuntimeGone
+            | TransportError::TakenOver => false,
         }
     }
 

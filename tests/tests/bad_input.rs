@@ -69,6 +69,9 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
     unknown_version[0] = 200;
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"garbage");
+    // The call the batch follows must be one before its own.
+    let mut late_after = good.clone();
+    late_after.push(100);
     let mut random = vec![PROTOCOL_VERSION];
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     random.extend((0..512).map(|_| {
@@ -94,7 +97,7 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
     let mut old_client = vec![1, 42, 1, 1, 7, 1, 6];
     old_client.extend_from_slice(b"\x05apple");
 
-    let cases: [(&str, Vec<u8>, &str); 9] = [
+    let cases: [(&str, Vec<u8>, &str); 10] = [
         (
             "a version 1 batch",
             old_client,
@@ -111,6 +114,11 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
             "unsupported protocol version 200",
         ),
         ("trailing garbage", trailing, "7 unexpected bytes"),
+        (
+            "an after not below the batch",
+            late_after,
+            "after is malformed: 100",
+        ),
         ("sequence number 2^64 - 1", huge_seq, "is above the largest"),
     ];
     for (name, body, expected) in cases {

@@ -288,6 +288,107 @@ async fn a_page_back_from_the_back_forward_cache_takes_its_id_back_after_another
     drop(other);
 }
 
+/// Hides `navigator.locks` until dropped, as in a browser without Web Locks: clients made
+/// meanwhile decide who holds an ID by the lease in `localStorage`.
+struct WithoutWebLocks(web_sys::Navigator);
+
+impl WithoutWebLocks {
+    fn hide() -> Self {
+        let navigator = web_sys::window().unwrap().navigator();
+        let descriptor = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &descriptor,
+            &"value".into(),
+            &wasm_bindgen::JsValue::UNDEFINED,
+        )
+        .unwrap();
+        js_sys::Reflect::set(&descriptor, &"configurable".into(), &true.into()).unwrap();
+        js_sys::Object::define_property(&navigator, &"locks".into(), &descriptor);
+        Self(navigator)
+    }
+}
+
+impl Drop for WithoutWebLocks {
+    fn drop(&mut self) {
+        js_sys::Reflect::delete_property(&self.0, &"locks".into()).unwrap();
+    }
+}
+
+/// `future`'s output, or a panic naming `what` if it takes longer than 20 s.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    let timeout = gloo_timers::future::sleep(Duration::from_secs(20));
+    match futures_util::future::select(Box::pin(future), Box::pin(timeout)).await {
+        futures_util::future::Either::Left((output, _)) => output,
+        futures_util::future::Either::Right(_) => panic!("{what}: no answer within 20 s"),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn without_web_locks_a_page_back_from_the_back_forward_cache_takes_its_id_back() {
+    reachable().await;
+    let _hidden = WithoutWebLocks::hide();
+    command("down").await;
+    let cached = Client::new(server());
+    let call = TodosClient::new(&cached).create("back without locks".into());
+    gloo_timers::future::sleep(Duration::from_millis(100)).await;
+    let before = count("executions").await;
+    page_transition("pagehide");
+    command("up").await;
+    page_transition("pageshow");
+    let todo = within("the call made before the cache", call).await;
+    assert_eq!(todo.unwrap().title, "back without locks");
+    let next = TodosClient::new(&cached).create("and after it".into());
+    assert_eq!(
+        within("a call after the cache", next).await.unwrap().title,
+        "and after it"
+    );
+    assert_eq!(count("executions").await - before, 2);
+}
+
+#[wasm_bindgen_test]
+async fn without_web_locks_a_page_whose_id_another_took_meanwhile_stops() {
+    reachable().await;
+    let _hidden = WithoutWebLocks::hide();
+    command("down").await;
+    let cached = Client::new(server());
+    let call = TodosClient::new(&cached).create("taken over".into());
+    gloo_timers::future::sleep(Duration::from_millis(100)).await;
+    let before = count("executions").await;
+
+    // Into the cache; a new tab takes the ID let go, with its saved call, and sends it.
+    page_transition("pagehide");
+    command("up").await;
+    let other = Client::new(server());
+    assert_eq!(other.id(), cached.id());
+    let (seen, listener) = collect();
+    TodosClient::new(&other).on_create(listener).keep();
+    eventually("the call sent by the other tab", || {
+        seen.borrow().len() == 1
+    })
+    .await;
+
+    // Back, the page does not take the ID back: two pages never send under one ID. (Its
+    // call's result may have reached it first: in one page, its event stream stayed open.)
+    page_transition("pageshow");
+    let taken_over = |result: &Result<_, CallError<_>>| {
+        matches!(
+            result,
+            Err(CallError::Transport(crudp::TransportError::TakenOver))
+        )
+    };
+    let taken = within("the call of the page taken over", call).await;
+    assert!(
+        taken_over(&taken) || taken.as_ref().is_ok_and(|t| t.title == "taken over"),
+        "{taken:?}"
+    );
+    let later = TodosClient::new(&cached).create("never sent".into());
+    let later = within("a call after it stopped", later).await;
+    assert!(taken_over(&later), "{later:?}");
+    let still = TodosClient::new(&other).create("the other goes on".into());
+    assert!(within("a call of the other tab", still).await.is_ok());
+    assert_eq!(count("executions").await - before, 2, "each call once");
+}
+
 #[wasm_bindgen_test]
 async fn the_stream_token_rotates_and_no_broadcast_is_missed() {
     reachable().await;

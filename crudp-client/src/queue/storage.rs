@@ -213,6 +213,9 @@ pub(crate) struct Persistence {
     place: Mutex<String>,
     client: ClientId,
     holder: u64,
+    /// Whether the lease in storage decides who holds the ID (no Web Locks decide it): then
+    /// the client never writes over another holder's lease.
+    decides: bool,
     /// Whether the client took over calls saved before (its own after a reload, or a closed
     /// page's): those are the saved-for user's alone.
     restored: std::sync::atomic::AtomicBool,
@@ -272,16 +275,22 @@ impl Persistence {
                 storage.remove(&format!("{prefix}seq:{other}"));
             }
         }
-        Self::open_as(storage, url, client, holder, now_ms)
+        let (persistence, mut saved) = Self::open_as(storage, url, client, holder, now_ms, adopt);
+        if client != fresh && saved.next_seq == 0 {
+            saved.next_seq = seq_floor(now_ms);
+        }
+        (persistence, saved)
     }
 
-    /// Takes the lease of `client` in the place of the user last named and loads its queue.
+    /// Takes the lease of `client` in the place of the user last named and loads its queue;
+    /// the lease `decides` who holds the ID where no Web Locks do.
     pub(crate) fn open_as(
         storage: Arc<dyn Storage>,
         url: &str,
         client: ClientId,
         holder: u64,
         now_ms: u64,
+        decides: bool,
     ) -> (Self, Saved) {
         let place = storage.get(&user_key(url)).unwrap_or_default();
         let persistence = Self {
@@ -290,9 +299,10 @@ impl Persistence {
             place: Mutex::new(place),
             client,
             holder,
+            decides,
             restored: std::sync::atomic::AtomicBool::new(false),
         };
-        persistence.renew(now_ms);
+        persistence.write_lease(now_ms, false);
         let saved = persistence.load().unwrap_or_default();
         persistence.restored.store(
             !saved.packets.is_empty(),
@@ -450,23 +460,43 @@ impl Persistence {
             .set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
     }
 
-    /// Says that this client still holds its ID.
-    pub(crate) fn renew(&self, now_ms: u64) {
-        if !self.current() {
-            return;
+    /// Says that this client still holds its ID: `false` where the lease decides and another
+    /// client took the ID over meanwhile (this one let it go, or went quiet past the lease's
+    /// time), whose lease stays.
+    #[must_use = "a client whose ID was taken over must stop"]
+    pub(crate) fn renew(&self, now_ms: u64) -> bool {
+        let lease = self
+            .storage
+            .get(&self.lease_key())
+            .and_then(|v| Lease::parse(&v));
+        if self.decides && lease.is_some_and(|lease| lease.holder != self.holder) {
+            return false;
         }
-        self.storage
-            .set(&self.lease_key(), &format!("{}:{now_ms}:0", self.holder));
+        self.write_lease(now_ms, false);
+        true
     }
 
     /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
     pub(crate) fn release(&self, now_ms: u64) {
+        self.write_lease(now_ms, true);
+    }
+
+    fn write_lease(&self, now_ms: u64, released: bool) {
         if !self.current() {
             return;
         }
-        self.storage
-            .set(&self.lease_key(), &format!("{}:{now_ms}:1", self.holder));
+        let value = format!("{}:{now_ms}:{}", self.holder, u8::from(released));
+        self.storage.set(&self.lease_key(), &value);
     }
+}
+
+/// Where the sequence numbers of an ID taken up again go on from when nothing saved says where
+/// they stopped (a tab opening at the same instant cleared it, say): the clock in 2^-16 ms,
+/// past any number the ID reached before, since no client makes 65,536 calls a millisecond.
+/// A number reused would be answered with another call's outcome.
+fn seq_floor(now_ms: u64) -> u64 {
+    // Far below the largest the server takes, 2^63 - 1.
+    now_ms.saturating_mul(1 << 16).clamp(1, 1 << 62)
 }
 
 /// The clients with a queue under `prefix`.
@@ -538,6 +568,50 @@ mod tests {
         assert_eq!(reloaded.client(), ClientId(1));
         assert_eq!(saved.packets.len(), 2);
         assert_eq!(saved.next_seq, 3);
+    }
+
+    #[test]
+    fn a_client_whose_id_another_took_over_does_not_take_it_back() {
+        let storage = MemoryStorage::new();
+        let (first, _) = open(&storage, None, 1, 0);
+        queue(&first, &[1]);
+        assert!(first.renew(1000));
+        // Away past its lease (asleep, or in the back/forward cache having let it go), its ID
+        // and queue go to a new tab.
+        first.release(2000);
+        let (second, saved) = open(&storage, None, 2, 3000);
+        assert_eq!((second.client(), saved.packets.len()), (ClientId(1), 1));
+        assert!(!first.renew(4000), "the ID is the other tab's now");
+        assert!(second.renew(4000));
+        // Even once that tab let it go too: the calls it made are not the first one's.
+        second.release(5000);
+        assert!(!first.renew(6000));
+        // Where Web Locks decide, the lock holder renews whatever the lease says.
+        let (locked, _) =
+            Persistence::open_as(Arc::new(storage.clone()), "u", ClientId(1), 9, 7000, false);
+        storage.set(&locked.lease_key(), "2:7500:0");
+        assert!(locked.renew(8000));
+    }
+
+    #[test]
+    fn an_id_taken_up_again_without_its_next_number_goes_on_past_any_it_used() {
+        let storage = MemoryStorage::new();
+        let (first, saved) = open(&storage, None, 1, 0);
+        assert_eq!(saved.next_seq, 0, "a new ID starts from the start");
+        queue(&first, &[1, 2]);
+        first.save(&Saved {
+            next_seq: 3,
+            packets: Vec::new(),
+        });
+        first.release(1000);
+        let (reloaded, saved) = open(&storage, Some(1), 2, 2000);
+        assert_eq!((reloaded.client(), saved.next_seq), (ClientId(1), 3));
+        // Another tab, opening at that instant, took its record for one of a tab long gone.
+        reloaded.release(3000);
+        storage.remove(&reloaded.seq_key());
+        let (again, saved) = open(&storage, Some(1), 3, 4000);
+        assert_eq!(again.client(), ClientId(1));
+        assert_eq!(saved.next_seq, 4000 << 16);
     }
 
     #[test]
@@ -724,7 +798,7 @@ mod tests {
             [format!("crudp:u:{}queue:0000000000000007", place_of("ann"))]
         );
         queue(&bob, &[2]);
-        bob.renew(5);
+        assert!(bob.renew(5));
         assert_eq!(
             storage.keys().len(),
             1,

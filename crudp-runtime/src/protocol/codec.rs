@@ -228,20 +228,26 @@ pub fn decode_batch_after(bytes: &Bytes, max_packets: usize) -> Result<(Batch, u
             args,
         });
     }
-    let after = if reader.rest.is_empty() {
-        0
-    } else {
-        let after = reader.varint(|| "after".to_owned())?;
-        let highest = packets.iter().map(|p| p.seq).max().unwrap_or(0);
-        if after == 0 || after >= highest {
-            return Err(malformed(
-                "after".into(),
-                "present, so not 0, and below the batch's highest sequence number",
-            ));
-        }
-        after
+    // Whatever follows the packets is one varint, `after`, or bytes that do not belong.
+    let after = match reader.rest.len() {
+        0 => 0,
+        trailing => match reader.varint(String::new) {
+            Ok(after) if reader.rest.is_empty() => {
+                let highest = packets.iter().map(|p| p.seq).max().unwrap_or(0);
+                if after == 0 || after >= highest {
+                    return Err(malformed(
+                        "after".into(),
+                        &format!(
+                            "{after}: the call a batch follows is not 0, and below its highest \
+                             sequence number ({highest})"
+                        ),
+                    ));
+                }
+                after
+            }
+            _ => return Err(DecodeError::Trailing(trailing)),
+        },
     };
-    reader.finish()?;
     let batch = Batch {
         version: PROTOCOL_VERSION,
         client,
@@ -694,9 +700,8 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        // After the batch's `after`, nothing.
         let mut bytes = encode_batch(&sample());
-        bytes.extend_from_slice(&[1, 0, 0]);
+        bytes.extend_from_slice(&[0, 0]);
         assert_eq!(
             decode_batch(&bytes.into(), 10).unwrap_err(),
             DecodeError::Trailing(2)
