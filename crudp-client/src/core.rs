@@ -128,7 +128,9 @@ pub(crate) struct Core {
     polling: bool,
     held: bool,
     /// Since when calls accepted by the server have been waiting for their results, in
-    /// [`Mode::Sync`]; a result arriving starts the wait again.
+    /// [`Mode::Sync`]; a call settled starts the wait again. (Not a call the server could not
+    /// run yet: one sent after calls it never got keeps being answered so, and those must be
+    /// sent again.)
     waiting_since: Option<u64>,
 }
 
@@ -405,12 +407,12 @@ impl Core {
 
     /// Hands results to their calls; `Unavailable` ones are sent again after a hold.
     fn deliver(&mut self, results: Results, now: u64, effects: &mut Vec<Effect>) {
-        if self.waiting_since.is_some() {
-            self.waiting_since = Some(now);
-        }
         let mut retry = Vec::new();
         for result in results.results {
             if Calls::is_final(&result.outcome) {
+                if self.waiting_since.is_some() {
+                    self.waiting_since = Some(now);
+                }
                 if let Some(call) = self.calls.answer(result.seq) {
                     effects.push(Effect::Resolve(call, Ok(result.outcome)));
                     self.unsaved = true;
@@ -522,6 +524,47 @@ mod tests {
         );
         handle(&mut core, Input::Sent(Ok(None)), 5002 + RESULTS_WITHIN_MS);
         assert_eq!(core.deadline(), None, "nothing in flight");
+    }
+
+    #[test]
+    fn calls_sent_after_ones_whose_results_never_come_do_not_hold_those_back() {
+        let mut core = core(Mode::Sync);
+        handle(&mut core, Input::StreamReady, 0);
+        for _ in 0..3 {
+            call(&mut core, 0);
+        }
+        handle(&mut core, Input::Release(3), 0);
+        assert_eq!(poll(&mut core, 0).0, Some(vec![1, 2, 3]));
+        handle(&mut core, Input::Sent(Ok(None)), 0);
+        // The server that accepted them went away before it ran them; call 4, sent after
+        // them, keeps being answered that it waits for them.
+        call(&mut core, 100);
+        handle(&mut core, Input::Release(1), 100);
+        let mut now = 100;
+        let mut sent = 0;
+        while now <= RESULTS_WITHIN_MS {
+            if let (Some(seqs), _) = poll(&mut core, now) {
+                assert_eq!(seqs, [4]);
+                sent += 1;
+                handle(&mut core, Input::Sent(Ok(None)), now);
+                let waits = Results {
+                    results: vec![PacketResult {
+                        seq: 4,
+                        outcome: Outcome::Unavailable {
+                            message: "waiting for call 3".into(),
+                        },
+                    }],
+                };
+                handle(&mut core, Input::Results(waits), now + 10);
+            }
+            now += 50;
+        }
+        assert!(sent > 3, "4 was sent {sent} times");
+        assert_eq!(
+            (core.calls.queued(), core.calls.in_flight()),
+            (4, 0),
+            "1 to 3 go back to the queue after {RESULTS_WITHIN_MS} ms"
+        );
     }
 
     #[test]
