@@ -1,6 +1,7 @@
-//! A proxy that keeps an event stream's connection open but stops passing it on: the native
-//! client takes the silent stream (no event, no heartbeat) for dead and opens another, which
-//! resumes where the first left off.
+//! A proxy that keeps a connection open but stops passing on what the server says: the native
+//! client takes a silent event stream (no event, no heartbeat) for dead and opens another,
+//! which resumes where the first left off, and gives up on a batch's request after its
+//! timeout and sends the batch again on another connection.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -13,15 +14,15 @@ use std::{
     time::Duration,
 };
 
-use crudp::{Client, transport::ReqwestTransport};
+use crudp::{Client, Mode, transport::ReqwestTransport};
 use crudp_tests::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
-/// A relay to a server that counts the event streams it carries, and stops passing on what
-/// the server sends over the first `stalled` of them.
+/// A relay to a server that counts the connections it carries whose first request starts with
+/// `what`, and stops passing on what the server sends over the first `stalled` of them.
 struct Relay {
     addr: SocketAddr,
     streams: Arc<AtomicUsize>,
@@ -29,7 +30,7 @@ struct Relay {
 }
 
 impl Relay {
-    async fn start(upstream: SocketAddr) -> Self {
+    async fn start(upstream: SocketAddr, what: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let streams = Arc::new(AtomicUsize::new(0));
@@ -41,6 +42,7 @@ impl Relay {
                 tokio::spawn(carry(
                     client,
                     server,
+                    what,
                     Arc::clone(&counted),
                     Arc::clone(&stall),
                 ));
@@ -57,15 +59,21 @@ impl Relay {
         self.streams.load(Ordering::SeqCst)
     }
 
-    /// The streams open now pass nothing on any more; those opened later do.
+    /// The connections counted so far pass nothing on any more; those opened later do.
     fn stall(&self) {
-        self.stalled.store(self.streams(), Ordering::SeqCst);
+        self.stall_up_to(self.streams());
+    }
+
+    /// The first `n` connections counted pass nothing on, whenever they open.
+    fn stall_up_to(&self, n: usize) {
+        self.stalled.store(n, Ordering::SeqCst);
     }
 }
 
 async fn carry(
     client: TcpStream,
     server: TcpStream,
+    what: &'static [u8],
     streams: Arc<AtomicUsize>,
     stalled: Arc<AtomicUsize>,
 ) {
@@ -83,9 +91,7 @@ async fn carry(
                     Ok(n) => n,
                 };
                 let read = &buffer[..n];
-                if number.load(Ordering::SeqCst) == 0
-                    && read.windows(17).any(|w| w == b"GET /crudp/events")
-                {
+                if number.load(Ordering::SeqCst) == 0 && read.starts_with(what) {
                     number.store(streams.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                 }
                 if to_server.write_all(read).await.is_err() {
@@ -119,7 +125,7 @@ async fn carry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_a_proxy_stops_passing_on_is_taken_for_dead_and_opened_again() {
     let server = Server::start().await;
-    let relay = Relay::start(server.addr).await;
+    let relay = Relay::start(server.addr, b"GET /crudp/events").await;
     let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
     let client = Client::builder(format!("http://{}/crudp", relay.addr))
         .transport(transport)
@@ -144,4 +150,28 @@ async fn a_stream_a_proxy_stops_passing_on_is_taken_for_dead_and_opened_again() 
         "after"
     );
     assert!(relay.streams() >= 2, "another stream opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_answer_a_proxy_holds_back_is_sent_again_after_its_timeout() {
+    let server = Server::start().await;
+    let relay = Relay::start(server.addr, b"POST /crudp/call").await;
+    // The first connection to carry a batch takes it to the server, and brings nothing back.
+    relay.stall_up_to(1);
+    let transport = ReqwestTransport::new().request_timeout(Duration::from_secs(1));
+    let client = Client::builder(format!("http://{}/crudp", relay.addr))
+        .mode(Mode::Call)
+        .transport(transport)
+        .build();
+    let call = TodosClient::new(&client).create("held back".into());
+    let todo = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call is answered over another connection");
+    assert_eq!(todo.unwrap().title, "held back");
+    assert!(relay.streams() >= 2, "sent again on another connection");
+    assert_eq!(
+        server.executions(),
+        1,
+        "run once, answered again from the records"
+    );
 }

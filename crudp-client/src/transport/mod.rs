@@ -16,7 +16,7 @@ use futures_util::Stream;
 mod wasm;
 
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use native::{DEFAULT_STREAM_SILENCE, ReqwestTransport};
+pub use native::{DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_SILENCE, ReqwestTransport};
 #[cfg(target_arch = "wasm32")]
 pub use wasm::FetchTransport;
 

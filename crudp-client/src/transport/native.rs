@@ -19,11 +19,18 @@ pub struct ReqwestTransport {
     /// How long an open event stream may say nothing, not even its heartbeat, before it is
     /// taken for dead: see [`stream_silence`](Self::stream_silence).
     silence: Duration,
+    /// How long a batch's request may take, answer included: see
+    /// [`request_timeout`](Self::request_timeout).
+    timeout: Duration,
 }
 
 /// The default of [`ReqwestTransport::stream_silence`]: three of the server's default
 /// heartbeats.
 pub const DEFAULT_STREAM_SILENCE: Duration = Duration::from_secs(90);
+
+/// The default of [`ReqwestTransport::request_timeout`]: two minutes, four times the server's
+/// default handler timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for ReqwestTransport {
     fn default() -> Self {
@@ -35,6 +42,7 @@ impl Default for ReqwestTransport {
             http: reqwest::Client::new(),
             streams,
             silence: DEFAULT_STREAM_SILENCE,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -54,7 +62,20 @@ impl ReqwestTransport {
             streams: http.clone(),
             http,
             silence: DEFAULT_STREAM_SILENCE,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// How long a batch's `POST` (and a token's) may take, its answer included, before the
+    /// client gives up on it and sends the batch again on another connection: a connection
+    /// that died without a word (a proxy that stopped passing it on, a peer gone without a
+    /// reset) would otherwise hold the client's batch for ever. The server answers a batch
+    /// sent again from its records, never running a call twice; a `/call` batch whose calls
+    /// run longer than this is answered so once they ran. Uploads have no such limit.
+    /// Default: [`DEFAULT_REQUEST_TIMEOUT`], 2 minutes.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// How long an open event stream may say nothing, not even the server's `: ping`
@@ -118,6 +139,7 @@ impl Transport for ReqwestTransport {
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(self.timeout)
             .body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
