@@ -103,19 +103,26 @@ async fn carry(
     };
     let down = async move {
         let mut buffer = vec![0; 16 * 1024];
+        let stalled = || {
+            let stream = number.load(Ordering::SeqCst);
+            stream != 0 && stream <= stalled.load(Ordering::SeqCst)
+        };
         loop {
             let n = match from_server.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let stream = number.load(Ordering::SeqCst);
-            if stream != 0 && stream <= stalled.load(Ordering::SeqCst) {
+            if stalled() {
                 // Swallowed: the connection stays open, and says nothing.
                 continue;
             }
             if to_client.write_all(&buffer[..n]).await.is_err() {
                 break;
             }
+        }
+        if stalled() {
+            // Not even that the server closed it: the client's side stays open for ever.
+            std::future::pending::<()>().await;
         }
         let _ = to_client.shutdown().await;
     };
