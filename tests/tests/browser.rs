@@ -7,7 +7,7 @@ use std::{cell::RefCell, rc::Rc, time::Duration};
 
 use crudp::{
     CallError, Client, ClientId, Connection, LocalStorage, MemoryStorage, Mode, Storage,
-    UploadProgress, files::FileRef,
+    UploadProgress, files::FileRef, transport::FetchTransport,
 };
 use crudp_tests::*;
 use futures_util::future::{join, join_all};
@@ -387,6 +387,36 @@ async fn without_web_locks_a_page_whose_id_another_took_meanwhile_stops() {
     let still = TodosClient::new(&other).create("the other goes on".into());
     assert!(within("a call of the other tab", still).await.is_ok());
     assert_eq!(count("executions").await - before, 2, "each call once");
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_not_answered_in_time_is_sent_again_and_runs_once() {
+    reachable().await;
+    let (executions, batches) = (count("executions").await, count("batches").await);
+    let transport = FetchTransport::new().request_timeout(Duration::from_millis(500));
+    let client = Client::builder(server())
+        .mode(Mode::Call)
+        .transport(transport)
+        .build();
+    // Its handler waits at the gate, so the answer does not come in time.
+    let call = TodosClient::new(&client).create("gated, from the browser".into());
+    // Sent again after the timeout, and again while the first still runs.
+    let sent_again = async {
+        while count("batches").await - batches < 3 {
+            gloo_timers::future::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let either = futures_util::future::select(Box::pin(call), Box::pin(sent_again));
+    let call = match within("the batch sent again", either).await {
+        futures_util::future::Either::Left((answer, _)) => {
+            panic!("answered before the gate opened: {answer:?}")
+        }
+        futures_util::future::Either::Right(((), call)) => call,
+    };
+    command("gate").await;
+    let todo = within("the call, once the gate opened", call).await;
+    assert_eq!(todo.unwrap().title, "gated, from the browser");
+    assert_eq!(count("executions").await - executions, 1, "run once");
 }
 
 #[wasm_bindgen_test]

@@ -16,9 +16,13 @@ use futures_util::Stream;
 mod wasm;
 
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use native::{DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_SILENCE, ReqwestTransport};
+pub use native::{DEFAULT_STREAM_SILENCE, ReqwestTransport};
 #[cfg(target_arch = "wasm32")]
 pub use wasm::FetchTransport;
+
+/// The default of `request_timeout` ([`ReqwestTransport`]'s, and `FetchTransport`'s in the
+/// browser): two minutes, four times the server's default handler timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A boxed future; `Send` on native targets, where transports run on a thread pool.
 #[cfg(not(target_arch = "wasm32"))]

@@ -28,10 +28,6 @@ pub struct ReqwestTransport {
 /// heartbeats.
 pub const DEFAULT_STREAM_SILENCE: Duration = Duration::from_secs(90);
 
-/// The default of [`ReqwestTransport::request_timeout`]: two minutes, four times the server's
-/// default handler timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
 impl Default for ReqwestTransport {
     fn default() -> Self {
         let streams = reqwest::Client::builder()
@@ -42,7 +38,7 @@ impl Default for ReqwestTransport {
             http: reqwest::Client::new(),
             streams,
             silence: DEFAULT_STREAM_SILENCE,
-            timeout: DEFAULT_REQUEST_TIMEOUT,
+            timeout: super::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -62,7 +58,7 @@ impl ReqwestTransport {
             streams: http.clone(),
             http,
             silence: DEFAULT_STREAM_SILENCE,
-            timeout: DEFAULT_REQUEST_TIMEOUT,
+            timeout: super::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -72,7 +68,7 @@ impl ReqwestTransport {
     /// reset) would otherwise hold the client's batch for ever. The server answers a batch
     /// sent again from its records, never running a call twice; a `/call` batch whose calls
     /// run longer than this is answered so once they ran. Uploads have no such limit.
-    /// Default: [`DEFAULT_REQUEST_TIMEOUT`], 2 minutes.
+    /// Default: [`DEFAULT_REQUEST_TIMEOUT`](super::DEFAULT_REQUEST_TIMEOUT), 2 minutes.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -11,6 +11,7 @@ use std::{
     io::Cursor,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures_channel::mpsc;
@@ -18,7 +19,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt, stream};
 use gloo_net::http::Request;
 use sse_stream::SseByteStream;
 use wasm_bindgen::{JsCast, closure::Closure};
-use web_sys::{MessageEvent, RequestCredentials};
+use web_sys::{AbortSignal, MessageEvent, RequestCredentials};
 
 use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportFuture};
 
@@ -27,9 +28,19 @@ const KINDS: [&str; 4] = ["results", "broadcast", "reset", "ready"];
 
 /// Sends batches with `fetch` and listens with `EventSource`; the default transport in the
 /// browser.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FetchTransport {
     credentials: bool,
+    timeout: Duration,
+}
+
+impl Default for FetchTransport {
+    fn default() -> Self {
+        Self {
+            credentials: false,
+            timeout: super::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl FetchTransport {
@@ -41,7 +52,31 @@ impl FetchTransport {
     /// A transport that sends cookies to a server on another origin too (`credentials:
     /// include`); the server must then allow that origin with credentials in its CORS set-up.
     pub fn with_credentials() -> Self {
-        Self { credentials: true }
+        Self {
+            credentials: true,
+            ..Self::default()
+        }
+    }
+
+    /// How long a batch's `fetch` (and a token's) may take, its answer included, before the
+    /// client gives up on it and sends the batch again: a connection that died without a word
+    /// would otherwise hold the client's batch for ever. Where the browser lacks
+    /// `AbortSignal.timeout`, there is no limit. Default: 2 minutes, as the native
+    /// transport's.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A signal that aborts a request after the timeout, where the browser can make one.
+    fn deadline(&self) -> Option<AbortSignal> {
+        let class = js_sys::Reflect::get(&js_sys::global(), &"AbortSignal".into()).ok()?;
+        let timeout = js_sys::Reflect::get(&class, &"timeout".into()).ok()?;
+        if !timeout.is_function() {
+            return None;
+        }
+        let millis = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        Some(AbortSignal::timeout_with_u32(millis))
     }
 
     fn credentials(&self) -> RequestCredentials {
@@ -86,6 +121,7 @@ impl Transport for FetchTransport {
         }
         let request = request
             .credentials(self.credentials())
+            .abort_signal(self.deadline().as_ref())
             .body(js_sys::Uint8Array::from(&body[..]));
         Box::pin(self::body(request))
     }

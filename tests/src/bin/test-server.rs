@@ -56,6 +56,15 @@ async fn main() {
                 Self::Many(cluster) => cluster.requests(),
             }
         }
+
+        /// Lets one create titled `gated…` through (the instances share their store).
+        fn open_gate(&self) {
+            let store = match self {
+                Self::One(server) => &server.store,
+                Self::Many(cluster) => &cluster.servers[0].store,
+            };
+            store.gate.add_permits(1);
+        }
     }
 
     let args: Vec<String> = std::env::args().collect();
@@ -80,10 +89,15 @@ async fn main() {
     let buffered = Serving::start(instances, |b| b).await;
     let buffering = BufferingProxy::start(buffered.addr()).await;
     let (down, up) = (Arc::clone(&proxy), Arc::clone(&proxy));
-    let (executions, batches) = (Arc::clone(&server), Arc::clone(&server));
+    let (executions, batches, gate) = (
+        Arc::clone(&server),
+        Arc::clone(&server),
+        Arc::clone(&server),
+    );
     let control = axum::Router::new()
         .route("/down", post(move || async move { down.down().await }))
         .route("/up", post(move || async move { up.up().await }))
+        .route("/gate", post(move || async move { gate.open_gate() }))
         .route(
             "/executions",
             get(move || async move { executions.executions().to_string() }),
