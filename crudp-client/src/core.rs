@@ -77,6 +77,9 @@ pub(crate) enum Input {
     /// The client stopped for good (it signed out, or another user signed in): every call
     /// without an outcome fails with this, and nothing leaves any more.
     Stop(TransportError),
+    /// Another page may have held the client's ID and used sequence numbers below this one:
+    /// new calls' go on from it.
+    SkipTo(u64),
 }
 
 /// What the driver must do.
@@ -273,6 +276,7 @@ impl Core {
                     effects.push(Effect::Resolve(call, Err(error.clone())));
                 }
             }
+            Input::SkipTo(seq) => self.calls.skip_to(seq),
             Input::Held(held) => {
                 self.held = held;
                 if held {
@@ -524,6 +528,17 @@ mod tests {
         );
         handle(&mut core, Input::Sent(Ok(None)), 5002 + RESULTS_WITHIN_MS);
         assert_eq!(core.deadline(), None, "nothing in flight");
+    }
+
+    #[test]
+    fn after_another_page_may_have_used_the_id_new_calls_skip_its_numbers() {
+        let mut core = core(Mode::Call);
+        call(&mut core, 0);
+        handle(&mut core, Input::SkipTo(1000), 0);
+        handle(&mut core, Input::SkipTo(500), 0);
+        call(&mut core, 0);
+        handle(&mut core, Input::Sync, 0);
+        assert_eq!(poll(&mut core, 0).0, Some(vec![1, 1000]));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     headers::{Headers, RequestHeaders},
     inbox::Inbox,
     listeners::{Listeners, Watchers},
-    queue::storage::Persistence,
+    queue::storage::{Persistence, Renewal},
     rt,
     status::Status,
     transport::Transport,
@@ -244,8 +244,9 @@ impl Shared {
     pub(crate) fn save(&self, saved: impl FnOnce() -> crate::queue::storage::Saved, calls: usize) {
         if !self.released.load(Ordering::Acquire)
             && let Some(persistence) = &self.persistence
+            && !persistence.save(&saved())
         {
-            persistence.save(&saved());
+            self.taken_over();
         }
         self.unsaved.fetch_sub(calls, Ordering::AcqRel);
         if self.all_saved() && self.release_requested.load(Ordering::Acquire) {
@@ -295,14 +296,25 @@ impl Shared {
     /// Renews the client's lease in storage; `false` if another page took the ID over, and
     /// the client stopped.
     pub(crate) fn renew(&self) -> bool {
-        match &self.persistence {
-            Some(persistence) if !persistence.renew(rt::now_ms()) => {
-                tracing::warn!(client = %self.id, "another page took this client over");
-                self.stop(TransportError::TakenOver);
+        let Some(persistence) = &self.persistence else {
+            return true;
+        };
+        match persistence.renew(rt::now_ms()) {
+            Renewal::Held => true,
+            Renewal::Cleared(floor) => {
+                self.post(Input::SkipTo(floor));
+                true
+            }
+            Renewal::Taken => {
+                self.taken_over();
                 false
             }
-            _ => true,
         }
+    }
+
+    fn taken_over(&self) {
+        tracing::warn!(client = %self.id, "another page took this client over");
+        self.stop(TransportError::TakenOver);
     }
 
     /// Whether the client let its ID go.

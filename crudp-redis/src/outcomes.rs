@@ -114,7 +114,8 @@ return 'ok'
 const FINISH: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'lease')
 if not c[1] or c[2] ~= ARGV[1] then return 'lost' end
-redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder')
+-- 'stalled': an earlier version's, which no instance of this one clears otherwise.
+redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder', 'stalled')
 local last = 3 + 2 * tonumber(ARGV[3])
 for i = 4, last, 4000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))

@@ -77,7 +77,9 @@ pub enum TransportError {
     RuntimeGone,
     /// Another page of the browser took this client's ID over while this page was away (in
     /// the back/forward cache, or asleep past its lease), with the calls it had saved; this
-    /// page's client sends nothing more. Reload the page to go on with a client of its own.
+    /// page's client sends nothing more. A call failed with this may still run: the other
+    /// page sends it, and its listeners hear the result. Reload the page to go on with a
+    /// client of its own.
     #[error("another page took this client over; reload the page to go on")]
     TakenOver,
 }

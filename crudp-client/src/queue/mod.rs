@@ -85,6 +85,11 @@ impl Calls {
         }
     }
 
+    /// New calls' sequence numbers go on from `seq`, if they were below it.
+    pub(crate) fn skip_to(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
     pub(crate) fn next_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -116,20 +121,28 @@ impl Calls {
     /// Moves up to `max` queued calls in flight and returns their sequence numbers and the
     /// encoded batch, encoded from the calls themselves (no packet is copied).
     ///
-    /// The batch names the latest call in flight before its last one: sent earlier, that call
-    /// may not have run yet (its batch waits on another server, say), and the server runs none
-    /// of this batch's before it. A call given up on is in flight no more, so no batch waits
+    /// The batch names the latest call in flight before its first one: sent earlier, that
+    /// call may not have run yet (its batch waits on another server, say), and the server runs
+    /// none of this batch's before it. The batch stops before a call in flight (calls sent
+    /// again go in a batch of their own, not with newer ones past it), so that two batches
+    /// never wait for each other. A call given up on is in flight no more, so no batch waits
     /// for it.
     pub(crate) fn take_encoded(&mut self, max: usize, client: ClientId) -> (Vec<u64>, Vec<u8>) {
-        let n = self.queued.len().min(max);
+        // The queue is in sequence order, and so is the flight.
+        let first = self.queued.front().map_or(0, |c| c.packet.seq);
+        let earlier = self.in_flight.partition_point(|c| c.packet.seq < first);
+        let after = earlier
+            .checked_sub(1)
+            .map_or(0, |i| self.in_flight[i].packet.seq);
+        let before = self
+            .in_flight
+            .get(earlier)
+            .map_or(self.queued.len(), |next| {
+                self.queued
+                    .partition_point(|c| c.packet.seq < next.packet.seq)
+            });
+        let n = before.min(max);
         let seqs: Vec<u64> = self.queued.iter().take(n).map(|c| c.packet.seq).collect();
-        // The queue is in sequence order, and so is the flight: the calls left queued come
-        // after the last one taken.
-        let last = seqs.last().copied().unwrap_or(0);
-        let after = match self.in_flight.partition_point(|c| c.packet.seq < last) {
-            0 => 0,
-            i => self.in_flight[i - 1].packet.seq,
-        };
         let body =
             encode_packets_after(client, after, self.queued.iter().take(n).map(|c| &c.packet));
         for call in self.queued.drain(..n) {
@@ -251,18 +264,18 @@ mod tests {
         calls.requeue(Some(&[seqs[2], seqs[3]]));
         let (again, body) = calls.take_encoded(4, ClientId(1));
         assert_eq!((again.len(), after(body)), (4, 0));
-        // Given back again but for 4: what follows it waits for it.
+        // Given back again but for 4: the calls before it go alone, then what follows it
+        // waits for it.
         calls.requeue(Some(&[seqs[2], seqs[3], seqs[5]]));
         let (again, body) = calls.take_encoded(4, ClientId(1));
-        assert_eq!(
-            (again, after(body)),
-            (vec![seqs[2], seqs[3], seqs[5]], seqs[4])
-        );
+        assert_eq!((again, after(body)), (vec![seqs[2], seqs[3]], 0));
+        let (again, body) = calls.take_encoded(4, ClientId(1));
+        assert_eq!((again, after(body)), (vec![seqs[5]], seqs[4]));
         // Given up on, 4 is no longer waited for.
         calls.requeue(None);
         assert!(calls.answer(seqs[4]).is_some());
-        let (_, body) = calls.take_encoded(4, ClientId(1));
-        assert_eq!(after(body), 0);
+        let (again, body) = calls.take_encoded(4, ClientId(1));
+        assert_eq!((again.len(), after(body)), (3, 0));
     }
 
     #[test]
@@ -275,8 +288,11 @@ mod tests {
             calls.snapshot().packets.iter().map(|p| p.seq).collect()
         };
         assert_eq!(order(&calls), seqs);
+        // 1 goes alone, then the rest, after 2 and 3 still in flight.
         let (again, _) = calls.take_encoded(10, ClientId(1));
-        assert_eq!(again, vec![seqs[0], seqs[3], seqs[4], seqs[5]]);
+        assert_eq!(again, vec![seqs[0]]);
+        let (again, _) = calls.take_encoded(10, ClientId(1));
+        assert_eq!(again, vec![seqs[3], seqs[4], seqs[5]]);
         assert_eq!(order(&calls), seqs);
         calls.requeue(None);
         assert_eq!(calls.in_flight(), 0);

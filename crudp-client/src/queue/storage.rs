@@ -444,36 +444,50 @@ impl Persistence {
 
     /// Saves the queue; an empty queue removes the key and keeps only the next sequence number.
     /// Nothing is saved once the browser's record names another user (or none, after a
-    /// sign-out).
-    pub(crate) fn save(&self, saved: &Saved) {
+    /// sign-out), nor, where the lease decides, once another page holds the ID (`false`: the
+    /// queue saved is that page's now).
+    #[must_use = "a client whose ID was taken over must stop"]
+    pub(crate) fn save(&self, saved: &Saved) -> bool {
         if !self.current() {
-            return;
+            return true;
+        }
+        if matches!(self.lease(), Some(lease) if self.decides && lease.holder != self.holder) {
+            return false;
         }
         if saved.packets.is_empty() {
             self.storage.remove(&self.queue_key());
             self.storage
                 .set(&self.seq_key(), &saved.next_seq.to_string());
-            return;
+            return true;
         }
         let bytes = postcard::to_stdvec(saved).expect("a queue always encodes");
         self.storage
             .set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
+        true
     }
 
-    /// Says that this client still holds its ID: `false` where the lease decides and another
-    /// client took the ID over meanwhile (this one let it go, or went quiet past the lease's
-    /// time), whose lease stays.
+    /// Says that this client still holds its ID, and what it found: where the lease decides,
+    /// another client may have taken the ID over meanwhile (this one let it go, or went quiet
+    /// past the lease's time), and its lease then stays.
     #[must_use = "a client whose ID was taken over must stop"]
-    pub(crate) fn renew(&self, now_ms: u64) -> bool {
-        let lease = self
-            .storage
-            .get(&self.lease_key())
-            .and_then(|v| Lease::parse(&v));
-        if self.decides && lease.is_some_and(|lease| lease.holder != self.holder) {
-            return false;
-        }
+    pub(crate) fn renew(&self, now_ms: u64) -> Renewal {
+        let found = match self.lease() {
+            _ if !self.decides => Renewal::Held,
+            Some(lease) if lease.holder != self.holder => return Renewal::Taken,
+            Some(_) => Renewal::Held,
+            // Cleared by a page that opened while it was free: another may have held it
+            // between.
+            None if self.current() => Renewal::Cleared(seq_floor(now_ms)),
+            None => Renewal::Held,
+        };
         self.write_lease(now_ms, false);
-        true
+        found
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        self.storage
+            .get(&self.lease_key())
+            .and_then(|v| Lease::parse(&v))
     }
 
     /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
@@ -488,6 +502,18 @@ impl Persistence {
         let value = format!("{}:{now_ms}:{}", self.holder, u8::from(released));
         self.storage.set(&self.lease_key(), &value);
     }
+}
+
+/// What [`Persistence::renew`] found of the client's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// Still this client's.
+    Held,
+    /// Gone from storage: renewed, but another page may have held the ID meanwhile and used
+    /// sequence numbers below this one, where the client's go on from.
+    Cleared(u64),
+    /// Another page's now: not renewed.
+    Taken,
 }
 
 /// Where the sequence numbers of an ID taken up again go on from when nothing saved says where
@@ -546,10 +572,10 @@ mod tests {
                 args: Default::default(),
             })
             .collect();
-        p.save(&Saved {
+        assert!(p.save(&Saved {
             next_seq: seqs.last().map_or(1, |s| s + 1),
             packets,
-        });
+        }));
     }
 
     #[test]
@@ -575,22 +601,31 @@ mod tests {
         let storage = MemoryStorage::new();
         let (first, _) = open(&storage, None, 1, 0);
         queue(&first, &[1]);
-        assert!(first.renew(1000));
+        assert_eq!(first.renew(1000), Renewal::Held);
         // Away past its lease (asleep, or in the back/forward cache having let it go), its ID
         // and queue go to a new tab.
         first.release(2000);
         let (second, saved) = open(&storage, None, 2, 3000);
         assert_eq!((second.client(), saved.packets.len()), (ClientId(1), 1));
-        assert!(!first.renew(4000), "the ID is the other tab's now");
-        assert!(second.renew(4000));
+        assert_eq!(first.renew(4000), Renewal::Taken, "the other tab's now");
+        assert!(
+            !first.save(&Saved::default()),
+            "nor does it save over its queue"
+        );
+        assert_eq!(second.renew(4000), Renewal::Held);
         // Even once that tab let it go too: the calls it made are not the first one's.
         second.release(5000);
-        assert!(!first.renew(6000));
+        assert_eq!(first.renew(6000), Renewal::Taken);
+        // Cleared by a tab that opened meanwhile, the lease is renewed, and the numbers go on
+        // past any that tab may have used.
+        storage.remove(&second.lease_key());
+        assert_eq!(second.renew(7000), Renewal::Cleared(7000 << 16));
+        assert_eq!(second.renew(7001), Renewal::Held);
         // Where Web Locks decide, the lock holder renews whatever the lease says.
         let (locked, _) =
             Persistence::open_as(Arc::new(storage.clone()), "u", ClientId(1), 9, 7000, false);
         storage.set(&locked.lease_key(), "2:7500:0");
-        assert!(locked.renew(8000));
+        assert_eq!(locked.renew(8000), Renewal::Held);
     }
 
     #[test]
@@ -599,10 +634,10 @@ mod tests {
         let (first, saved) = open(&storage, None, 1, 0);
         assert_eq!(saved.next_seq, 0, "a new ID starts from the start");
         queue(&first, &[1, 2]);
-        first.save(&Saved {
+        assert!(first.save(&Saved {
             next_seq: 3,
             packets: Vec::new(),
-        });
+        }));
         first.release(1000);
         let (reloaded, saved) = open(&storage, Some(1), 2, 2000);
         assert_eq!((reloaded.client(), saved.next_seq), (ClientId(1), 3));
@@ -689,10 +724,10 @@ mod tests {
         let (first, _) = open(&storage, None, 1, 0);
         queue(&first, &[1, 2]);
         // Both answered: nothing left to send, seven calls made in all.
-        first.save(&Saved {
+        assert!(first.save(&Saved {
             next_seq: 8,
             packets: Vec::new(),
-        });
+        }));
         first.release(10);
         let (reloaded, saved) = open(&storage, Some(1), 2, 20);
         assert_eq!(reloaded.client(), ClientId(1));
@@ -798,7 +833,7 @@ mod tests {
             [format!("crudp:u:{}queue:0000000000000007", place_of("ann"))]
         );
         queue(&bob, &[2]);
-        assert!(bob.renew(5));
+        assert_eq!(bob.renew(5), Renewal::Held);
         assert_eq!(
             storage.keys().len(),
             1,

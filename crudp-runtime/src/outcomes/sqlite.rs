@@ -111,6 +111,23 @@ impl SqliteOutcomes {
              ) WITHOUT ROWID;",
         )
         .map_err(unavailable)?;
+        // A file of an earlier version kept the packet each client was stalled at, which this
+        // one no longer does: cleared, so that an earlier version sharing it (a rolling
+        // deploy, a roll-back) finds no client blocked by what it can no longer clear.
+        let stalled: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('crudp_clients') WHERE name = 'stalled'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(unavailable)?;
+        if stalled > 0 {
+            db.execute(
+                "UPDATE crudp_clients SET stalled = NULL WHERE stalled IS NOT NULL",
+                [],
+            )
+            .map_err(unavailable)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 ledger: Mutex::new(Ledger::new(limits.clone(), true)),
@@ -663,6 +680,29 @@ mod tests {
             Begin::Run(lease) => lease,
             other => panic!("packet {seq} should run, not {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_file_of_an_earlier_version_opens_with_no_client_left_stalled() {
+        let path = temp("before-upgrade");
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE crudp_clients (client INTEGER PRIMARY KEY, owner TEXT NOT NULL,
+                 mark INTEGER NOT NULL, stalled INTEGER, seen INTEGER NOT NULL);
+             INSERT INTO crudp_clients VALUES (3, 'ann', 4, 2, 0);",
+        )
+        .unwrap();
+        drop(db);
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let stalled: Vec<Option<i64>> = column(&store, "SELECT stalled FROM crudp_clients").await;
+        assert_eq!(stalled, [None]);
+        // Its client goes on past its mark, in files of both versions.
+        assert_eq!(store.claim(ClientId(3), "ann").await, Ok(Claim::Granted));
+        assert_eq!(store.begin(ClientId(3), 4).await, Ok(Begin::Expired));
+        reserve(&store, ClientId(3), 5).await;
+        let fresh = SqliteOutcomes::open(temp("after-upgrade")).unwrap();
+        assert_eq!(fresh.claim(ClientId(3), "ann").await, Ok(Claim::Granted));
+        reserve(&fresh, ClientId(3), 1).await;
     }
 
     #[tokio::test]

@@ -238,8 +238,8 @@ pub fn decode_batch_after(bytes: &Bytes, max_packets: usize) -> Result<(Batch, u
                     return Err(malformed(
                         "after".into(),
                         &format!(
-                            "{after}: the call a batch follows is not 0, and below its highest \
-                             sequence number ({highest})"
+                            "{after}: the call a batch follows must be above 0 and below \
+                             its highest sequence number ({highest})"
                         ),
                     ));
                 }
