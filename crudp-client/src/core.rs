@@ -276,7 +276,10 @@ impl Core {
                     effects.push(Effect::Resolve(call, Err(error.clone())));
                 }
             }
-            Input::SkipTo(seq) => self.calls.skip_to(seq),
+            Input::SkipTo(seq) => {
+                self.calls.skip_to(seq);
+                self.unsaved = true;
+            }
             Input::Held(held) => {
                 self.held = held;
                 if held {

@@ -150,7 +150,18 @@ impl Driver {
             // Every reply of the step is in: each task waiting for some wakes once.
             reply::wake_all(&mut self.woken);
             if self.shared.stopped().is_some() {
-                // Signed out, or another user's: `Drop` saves nothing and lets go of nothing.
+                // Signed out, another user's, or its ID taken over (found by this step's save,
+                // say): every call is resolved with why. `Drop` saves nothing and lets go of
+                // nothing.
+                self.take_all(now, &mut effects);
+                for effect in effects.drain(..) {
+                    if let Effect::Resolve(call, reply) = effect
+                        && let Some(waker) = call.resolve(reply)
+                    {
+                        self.woken.push(waker);
+                    }
+                }
+                reply::wake_all(&mut self.woken);
                 return;
             }
             if let Some(stopped) = stopped_at {

@@ -244,9 +244,9 @@ impl Shared {
     pub(crate) fn save(&self, saved: impl FnOnce() -> crate::queue::storage::Saved, calls: usize) {
         if !self.released.load(Ordering::Acquire)
             && let Some(persistence) = &self.persistence
-            && !persistence.save(&saved())
         {
-            self.taken_over();
+            let found = persistence.save(&saved(), rt::now_ms());
+            self.found(found);
         }
         self.unsaved.fetch_sub(calls, Ordering::AcqRel);
         if self.all_saved() && self.release_requested.load(Ordering::Acquire) {
@@ -296,25 +296,26 @@ impl Shared {
     /// Renews the client's lease in storage; `false` if another page took the ID over, and
     /// the client stopped.
     pub(crate) fn renew(&self) -> bool {
-        let Some(persistence) = &self.persistence else {
-            return true;
-        };
-        match persistence.renew(rt::now_ms()) {
+        match &self.persistence {
+            Some(persistence) => self.found(persistence.renew(rt::now_ms())),
+            None => true,
+        }
+    }
+
+    /// Acts on what the lease in storage said; `false` if the client stopped.
+    fn found(&self, found: Renewal) -> bool {
+        match found {
             Renewal::Held => true,
             Renewal::Cleared(floor) => {
                 self.post(Input::SkipTo(floor));
                 true
             }
             Renewal::Taken => {
-                self.taken_over();
+                tracing::warn!(client = %self.id, "another page took this client over");
+                self.stop(TransportError::TakenOver);
                 false
             }
         }
-    }
-
-    fn taken_over(&self) {
-        tracing::warn!(client = %self.id, "another page took this client over");
-        self.stop(TransportError::TakenOver);
     }
 
     /// Whether the client let its ID go.

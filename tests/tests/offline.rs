@@ -314,3 +314,48 @@ async fn a_queue_saved_for_one_user_is_never_sent_as_another() {
     );
     assert_eq!(stored("bob first"), 0);
 }
+
+#[tokio::test]
+async fn a_client_whose_id_another_took_over_fails_its_waiting_calls_with_taken_over() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.down().await;
+    let storage = MemoryStorage::new();
+    let client = client(&proxy, Some(&storage));
+    let todos = TodosClient::new(&client);
+    let first = todos.create("before".into());
+    let queue = format!("queue:{}", client.id());
+    eventually("the call saved", || {
+        storage.keys().iter().any(|key| key.ends_with(&queue))
+    })
+    .await;
+    // Another client of this storage holds the ID now (its lease is another holder's): the
+    // next save finds it, and the client stops.
+    let lease = format!("lease:{}", client.id());
+    let lease = storage
+        .keys()
+        .into_iter()
+        .find(|key| key.ends_with(&lease))
+        .unwrap();
+    storage.set(&lease, "1:0:0");
+    let second = todos.create("after".into());
+    for (name, call) in [("the second call", second), ("the first call", first)] {
+        let result = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{name} never resolved"));
+        assert!(
+            matches!(
+                result,
+                Err(crudp::CallError::Transport(
+                    crudp::TransportError::TakenOver
+                ))
+            ),
+            "{name}: {result:?}"
+        );
+    }
+    assert_eq!(
+        storage.get(&lease).as_deref(),
+        Some("1:0:0"),
+        "its lease stays"
+    );
+}

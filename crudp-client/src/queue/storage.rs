@@ -447,23 +447,25 @@ impl Persistence {
     /// sign-out), nor, where the lease decides, once another page holds the ID (`false`: the
     /// queue saved is that page's now).
     #[must_use = "a client whose ID was taken over must stop"]
-    pub(crate) fn save(&self, saved: &Saved) -> bool {
-        if !self.current() {
-            return true;
+    pub(crate) fn save(&self, saved: &Saved, now_ms: u64) -> Renewal {
+        let found = self.found(now_ms);
+        if !self.current() || found == Renewal::Taken {
+            return found;
         }
-        if matches!(self.lease(), Some(lease) if self.decides && lease.holder != self.holder) {
-            return false;
+        if found != Renewal::Held {
+            // The lease too, so that the next renewal does not find it cleared again.
+            self.write_lease(now_ms, false);
         }
         if saved.packets.is_empty() {
             self.storage.remove(&self.queue_key());
             self.storage
                 .set(&self.seq_key(), &saved.next_seq.to_string());
-            return true;
+            return found;
         }
         let bytes = postcard::to_stdvec(saved).expect("a queue always encodes");
         self.storage
             .set(&self.queue_key(), &URL_SAFE_NO_PAD.encode(bytes));
-        true
+        found
     }
 
     /// Says that this client still holds its ID, and what it found: where the lease decides,
@@ -471,17 +473,38 @@ impl Persistence {
     /// past the lease's time), and its lease then stays.
     #[must_use = "a client whose ID was taken over must stop"]
     pub(crate) fn renew(&self, now_ms: u64) -> Renewal {
-        let found = match self.lease() {
-            _ if !self.decides => Renewal::Held,
-            Some(lease) if lease.holder != self.holder => return Renewal::Taken,
+        let found = self.found(now_ms);
+        if found != Renewal::Taken {
+            self.write_lease(now_ms, false);
+        }
+        found
+    }
+
+    /// What the lease in storage says of this client's hold on its ID.
+    fn found(&self, now_ms: u64) -> Renewal {
+        if !self.decides {
+            return Renewal::Held;
+        }
+        if self.place_is_empty() {
+            // Another client of the browser had the user named since: this place's state,
+            // this ID's lease with it, moved to the user's, and this client goes there too.
+            let _ = self.name(None);
+        }
+        match self.lease() {
+            Some(lease) if lease.holder != self.holder => Renewal::Taken,
             Some(_) => Renewal::Held,
             // Cleared by a page that opened while it was free: another may have held it
             // between.
             None if self.current() => Renewal::Cleared(seq_floor(now_ms)),
             None => Renewal::Held,
-        };
-        self.write_lease(now_ms, false);
-        found
+        }
+    }
+
+    fn place_is_empty(&self) -> bool {
+        self.place
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     fn lease(&self) -> Option<Lease> {
@@ -492,7 +515,9 @@ impl Persistence {
 
     /// Lets the ID go: the next load of this tab, or another tab, may take it and its queue.
     pub(crate) fn release(&self, now_ms: u64) {
-        self.write_lease(now_ms, true);
+        if self.found(now_ms) != Renewal::Taken {
+            self.write_lease(now_ms, true);
+        }
     }
 
     fn write_lease(&self, now_ms: u64, released: bool) {
@@ -572,10 +597,11 @@ mod tests {
                 args: Default::default(),
             })
             .collect();
-        assert!(p.save(&Saved {
+        let saved = Saved {
             next_seq: seqs.last().map_or(1, |s| s + 1),
             packets,
-        }));
+        };
+        assert_eq!(p.save(&saved, 0), Renewal::Held);
     }
 
     #[test]
@@ -608,10 +634,14 @@ mod tests {
         let (second, saved) = open(&storage, None, 2, 3000);
         assert_eq!((second.client(), saved.packets.len()), (ClientId(1), 1));
         assert_eq!(first.renew(4000), Renewal::Taken, "the other tab's now");
-        assert!(
-            !first.save(&Saved::default()),
+        assert_eq!(
+            first.save(&Saved::default(), 4000),
+            Renewal::Taken,
             "nor does it save over its queue"
         );
+        // Nor, letting go, over its lease.
+        first.release(4000);
+        assert_eq!(second.renew(4000), Renewal::Held);
         assert_eq!(second.renew(4000), Renewal::Held);
         // Even once that tab let it go too: the calls it made are not the first one's.
         second.release(5000);
@@ -629,15 +659,31 @@ mod tests {
     }
 
     #[test]
+    fn a_client_whose_id_another_took_over_sees_it_after_that_one_had_the_user_named() {
+        let storage = MemoryStorage::new();
+        // No user named yet (the server was out of reach): both open the unnamed place.
+        let (first, _) = open(&storage, None, 1, 0);
+        queue(&first, &[1]);
+        first.release(1000);
+        let (second, _) = open(&storage, Some(1), 2, 2000);
+        assert_eq!(second.client(), ClientId(1));
+        // The second is named, which moves the place's state, its lease with it, to the user's.
+        second.name(Some("ann")).unwrap();
+        assert_eq!(first.renew(3000), Renewal::Taken);
+        assert_eq!(second.renew(3000), Renewal::Held);
+    }
+
+    #[test]
     fn an_id_taken_up_again_without_its_next_number_goes_on_past_any_it_used() {
         let storage = MemoryStorage::new();
         let (first, saved) = open(&storage, None, 1, 0);
         assert_eq!(saved.next_seq, 0, "a new ID starts from the start");
         queue(&first, &[1, 2]);
-        assert!(first.save(&Saved {
+        let saved = Saved {
             next_seq: 3,
             packets: Vec::new(),
-        }));
+        };
+        assert_eq!(first.save(&saved, 0), Renewal::Held);
         first.release(1000);
         let (reloaded, saved) = open(&storage, Some(1), 2, 2000);
         assert_eq!((reloaded.client(), saved.next_seq), (ClientId(1), 3));
@@ -724,10 +770,11 @@ mod tests {
         let (first, _) = open(&storage, None, 1, 0);
         queue(&first, &[1, 2]);
         // Both answered: nothing left to send, seven calls made in all.
-        assert!(first.save(&Saved {
+        let saved = Saved {
             next_seq: 8,
             packets: Vec::new(),
-        }));
+        };
+        assert_eq!(first.save(&saved, 0), Renewal::Held);
         first.release(10);
         let (reloaded, saved) = open(&storage, Some(1), 2, 20);
         assert_eq!(reloaded.client(), ClientId(1));

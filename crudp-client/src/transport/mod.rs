@@ -21,7 +21,8 @@ pub use native::{DEFAULT_STREAM_SILENCE, ReqwestTransport};
 pub use wasm::FetchTransport;
 
 /// The default of `request_timeout` ([`ReqwestTransport`]'s, and `FetchTransport`'s in the
-/// browser): two minutes, four times the server's default handler timeout.
+/// browser): two minutes. A `POST /call` batch whose calls together run longer is sent again
+/// and answered from the server's records once they ran: raise it for such batches.
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A boxed future; `Send` on native targets, where transports run on a thread pool.

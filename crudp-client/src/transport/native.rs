@@ -67,10 +67,14 @@ impl ReqwestTransport {
     /// that died without a word (a proxy that stopped passing it on, a peer gone without a
     /// reset) would otherwise hold the client's batch for ever. The server answers a batch
     /// sent again from its records, never running a call twice; a `/call` batch whose calls
-    /// run longer than this is answered so once they ran. Uploads have no such limit.
+    /// together run longer than this is answered so once they ran (in [`Mode::Call`], raise
+    /// it above the longest batch). It replaces a timeout of a client given to
+    /// [`with_client`](Self::with_client). Uploads have no such limit. At least a millisecond.
     /// Default: [`DEFAULT_REQUEST_TIMEOUT`](super::DEFAULT_REQUEST_TIMEOUT), 2 minutes.
+    ///
+    /// [`Mode::Call`]: crate::Mode::Call
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

@@ -64,7 +64,7 @@ impl FetchTransport {
     /// `AbortSignal.timeout`, there is no limit. Default: 2 minutes, as the native
     /// transport's.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

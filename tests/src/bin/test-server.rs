@@ -5,7 +5,8 @@
 //! `CRUDP_TEST_BUFFERED=<url>` and `CRUDP_TEST_CONTROL=<url>`, then serves until its standard
 //! input closes.
 //!
-//! Control (CORS-enabled for 127.0.0.1 pages): `POST /down`, `POST /up`, `GET /executions`,
+//! Control (CORS-enabled for 127.0.0.1 pages): `POST /down`, `POST /up`, `POST /gate` (lets one
+//! create titled `gated…` through), `GET /executions`,
 //! `GET /batches`.
 //!
 //! With `--instances N` (N ≥ 2), each of the two servers is N instances acting as one: on a
