@@ -41,6 +41,18 @@ pub struct Store {
     busy_once: Mutex<Vec<String>>,
 }
 
+impl Store {
+    /// The titles of the todos stored, by ID.
+    pub fn titles(&self) -> Vec<String> {
+        self.todos
+            .lock()
+            .unwrap()
+            .values()
+            .map(|t| t.title.clone())
+            .collect()
+    }
+}
+
 impl Default for Store {
     fn default() -> Self {
         Self {
@@ -675,6 +687,18 @@ pub fn creates(
             )
         })
         .collect()
+}
+
+/// Posts `body` to `POST {url}/sync` as `user`; the status.
+pub async fn sync_raw(url: &str, user: &str, body: Vec<u8>) -> u16 {
+    http_as(user, "member")
+        .post(format!("{url}/sync"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Posts `body` to `POST {url}/call` as `user`; the status and, for `200`, the results.

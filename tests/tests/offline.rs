@@ -246,14 +246,7 @@ async fn signing_out_drops_the_users_saved_calls_and_the_next_user_never_sends_t
     let todo = TodosClient::new(&bob).create("bob's".into()).await.unwrap();
     assert_eq!(todo.title, "bob's");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let titles: Vec<String> = server
-        .store
-        .todos
-        .lock()
-        .unwrap()
-        .values()
-        .map(|t| t.title.clone())
-        .collect();
+    let titles = server.store.titles();
     assert_eq!(titles, ["ann online", "bob's"]);
 }
 

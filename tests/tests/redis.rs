@@ -24,7 +24,7 @@ use crudp::{
 use crudp_redis::{RedisBackend, RedisHub, RedisOutcomes};
 use crudp_tests::{
     Cluster, RedisServer, TodosClient, batch_after, batch_of, call_raw, creates, eventually,
-    http_as, transport_as,
+    sync_raw, transport_as,
 };
 
 fn ann() -> Subscriber {
@@ -567,18 +567,9 @@ async fn two_instances_behind_a_round_robin_proxy_act_as_one() {
 async fn a_batch_that_overtakes_one_still_queued_on_another_instance_waits_for_it() {
     let cluster = Cluster::start(2, |b| b.workers(1)).await;
     let (a, b) = (&cluster.servers[0], &cluster.servers[1]);
-    let sync = |url: String, user: &'static str, body: Vec<u8>| async move {
-        let response = http_as(user, "member")
-            .post(format!("{url}/sync"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        response.status().as_u16()
-    };
     // Instance A's one worker is taken by another user's call, which waits.
     let held = batch_of(ClientId(70), creates("gated", [1]));
-    assert_eq!(sync(a.url(), "bob", held).await, 202);
+    assert_eq!(sync_raw(&a.url(), "bob", held).await, 202);
     eventually("A's worker is taken", || {
         a.store.at_gate.load(Ordering::SeqCst) == 1
     })
@@ -588,7 +579,7 @@ async fn a_batch_that_overtakes_one_still_queued_on_another_instance_waits_for_i
     // reaches B first.
     let client = ClientId(71);
     assert_eq!(
-        sync(a.url(), "ann", batch_of(client, creates("first", 1..=3))).await,
+        sync_raw(&a.url(), "ann", batch_of(client, creates("first", 1..=3))).await,
         202
     );
     let fourth = || batch_after(client, 3, creates("then", [4]));
@@ -615,14 +606,7 @@ async fn a_batch_that_overtakes_one_still_queued_on_another_instance_waits_for_i
         "{results:?}"
     );
     assert_eq!(cluster.executions(), 5);
-    let titles: Vec<String> = a
-        .store
-        .todos
-        .lock()
-        .unwrap()
-        .values()
-        .map(|t| t.title.clone())
-        .collect();
+    let titles = a.store.titles();
     for title in ["first 1", "first 2", "first 3", "then 4"] {
         assert_eq!(
             titles.iter().filter(|t| *t == title).count(),
