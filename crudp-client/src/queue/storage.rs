@@ -444,8 +444,9 @@ impl Persistence {
 
     /// Saves the queue; an empty queue removes the key and keeps only the next sequence number.
     /// Nothing is saved once the browser's record names another user (or none, after a
-    /// sign-out), nor, where the lease decides, once another page holds the ID (`false`: the
-    /// queue saved is that page's now).
+    /// sign-out), nor, where the lease decides, once another page holds the ID
+    /// ([`Renewal::Taken`]: the queue saved is that page's now). Says what it found of the
+    /// lease, as [`renew`](Self::renew) does.
     #[must_use = "a client whose ID was taken over must stop"]
     pub(crate) fn save(&self, saved: &Saved, now_ms: u64) -> Renewal {
         let found = self.found(now_ms);
