@@ -83,16 +83,7 @@ async fn an_amplification_flood_stays_within_the_byte_budgets() {
     let statuses: Vec<u16> = stream::iter(0..BATCHES)
         .map(|n| {
             let (url, body) = (url.clone(), packets(10_000 + n));
-            async move {
-                http_as(&format!("user{}", n % 20), "member")
-                    .post(format!("{url}/sync"))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
+            async move { sync_raw(&url, &format!("user{}", n % 20), body).await }
         })
         .buffer_unordered(16)
         .collect()
