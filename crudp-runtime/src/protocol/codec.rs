@@ -187,10 +187,11 @@ pub fn decode_batch(bytes: &Bytes, max_packets: usize) -> Result<Batch, DecodeEr
     decode_batch_after(bytes, max_packets).map(|(batch, _)| batch)
 }
 
-/// Decodes a batch as [`decode_batch`] does, and its `after`: the latest call sent before it
-/// that its client still waited for when it sent it, which the batch's calls must not run
-/// before (`0`: none). It is below the batch's highest sequence number. A call the client no
-/// longer waits for is never `after`: the client gave up on it.
+/// Decodes a batch as [`decode_batch`] does, and its `after`: a call sent earlier that its
+/// client still waited for when it sent the batch (CRUDP's client names the latest one below
+/// the batch's first call), which the batch's calls must not run before (`0`: none). It is
+/// below the batch's highest sequence number. A call the client no longer waits for is never
+/// `after`: the client gave up on it.
 pub fn decode_batch_after(bytes: &Bytes, max_packets: usize) -> Result<(Batch, u64), DecodeError> {
     let mut reader = Reader::new(bytes, Some(bytes))?;
     let client = ClientId(reader.varint(|| "the client ID".to_owned())?);
