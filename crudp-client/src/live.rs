@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use crudp_runtime::CallError;
+use crudp_runtime::{CallError, TransportError};
 use serde::de::DeserializeOwned;
 
 use crate::{Client, Listener, call::CallFuture, rt, transport::MaybeSendSync};
@@ -248,7 +248,19 @@ where
             (inner.changed)(read);
         };
         if let Err(message) = rt::spawn(answered) {
+            // Nothing would ever answer: the read says why instead of loading for ever.
             tracing::warn!("a live read cannot fetch: {message}");
+            let read = {
+                let mut state = inner.state();
+                if state.fetch != fetch {
+                    return;
+                }
+                state.heard = None;
+                state.read =
+                    Read::Failed(CallError::Transport(TransportError::Unreachable(message)));
+                state.read.clone()
+            };
+            (inner.changed)(read);
         }
     }
 }

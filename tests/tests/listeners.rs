@@ -297,3 +297,18 @@ async fn a_live_read_is_fetched_once_and_kept_current_by_what_its_follows_hear()
     TodosClient::new(&ann).read(0).await.unwrap_err();
     assert_eq!(reads.lock().unwrap().len(), reads_before);
 }
+
+/// Made where no runtime runs, a live read has nothing to fetch with: it says so as a
+/// failure, not `Loading` for ever.
+#[test]
+fn a_live_read_made_outside_a_runtime_fails_and_says_why() {
+    let client = Client::builder("http://127.0.0.1:9/crudp").build();
+    let (reads, changed) = heard::<crudp::Read<Todo, TodoError>>();
+    let todos = TodosClient::new(&client);
+    let live = crudp::LiveRead::new(&client, move || todos.read(1), changed);
+    let Some(CallError::Transport(error)) = live.get().error().cloned() else {
+        panic!("not failed: {:?}", live.get());
+    };
+    assert!(error.to_string().contains("Tokio runtime"), "{error}");
+    assert_eq!(reads.lock().unwrap().as_slice(), [live.get()]);
+}
