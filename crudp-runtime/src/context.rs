@@ -233,9 +233,11 @@ impl Context {
     /// uploaded. Only the user who uploaded a file may open it here
     /// ([`FileError::Forbidden`](crate::files::FileError::Forbidden)).
     ///
-    /// If not all of it arrived yet, the call is treated as not executed (as with
-    /// [`retry_later`](Self::retry_later)): whatever the handler returns is discarded and the
-    /// client sends the call again, so open files before changing anything.
+    /// If its upload has begun but not all of it arrived yet, the call is treated as not
+    /// executed (as with [`retry_later`](Self::retry_later)): whatever the handler returns is
+    /// discarded and the client sends the call again, so open files before changing anything.
+    /// Of an ID that no upload has named, it fails with
+    /// [`FileError::NotFound`](crate::files::FileError::NotFound).
     ///
     /// ```no_run
     /// # async fn doc(ctx: &crudp_runtime::Context, file: crudp_runtime::files::FileRef)

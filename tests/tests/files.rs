@@ -57,7 +57,8 @@ fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
-/// `PUT /upload/{id}` of `body` at `offset` of a file of `size` bytes with digest `sha`.
+/// `PUT /upload/{id}` of `body` at `offset` of a file of `size` bytes with digest `sha`, with
+/// no content type: an upload's bytes need none.
 async fn put(
     http: &reqwest::Client,
     server: &str,
@@ -70,7 +71,6 @@ async fn put(
         .put(format!(
             "{server}/upload/{id}?offset={offset}&size={size}&sha256={sha}"
         ))
-        .header("content-type", "application/octet-stream")
         .body(body)
         .send()
         .await

@@ -76,11 +76,12 @@ impl fmt::Debug for AllowedOrigins {
     }
 }
 
-/// Refuses a `POST` or `PUT` whose body is not `application/octet-stream` (`415`), or a
-/// request that a browser sent from an origin other than the server's own and not allowed
-/// (`403`).
+/// Refuses a `POST` whose body is not `application/octet-stream` (`415`), or a request that a
+/// browser sent from an origin other than the server's own and not allowed (`403`). A `PUT`
+/// (an upload's bytes) may say any content type, or none: no page of another site can send
+/// one without a CORS preflight, whatever its type.
 pub(super) fn check(parts: &Parts, allowed: &AllowedOrigins) -> Result<(), (StatusCode, String)> {
-    let has_body = matches!(parts.method, http::Method::POST | http::Method::PUT);
+    let has_body = parts.method == http::Method::POST;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -188,5 +189,18 @@ mod tests {
         let matching = AllowedOrigins::matching(|o| o.ends_with(".example"));
         assert_eq!(status(&[OCTETS, host, evil], &matching), 200);
         assert_eq!(status(&[OCTETS, host, evil], &AllowedOrigins::any()), 200);
+    }
+
+    #[test]
+    fn an_uploads_put_may_say_any_content_type_but_not_come_from_another_site() {
+        let put = |headers: &[(&str, &str)]| {
+            let mut parts = parts(headers);
+            parts.method = http::Method::PUT;
+            check(&parts, &AllowedOrigins::default()).map_or_else(|(s, _)| s.as_u16(), |()| 200)
+        };
+        let host = ("host", "api.example:8080");
+        assert_eq!(put(&[host]), 200, "no content type");
+        assert_eq!(put(&[host, ("content-type", "text/plain")]), 200);
+        assert_eq!(put(&[host, ("origin", "https://evil.example")]), 403);
     }
 }
