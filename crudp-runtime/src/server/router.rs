@@ -248,10 +248,13 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
 }
 
 /// What `user`'s requests share limits by: their user, or for anonymous visitors (whose
-/// identities cost nothing) their IP address, when the server knows it.
+/// identities cost nothing) their IP address (an IPv6 one by its /64), when the server knows
+/// it.
 pub(super) fn share(parts: &Parts, user: &User) -> String {
     match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(peer) if user.is_anonymous() => format!("address {}", peer.0.ip()),
+        Some(peer) if user.is_anonymous() => {
+            format!("address {}", super::slots::network(peer.0.ip()))
+        }
         _ => user.id.clone(),
     }
 }

@@ -7,6 +7,19 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
+/// What limits per IP address count `ip` as: an IPv4 address as it is (also when it comes
+/// IPv4-mapped), an IPv6 address by its /64 prefix, which one host or home usually holds
+/// whole: counted one by one, the addresses of one /64 would each get the limits anew.
+pub(super) fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Slots {
     counts: Mutex<Counts>,
@@ -49,13 +62,14 @@ impl Slots {
     }
 
     /// A place for `address` (uncounted per address if unknown), if fewer than `total` are
-    /// taken in all and fewer than `per_address` by that address.
+    /// taken in all and fewer than `per_address` by that address's [`network`].
     pub(super) fn take(
         self: &Arc<Self>,
         address: Option<IpAddr>,
         total: usize,
         per_address: usize,
     ) -> Result<Slot, Full> {
+        let address = address.map(network);
         let mut counts = self.counts();
         if counts.total >= total {
             return Err(Full::Total(total));
@@ -112,6 +126,36 @@ mod tests {
         drop(first);
         assert!(slots.take(Some(a), 3, 2).is_ok(), "given back");
         assert!(slots.counts().per_address.len() <= 2);
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_their_places() {
+        let slots = Arc::new(Slots::default());
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let _held = slots.take(Some(one), 10, 1).unwrap();
+        for other in ["2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+            let other: IpAddr = other.parse().unwrap();
+            assert_eq!(
+                slots.take(Some(other), 10, 1).err(),
+                Some(Full::Address(1)),
+                "{other}"
+            );
+        }
+        let next_network: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(slots.take(Some(next_network), 10, 1).is_ok());
+        // An IPv4 address counts as itself, mapped into IPv6 or not.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let _v4 = slots.take(Some(v4), 10, 1).unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(
+            slots.take(Some(mapped), 10, 1).err(),
+            Some(Full::Address(1))
+        );
+        assert!(
+            slots
+                .take(Some("192.0.2.8".parse().unwrap()), 10, 1)
+                .is_ok()
+        );
     }
 
     #[test]
