@@ -146,12 +146,6 @@ impl Ledger {
         owned: usize,
         now: Instant,
     ) -> Result<(), ClientLimit> {
-        if self.clients.len() >= self.limits.max_clients {
-            self.sweep(now, true);
-            if self.clients.len() >= self.limits.max_clients {
-                return Err(ClientLimit::Total(self.limits.max_clients));
-            }
-        }
         let per_minute = self.limits.new_clients_per_minute;
         if owned >= self.limits.clients_per_user {
             return Err(ClientLimit::PerUser(self.limits.clients_per_user));
@@ -171,6 +165,18 @@ impl Ledger {
             return Err(ClientLimit::PerMinute(per_minute));
         }
         quota.tokens -= 1.0;
+        // Only a claim within its own limits looks for room, and a full table is swept at
+        // most once a second (each sweep reads every client under the store's lock).
+        if self.clients.len() >= self.limits.max_clients {
+            self.sweep(now, false);
+            if self.clients.len() >= self.limits.max_clients {
+                // Refused for want of room: the token is given back.
+                if let Some(quota) = self.users.get_mut(rate) {
+                    quota.tokens += 1.0;
+                }
+                return Err(ClientLimit::Total(self.limits.max_clients));
+            }
+        }
         Ok(())
     }
 
@@ -748,6 +754,44 @@ mod tests {
         assert_eq!(ledger.admit(c, "mallory", later), Claim::Foreign);
         ledger.sweep(later + Duration::from_secs(7200), true);
         assert_eq!(ledger.len(), 0, "forgotten after the ownership time");
+    }
+
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second_and_refuses_over_limit_users_first() {
+        let limits = OutcomeLimits::default()
+            .max_clients(2)
+            .new_clients_per_minute(3)
+            .idle(Duration::from_secs(60));
+        let mut ledger = Ledger::new(limits.clone(), false);
+        let start = Instant::now();
+        ledger.admit(ClientId(1), "ann", start);
+        ledger.admit(ClientId(2), "ann", start);
+        let swept = ledger.last_sweep;
+        let later = swept + Duration::from_millis(1500);
+        let full = Claim::Refused(ClientLimit::Total(2));
+        assert_eq!(ledger.admit(ClientId(3), "bob", later), full);
+        assert_eq!(ledger.last_sweep, later, "swept once");
+        for n in 0..100 {
+            let at = later + Duration::from_micros(n);
+            assert_eq!(ledger.admit(ClientId(4 + n), "bob", at), full);
+        }
+        assert_eq!(ledger.last_sweep, later, "not again within the second");
+        // Refused for want of room, bob kept his new-client tokens.
+        assert!(
+            ledger.users["bob"].tokens >= 2.99,
+            "{}",
+            ledger.users["bob"].tokens
+        );
+        // Ann, over her own limit, is told so without a look at the table.
+        let mut ledger = Ledger::new(limits.clients_per_user(2), false);
+        ledger.admit(ClientId(1), "ann", start);
+        ledger.admit(ClientId(2), "ann", start);
+        let before = ledger.last_sweep;
+        assert_eq!(
+            ledger.admit(ClientId(3), "ann", later),
+            Claim::Refused(ClientLimit::PerUser(2))
+        );
+        assert_eq!(ledger.last_sweep, before, "no sweep");
     }
 
     #[test]
