@@ -281,8 +281,9 @@ impl Stream {
         }
         tokio::select! {
             biased;
-            frame = self.live.recv() => frame.map(|f| f.bytes),
+            // First: a stream whose events never stop coming still ends with its token.
             () = &mut self.expires => None,
+            frame = self.live.recv() => frame.map(|f| f.bytes),
             _ = self.ping.tick() => Some(Bytes::from_static(PING)),
         }
     }
@@ -299,5 +300,39 @@ impl Drop for Presence {
         if let Some(hook) = &self.crudp.shared.on_disconnect {
             hook(&self.connection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::server::slots::Slots;
+
+    #[tokio::test]
+    async fn a_stream_whose_events_never_stop_coming_still_ends_with_its_token() {
+        let (sender, live) = mpsc::channel(8);
+        for id in 0..8 {
+            sender
+                .try_send(Frame {
+                    id,
+                    bytes: Bytes::from_static(b"data: x\n\n"),
+                })
+                .unwrap();
+        }
+        let slots = Arc::new(Slots::default());
+        let mut stream = Stream {
+            head: VecDeque::new(),
+            mode: Mode::Live,
+            live,
+            ping: tokio::time::interval(Duration::from_secs(3600)),
+            expires: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            _registration: Box::new(()),
+            _slot: slots.take(None, 1, 1).unwrap(),
+            _presence: None,
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(stream.next().await, None, "a frame went out past the token");
     }
 }
