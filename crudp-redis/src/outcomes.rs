@@ -354,7 +354,8 @@ impl OutcomeStore for RedisOutcomes {
                 .claim
                 .key(self.client_key(client))
                 .key(format!("{}user:{user}", self.prefix))
-                .key(format!("{}user:{rate}:minute", self.prefix))
+                // Not under `user:`: a user named `bob:minute` would own bob's counter.
+                .key(format!("{}rate:{rate}", self.prefix))
                 .arg(client.to_string())
                 .arg(user)
                 .arg(now_ms())

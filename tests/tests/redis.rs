@@ -314,6 +314,12 @@ async fn two_instances_share_ownership_reservations_and_outcomes() {
         a.begin(ClientId(10), 1).await,
         Err(StoreError::UnknownClient(_))
     ));
+    // A user whose name looks like another's key takes nothing of that user's.
+    assert_eq!(
+        a.claim(ClientId(11), "bob:minute").await.unwrap(),
+        Claim::Granted
+    );
+    assert_eq!(a.claim(ClientId(12), "bob").await.unwrap(), Claim::Granted);
 
     // One reservation at a time, whichever instance asks; the outcome is kept for both.
     let Begin::Run(lease) = a.begin(client, 1).await.unwrap() else {
