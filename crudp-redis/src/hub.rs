@@ -153,6 +153,11 @@ impl RedisHub {
         after: u64,
         through: u64,
     ) -> redis::RedisResult<Option<Vec<crudp_runtime::hub::Frame>>> {
+        // The stream keeps the last `replay_len` events: one further back is not read for
+        // nothing (any visitor may name an old ID, as often as it likes).
+        if through.saturating_sub(after) > self.replay_len as u64 {
+            return Ok(None);
+        }
         let reply: StreamRangeReply = self
             .redis
             .clone()

@@ -246,6 +246,11 @@ async fn resuming_on_an_instance_whose_reader_is_behind_waits_for_it_and_a_gap_c
 
 /// How many `XREAD`s Redis has answered.
 async fn xreads(redis: &RedisServer) -> u64 {
+    calls(redis, "xread").await
+}
+
+/// How many times Redis has answered `command` (lower case).
+async fn calls(redis: &RedisServer, command: &str) -> u64 {
     let mut connection = connection(redis).await;
     let info: String = crudp_redis::redis::cmd("INFO")
         .arg("commandstats")
@@ -253,9 +258,31 @@ async fn xreads(redis: &RedisServer) -> u64 {
         .await
         .unwrap();
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_xread:calls="))
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_further_back_than_the_stream_keeps_resets_without_reading_it() {
+    let redis = RedisServer::start().await;
+    let a = hub(&redis).await;
+    let mut published = Vec::new();
+    for n in 0..20 {
+        published.push(a.publish(event(Channel::All, n)).await.unwrap());
+    }
+    // A new instance holds none of them: a resume reads Redis, as far back as it keeps.
+    let b = RedisHub::new(&redis.client(), "crudp:", MemoryHub::default())
+        .await
+        .unwrap()
+        .replay_len(5);
+    let before = calls(&redis, "xrange").await;
+    let far = b.subscribe(ann(), Some(published[0])).await.unwrap();
+    assert!(matches!(far.start, Start::Reset));
+    assert_eq!(calls(&redis, "xrange").await, before, "not read");
+    let near = b.subscribe(ann(), Some(published[16])).await.unwrap();
+    assert_eq!(ids(near, Duration::from_millis(200)).await, published[17..]);
+    assert_eq!(calls(&redis, "xrange").await, before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
