@@ -108,22 +108,34 @@ end
 return 'ok'
 ";
 
-/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the number `n` of final
-/// outcomes, then `n` pairs of seq and encoded outcome, ascending, then the seqs of the
-/// outcomes to drop. The packets are past the mark, since the lease reserved them.
+/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the number of outcomes
+/// kept, the number `n` of final outcomes, then `n` pairs of seq and encoded outcome,
+/// ascending, then the seqs of the outcomes to drop, the last of them the highest one to drop.
+/// The packets are past the mark, since the lease reserved them. Dropping a seq per seq
+/// recorded misses those of a client whose seqs skip: once it holds twice the outcomes it
+/// keeps, every one at or below the highest to drop goes (a scan of them all, so rarely).
 const FINISH: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'lease')
 if not c[1] or c[2] ~= ARGV[1] then return 'lost' end
 -- 'stalled': an earlier version's, which no instance of this one clears otherwise.
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder', 'stalled')
-local last = 3 + 2 * tonumber(ARGV[3])
-for i = 4, last, 4000 do
+local last = 4 + 2 * tonumber(ARGV[4])
+for i = 5, last, 4000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))
 end
 for i = last + 1, #ARGV, 4000 do
   redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
 end
-if last > 3 then redis.call('HSET', KEYS[1], 'mark', ARGV[last - 1]) end
+if last > 4 then redis.call('HSET', KEYS[1], 'mark', ARGV[last - 1]) end
+if #ARGV > last and redis.call('HLEN', KEYS[2]) > 2 * tonumber(ARGV[3]) then
+  local floor, old = ARGV[#ARGV], {}
+  for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if not below(floor, seq) then old[#old + 1] = seq end
+  end
+  for i = 1, #old, 4000 do
+    redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 3999, #old)))
+  end
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 ";
@@ -477,6 +489,7 @@ impl OutcomeStore for RedisOutcomes {
                 .key(self.outcomes_key(client))
                 .arg(lease.id())
                 .arg(millis(self.limits.idle_time()))
+                .arg(kept)
                 .arg(finals.len());
             for (seq, outcome) in &finals {
                 finish

@@ -472,6 +472,29 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
         a.begin(huge, high + 1).await.unwrap(),
         Begin::Run(_)
     ));
+
+    // A client whose sequence numbers skip further than the outcomes kept leaves no more than
+    // twice that many behind, beyond 2^53 too.
+    let skipping = ClientId(6);
+    small.claim(skipping, "ann").await.unwrap();
+    let mut connection = connection(&redis).await;
+    for seq in (1..=40u64).map(|n| (1 << 62) + n * 1_000) {
+        let Begin::Run(lease) = small.begin(skipping, seq).await.unwrap() else {
+            panic!("packet {seq} runs");
+        };
+        small.finish(skipping, seq, lease, &ok(1)).await.unwrap();
+        let held: u64 = crudp_redis::redis::cmd("HLEN")
+            .arg(format!("crudp:outcomes:{skipping}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!((1..=4).contains(&held), "{held} outcomes held after {seq}");
+    }
+    let last = (1 << 62) + 40_000;
+    assert_eq!(
+        small.begin(skipping, last).await.unwrap(),
+        Begin::Done(ok(1))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
