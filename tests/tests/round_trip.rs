@@ -316,3 +316,37 @@ async fn a_client_dropped_with_calls_on_their_way_still_delivers_them() {
         assert_eq!(todo.title, format!("last words {mode:?}"));
     }
 }
+
+/// Calls too large together go again in halves and arrive; a call too large alone fails with
+/// `413` (its body cut short by the server, over a real connection), and the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_the_body_limit_go_in_halves_and_one_too_large_alone_fails_with_413() {
+    let server = Server::start_with(|b| b.max_body_bytes(256 << 10)).await;
+    for mode in [crudp::Mode::Sync, crudp::Mode::Call] {
+        let client = Client::builder(server.url()).mode(mode).build();
+        let todos = TodosClient::new(&client);
+        let (big, other) = ("a".repeat(200 << 10), "b".repeat(200 << 10));
+        let (a, b) = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures_util::future::join(todos.create(big.clone()), todos.create(other.clone())),
+        )
+        .await
+        .expect("in halves, in time");
+        assert_eq!(a.unwrap().title, big, "{mode:?}");
+        assert_eq!(b.unwrap().title, other, "{mode:?}");
+
+        let huge = "c".repeat(16 << 20);
+        let before = server.requests();
+        let alone = tokio::time::timeout(std::time::Duration::from_secs(30), todos.create(huge))
+            .await
+            .expect("refused in time, not sent again and again");
+        let Err(CallError::Transport(error)) = alone else {
+            panic!("{mode:?}: {alone:?}");
+        };
+        assert_eq!(error.status(), Some(413), "{mode:?}: {error}");
+        // The server read what the client still sent before closing: the client got the
+        // answer, not a reset connection to try again over.
+        assert_eq!(server.requests() - before, 1, "{mode:?}: sent once");
+        assert_eq!(todos.create("after".into()).await.unwrap().title, "after");
+    }
+}

@@ -7,6 +7,7 @@
 //! write timeout ([`deadline`]).
 
 mod deadline;
+mod linger;
 mod sse;
 
 use std::{
@@ -33,7 +34,7 @@ use tokio::{
 };
 use tower::Service;
 
-use self::deadline::WriteDeadline;
+use self::{deadline::WriteDeadline, linger::Linger};
 use super::slots::{Slot, Slots};
 
 /// Default for [`Serve::header_timeout`]: 10 seconds.
@@ -217,7 +218,7 @@ async fn connection(
         }
     });
     if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Linger::new(stream)), service)
         .with_upgrades()
         .await
     {
