@@ -22,7 +22,7 @@ use super::{
 use crate::{
     context::{Context, RetryLater},
     dispatch::{BoxFuture, encode_result},
-    protocol::{ClientId, Outcome},
+    protocol::{ClientId, Outcome, RequestId},
 };
 
 /// How often outcomes and clients past their time are removed from the file.
@@ -159,7 +159,11 @@ impl SqliteOutcomes {
     /// the handler returns what this returns. When `work` returns `Err`, its writes are
     /// rolled back and the error is recorded as the call's outcome. When the store itself
     /// fails, nothing is written, the call is retried later ([`Context::retry_later`]) and
-    /// the `Err` carries [`RetryLater`], which the client never sees.
+    /// the `Err` carries [`RetryLater`], which the client never sees. Nor does `work` run
+    /// for a call answered while its transaction waited for the file (its handler ran out of
+    /// `handler_timeout`): the client was told it was stopped. Work already under way when
+    /// the handler runs out of time still commits, with its outcome; the client is answered
+    /// `Timeout` once, and the committed outcome if it sends the call again.
     ///
     /// ```no_run
     /// # use crudp_runtime::{Context, RetryLater, outcomes::SqliteOutcomes};
@@ -187,6 +191,7 @@ impl SqliteOutcomes {
     {
         let id = ctx.request_id();
         let this = self.clone();
+        let reserved_at_start = this.reserved(id);
         let (max_bytes, keep) = (
             self.inner.limits.bytes_per_client,
             self.inner.limits.outcomes_per_client,
@@ -197,12 +202,16 @@ impl SqliteOutcomes {
             // running records its outcome.
             // With it go the outcomes of the reservation's packets that ran before it: the
             // mark it moves must not pass a packet whose outcome the file lacks.
-            let reserved = {
-                let ledger = this.ledger();
-                (ledger.is_running(id.client, id.seq)
-                    && ledger.mark(id.client).is_some_and(|mark| id.seq > mark))
-                .then(|| ledger.ran_before(id.client, id.seq))
-            };
+            let reserved = this
+                .reserved(id)
+                .then(|| this.ledger().ran_before(id.client, id.seq));
+            if reserved_at_start && reserved.is_none() {
+                // Answered meanwhile (its handler ran out of time waiting for the file): the
+                // client was told it did not run, so it does not.
+                return Ok(Err(E::from(RetryLater {
+                    reason: "the call was answered before its transaction began".into(),
+                })));
+            }
             let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let result = {
                 let mut savepoint = tx.savepoint()?;
@@ -231,6 +240,13 @@ impl SqliteOutcomes {
         })
         .await;
         committed_or_retried(ctx, done)
+    }
+
+    /// Whether the server runs the packet `id` now: reserved, and past its client's mark.
+    fn reserved(&self, id: RequestId) -> bool {
+        let ledger = self.ledger();
+        ledger.is_running(id.client, id.seq)
+            && ledger.mark(id.client).is_some_and(|mark| id.seq > mark)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -762,6 +778,46 @@ mod tests {
         );
         assert!(matches!(store.begin(client, 3).await, Ok(Begin::Run(_))));
         assert_eq!(store.claim(client, "mallory").await, Ok(Claim::Foreign));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_whose_call_was_answered_while_it_waited_for_the_file_does_nothing() {
+        let store = SqliteOutcomes::open(temp("answered-meanwhile")).unwrap();
+        store
+            .connection(|db| db.execute_batch("CREATE TABLE notes (text TEXT NOT NULL)"))
+            .await
+            .unwrap();
+        let client = ClientId(3);
+        store.claim(client, "ann").await.unwrap();
+        let lease = reserve(&store, client, 1).await;
+        // Another transaction holds the file; this one waits for it...
+        let held = lock(&store.inner.db);
+        let waiting = tokio::spawn({
+            let (store, ctx) = (
+                store.clone(),
+                Context::local(User::new("ann", "member"), client),
+            );
+            async move {
+                store
+                    .transaction(&ctx.for_seq(1), |db| {
+                        db.execute("INSERT INTO notes (text) VALUES ('late')", [])
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...past its handler's time: the call is answered as stopped.
+        let stopped = Outcome::Rejected {
+            code: crate::protocol::RejectCode::Timeout,
+            message: "ran out of time".into(),
+        };
+        store.finish(client, 1, lease, &stopped).await.unwrap();
+        drop(held);
+        let answer = waiting.await.unwrap();
+        assert!(answer.is_err(), "{answer:?}");
+        let notes: Vec<String> = column(&store, "SELECT text FROM notes").await;
+        assert!(notes.is_empty(), "it ran after all: {notes:?}");
     }
 
     #[tokio::test]
