@@ -162,8 +162,7 @@ impl SqliteOutcomes {
     /// the `Err` carries [`RetryLater`], which the client never sees. Nor does `work` run
     /// for a call answered while its transaction waited for the file (its handler ran out of
     /// `handler_timeout`): the client was told it was stopped. Work already under way when
-    /// the handler runs out of time still commits, with its outcome; the client is answered
-    /// `Timeout` once, and the committed outcome if it sends the call again.
+    /// the handler runs out of time cannot be stopped, and still commits its writes.
     ///
     /// ```no_run
     /// # use crudp_runtime::{Context, RetryLater, outcomes::SqliteOutcomes};
@@ -781,6 +780,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the file is held on purpose, while the call is answered"
+    )]
     async fn a_transaction_whose_call_was_answered_while_it_waited_for_the_file_does_nothing() {
         let store = SqliteOutcomes::open(temp("answered-meanwhile")).unwrap();
         store
