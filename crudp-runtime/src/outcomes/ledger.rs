@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{Begin, Claim, ClientLimit, Lease, OutcomeLimits, StoreError, outcome_bytes};
-use crate::protocol::{ClientId, Outcome};
+use crate::protocol::{ClientId, Outcome, RejectCode};
 
 pub(crate) struct Ledger {
     pub(crate) limits: OutcomeLimits,
@@ -415,6 +415,27 @@ impl Ledger {
                 .cloned()
                 .collect()
         })
+    }
+
+    /// Whether the server answered packet `seq` as stopped for its time (`Timeout`): its
+    /// handler is gone, though work it handed to a thread may still go on. Its outcome is
+    /// among those of the reservation that ran, or kept once the batch finished.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn timed_out(&self, client: ClientId, seq: u64) -> bool {
+        let Some(record) = self.clients.get(&client) else {
+            return false;
+        };
+        let stopped = |outcome: &Outcome| {
+            matches!(
+                outcome,
+                Outcome::Rejected {
+                    code: RejectCode::Timeout,
+                    ..
+                }
+            )
+        };
+        record.ran.iter().any(|(s, o)| *s == seq && stopped(o))
+            || record.outcomes.iter().any(|(s, o)| *s == seq && stopped(o))
     }
 
     fn advance(&mut self, client: ClientId, seq: u64, outcome: Outcome) {

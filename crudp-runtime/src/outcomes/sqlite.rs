@@ -22,7 +22,7 @@ use super::{
 use crate::{
     context::{Context, RetryLater},
     dispatch::{BoxFuture, encode_result},
-    protocol::{ClientId, Outcome, RequestId},
+    protocol::{ClientId, Outcome},
 };
 
 /// How often outcomes and clients past their time are removed from the file.
@@ -160,9 +160,9 @@ impl SqliteOutcomes {
     /// rolled back and the error is recorded as the call's outcome. When the store itself
     /// fails, nothing is written, the call is retried later ([`Context::retry_later`]) and
     /// the `Err` carries [`RetryLater`], which the client never sees. Nor does `work` run
-    /// for a call answered while its transaction waited for the file (its handler ran out of
-    /// `handler_timeout`): the client was told it was stopped. Work already under way when
-    /// the handler runs out of time cannot be stopped, and still commits its writes.
+    /// for a call answered `Timeout` while its transaction waited for the file (its handler
+    /// ran out of `handler_timeout`): the client was told it was stopped. Work already under
+    /// way when the handler runs out of time cannot be stopped, and still commits its writes.
     ///
     /// ```no_run
     /// # use crudp_runtime::{Context, RetryLater, outcomes::SqliteOutcomes};
@@ -190,7 +190,6 @@ impl SqliteOutcomes {
     {
         let id = ctx.request_id();
         let this = self.clone();
-        let reserved_at_start = this.reserved(id);
         let (max_bytes, keep) = (
             self.inner.limits.bytes_per_client,
             self.inner.limits.outcomes_per_client,
@@ -201,16 +200,20 @@ impl SqliteOutcomes {
             // running records its outcome.
             // With it go the outcomes of the reservation's packets that ran before it: the
             // mark it moves must not pass a packet whose outcome the file lacks.
-            let reserved = this
-                .reserved(id)
-                .then(|| this.ledger().ran_before(id.client, id.seq));
-            if reserved_at_start && reserved.is_none() {
-                // Answered meanwhile (its handler ran out of time waiting for the file): the
-                // client was told it did not run, so it does not.
-                return Ok(Err(E::from(RetryLater {
-                    reason: "the call was answered before its transaction began".into(),
-                })));
-            }
+            let reserved = {
+                let ledger = this.ledger();
+                if ledger.timed_out(id.client, id.seq) {
+                    // Its handler ran out of time while this waited for the file: the client
+                    // was told the call was stopped, so its work does not happen.
+                    return Ok(Err(E::from(RetryLater {
+                        reason: "the call was answered as timed out before its transaction began"
+                            .into(),
+                    })));
+                }
+                (ledger.is_running(id.client, id.seq)
+                    && ledger.mark(id.client).is_some_and(|mark| id.seq > mark))
+                .then(|| ledger.ran_before(id.client, id.seq))
+            };
             let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let result = {
                 let mut savepoint = tx.savepoint()?;
@@ -239,13 +242,6 @@ impl SqliteOutcomes {
         })
         .await;
         committed_or_retried(ctx, done)
-    }
-
-    /// Whether the server runs the packet `id` now: reserved, and past its client's mark.
-    fn reserved(&self, id: RequestId) -> bool {
-        let ledger = self.ledger();
-        ledger.is_running(id.client, id.seq)
-            && ledger.mark(id.client).is_some_and(|mark| id.seq > mark)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -784,7 +780,7 @@ mod tests {
         clippy::await_holding_lock,
         reason = "the file is held on purpose, while the call is answered"
     )]
-    async fn a_transaction_whose_call_was_answered_while_it_waited_for_the_file_does_nothing() {
+    async fn a_transaction_whose_call_timed_out_while_it_waited_for_the_file_does_nothing() {
         let store = SqliteOutcomes::open(temp("answered-meanwhile")).unwrap();
         store
             .connection(|db| db.execute_batch("CREATE TABLE notes (text TEXT NOT NULL)"))
@@ -792,35 +788,55 @@ mod tests {
             .unwrap();
         let client = ClientId(3);
         store.claim(client, "ann").await.unwrap();
-        let lease = reserve(&store, client, 1).await;
-        // Another transaction holds the file; this one waits for it...
-        let held = lock(&store.inner.db);
-        let waiting = tokio::spawn({
-            let (store, ctx) = (
-                store.clone(),
-                Context::local(User::new("ann", "member"), client),
-            );
+        let ctx = Context::local(User::new("ann", "member"), client);
+        let note = |ctx: Context, text: &'static str| {
+            let store = store.clone();
             async move {
                 store
-                    .transaction(&ctx.for_seq(1), |db| {
-                        db.execute("INSERT INTO notes (text) VALUES ('late')", [])
+                    .transaction(&ctx, move |db| {
+                        db.execute("INSERT INTO notes (text) VALUES (?1)", [text])
                             .map_err(|e| e.to_string())
                     })
                     .await
             }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // ...past its handler's time: the call is answered as stopped.
+        };
         let stopped = Outcome::Rejected {
             code: crate::protocol::RejectCode::Timeout,
             message: "ran out of time".into(),
         };
-        store.finish(client, 1, lease, &stopped).await.unwrap();
+        let begun = store.begin_batch(client, &[1, 2], 0).await.unwrap();
+        let [Begin::Run(lease), Begin::Run(_)] = begun[..] else {
+            panic!("1 and 2 run: {begun:?}");
+        };
+        // Another transaction holds the file; call 1's waits for it, past its handler's time:
+        // the call is answered as stopped while its batch goes on...
+        let held = lock(&store.inner.db);
+        let late = tokio::spawn(note(ctx.for_seq(1), "late"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.ran(client, 1, &stopped);
         drop(held);
-        let answer = waiting.await.unwrap();
-        assert!(answer.is_err(), "{answer:?}");
-        let notes: Vec<String> = column(&store, "SELECT text FROM notes").await;
-        assert!(notes.is_empty(), "it ran after all: {notes:?}");
+        assert!(late.await.unwrap().is_err());
+        // The batch's next call runs and the batch finishes.
+        assert_eq!(note(ctx.for_seq(2), "two").await, Ok(1));
+        let two = Outcome::Ok(vec![1].into());
+        store
+            .finish_batch(client, lease, &[(1, &stopped), (2, &two)])
+            .await
+            .unwrap();
+        // A call whose batch finished, its one call stopped, while its transaction waited.
+        let lease = reserve(&store, client, 3).await;
+        let held = lock(&store.inner.db);
+        let late = tokio::spawn(note(ctx.for_seq(3), "later"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.finish(client, 3, lease, &stopped).await.unwrap();
+        drop(held);
+        assert!(late.await.unwrap().is_err());
+        // A call's two transactions at once both run; the first records the outcome.
+        reserve(&store, client, 4).await;
+        let (a, b) = tokio::join!(note(ctx.for_seq(4), "a"), note(ctx.for_seq(4), "b"));
+        assert_eq!((a, b), (Ok(1), Ok(1)));
+        let notes: Vec<String> = column(&store, "SELECT text FROM notes ORDER BY text").await;
+        assert_eq!(notes, ["a", "b", "two"], "only the calls not stopped wrote");
     }
 
     #[tokio::test]
