@@ -268,10 +268,17 @@ impl Stream {
         }
         if let Mode::Poll { delivered, until } = &mut self.mode {
             if *delivered {
-                // What is already there goes too; then the answer ends.
+                // What is already there goes too; then the answer ends (at its time, or its
+                // token's, however fast events come).
+                let now = tokio::time::Instant::now();
+                if until.deadline() <= now || self.expires.deadline() <= now {
+                    return None;
+                }
                 return self.live.try_recv().ok().map(|f| f.bytes);
             }
             return tokio::select! {
+                biased;
+                () = &mut self.expires => None,
                 frame = self.live.recv() => {
                     *delivered = true;
                     frame.map(|f| f.bytes)
@@ -334,5 +341,22 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(stream.next().await, None, "a frame went out past the token");
+
+        // A poll's answer too, once it has delivered something.
+        let (sender, live) = mpsc::channel(8);
+        for id in 0..8 {
+            sender
+                .try_send(Frame {
+                    id,
+                    bytes: Bytes::from_static(b"data: x\n\n"),
+                })
+                .unwrap();
+        }
+        stream.live = live;
+        stream.mode = Mode::Poll {
+            delivered: true,
+            until: Box::pin(tokio::time::sleep(Duration::from_secs(25))),
+        };
+        assert_eq!(stream.next().await, None, "a poll answered past the token");
     }
 }

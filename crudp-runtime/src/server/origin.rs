@@ -2,7 +2,9 @@
 //! type a browser sends to another origin only after a CORS preflight, and a browser request
 //! must come from this server's own origin or an allowed one: its `Origin` says where it
 //! comes from, or, without one, its `Sec-Fetch-Site`. Requests with neither come from outside
-//! a browser (native clients, scripts) and cannot carry a visitor's cookies by surprise.
+//! a browser (native clients, scripts) and cannot carry a visitor's cookies by surprise. A
+//! `PUT` (an upload's bytes) may carry any content type: a browser sends none to another
+//! origin without a preflight.
 
 use std::{fmt, sync::Arc};
 

@@ -1,7 +1,7 @@
 //! `PUT`, `GET` and `DELETE /upload/{id}`: uploads that go on where they stopped, each of the
 //! one user who started it.
 //!
-//! - `PUT /upload/{id}?offset=N&size=S&sha256=HEX` (`application/octet-stream`): the file's
+//! - `PUT /upload/{id}?offset=N&size=S&sha256=HEX` (any content type): the file's
 //!   bytes from `N` on, all or some of them. Answers `200` with the postcard
 //!   [`UploadStatus`]; once all `S` bytes are there and their SHA-256 is `HEX`, it is
 //!   `complete`. A first `PUT` (at `0`) starts the upload for its user.
