@@ -111,8 +111,10 @@ impl RedisHub {
         })
     }
 
-    /// Keeps about `events` events in the Redis stream for replay (`XADD … MAXLEN ~`).
-    /// Default: [`DEFAULT_REPLAY_LEN`].
+    /// Keeps about `events` events in the Redis stream for replay (`XADD … MAXLEN ~`); a
+    /// client that resumes from further back than `events` is told to `reset`, whatever the
+    /// stream still holds, so give every instance the same value. Default:
+    /// [`DEFAULT_REPLAY_LEN`].
     #[must_use]
     pub fn replay_len(mut self, events: usize) -> Self {
         self.replay_len = events.max(1);
