@@ -274,21 +274,30 @@ impl SqliteOutcomes {
         .await
     }
 
-    /// The kept outcome of `seq` of `client` in the file.
-    async fn stored_outcome(&self, client: ClientId, seq: u64) -> Result<Begin, StoreError> {
+    /// The kept outcomes of `seqs` of `client` in the file, in their order (`Expired` for
+    /// those it lacks).
+    async fn stored_outcomes(
+        &self,
+        client: ClientId,
+        seqs: Vec<u64>,
+    ) -> Result<Vec<Begin>, StoreError> {
         let db = Arc::clone(&self.inner.db);
         blocking(move || {
-            let blob: Option<Vec<u8>> = lock(&db)
-                .query_row(
-                    "SELECT outcome FROM crudp_outcomes WHERE client = ?1 AND seq = ?2",
-                    params![sql(client.0), sql(seq)],
-                    |row| row.get(0),
-                )
-                .optional()
+            let db = lock(&db);
+            let mut query = db
+                .prepare_cached("SELECT outcome FROM crudp_outcomes WHERE client = ?1 AND seq = ?2")
                 .map_err(unavailable)?;
-            Ok(blob
-                .and_then(|blob| postcard::from_bytes(&blob).ok())
-                .map_or(Begin::Expired, Begin::Done))
+            seqs.into_iter()
+                .map(|seq| {
+                    let blob: Option<Vec<u8>> = query
+                        .query_row(params![sql(client.0), sql(seq)], |row| row.get(0))
+                        .optional()
+                        .map_err(unavailable)?;
+                    Ok(blob
+                        .and_then(|blob| postcard::from_bytes(&blob).ok())
+                        .map_or(Begin::Expired, Begin::Done))
+                })
+                .collect()
         })
         .await
     }
@@ -565,22 +574,37 @@ impl OutcomeStore for SqliteOutcomes {
                 Begin::Run(lease) => Some(*lease),
                 _ => None,
             });
-            for (answer, &seq) in answers.iter_mut().zip(seqs) {
-                if matches!(answer, Begin::Expired) {
-                    match self.stored_outcome(client, seq).await {
-                        Ok(stored) => *answer = stored,
-                        Err(e) => {
-                            // Not answered, the packets reserved with them do not run: their
-                            // reservation ends, or the client would be `Busy` for good.
-                            if let Some(lease) = lease {
-                                let _ = self.ledger().finish_batch(client, lease, &[], now);
-                            }
-                            return Err(e);
+            let expired: Vec<u64> = answers
+                .iter()
+                .zip(seqs)
+                .filter(|(answer, _)| matches!(answer, Begin::Expired))
+                .map(|(_, &seq)| seq)
+                .collect();
+            if expired.is_empty() {
+                return Ok(answers);
+            }
+            // All looked for at once: one trip to the file however many there are.
+            match self.stored_outcomes(client, expired).await {
+                Ok(stored) => {
+                    let mut stored = stored.into_iter();
+                    for answer in &mut answers {
+                        if matches!(answer, Begin::Expired)
+                            && let Some(found) = stored.next()
+                        {
+                            *answer = found;
                         }
                     }
+                    Ok(answers)
+                }
+                Err(e) => {
+                    // Not answered, the packets reserved with them do not run: their
+                    // reservation ends, or the client would be `Busy` for good.
+                    if let Some(lease) = lease {
+                        let _ = self.ledger().finish_batch(client, lease, &[], now);
+                    }
+                    Err(e)
                 }
             }
-            Ok(answers)
         })
     }
 
