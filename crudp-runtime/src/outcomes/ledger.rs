@@ -455,18 +455,27 @@ impl Ledger {
         }
     }
 
-    /// Drops the outcomes of the least recently seen clients until a quarter of the budget is
-    /// free again, sparing `keep` (the client that just grew).
+    /// Drops outcomes until a quarter of the budget is free again, sparing `keep` (the client
+    /// that just grew): first those of the users who hold the most, so that one user's many
+    /// clients cannot push out everyone else's; of one user, its least recently seen clients'
+    /// first.
     fn shed(&mut self, keep: ClientId) {
         let target = self.limits.total_bytes - self.limits.total_bytes / 4;
-        let mut holders: Vec<(Instant, ClientId)> = self
+        let mut per_user: HashMap<&str, usize> = HashMap::new();
+        for record in self.clients.values() {
+            *per_user.entry(&record.saved.owner).or_default() += record.bytes;
+        }
+        let mut holders: Vec<(std::cmp::Reverse<usize>, Instant, ClientId)> = self
             .clients
             .iter()
             .filter(|(id, r)| r.bytes > 0 && **id != keep)
-            .map(|(id, r)| (r.seen, *id))
+            .map(|(id, r)| {
+                let held = per_user.get(&*r.saved.owner).copied().unwrap_or(0);
+                (std::cmp::Reverse(held), r.seen, *id)
+            })
             .collect();
         holders.sort_unstable();
-        for (_, id) in holders {
+        for (_, _, id) in holders {
             if self.bytes <= target {
                 break;
             }
@@ -883,5 +892,29 @@ mod tests {
             Ok(Begin::Expired),
             "never kept"
         );
+    }
+
+    #[test]
+    fn one_users_many_clients_shed_their_own_outcomes_before_anyone_elses() {
+        let limits = OutcomeLimits::default()
+            .bytes_per_client(2_000)
+            .total_bytes(10_000);
+        let mut ledger = Ledger::new(limits, false);
+        let now = Instant::now();
+        let big = Outcome::Ok(vec![7; 900].into());
+        // Ann's one client, seen long ago, keeps its outcome...
+        ledger.admit(ClientId(1), "ann", now);
+        run(&mut ledger, ClientId(1), 1, &big, now);
+        // ...however many clients mallory fills after it.
+        for client in 100..130 {
+            let (c, at) = (ClientId(client), now + Duration::from_millis(client));
+            ledger.admit(c, "mallory", at);
+            for seq in 1..=2 {
+                run(&mut ledger, c, seq, &big, at);
+                assert!(ledger.outcome_bytes() <= 10_000);
+            }
+        }
+        let at = now + Duration::from_secs(1);
+        assert_eq!(ledger.begin(ClientId(1), 1, at), Ok(Begin::Done(big)));
     }
 }

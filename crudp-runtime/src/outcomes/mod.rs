@@ -304,8 +304,10 @@ impl OutcomeLimits {
         self
     }
 
-    /// The most bytes of outcomes held in memory for all clients; beyond it the outcomes of
-    /// the least recently seen clients are dropped (a durable store still has them on disk).
+    /// The most bytes of outcomes held in memory for all clients; beyond it outcomes are
+    /// dropped (a durable store still has them on disk): first those of the users who hold
+    /// the most, of their least recently seen clients first, so that one user's many clients
+    /// cannot push out everyone else's.
     /// Default: [`DEFAULT_TOTAL_BYTES`].
     #[must_use]
     pub fn total_bytes(mut self, bytes: usize) -> Self {
