@@ -24,6 +24,9 @@ pub(crate) struct Ledger {
 }
 
 /// What a durable store loads of a client, and writes back.
+/// How many packets answered `Timeout` a client's record remembers (see [`Ledger::timed_out`]).
+const TIMED_OUT_KEPT: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Saved {
     pub(crate) owner: Arc<str>,
@@ -39,6 +42,10 @@ struct Record {
     /// Packets of the reservation that ran, not yet finished, in order: a durable store's
     /// handler that commits its own outcome commits these with it.
     ran: Vec<(u64, Outcome)>,
+    /// The latest packets answered `Timeout` (at most [`TIMED_OUT_KEPT`]): work their handler
+    /// handed to a thread must not happen after all. Kept apart from the outcomes, which
+    /// budgets may drop.
+    timed_out: VecDeque<u64>,
     bytes: usize,
     seen: Instant,
     /// Changes not yet durable: a durable store must not let it go from memory.
@@ -381,8 +388,15 @@ impl Ledger {
         if seq <= record.saved.mark {
             return;
         }
-        // The packets of the reservation that ran before it were committed with it.
-        let earlier: Vec<_> = record.ran.drain(..).filter(|(s, _)| *s < seq).collect();
+        // The packets of the reservation that ran before it were committed with it; those
+        // after it (run while a handler that ran out of time still committed) wait for theirs.
+        let mut earlier = Vec::new();
+        record.ran.retain(|(s, outcome)| {
+            if *s < seq {
+                earlier.push((*s, outcome.clone()));
+            }
+            *s > seq
+        });
         for (earlier, outcome) in earlier {
             self.advance(client, earlier, outcome);
         }
@@ -400,6 +414,18 @@ impl Ledger {
                 .is_some_and(|run| (run.from..=run.to).contains(&seq))
         {
             record.ran.push((seq, outcome.clone()));
+            if matches!(
+                outcome,
+                Outcome::Rejected {
+                    code: RejectCode::Timeout,
+                    ..
+                }
+            ) {
+                if record.timed_out.len() == TIMED_OUT_KEPT {
+                    record.timed_out.pop_front();
+                }
+                record.timed_out.push_back(seq);
+            }
         }
     }
 
@@ -417,25 +443,21 @@ impl Ledger {
         })
     }
 
-    /// Whether the server answered packet `seq` as stopped for its time (`Timeout`): its
-    /// handler is gone, though work it handed to a thread may still go on. Its outcome is
-    /// among those of the reservation that ran, or kept once the batch finished.
+    /// Whether the server answered packet `seq` as stopped for its time (`Timeout`), lately:
+    /// its handler is gone, though work it handed to a thread may still go on.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn timed_out(&self, client: ClientId, seq: u64) -> bool {
-        let Some(record) = self.clients.get(&client) else {
-            return false;
-        };
-        let stopped = |outcome: &Outcome| {
-            matches!(
-                outcome,
-                Outcome::Rejected {
-                    code: RejectCode::Timeout,
-                    ..
-                }
-            )
-        };
-        record.ran.iter().any(|(s, o)| *s == seq && stopped(o))
-            || record.outcomes.iter().any(|(s, o)| *s == seq && stopped(o))
+        self.clients
+            .get(&client)
+            .is_some_and(|record| record.timed_out.contains(&seq))
+    }
+
+    /// Drops the kept outcomes of `client`, as the budgets may.
+    #[cfg(all(test, feature = "sqlite"))]
+    pub(crate) fn drop_outcomes_of(&mut self, client: ClientId) {
+        if let Some(record) = self.clients.get_mut(&client) {
+            self.bytes -= record.drop_outcomes();
+        }
     }
 
     fn advance(&mut self, client: ClientId, seq: u64, outcome: Outcome) {
@@ -456,9 +478,9 @@ impl Ledger {
     }
 
     /// Drops outcomes until a quarter of the budget is free again, sparing `keep` (the client
-    /// that just grew): first those of the users who hold the most, so that one user's many
-    /// clients cannot push out everyone else's; of one user, its least recently seen clients'
-    /// first.
+    /// that just grew): first those of the users who hold the most, so that one signed-in
+    /// user's many clients cannot push out everyone else's; of one user, its least recently
+    /// seen clients' first.
     fn shed(&mut self, keep: ClientId) {
         let target = self.limits.total_bytes - self.limits.total_bytes / 4;
         let mut per_user: HashMap<&str, usize> = HashMap::new();
@@ -573,6 +595,7 @@ impl Record {
             running: None,
             outcomes: VecDeque::new(),
             ran: Vec::new(),
+            timed_out: VecDeque::new(),
             bytes: 0,
             seen: now,
             dirty: false,
@@ -761,6 +784,30 @@ mod tests {
             Ok(Finished::AlreadyFinal)
         );
         assert_eq!(ledger.begin(c, 1, now), Ok(Begin::Done(ok(1))));
+    }
+
+    #[test]
+    fn a_late_commit_keeps_the_outcomes_of_the_packets_that_ran_after_it() {
+        let mut ledger = Ledger::new(OutcomeLimits::default(), false);
+        let (c, now) = (ClientId(1), Instant::now());
+        ledger.admit(c, "ann", now);
+        let begun = ledger.begin_batch(c, &[1, 2, 3], 0, now).unwrap();
+        assert!(matches!(
+            begun[..],
+            [Begin::Run(_), Begin::Run(_), Begin::Run(_)]
+        ));
+        // 1 ran out of time, though its transaction goes on; 2 ran; then 1's committed.
+        let stopped = Outcome::Rejected {
+            code: RejectCode::Timeout,
+            message: "ran out of time".into(),
+        };
+        ledger.ran(c, 1, &stopped);
+        assert!(ledger.timed_out(c, 1));
+        ledger.ran(c, 2, &ok(2));
+        ledger.committed(c, 1, ok(1));
+        // 3's own commit must write 2's outcome with it.
+        assert_eq!(ledger.ran_before(c, 3), [(2, ok(2))]);
+        assert!(!ledger.timed_out(c, 2));
     }
 
     #[test]

@@ -306,8 +306,8 @@ impl OutcomeLimits {
 
     /// The most bytes of outcomes held in memory for all clients; beyond it outcomes are
     /// dropped (a durable store still has them on disk): first those of the users who hold
-    /// the most, of their least recently seen clients first, so that one user's many clients
-    /// cannot push out everyone else's.
+    /// the most, of their least recently seen clients first, so that one signed-in user's
+    /// many clients cannot push out everyone else's (each anonymous visitor counts as a user).
     /// Default: [`DEFAULT_TOTAL_BYTES`].
     #[must_use]
     pub fn total_bytes(mut self, bytes: usize) -> Self {
