@@ -317,10 +317,10 @@ mod tests {
     use super::*;
     use crate::server::slots::Slots;
 
-    #[tokio::test]
-    async fn a_stream_whose_events_never_stop_coming_still_ends_with_its_token() {
+    /// A connection's queue with `n` events waiting.
+    fn queued(n: u64) -> mpsc::Receiver<Frame> {
         let (sender, live) = mpsc::channel(8);
-        for id in 0..8 {
+        for id in 0..n {
             sender
                 .try_send(Frame {
                     id,
@@ -328,6 +328,12 @@ mod tests {
                 })
                 .unwrap();
         }
+        live
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_events_never_stop_coming_still_ends_with_its_token() {
+        let live = queued(8);
         let slots = Arc::new(Slots::default());
         let mut stream = Stream {
             head: VecDeque::new(),
@@ -343,15 +349,7 @@ mod tests {
         assert_eq!(stream.next().await, None, "a frame went out past the token");
 
         // A poll's answer too, once it has delivered something.
-        let (sender, live) = mpsc::channel(8);
-        for id in 0..8 {
-            sender
-                .try_send(Frame {
-                    id,
-                    bytes: Bytes::from_static(b"data: x\n\n"),
-                })
-                .unwrap();
-        }
+        let live = queued(8);
         stream.live = live;
         stream.mode = Mode::Poll {
             delivered: true,
