@@ -23,10 +23,10 @@ pub(crate) struct Ledger {
     durable: bool,
 }
 
-/// What a durable store loads of a client, and writes back.
 /// How many packets answered `Timeout` a client's record remembers (see [`Ledger::timed_out`]).
 const TIMED_OUT_KEPT: usize = 64;
 
+/// What a durable store loads of a client, and writes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Saved {
     pub(crate) owner: Arc<str>,
