@@ -71,6 +71,36 @@ async fn a_user_with_hanging_handlers_holds_only_its_share_of_workers_and_queue(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_busy_with_a_long_batch_leaves_the_next_batch_to_an_idle_one() {
+    let server = Server::start_with(|b| {
+        b.workers(2)
+            .workers_per_user(1)
+            .handler_timeout(Duration::from_secs(600))
+    })
+    .await;
+    // The workers start, run a batch, and both wait for work.
+    let bob = server.client_as("bob", "member");
+    let todos = TodosClient::new(&bob);
+    let warm = within_a_minute("bob's first answer", todos.create("first".into())).await;
+    assert_eq!(warm.unwrap().title, "first");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One worker takes a batch that hangs; the other is woken for a batch of the same user,
+    // which must wait for the user's share, and goes back to waiting.
+    assert_eq!(sync_gated(&server, "hog", 1).await.status(), 202);
+    eventually("the hog's handler to hang", || {
+        server.store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(sync_gated(&server, "hog", 2).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another user's batch goes to the idle worker, not to the busy one.
+    let todo = within_a_minute("bob's answer", todos.create("meanwhile".into())).await;
+    assert_eq!(todo.unwrap().title, "meanwhile");
+    assert_eq!(server.store.at_gate.load(Ordering::SeqCst), 1);
+    server.store.gate.add_permits(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_hangs_is_stopped_and_its_call_is_not_run_again() {
     let server = Server::start_with(|b| b.handler_timeout(Duration::from_millis(300))).await;
     let client = server.client_as("ann", "member");

@@ -306,18 +306,24 @@ fn start_workers(shared: &Arc<Shared>, wake: &Arc<Wake>) {
 /// the workers end with it.
 async fn work(shared: Weak<Shared>, wake: Arc<Wake>, _alive: Alive) {
     loop {
-        let mut notified = pin!(wake.notify.notified());
-        notified.as_mut().enable();
-        if wake.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        let Some(server) = shared.upgrade().map(|shared| super::Crudp { shared }) else {
-            return;
-        };
-        let Some(client) = server.shared.queue.take_ready() else {
-            drop(server);
-            notified.await;
-            continue;
+        let (server, client) = {
+            let mut notified = pin!(wake.notify.notified());
+            notified.as_mut().enable();
+            if wake.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(server) = shared.upgrade().map(|shared| super::Crudp { shared }) else {
+                return;
+            };
+            let Some(client) = server.shared.queue.take_ready() else {
+                drop(server);
+                notified.await;
+                continue;
+            };
+            // The wait ends here, before the run: a waiting worker is the first woken for
+            // new work, so one that stayed in line while it ran a long batch would take that
+            // work's wake-up with it (dropped, the wait hands it on to the next in line).
+            (server, client)
         };
         drain(&server, client).await;
     }
