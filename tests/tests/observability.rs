@@ -18,6 +18,8 @@ async fn calls_leave_spans_and_metrics() {
     a.unwrap();
     b.unwrap_err();
     todos.create(String::new()).await.unwrap_err();
+    // Asked to run later at its first attempt, it is counted as such, then as run.
+    todos.create("busy".into()).await.unwrap();
 
     let text = logs.text();
     let call = text
@@ -46,14 +48,19 @@ async fn calls_leave_spans_and_metrics() {
         "the failed read's span:\n{text}"
     );
     assert!(
+        text.contains("crudp.outcome=\"unavailable\""),
+        "the span of the call asked to run later:\n{text}"
+    );
+    assert!(
         text.contains("crudp.client.batch{"),
         "the client's span:\n{text}"
     );
 
     let rendered = metrics.render();
     for line in [
-        "crudp_calls_total{module=\"Todos\",action=\"create\",outcome=\"ok\"} 1",
+        "crudp_calls_total{module=\"Todos\",action=\"create\",outcome=\"ok\"} 2",
         "crudp_calls_total{module=\"Todos\",action=\"create\",outcome=\"app_error\"} 1",
+        "crudp_calls_total{module=\"Todos\",action=\"create\",outcome=\"unavailable\"} 1",
         "crudp_calls_total{module=\"Todos\",action=\"read\",outcome=\"app_error\"} 1",
     ] {
         assert!(

@@ -196,18 +196,13 @@ impl Crudp {
                                 }
                             };
                             let ctx = ctx.for_seq(packet.seq);
-                            let outcome = self
+                            let (outcome, targets) = self
                                 .execute_packet(&ctx, packet, mounted, &mut clock, &mut calls)
                                 .await;
-                            let effects = ctx.take_effects();
-                            let outcome = match effects.retry_later {
-                                Some(message) => Outcome::Unavailable { message },
-                                None => outcome,
-                            };
                             if !matches!(outcome, Outcome::Unavailable { .. }) {
                                 self.shared.outcomes.ran(client, packet.seq, &outcome);
                             }
-                            ran.push((outcomes.len(), effects.broadcast));
+                            ran.push((outcomes.len(), targets));
                             outcome
                         }
                     }
@@ -333,7 +328,8 @@ impl Crudp {
 
     /// Runs one packet on `mounted`, its module, in its span (OpenTelemetry's RPC conventions:
     /// `rpc.system`, `rpc.service`, `rpc.method`), and counts it in `calls`. It started at
-    /// `clock`, which is moved to when it ended.
+    /// `clock`, which is moved to when it ended. Answers its outcome (`Unavailable` if the
+    /// handler asked to run later), as recorded, and where it broadcasts.
     async fn execute_packet(
         &self,
         ctx: &Context,
@@ -341,7 +337,7 @@ impl Crudp {
         mounted: Option<&dyn Dispatch>,
         clock: &mut Instant,
         calls: &mut metrics::Calls,
-    ) -> Outcome {
+    ) -> (Outcome, Vec<Target>) {
         let module = mounted.map_or("unknown", |m| m.descriptor().name);
         let span = tracing::info_span!(
             "crudp.call",
@@ -357,13 +353,18 @@ impl Crudp {
             .run_packet(ctx, packet, mounted, started)
             .instrument(span.clone())
             .await;
+        let effects = ctx.take_effects();
+        let outcome = match effects.retry_later {
+            Some(message) => Outcome::Unavailable { message },
+            None => outcome,
+        };
         *clock = Instant::now();
         let elapsed = clock.saturating_duration_since(started);
         let kind = outcome_kind(&outcome);
         span.record("crudp.outcome", kind);
         span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
         calls.add(module, packet.action, kind, elapsed);
-        outcome
+        (outcome, effects.broadcast)
     }
 
     async fn run_packet(
