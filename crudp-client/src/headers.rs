@@ -25,6 +25,9 @@ const RESERVED: &[&str] = &[
     "transfer-encoding",
     "connection",
     "host",
+    // The event stream's own.
+    "accept",
+    "last-event-id",
 ];
 
 /// `name` in lower case and `value`, if both can be sent.
@@ -160,5 +163,8 @@ mod tests {
         let reserved = checked("X-Crudp-Key", "mine").unwrap_err();
         assert_eq!(reserved.reason, "the client sets it itself");
         assert!(reserved.to_string().contains("X-Crudp-Key"), "{reserved}");
+        // A stream that resumed from the application's position would skip or repeat events.
+        assert!(checked("Last-Event-ID", "5").is_err());
+        assert!(checked("Accept", "text/html").is_err());
     }
 }
