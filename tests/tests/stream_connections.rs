@@ -275,3 +275,51 @@ async fn event_streams_past_the_cap_per_address_or_in_all_are_refused_until_one_
         assert!(served, "{cap}: a stream is served once another ended");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_head_is_due_within_the_header_timeout_of_the_connection() {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = crudp::server::serve(listener, app).header_timeout(Duration::from_secs(2));
+    tokio::spawn(server.into_future());
+
+    // First bytes late, the rest a byte at a time: closed when the head is due, not a whole
+    // limit after the first bytes (3.8 s).
+    let connected = tokio::time::Instant::now();
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Trickle: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_after = None;
+    for byte in head {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(connected.elapsed());
+            break;
+        }
+        let mut buffer = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buffer)).await
+        {
+            closed_after = Some(connected.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickling connection is closed");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+
+    // A connection whose first head came in time is served past that time (and its next
+    // head is due a limit after the answer before it).
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    kept.write_all(request).await.unwrap();
+    let mut read = Vec::new();
+    assert!(read_until(&mut kept, &mut read, "hello").await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kept.write_all(request).await.unwrap();
+    let mut again = Vec::new();
+    assert!(read_until(&mut kept, &mut again, "hello").await);
+}

@@ -199,6 +199,9 @@ async fn connection(
     held: (OwnedSemaphorePermit, Slot),
 ) {
     let _ = stream.set_nodelay(true);
+    // The first request's head is due this long after the connection came, however long
+    // its first bytes took: hyper's own limit starts again when it takes the connection over.
+    let head_due = tokio::time::Instant::now() + header_timeout;
     let opening = sse::opening(&mut stream, peer, header_timeout).await;
     let stream = WriteDeadline::new(stream, write_timeout);
     match opening {
@@ -206,7 +209,10 @@ async fn connection(
         sse::Opening::Gone => return,
         sse::Opening::Other => {}
     }
+    let headed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_head = Arc::clone(&headed);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        first_head.store(true, std::sync::atomic::Ordering::Relaxed);
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
         async move {
@@ -217,11 +223,22 @@ async fn connection(
             )
         }
     });
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(Linger::new(stream)), service)
-        .with_upgrades()
-        .await
-    {
+    let mut served = std::pin::pin!(
+        builder
+            .serve_connection(TokioIo::new(Linger::new(stream)), service)
+            .with_upgrades()
+    );
+    let ended = tokio::select! {
+        ended = served.as_mut() => ended,
+        () = tokio::time::sleep_until(head_due) => {
+            if !headed.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(%peer, "connection closed: no request head in {header_timeout:?}");
+                return;
+            }
+            served.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, "connection ended: {e}");
     }
     drop(held);
