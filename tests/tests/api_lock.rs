@@ -73,8 +73,11 @@ mod broken {
         pub(crate) price: u32,
     }
 
+    /// A variant inserted before the deployed one: a deployed client's `Missing` would be
+    /// read as `Gone`.
     #[derive(Serialize, Deserialize)]
     pub(crate) enum Problem {
+        Gone,
         Missing,
     }
 
@@ -114,6 +117,7 @@ fn every_kind_of_break_is_named_with_where_and_what() {
         "Shop::create (value): in `Item`: the fields were (id, name), are (id, name, price)",
         "Shop::delete: the action was removed",
         "Shop::read (arguments): field 1 of the tuple: was u64, is u32",
+        "Shop::read (error): in `Problem`: the variant `Missing` moved from place 0 to 1",
     ];
     for expected in expect {
         assert!(

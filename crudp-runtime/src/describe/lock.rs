@@ -251,6 +251,17 @@ impl Compare<'_> {
                     let Some(now) = b.get(index) else {
                         return Err(within(format!("the variant `{}` was removed", was.name)));
                     };
+                    // A variant is sent as its place: a name found at another place is a
+                    // variant moved (another inserted before it, say), not one renamed.
+                    if now.name != was.name
+                        && let Some((place, _)) = b.iter().find(|(_, v)| v.name == was.name)
+                    {
+                        return Err(within(format!(
+                            "the variant `{}` moved from place {index} to {place}: variants \
+                             are sent by place, so add new ones at the end",
+                            was.name
+                        )));
+                    }
                     self.variant(&was.value, &now.value)
                         .map_err(|e| within(format!("variant `{}`: {e}", was.name)))?;
                 }
