@@ -1,7 +1,8 @@
 //! A proxy that keeps a connection open but stops passing on what the server says: the native
 //! client takes a silent event stream (no event, no heartbeat) for dead and opens another,
 //! which resumes where the first left off, and gives up on a batch's request after its
-//! timeout and sends the batch again on another connection.
+//! timeout and sends the batch again on another connection. A stream that passes on its
+//! replay slowly is not taken for one held back.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -27,6 +28,8 @@ struct Relay {
     addr: SocketAddr,
     streams: Arc<AtomicUsize>,
     stalled: Arc<AtomicUsize>,
+    /// Connections counted after this many pass on what the server sends slowly.
+    slow_after: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -35,24 +38,35 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let streams = Arc::new(AtomicUsize::new(0));
         let stalled = Arc::new(AtomicUsize::new(0));
-        let (counted, stall) = (Arc::clone(&streams), Arc::clone(&stalled));
+        let slow_after = Arc::new(AtomicUsize::new(usize::MAX));
+        let (counted, stall, slow) = (
+            Arc::clone(&streams),
+            Arc::clone(&stalled),
+            Arc::clone(&slow_after),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let server = TcpStream::connect(upstream).await.unwrap();
-                tokio::spawn(carry(
-                    client,
-                    server,
-                    what,
-                    Arc::clone(&counted),
-                    Arc::clone(&stall),
-                ));
+                let ways = Ways {
+                    streams: Arc::clone(&counted),
+                    stalled: Arc::clone(&stall),
+                    slow_after: Arc::clone(&slow),
+                };
+                tokio::spawn(carry(client, server, what, ways));
             }
         });
         Self {
             addr,
             streams,
             stalled,
+            slow_after,
         }
+    }
+
+    /// The connections counted from now on pass on what the server sends at 320 bytes a
+    /// second (a slow link).
+    fn slow_from_now(&self) {
+        self.slow_after.store(self.streams(), Ordering::SeqCst);
     }
 
     fn streams(&self) -> usize {
@@ -70,13 +84,19 @@ impl Relay {
     }
 }
 
-async fn carry(
-    client: TcpStream,
-    server: TcpStream,
-    what: &'static [u8],
+/// What the relay does with the connections it counts.
+struct Ways {
     streams: Arc<AtomicUsize>,
     stalled: Arc<AtomicUsize>,
-) {
+    slow_after: Arc<AtomicUsize>,
+}
+
+async fn carry(client: TcpStream, server: TcpStream, what: &'static [u8], ways: Ways) {
+    let Ways {
+        streams,
+        stalled,
+        slow_after,
+    } = ways;
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
     // This connection's number among the event streams, once it carries one (0: none).
@@ -116,7 +136,20 @@ async fn carry(
                 // Swallowed: the connection stays open, and says nothing.
                 continue;
             }
-            if to_client.write_all(&buffer[..n]).await.is_err() {
+            let stream = number.load(Ordering::SeqCst);
+            if stream != 0 && stream > slow_after.load(Ordering::SeqCst) {
+                let mut gone = false;
+                for slice in buffer[..n].chunks(32) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    gone = to_client.write_all(slice).await.is_err();
+                    if gone {
+                        break;
+                    }
+                }
+                if gone {
+                    break;
+                }
+            } else if to_client.write_all(&buffer[..n]).await.is_err() {
                 break;
             }
         }
@@ -180,5 +213,47 @@ async fn a_batch_whose_answer_a_proxy_holds_back_is_sent_again_after_its_timeout
         server.executions(),
         1,
         "run once, answered again from the records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_keeps_coming_over_a_slow_link_is_not_taken_for_a_stream_held_back() {
+    let server = Server::start().await;
+    let relay = Relay::start(server.addr, b"GET /crudp/events").await;
+    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
+    let client = Client::builder(format!("http://{}/crudp", relay.addr))
+        .transport(transport)
+        .build();
+    let statuses = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&statuses);
+    let _status = client.on_status(move |status| seen.lock().unwrap().push(status));
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let noted = Arc::clone(&heard);
+    let todos = TodosClient::new(&client);
+    let _heard = todos.on_create(move |todo| noted.lock().unwrap().push(todo.title.clone()));
+    let first = tokio::time::timeout(Duration::from_secs(30), todos.create("first".into()))
+        .await
+        .expect("the first result");
+    assert_eq!(first.unwrap().title, "first");
+
+    // The stream goes silent; meanwhile another client's calls broadcast to it, and the
+    // stream it opens next replays them over a slow link: about 8 s before its `ready`.
+    relay.stall();
+    relay.slow_from_now();
+    let other = server.client_as("bob", "member");
+    let shouts = TodosClient::new(&other);
+    for n in 0..25 {
+        let title = format!("shout {n:02} with a title long enough to be read slowly");
+        shouts.create(title).await.unwrap();
+    }
+    let last = |heard: &[String]| heard.iter().any(|title| title.starts_with("shout 24"));
+    eventually("every broadcast replayed", || last(&heard.lock().unwrap())).await;
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.iter().filter(|t| t.starts_with("shout")).count(), 25);
+    assert!(relay.streams() >= 2, "another stream opened");
+    let statuses = statuses.lock().unwrap();
+    assert!(
+        statuses.iter().all(|status| !status.polling),
+        "took the replay for a stream held back: {statuses:?}"
     );
 }

@@ -26,8 +26,8 @@ use crate::{
 
 /// Seconds before expiry at which a token is renewed rather than used.
 const TOKEN_MARGIN: u64 = 5;
-/// How long a new stream may take to say `ready` before the client takes it for one that a
-/// proxy holds back, and polls instead.
+/// How long a new stream may take to say `ready`, or its next event before `ready`, before the
+/// client takes it for one that a proxy holds back, and polls instead.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a stream must have been open for its loss to be reconnected at once.
 const STABLE_MS: u64 = 5_000;
@@ -238,6 +238,11 @@ pub(crate) async fn run(
                                     says_polling = false;
                                     tell(&inner, &mut fanout, Link::Polling(false));
                                 }
+                            } else if !ready {
+                                // A replay coming through: the stream is not held back, it
+                                // only has much to say before `ready` (a long one on a slow
+                                // link). The wait starts again after each event.
+                                held_back = held_back_after(polling);
                             }
                         }
                         Some(Err(TransportError::Reconnecting)) => {
