@@ -173,9 +173,14 @@ async fn a_thousand_calls_leave_in_one_batch() {
 async fn a_dropped_call_is_still_sent() {
     let server = Server::start().await;
     let todos = TodosClient::new(&Client::new(server.url()));
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = std::sync::Arc::clone(&heard);
+    let _listener = todos.on_create(move |todo| noted.lock().unwrap().push(todo.title.clone()));
     drop(todos.create("fire and forget".into()));
     let after = todos.read(1).await.unwrap();
     assert_eq!(after.title, "fire and forget");
+    // Its result still reaches the listeners, though nobody awaits it.
+    assert_eq!(*heard.lock().unwrap(), ["fire and forget"]);
 }
 
 #[tokio::test]

@@ -85,6 +85,9 @@ async fn event_streams_are_served_whole_or_in_pieces_and_end_when_their_peer_goe
     assert!(head.contains("content-type: text/event-stream"), "{head}");
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
+    // What keeps proxies and caches from holding events back.
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(head.contains("x-accel-buffering: no"), "{head}");
     assert!(body.contains("event: ready"), "{body:?}");
     assert_eq!(*log.lock().unwrap(), ["+ann"]);
 
@@ -322,4 +325,30 @@ async fn the_first_request_head_is_due_within_the_header_timeout_of_the_connecti
     kept.write_all(request).await.unwrap();
     let mut again = Vec::new();
     assert!(read_until(&mut kept, &mut again, "hello").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_refused_by_hyper_near_the_header_timeout_still_lingers() {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = crudp::server::serve(listener, app).header_timeout(Duration::from_secs(1));
+    tokio::spawn(server.into_future());
+
+    // A head hyper refuses (`400`) shortly before the first head is due, and the peer goes
+    // on sending past that time: the connection lingers, reading what comes, rather than
+    // being dropped with bytes unread (a reset, which may cost the peer the answer).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stream.write_all(b"NOT A REQUEST\r\n\r\n").await.unwrap();
+    for n in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = stream.write_all(&[b'x'; 1024]).await {
+            panic!("cut {} ms after the refusal: {e}", n * 50);
+        }
+    }
+    let mut read = Vec::new();
+    read_until(&mut stream, &mut read, "\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&read);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
 }

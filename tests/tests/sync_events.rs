@@ -196,7 +196,12 @@ async fn a_reconnection_replays_every_missed_event_once_in_order() {
         .map(|e| e.id)
         .collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
-    assert!(String::from_utf8(spy.raw()).unwrap().starts_with("retry: "));
+    // Browsers reconnect 2 s after a loss (the default `retry_hint`).
+    assert!(
+        String::from_utf8(spy.raw())
+            .unwrap()
+            .starts_with("retry: 2000\n\n")
+    );
 }
 
 #[tokio::test]

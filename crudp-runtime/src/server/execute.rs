@@ -438,6 +438,8 @@ impl Crudp {
         match finished {
             Ok(outcome) => outcome,
             Err(panic) => {
+                // Failed for good: what it asked for (broadcasts, a retry) goes with it.
+                drop(ctx.take_effects());
                 let reason = panic
                     .downcast_ref::<&str>()
                     .copied()

@@ -8,6 +8,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -27,11 +31,24 @@ pub(super) struct Linger<S> {
     io: S,
     /// Set once the sending side is shut: until when, and how many bytes more, to read.
     draining: Option<(Pin<Box<Sleep>>, usize)>,
+    /// Set at the first write or shutdown: the connection has answered, or is closing.
+    spoke: Arc<AtomicBool>,
 }
 
 impl<S> Linger<S> {
-    pub(super) fn new(io: S) -> Self {
-        Self { io, draining: None }
+    /// `io`, which sets `spoke` when it first writes or shuts down.
+    pub(super) fn new(io: S, spoke: Arc<AtomicBool>) -> Self {
+        Self {
+            io,
+            draining: None,
+            spoke,
+        }
+    }
+
+    fn speaks(&self) {
+        if !self.spoke.load(Ordering::Relaxed) {
+            self.spoke.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -51,6 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.speaks();
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -59,6 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.speaks();
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -71,6 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.speaks();
         let this = &mut *self;
         if this.draining.is_none() {
             ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
@@ -104,7 +124,8 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_reads_what_the_peer_still_sends_until_it_closes() {
         let (server, mut peer) = tokio::io::duplex(1024);
-        let mut server = Linger::new(server);
+        let spoke = Arc::new(AtomicBool::new(false));
+        let mut server = Linger::new(server, Arc::clone(&spoke));
         let sending = tokio::spawn(async move {
             // More than the pipe holds: without the lingering read, this write would wait.
             peer.write_all(&[7; 100_000]).await.unwrap();
@@ -112,7 +133,9 @@ mod tests {
             peer.read_to_end(&mut answer).await.unwrap();
             answer
         });
+        assert!(!spoke.load(Ordering::Relaxed));
         server.write_all(b"413").await.unwrap();
+        assert!(spoke.load(Ordering::Relaxed), "the write is told");
         tokio::time::timeout(Duration::from_secs(5), server.shutdown())
             .await
             .expect("done once the peer closed")

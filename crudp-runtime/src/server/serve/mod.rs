@@ -201,7 +201,7 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     // The first request's head is due this long after the connection came, however long
     // its first bytes took: hyper's own limit starts again when it takes the connection over.
-    let head_due = tokio::time::Instant::now() + header_timeout;
+    let head_due = tokio::time::Instant::now().checked_add(header_timeout);
     let opening = sse::opening(&mut stream, peer, header_timeout).await;
     let stream = WriteDeadline::new(stream, write_timeout);
     match opening {
@@ -209,6 +209,8 @@ async fn connection(
         sse::Opening::Gone => return,
         sse::Opening::Other => {}
     }
+    // Set once the first head is read: the app got it, or hyper answered it itself (a
+    // `400`, say, then lingering).
     let headed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let first_head = Arc::clone(&headed);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -225,12 +227,23 @@ async fn connection(
     });
     let mut served = std::pin::pin!(
         builder
-            .serve_connection(TokioIo::new(Linger::new(stream)), service)
+            .serve_connection(
+                TokioIo::new(Linger::new(stream, Arc::clone(&headed))),
+                service
+            )
             .with_upgrades()
     );
+    let due = async {
+        match head_due {
+            Some(due) => tokio::time::sleep_until(due).await,
+            None => std::future::pending().await,
+        }
+    };
     let ended = tokio::select! {
+        // A head that came in time is read before the time is looked at.
+        biased;
         ended = served.as_mut() => ended,
-        () = tokio::time::sleep_until(head_due) => {
+        () = due => {
             if !headed.load(std::sync::atomic::Ordering::Relaxed) {
                 tracing::debug!(%peer, "connection closed: no request head in {header_timeout:?}");
                 return;
