@@ -81,8 +81,9 @@ impl ReqwestTransport {
     /// How long an open event stream may say nothing, not even the server's `: ping`
     /// heartbeat, before the client takes it for dead and opens another (resuming where it
     /// was): a proxy that stops passing the stream on while it keeps the connection open
-    /// would otherwise hold the client for ever. Keep it above the server's `heartbeat`.
-    /// Default: [`DEFAULT_STREAM_SILENCE`], 90 s.
+    /// would otherwise hold the client for ever. Keep it above the server's `heartbeat`, and
+    /// above 25 s, the longest a poll (`GET /poll`, behind a proxy that buffers streams)
+    /// waits in silence. Default: [`DEFAULT_STREAM_SILENCE`], 90 s.
     pub fn stream_silence(mut self, silence: Duration) -> Self {
         self.silence = silence;
         self
