@@ -720,6 +720,34 @@ async fn a_poll_ends_with_the_missed_events_or_the_first_new_one() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_poll_ends_empty_after_its_wait_and_an_unknown_position_gets_a_reset() {
+    let server = Server::start().await;
+    let url = server.url();
+    let token = server.token("ann", "member", ClientId(0x9012)).await;
+    let poll = |query: String| async move {
+        let started = std::time::Instant::now();
+        let body = tokio::time::timeout(Duration::from_secs(60), async {
+            reqwest::get(query).await.unwrap().bytes().await.unwrap()
+        })
+        .await
+        .expect("the poll ends");
+        (parse_events(&body), started.elapsed())
+    };
+    let (first, _) = poll(format!("{url}/poll?token={token}")).await;
+    let position = first[0].id;
+    // Nothing comes: the answer ends empty after its wait (25 s), for the client to ask again.
+    let (quiet, waited) = poll(format!("{url}/poll?token={token}&lastEventId={position}")).await;
+    assert_eq!(quiet, []);
+    assert!(waited >= Duration::from_secs(20), "ended after {waited:?}");
+    // A position the server never gave: `reset`, then `ready`, at once.
+    let (unknown, _) = poll(format!("{url}/poll?token={token}&lastEventId=1")).await;
+    assert_eq!(
+        unknown.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["reset", "ready"]
+    );
+}
+
 #[tokio::test]
 async fn a_client_with_its_share_of_batches_waiting_gets_503_and_others_go_on() {
     let server = Server::start_with(|b| b.queue_per_client(1).workers(2)).await;
