@@ -570,6 +570,17 @@ async fn presence_hooks_see_streams_open_and_close_and_streams_are_limited_per_u
     again
         .wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
         .await;
+
+    // A poll counts against the user's streams, but is not presence.
+    let poll = format!("{}/poll?token={token}", server.url());
+    assert_eq!(reqwest::get(&poll).await.unwrap().status(), 429);
+    drop(again);
+    eventually("the disconnect", || log.lock().unwrap().len() == 4).await;
+    let polled = reqwest::get(&poll).await.unwrap();
+    assert_eq!(polled.status(), 200);
+    let events = parse_events(&polled.bytes().await.unwrap());
+    assert_eq!(events[0].event, "ready");
+    assert_eq!(*log.lock().unwrap(), ["+ann", "-ann", "+ann", "-ann"]);
 }
 
 #[tokio::test]
