@@ -355,3 +355,61 @@ async fn calls_over_the_body_limit_go_in_halves_and_one_too_large_alone_fails_wi
         assert_eq!(todos.create("after".into()).await.unwrap().title, "after");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_another_protocol_version_fails_the_calls_with_its_message_once() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use axum::response::IntoResponse;
+    use crudp::TransportError;
+    let server = Server::start().await;
+    // In front of the server, what a deploy of a newer protocol answers a page left open.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&refused);
+    let newer = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let counted = Arc::clone(&counted);
+            async move {
+                if request.uri().path().ends_with("/sync") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let message = "invalid batch: unsupported protocol version 2: this side \
+                                   speaks version 3";
+                    return (http::StatusCode::BAD_REQUEST, message).into_response();
+                }
+                next.run(request).await
+            }
+        },
+    );
+    let app = axum::Router::new()
+        .nest("/crudp", server.api.router())
+        .layer(newer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/crudp", listener.local_addr().unwrap());
+    tokio::spawn(async move { crudp::server::serve(listener, app).await.unwrap() });
+
+    let client = Client::builder(url)
+        .transport(transport_as("ann", "member"))
+        .build();
+    let todos = TodosClient::new(&client);
+    let answer = tokio::time::timeout(Duration::from_secs(30), todos.create("old".into()))
+        .await
+        .expect("answered, not sent again and again");
+    match answer {
+        Err(CallError::Transport(TransportError::Status {
+            status: 400,
+            message,
+        })) => assert!(
+            message.contains("unsupported protocol version 2"),
+            "{message}"
+        ),
+        other => panic!("expected the server's refusal, got {other:?}"),
+    }
+    assert_eq!(refused.load(Ordering::SeqCst), 1, "sent once");
+    assert_eq!(server.executions(), 0);
+}
