@@ -176,6 +176,34 @@ async fn a_native_client_signs_in_with_a_bearer_token_and_refreshes_it()
 }
 
 #[tokio::test]
+async fn a_shared_reqwest_client_signs_its_event_stream_in_with_its_default_authorization() {
+    let tokens: Tokens = Arc::default();
+    tokens.lock().unwrap().insert("shared".into(), "ann");
+    let server = server_of(&tokens).await;
+    let mut defaults = reqwest::header::HeaderMap::new();
+    defaults.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer shared"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(defaults)
+        .build()
+        .unwrap();
+    let client = Client::builder(server.url())
+        .transport(crudp::transport::ReqwestTransport::with_client(http))
+        .build();
+    // Results come over the event stream: it opened as ann.
+    let todos = TodosClient::new(&client);
+    let made = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        todos.create("milk".into()),
+    )
+    .await
+    .expect("the result, over the event stream");
+    assert_eq!(made.unwrap().title, "milk");
+}
+
+#[tokio::test]
 async fn headers_are_sent_as_set_and_bad_ones_are_refused_with_the_reason() {
     let server = Server::start().await;
     let client = Client::builder(server.url())

@@ -257,3 +257,25 @@ async fn a_replay_that_keeps_coming_over_a_slow_link_is_not_taken_for_a_stream_h
         "took the replay for a stream held back: {statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_the_heartbeat_keeps_saying_something_is_kept() {
+    let server = Server::start_with(|b| b.heartbeat(Duration::from_millis(300))).await;
+    let relay = Relay::start(server.addr, b"GET /crudp/events").await;
+    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(1));
+    let client = Client::builder(format!("http://{}/crudp", relay.addr))
+        .transport(transport)
+        .build();
+    let todos = TodosClient::new(&client);
+    let made = tokio::time::timeout(Duration::from_secs(30), todos.create("first".into()))
+        .await
+        .expect("the first result");
+    assert_eq!(made.unwrap().title, "first");
+    // Nothing but heartbeats for four times the silence the client allows.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(relay.streams(), 1, "the stream was taken for dead");
+    let next = tokio::time::timeout(Duration::from_secs(30), todos.create("next".into()))
+        .await
+        .expect("the next result");
+    assert_eq!(next.unwrap().title, "next");
+}

@@ -121,7 +121,7 @@ async fn event_streams_are_served_whole_or_in_pieces_and_end_when_their_peer_goe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broadcast_arrives_chunked_and_a_peer_that_sends_more_is_closed() {
+async fn a_broadcast_arrives_chunked_and_a_peer_that_leaves_ends_the_stream() {
     let (server, log) = Server::start_logging_presence(1).await;
     let token = server.token("ann", "admin", ClientId(1)).await;
     let mut stream = open(server.addr, &format!("/crudp/events?token={token}"), true).await;
@@ -141,8 +141,8 @@ async fn a_broadcast_arrives_chunked_and_a_peer_that_sends_more_is_closed() {
         .expect("the broadcast, whole in its chunks");
     assert!(broadcast.contains("\ndata: "), "{broadcast:?}");
 
-    // Nothing may follow an event-stream request: the server closes, and the stream ends.
-    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    // The peer is done sending: the server ends the stream and closes.
+    stream.shutdown().await.unwrap();
     assert!(!read_until(&mut stream, &mut read, "never sent").await);
     eventually("the disconnect", || log.lock().unwrap().len() == 2).await;
     assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
@@ -351,4 +351,30 @@ async fn a_head_refused_by_hyper_near_the_header_timeout_still_lingers() {
     read_until(&mut stream, &mut read, "\r\n\r\n").await;
     let head = String::from_utf8_lossy(&read);
     assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_an_event_stream_request_neither_cut_nor_hold_the_stream() {
+    let server = Server::start_with(|b| b.heartbeat(Duration::from_millis(200))).await;
+    let token = server.token("ann", "admin", ClientId(3)).await;
+    let path = format!("/crudp/events?token={token}");
+    let addr = server.addr;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    // A stray line break, then a request pipelined after it, in the same packet.
+    let extra = format!("\r\nGET /crudp/modules HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{head}{extra}").as_bytes())
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    assert!(read_until(&mut stream, &mut read, "event: ready").await);
+    // The stream goes on: its heartbeats come.
+    let mut more = Vec::new();
+    assert!(read_until(&mut stream, &mut more, ": ping").await);
+    // A peer that goes on sending is let go once it sent too much.
+    let flood = vec![b'x'; 128 << 10];
+    let _ = stream.write_all(&flood).await;
+    let mut rest = Vec::new();
+    assert!(!read_until(&mut stream, &mut rest, "never sent").await);
 }

@@ -205,6 +205,23 @@ async fn a_reconnection_replays_every_missed_event_once_in_order() {
 }
 
 #[tokio::test]
+async fn a_stream_token_may_come_in_an_authorization_header_of_either_case() {
+    let server = Server::start().await;
+    let token = server.token("ann", "admin", ClientId(6)).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = reqwest::Client::new()
+            .get(format!("{}/poll", server.url()))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+        let events = parse_events(&response.bytes().await.unwrap());
+        assert_eq!(events[0].event, "ready", "{scheme}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_event_id_gets_a_reset() {
     let server = Server::start().await;
     let token = server.token("ann", "admin", ClientId(5)).await;

@@ -22,6 +22,9 @@ pub struct ReqwestTransport {
     /// How long a batch's request may take, answer included: see
     /// [`request_timeout`](Self::request_timeout).
     timeout: Duration,
+    /// The reqwest client is the application's ([`with_client`](Self::with_client)): its
+    /// default headers may hold an `Authorization` of the application's.
+    shared: bool,
 }
 
 /// The default of [`ReqwestTransport::stream_silence`]: three of the server's default
@@ -39,6 +42,7 @@ impl Default for ReqwestTransport {
             streams,
             silence: DEFAULT_STREAM_SILENCE,
             timeout: super::DEFAULT_REQUEST_TIMEOUT,
+            shared: false,
         }
     }
 }
@@ -52,13 +56,16 @@ impl ReqwestTransport {
 
     /// A transport that shares an existing reqwest client: its pool, default headers (for
     /// the server's authenticator), proxies and TLS set-up. Its event streams go through that
-    /// pool too, so they may reuse a connection that served other requests.
+    /// pool too, so they may reuse a connection that served other requests, and carry their
+    /// stream token in the query, leaving an `Authorization` header among the defaults to the
+    /// application.
     pub fn with_client(http: reqwest::Client) -> Self {
         Self {
             streams: http.clone(),
             http,
             silence: DEFAULT_STREAM_SILENCE,
             timeout: super::DEFAULT_REQUEST_TIMEOUT,
+            shared: true,
         }
     }
 
@@ -90,7 +97,7 @@ impl ReqwestTransport {
     }
 }
 
-/// `events`, ended with an error once it says nothing (not even a comment) for `silence`.
+/// `events` (the stream's bytes), ended with an error once nothing comes for `silence`.
 fn ended_by_silence<T>(
     events: impl Stream<Item = Result<T, TransportError>> + Send + 'static,
     silence: Duration,
@@ -192,9 +199,9 @@ impl Transport for ReqwestTransport {
         last_event_id: Option<u64>,
         headers: &[(&str, &str)],
     ) -> TransportFuture<'_, Result<EventStream, TransportError>> {
-        // The application's `Authorization` header names the user; the token (URL-safe) then
-        // goes in the query.
-        let request = if headers.iter().any(|(name, _)| *name == "authorization") {
+        // The application's `Authorization` header names the user (one of its own, or maybe
+        // one among its reqwest client's defaults); the token (URL-safe) then goes in the query.
+        let request = if self.shared || headers.iter().any(|(name, _)| *name == "authorization") {
             let join = if url.contains('?') { '&' } else { '?' };
             self.streams.get(format!("{url}{join}token={token}"))
         } else {
@@ -210,11 +217,19 @@ impl Transport for ReqwestTransport {
         let silence = self.silence;
         Box::pin(async move {
             let response = check(request.send().await.map_err(unreachable)?).await?;
-            let events = SseByteStream::new(response.bytes_stream())
-                .map_err(|e| TransportError::Unreachable(e.to_string()));
-            let events = ended_by_silence(events, silence).filter_map(|event| async move {
+            // Silence is timed on the bytes: the parser yields nothing for a comment, so the
+            // heartbeat would not count on the events.
+            let bytes = ended_by_silence(response.bytes_stream().map_err(unreachable), silence);
+            let events = SseByteStream::new(bytes).map_err(|e| match e {
+                sse_stream::Error::Body(e) => match e.downcast::<TransportError>() {
+                    Ok(e) => *e,
+                    Err(e) => TransportError::Unreachable(e.to_string()),
+                },
+                e => TransportError::Unreachable(e.to_string()),
+            });
+            let events = events.filter_map(|event| async move {
                 match event {
-                    // Comments (the heartbeat) and `retry:` hints carry no event.
+                    // `retry:` hints, and events without data, carry nothing.
                     Ok(sse) if sse.data.is_none() => None,
                     Ok(sse) => Some(Ok(SseEvent {
                         id: sse.id,

@@ -89,7 +89,12 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // The scheme's name is case-insensitive (RFC 9110).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        });
     let Some(token) = query.token.as_deref().or(bearer) else {
         return refuse(
             StatusCode::UNAUTHORIZED,

@@ -188,10 +188,11 @@ async fn send(
     mut body: Body,
     chunked: bool,
 ) -> io::Result<()> {
+    let mut ignored = 0;
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            gone = peer_gone(stream.get_ref()) => {
+            gone = peer_gone(stream.get_ref(), &mut ignored) => {
                 gone?;
                 return Err(io::ErrorKind::ConnectionAborted.into());
             }
@@ -223,14 +224,25 @@ async fn send(
     Ok(())
 }
 
-/// Resolves once the peer closes the connection, or sends anything more: the answer to an
-/// event-stream request ends its connection, so no further request can be answered on it, and
-/// reading whatever the peer sends would only spend the server's time.
-async fn peer_gone(stream: &TcpStream) -> io::Result<()> {
+/// The most bytes a peer may send after its event-stream request before it counts as gone.
+const MAX_IGNORED: usize = 64 << 10;
+
+/// Resolves once the peer closes the connection, or has sent more than [`MAX_IGNORED`] bytes
+/// after its request (counted in `ignored`). What it sends is read and ignored: the answer to
+/// an event-stream request ends its connection, so no further request (a pipelined one, a
+/// stray line break) can be answered on it, but neither may it cut the stream.
+async fn peer_gone(stream: &TcpStream, ignored: &mut usize) -> io::Result<()> {
+    let mut buffer = [0; 512];
     loop {
         stream.readable().await?;
-        match stream.try_read(&mut [0; 1]) {
-            Ok(_) => return Ok(()),
+        match stream.try_read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(read) => {
+                *ignored += read;
+                if *ignored > MAX_IGNORED {
+                    return Ok(());
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
