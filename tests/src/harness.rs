@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::api::*;
 
 /// The todo store. Titles steer it:
-/// - `shout…`: the created todo is broadcast to everyone;
+/// - `…shout…`: the created todo is broadcast to everyone;
 /// - `gated…`: creating waits for a permit of [`Store::gate`];
 /// - `busy…`: the first attempt asks to be retried later.
 ///
@@ -85,7 +85,7 @@ impl Todos for Arc<Store> {
         if title.is_empty() {
             return Err(TodoError::Invalid("empty title".into()));
         }
-        if title.starts_with("shout") {
+        if title.contains("shout") {
             ctx.broadcast(Target::All);
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;

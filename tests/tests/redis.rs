@@ -706,3 +706,57 @@ async fn redis_restarted_mid_run_loses_and_repeats_no_call() {
     assert_eq!(made.load(Ordering::SeqCst), 400);
     assert_eq!(cluster.executions(), 400, "none lost, none twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_outcome_waited_out_a_redis_restart_still_broadcasts_once() {
+    let mut cluster = Cluster::start(1, |b| b).await;
+    let store = Arc::clone(&cluster.servers[0].store);
+    let watcher = Client::builder(cluster.url())
+        .transport(transport_as("bob", "guest"))
+        .build();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let noted = Arc::clone(&heard);
+    let _heard =
+        TodosClient::new(&watcher).on_create(move |todo| noted.lock().unwrap().push(todo.title));
+    // The watcher's stream is up: its own call came back over it.
+    TodosClient::new(&watcher)
+        .create("hello".into())
+        .await
+        .unwrap();
+
+    // A call runs while Redis goes away: its outcome cannot be recorded until Redis is back.
+    let maker = Client::builder(cluster.url())
+        .transport(transport_as("ann", "guest"))
+        .build();
+    let made =
+        tokio::spawn(async move { TodosClient::new(&maker).create("gated shout".into()).await });
+    eventually("the call to run", || {
+        store.at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    cluster.redis.kill();
+    store.gate.add_permits(1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.redis.restart().await;
+    let made = tokio::time::timeout(Duration::from_secs(60), made)
+        .await
+        .expect("the call is answered")
+        .unwrap();
+    assert_eq!(made.unwrap().title, "gated shout");
+    // Its broadcast reaches the watcher, once, though its outcome was recorded late.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !heard.lock().unwrap().iter().any(|t| t == "gated shout") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the broadcast is heard");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = heard.lock().unwrap();
+    assert_eq!(
+        heard.iter().filter(|t| *t == "gated shout").count(),
+        1,
+        "{heard:?}"
+    );
+    assert_eq!(cluster.executions(), 2, "the hello and the call, once each");
+}

@@ -19,7 +19,7 @@ use crate::{
     Dispatch,
     context::{Context, Target},
     dispatch::unknown_action,
-    hub::{Channel, Publication},
+    hub::{Channel, HubError, Publication},
     outcomes::{Begin, Lease, StoreError, outcome_bytes},
     protocol::{
         Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode, Results,
@@ -233,7 +233,30 @@ impl Crudp {
             .iter()
             .map(|(i, _)| (packets[*i].seq, &outcomes[*i]))
             .collect();
-        if !self.finish(client, lease, &recorded).await {
+        // What the calls that succeeded broadcast, once their outcomes are recorded.
+        let mut told = Vec::new();
+        for (i, targets) in &ran {
+            let Outcome::Ok(value) = &outcomes[*i] else {
+                continue;
+            };
+            // A value of nothing (a delete's `()`) tells listeners nothing: they get the
+            // call's arguments instead.
+            let payload = if value.is_empty() {
+                &packets[*i].args
+            } else {
+                value
+            };
+            for target in targets {
+                let broadcast = Broadcast {
+                    handler: packets[*i].handler,
+                    action: packets[*i].action,
+                    value: payload.clone(),
+                    origin: Some(client),
+                };
+                told.push((broadcast, target.clone()));
+            }
+        }
+        if !self.finish(client, lease, &recorded, &mut told).await {
             for (i, _) in &ran {
                 outcomes[*i] = Outcome::Unavailable {
                     message: "the outcome store could not record this call's outcome yet".into(),
@@ -241,46 +264,68 @@ impl Crudp {
             }
             return outcomes;
         }
-        for (i, targets) in ran {
-            let Outcome::Ok(value) = &outcomes[i] else {
-                continue;
-            };
-            // A value of nothing (a delete's `()`) tells listeners nothing: they get the
-            // call's arguments instead.
-            let payload = if value.is_empty() {
-                &packets[i].args
-            } else {
-                value
-            };
-            for target in targets {
-                let broadcast = Broadcast {
-                    handler: packets[i].handler,
-                    action: packets[i].action,
-                    value: payload.clone(),
-                    origin: Some(client),
-                };
-                broadcasts.push((broadcast, target));
-            }
-        }
+        broadcasts.append(&mut told);
         outcomes
     }
 
-    /// Publishes the broadcasts of `client`'s calls, each to all but that client.
+    /// Publishes the broadcasts of `client`'s calls, each to all but that client. Those the
+    /// hub cannot take now (its backend is down) are published in the background once it can:
+    /// the calls ran and will not run again, so their broadcasts are never made again either.
     async fn publish_all(&self, client: ClientId, broadcasts: Vec<(Broadcast, Target)>) {
+        let failed = self.publish_some(client, broadcasts).await;
+        if failed.is_empty() {
+            return;
+        }
+        let crudp = self.clone();
+        tokio::spawn(async move {
+            let mut failed = failed;
+            let mut delay = Duration::from_millis(100);
+            while !failed.is_empty() {
+                tokio::time::sleep(delay).await;
+                failed = crudp.publish_some(client, failed).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+
+    /// Publishes `broadcasts`; answers those the hub could not take for now.
+    async fn publish_some(
+        &self,
+        client: ClientId,
+        broadcasts: Vec<(Broadcast, Target)>,
+    ) -> Vec<(Broadcast, Target)> {
+        let mut failed = Vec::new();
         for (broadcast, target) in broadcasts {
-            if let Err(e) = self
-                .publish_broadcast(broadcast, Channel::from(target), Some(client))
-                .await
-            {
-                tracing::warn!(%client, "broadcast not published: {e}");
+            let published = self
+                .publish_broadcast(
+                    broadcast.clone(),
+                    Channel::from(target.clone()),
+                    Some(client),
+                )
+                .await;
+            match published {
+                Ok(()) => {}
+                Err(e @ HubError::Unavailable(_)) => {
+                    tracing::warn!(%client, "broadcast not published yet, retrying: {e}");
+                    failed.push((broadcast, target));
+                }
+                Err(e) => tracing::warn!(%client, "broadcast not published: {e}"),
             }
         }
+        failed
     }
 
     /// Records the outcomes of packets that ran under `lease`; `false` if the store could
     /// not. Their reservation then stays (so they cannot run again: their re-sends are
-    /// `Busy`) and the outcomes are recorded in the background, until the store takes them.
-    async fn finish(&self, client: ClientId, lease: Lease, outcomes: &[(u64, &Outcome)]) -> bool {
+    /// `Busy`) and the outcomes are recorded in the background, until the store takes them;
+    /// then their broadcasts, taken from `told`, are published.
+    async fn finish(
+        &self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &[(u64, &Outcome)],
+        told: &mut Vec<(Broadcast, Target)>,
+    ) -> bool {
         let store = &self.shared.outcomes;
         let started = Instant::now();
         let finished = store.finish_batch(client, lease, outcomes).await;
@@ -294,12 +339,15 @@ impl Crudp {
                     .iter()
                     .map(|(seq, o)| (*seq, (*o).clone()))
                     .collect();
+                let told = std::mem::take(told);
                 tokio::spawn(async move {
                     let outcomes: Vec<(u64, &Outcome)> =
                         owned.iter().map(|(seq, o)| (*seq, o)).collect();
                     let store = &crudp.shared.outcomes;
-                    if until_stored(client, || store.finish_batch(client, lease, &outcomes)).await {
-                        until_stored(client, || store.flush()).await;
+                    if until_stored(client, || store.finish_batch(client, lease, &outcomes)).await
+                        && until_stored(client, || store.flush()).await
+                    {
+                        crudp.publish_all(client, told).await;
                     }
                 });
                 false
