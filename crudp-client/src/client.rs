@@ -247,6 +247,11 @@ impl ClientBuilder {
     /// Saves the queue in `storage` until each call's outcome is known, so calls survive a
     /// reload or a restart, and takes over a queue that a closed client left there. Default:
     /// the browser's `localStorage` on wasm32, nothing natively.
+    ///
+    /// Natively, a client that ended without letting its ID go (its process killed) keeps its
+    /// queue for 10 s after it last renewed its hold on it (every 2 s while it ran): a client
+    /// built on the same storage within that time takes a new ID, and that queue is taken over
+    /// by the next client built after it. In the browser, Web Locks tell at once.
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
         self
