@@ -251,7 +251,7 @@ impl ClientBuilder {
     /// Natively, a client that ended without letting its ID go (its process killed) keeps its
     /// queue for 10 s after it last renewed its hold on it (every 2 s while it ran): a client
     /// built on the same storage within that time takes a new ID, and that queue is taken over
-    /// by the next client built after it. In the browser, Web Locks tell at once.
+    /// by the next client built after it. In a browser with Web Locks, the lock tells at once.
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
         self
