@@ -78,7 +78,8 @@ for i = 4, #ARGV do
     if outcome then answers[#answers + 1] = {'done', outcome}
     else answers[#answers + 1] = {'expired'} end
   else
-    if c[3] and redis.call('EXISTS', ARGV[2] .. c[4]) == 1 then
+    -- Held by this instance (alive: it asks), or by one that says it is alive.
+    if c[3] and (c[4] == ARGV[1] or redis.call('EXISTS', ARGV[2] .. c[4]) == 1) then
       answers[#answers + 1] = {'busy', c[3], c[4], redis.call('HGET', KEYS[1], 'lease')}
       return answers
     end

@@ -523,6 +523,32 @@ async fn a_reservation_of_an_instance_that_died_is_taken_over() {
     assert!(taken, "the reservation was taken over");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_of_an_instance_alive_is_never_taken_over_by_itself() {
+    let redis = RedisServer::start().await;
+    let instance = store(&redis, OutcomeLimits::default()).await;
+    let client = ClientId(1);
+    instance.claim(client, "ann").await.unwrap();
+    let Begin::Run(_) = instance.begin(client, 1).await.unwrap() else {
+        panic!("reserved");
+    };
+    // Its heartbeat key ran out (Redis was out of reach for longer than it lives) and is not
+    // back yet: a re-send of the call it still runs is busy, not run a second time.
+    let mut connection = connection(&redis).await;
+    let alive: Vec<String> = crudp_redis::redis::cmd("KEYS")
+        .arg("crudp:instance:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(alive.len(), 1);
+    let _: () = crudp_redis::redis::cmd("DEL")
+        .arg(&alive[0])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(instance.begin(client, 1).await.unwrap(), Begin::Busy(1));
+}
+
 /// 32 bytes, shared by the instances.
 const SECRET: &[u8] = b"an instance-shared secret, 32+ b";
 
