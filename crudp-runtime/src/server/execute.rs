@@ -19,7 +19,7 @@ use crate::{
     Dispatch,
     context::{Context, Target},
     dispatch::unknown_action,
-    hub::{Channel, HubError, Publication},
+    hub::{Channel, Publication},
     outcomes::{Begin, Lease, StoreError, outcome_bytes},
     protocol::{
         Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode, Results,
@@ -268,51 +268,18 @@ impl Crudp {
         outcomes
     }
 
-    /// Publishes the broadcasts of `client`'s calls, each to all but that client. Those the
-    /// hub cannot take now (its backend is down) are published in the background once it can:
-    /// the calls ran and will not run again, so their broadcasts are never made again either.
+    /// Publishes the broadcasts of `client`'s calls, each to all but that client. One the hub
+    /// cannot take is not tried again: the hub may have taken it without a word (a reply lost
+    /// with Redis), and a second copy would come after newer events.
     async fn publish_all(&self, client: ClientId, broadcasts: Vec<(Broadcast, Target)>) {
-        let failed = self.publish_some(client, broadcasts).await;
-        if failed.is_empty() {
-            return;
-        }
-        let crudp = self.clone();
-        tokio::spawn(async move {
-            let mut failed = failed;
-            let mut delay = Duration::from_millis(100);
-            while !failed.is_empty() {
-                tokio::time::sleep(delay).await;
-                failed = crudp.publish_some(client, failed).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        });
-    }
-
-    /// Publishes `broadcasts`; answers those the hub could not take for now.
-    async fn publish_some(
-        &self,
-        client: ClientId,
-        broadcasts: Vec<(Broadcast, Target)>,
-    ) -> Vec<(Broadcast, Target)> {
-        let mut failed = Vec::new();
         for (broadcast, target) in broadcasts {
-            let published = self
-                .publish_broadcast(
-                    broadcast.clone(),
-                    Channel::from(target.clone()),
-                    Some(client),
-                )
-                .await;
-            match published {
-                Ok(()) => {}
-                Err(e @ HubError::Unavailable(_)) => {
-                    tracing::warn!(%client, "broadcast not published yet, retrying: {e}");
-                    failed.push((broadcast, target));
-                }
-                Err(e) => tracing::warn!(%client, "broadcast not published: {e}"),
+            if let Err(e) = self
+                .publish_broadcast(broadcast, Channel::from(target), Some(client))
+                .await
+            {
+                tracing::warn!(%client, "broadcast not published: {e}");
             }
         }
-        failed
     }
 
     /// Records the outcomes of packets that ran under `lease`; `false` if the store could
@@ -344,9 +311,13 @@ impl Crudp {
                     let outcomes: Vec<(u64, &Outcome)> =
                         owned.iter().map(|(seq, o)| (*seq, o)).collect();
                     let store = &crudp.shared.outcomes;
-                    if until_stored(client, || store.finish_batch(client, lease, &outcomes)).await
-                        && until_stored(client, || store.flush()).await
+                    if !until_stored(client, || store.finish_batch(client, lease, &outcomes)).await
                     {
+                        return;
+                    }
+                    // At once: the client's next calls may run as soon as these are recorded,
+                    // and their broadcasts must not overtake these.
+                    if store.flush().await.is_ok() || until_stored(client, || store.flush()).await {
                         crudp.publish_all(client, told).await;
                     }
                 });

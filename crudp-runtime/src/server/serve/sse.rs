@@ -232,9 +232,10 @@ const MAX_IGNORED: usize = 64 << 10;
 /// an event-stream request ends its connection, so no further request (a pipelined one, a
 /// stray line break) can be answered on it, but neither may it cut the stream.
 async fn peer_gone(stream: &TcpStream, ignored: &mut usize) -> io::Result<()> {
-    let mut buffer = [0; 512];
     loop {
         stream.readable().await?;
+        // Not kept across the wait: an idle stream holds no buffer.
+        let mut buffer = [0; 512];
         match stream.try_read(&mut buffer) {
             Ok(0) => return Ok(()),
             Ok(read) => {
