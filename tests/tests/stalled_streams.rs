@@ -162,14 +162,21 @@ async fn carry(client: TcpStream, server: TcpStream, what: &'static [u8], ways: 
     tokio::join!(up, down);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_a_proxy_stops_passing_on_is_taken_for_dead_and_opened_again() {
-    let server = Server::start().await;
+/// A relay of `server`'s event streams, and a client through it that takes a stream silent
+/// for 2 s for dead.
+async fn streaming_through_a_relay(server: &Server) -> (Relay, Client) {
     let relay = Relay::start(server.addr, b"GET /crudp/events").await;
     let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
     let client = Client::builder(format!("http://{}/crudp", relay.addr))
         .transport(transport)
         .build();
+    (relay, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_a_proxy_stops_passing_on_is_taken_for_dead_and_opened_again() {
+    let server = Server::start().await;
+    let (relay, client) = streaming_through_a_relay(&server).await;
     let todos = TodosClient::new(&client);
     let within = |what: &'static str| {
         move |answer: Result<_, tokio::time::error::Elapsed>| {
@@ -219,11 +226,7 @@ async fn a_batch_whose_answer_a_proxy_holds_back_is_sent_again_after_its_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_that_keeps_coming_over_a_slow_link_is_not_taken_for_a_stream_held_back() {
     let server = Server::start().await;
-    let relay = Relay::start(server.addr, b"GET /crudp/events").await;
-    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
-    let client = Client::builder(format!("http://{}/crudp", relay.addr))
-        .transport(transport)
-        .build();
+    let (relay, client) = streaming_through_a_relay(&server).await;
     let statuses = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = Arc::clone(&statuses);
     let _status = client.on_status(move |status| seen.lock().unwrap().push(status));
@@ -261,11 +264,7 @@ async fn a_replay_that_keeps_coming_over_a_slow_link_is_not_taken_for_a_stream_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_the_heartbeat_keeps_saying_something_is_kept() {
     let server = Server::start_with(|b| b.heartbeat(Duration::from_millis(300))).await;
-    let relay = Relay::start(server.addr, b"GET /crudp/events").await;
-    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(2));
-    let client = Client::builder(format!("http://{}/crudp", relay.addr))
-        .transport(transport)
-        .build();
+    let (relay, client) = streaming_through_a_relay(&server).await;
     let todos = TodosClient::new(&client);
     let made = tokio::time::timeout(Duration::from_secs(30), todos.create("first".into()))
         .await
