@@ -732,6 +732,17 @@ async fn a_poll_ends_with_the_missed_events_or_the_first_new_one() {
     // Missed events come at once, without `ready`.
     let missed = poll(Some(position)).await;
     assert_eq!(missed, new);
+    // An empty `Last-Event-ID` header (a proxy's, say) leaves the position to the query.
+    let beside = reqwest::Client::new()
+        .get(format!("{url}/poll?token={token}&lastEventId={position}"))
+        .header("last-event-id", "")
+        .send();
+    let beside = tokio::time::timeout(Duration::from_secs(10), async {
+        parse_events(&beside.await.unwrap().bytes().await.unwrap())
+    })
+    .await
+    .expect("the poll ends at once");
+    assert_eq!(beside, new);
     // A client not sure it is connected asks for `ready`, and gets it at once.
     let asked = reqwest::get(format!(
         "{url}/poll?token={token}&lastEventId={}&ready=true",

@@ -117,10 +117,10 @@ async fn open(crudp: Crudp, query: EventsQuery, parts: Parts, poll: bool) -> Res
         return refusal;
     }
     // An ID that is not a number (not even text) is one this server never sent: the client
-    // gets `reset`.
+    // gets `reset`. An empty header says nothing (the query may).
     let last_event_id = match headers.get("last-event-id") {
-        Some(header) => Some(header.to_str().unwrap_or("not text")),
-        None => query.last_event_id.as_deref(),
+        Some(header) if !header.is_empty() => Some(header.to_str().unwrap_or("not text")),
+        _ => query.last_event_id.as_deref(),
     }
     .filter(|id| !id.is_empty())
     .map(|id| id.trim().parse::<u64>().unwrap_or(u64::MAX));
