@@ -162,6 +162,8 @@ pub(crate) async fn run(
         let mut ready = false;
         // When it said `ready`.
         let mut ready_at = 0;
+        // When the wait for `ready` last started again (a replay coming through).
+        let mut waits_since = rt::monotonic_ms();
         // The answer came to its end as a poll's does, or the client just switched to polling,
         // or another client joined: ask again at once.
         let mut again = false;
@@ -238,10 +240,12 @@ pub(crate) async fn run(
                                     says_polling = false;
                                     tell(&inner, &mut fanout, Link::Polling(false));
                                 }
-                            } else if !ready {
+                            } else if !ready && rt::monotonic_ms() - waits_since >= 1000 {
                                 // A replay coming through: the stream is not held back, it
                                 // only has much to say before `ready` (a long one on a slow
-                                // link). The wait starts again after each event.
+                                // link). The wait starts again, at most once a second rather
+                                // than with each event.
+                                waits_since = rt::monotonic_ms();
                                 held_back = held_back_after(polling);
                             }
                         }
