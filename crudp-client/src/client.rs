@@ -395,7 +395,12 @@ fn hold(
             adopting: Some((orphan, Arc::clone(&listeners), headers)),
             ..template
         };
-        Box::new(builder.build())
+        let adopted = builder.build();
+        // Its calls count in the page's status.
+        if let Some(parent) = parent.upgrade() {
+            adopted.shared.sends_for(&parent);
+        }
+        Box::new(adopted)
     });
     let _ = rt::spawn(crate::leases::run(Arc::downgrade(shared), stopped, adopt));
     stop

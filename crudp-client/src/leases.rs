@@ -116,9 +116,15 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
         page.borrow_mut().held = Some(held);
         shared.take_back();
         drop(shared);
-        // Queues left behind are adopted only once the server named the user: they may be
-        // another user's, from before someone else signed in.
+        // Queues left behind are sent only once the server named the user: they may be
+        // another user's, from before someone else signed in. Those whose locks this client
+        // gets are counted in its status meanwhile (offline, say).
         let adopt_now = std::mem::take(&mut first);
+        let mut taken = if adopt_now {
+            take_left_behind(&client, &base).await
+        } else {
+            Vec::new()
+        };
         let adopt_now = adopt_now && named(&client, &mut stop).await;
         let Some(shared) = client.upgrade() else {
             return;
@@ -126,7 +132,11 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
         if adopt_now && let Some(persistence) = &shared.persistence {
             for orphan in persistence.orphans() {
                 // Whichever client gets the lock adopts the queue; the others leave it.
-                let Some(lock) = locks::acquire(&lock_name(&base, orphan), true).await else {
+                let lock = match taken.iter().position(|(taken, _)| *taken == orphan) {
+                    Some(at) => Some(taken.swap_remove(at).1),
+                    None => locks::acquire(&lock_name(&base, orphan), true).await,
+                };
+                let Some(lock) = lock else {
                     continue;
                 };
                 tracing::info!(%orphan, "adopting the queue of a closed page");
@@ -140,6 +150,10 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
                     drop(lock);
                 });
             }
+        }
+        // Taken but no longer in the user's place (none, as a rule): let go.
+        for (orphan, _) in taken {
+            shared.not_adopted(orphan);
         }
         drop(shared);
         // Until the page comes back from the back/forward cache without its ID.
@@ -156,6 +170,29 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
             return;
         }
     }
+}
+
+/// Takes the locks of the queues left behind in the client's place that no other client
+/// holds, and counts their calls in the client's status until it sends them.
+async fn take_left_behind(client: &Weak<Shared>, base: &str) -> Vec<(ClientId, Held)> {
+    let orphans = client
+        .upgrade()
+        .and_then(|shared| shared.persistence.as_ref().map(|p| p.orphans()))
+        .unwrap_or_default();
+    let mut taken = Vec::new();
+    for orphan in orphans {
+        if let Some(lock) = locks::acquire(&lock_name(base, orphan), true).await {
+            taken.push((orphan, lock));
+        }
+    }
+    if let Some(shared) = client.upgrade()
+        && let Some(persistence) = &shared.persistence
+    {
+        for (orphan, _) in &taken {
+            shared.left_behind(*orphan, persistence.saved_calls(*orphan));
+        }
+    }
+    taken
 }
 
 /// Lets the lock go when the page is hidden with every call saved (`pagehide` already asked

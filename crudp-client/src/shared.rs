@@ -3,7 +3,7 @@
 //! the way in to the driver. The state machine itself is the driver's alone.
 
 use std::sync::{
-    Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
@@ -31,8 +31,10 @@ pub(crate) struct Shared {
     /// Shared with the clients that send queues this one adopted, so that their results reach
     /// the same listeners.
     pub(crate) listeners: Arc<Listeners>,
-    /// The IDs whose queues this client adopted: broadcasts of their calls are its own.
-    adopted: Mutex<Vec<ClientId>>,
+    /// The queues left behind that this client takes over (in the browser).
+    adoptions: Mutex<Adoptions>,
+    /// The client whose page adopted this one's queue: its status counts this one's calls.
+    adopter: OnceLock<Weak<Shared>>,
     pub(crate) watchers: Watchers,
     /// The status the driver reported last, and the calls made since that it had not taken
     /// in yet (counted in [`status`](Self::status) at once).
@@ -57,6 +59,18 @@ pub(crate) struct Shared {
     /// Why the client stopped for good (it signed out, or the server names another user),
     /// if it did: every call fails with this.
     stopped: OnceLock<TransportError>,
+}
+
+/// The queues left behind that a client takes over: in the browser, those of closed pages.
+#[derive(Default)]
+struct Adoptions {
+    /// Their IDs: broadcasts of their calls are this client's own.
+    ids: Vec<ClientId>,
+    /// Queues whose lock this client holds but that it does not send yet (it waits for the
+    /// server to name the user), with how many calls each holds.
+    waiting: Vec<(ClientId, usize)>,
+    /// The clients that send the queues adopted, until they are drained and dropped.
+    senders: Vec<Weak<Shared>>,
 }
 
 impl Shared {
@@ -86,7 +100,8 @@ impl Shared {
             mode,
             transport,
             listeners,
-            adopted: Mutex::new(Vec::new()),
+            adoptions: Mutex::default(),
+            adopter: OnceLock::new(),
             watchers: Watchers::default(),
             reported: Mutex::new((status, 0)),
             unsaved: AtomicUsize::new(0),
@@ -191,21 +206,42 @@ impl Shared {
         self.inbox.post(input);
     }
 
-    /// The link to the server and the calls waiting for it, the calls just made included.
+    /// The link to the server and the calls waiting for it, the calls just made included, and
+    /// those of the queues left behind that this client takes over.
     pub(crate) fn status(&self) -> Status {
         let (mut status, unprocessed) = *self.reported();
         status.queued += unprocessed;
+        let mut adoptions = self.adoptions();
+        status.queued += adoptions
+            .waiting
+            .iter()
+            .map(|(_, calls)| calls)
+            .sum::<usize>();
+        adoptions.senders.retain(|sender| sender.strong_count() > 0);
+        for sender in adoptions.senders.iter().filter_map(Weak::upgrade) {
+            let theirs = sender.status();
+            status.queued += theirs.queued;
+            status.in_flight += theirs.in_flight;
+        }
         status
     }
 
     /// Records the status the driver reports, which counts `taken_in` calls it took in since
-    /// it last reported, and tells the watchers.
+    /// it last reported, and tells the watchers, and those of the client that adopted this
+    /// one's queue.
     pub(crate) fn report(&self, status: Status, taken_in: usize) {
         {
             let mut reported = self.reported();
             reported.0 = status;
             reported.1 = reported.1.saturating_sub(taken_in);
         }
+        self.tell_watchers();
+        if let Some(adopter) = self.adopter.get().and_then(Weak::upgrade) {
+            adopter.tell_watchers();
+        }
+    }
+
+    fn tell_watchers(&self) {
         self.watchers.status(self.status());
     }
 
@@ -213,24 +249,51 @@ impl Shared {
         self.reported.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records that this client adopted the queue of `client`.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn adopt(&self, client: ClientId) {
-        self.adopted
+    fn adoptions(&self) -> MutexGuard<'_, Adoptions> {
+        self.adoptions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(client);
+    }
+
+    /// Counts the `calls` of the queue `client` left behind, which this client holds and will
+    /// send once it may (see [`adopt`](Self::adopt)), as its own queued calls.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn left_behind(&self, client: ClientId, calls: usize) {
+        self.adoptions().waiting.push((client, calls));
+        self.tell_watchers();
+    }
+
+    /// Stops counting the queue `client` left behind: this client will not send it.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn not_adopted(&self, client: ClientId) {
+        self.adoptions().waiting.retain(|(c, _)| *c != client);
+        self.tell_watchers();
+    }
+
+    /// Records that this client adopted the queue of `client`, before the client that sends it
+    /// is made (see [`sends_for`](Self::sends_for)).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn adopt(&self, client: ClientId) {
+        self.adoptions().ids.push(client);
+    }
+
+    /// This client sends the queue that `adopter` adopted: its calls count in `adopter`'s
+    /// status from now on, until it is dropped.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn sends_for(self: &Arc<Self>, adopter: &Arc<Shared>) {
+        let _ = self.adopter.set(Arc::downgrade(adopter));
+        {
+            let mut adoptions = adopter.adoptions();
+            adoptions.waiting.retain(|(c, _)| *c != self.id);
+            adoptions.senders.push(Arc::downgrade(self));
+        }
+        adopter.tell_watchers();
     }
 
     /// Whether a call of `client` is this client's own: its listeners hear of it with the
     /// result, not by broadcast.
     pub(crate) fn is_own(&self, client: ClientId) -> bool {
-        client == self.id
-            || self
-                .adopted
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&client)
+        client == self.id || self.adoptions().ids.contains(&client)
     }
 
     /// Skips the event stream's back-off.

@@ -17,9 +17,10 @@ pub enum Connection {
 pub struct Status {
     /// The link to the server.
     pub connection: Connection,
-    /// Calls not sent yet.
+    /// Calls not sent yet, with those of the queues left behind by closed pages that this
+    /// client sends.
     pub queued: usize,
-    /// Calls sent whose result has not arrived.
+    /// Calls sent whose result has not arrived, the same way.
     pub in_flight: usize,
     /// The event stream could not get through (a proxy that buffers it), so results and
     /// broadcasts come by long polling `GET /poll` instead.

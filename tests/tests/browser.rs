@@ -175,6 +175,13 @@ async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
 /// Leaves two calls in the page's `localStorage`, as a page closed while offline does; returns
 /// the ID of the client that made them.
 async fn leave_a_queue_behind() -> ClientId {
+    let id = leave_a_queue_behind_offline().await;
+    command("up").await;
+    id
+}
+
+/// The same, with the server left down.
+async fn leave_a_queue_behind_offline() -> ClientId {
     command("down").await;
     let first = Client::new(server());
     let todos = TodosClient::new(&first);
@@ -186,7 +193,6 @@ async fn leave_a_queue_behind() -> ClientId {
     let id = first.id();
     // The page goes away: the client saves its queue and lets its ID go.
     drop((todos, first));
-    command("up").await;
     id
 }
 
@@ -220,6 +226,30 @@ async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once(
     // Heard once: by result, not again by broadcast.
     gloo_timers::future::sleep(Duration::from_millis(500)).await;
     assert_eq!(seen.borrow().len(), 2);
+}
+
+#[wasm_bindgen_test]
+async fn calls_left_behind_count_in_the_status_of_the_client_that_sends_them() {
+    reachable().await;
+    let id = leave_a_queue_behind_offline().await;
+    // The next client of the page (after a reload, say), still offline: the two calls wait,
+    // and its status says so.
+    let second = Client::new(server());
+    let statuses = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&statuses);
+    second
+        .on_status(move |status| sink.borrow_mut().push(status))
+        .keep();
+    eventually("the calls left behind counted", || {
+        second.status().queued == 2
+    })
+    .await;
+    assert!(statuses.borrow().iter().any(|s| s.queued == 2));
+    command("up").await;
+    eventually("the saved queue to empty", || !queue_saved(id)).await;
+    eventually("nothing pending", || second.status().pending() == 0).await;
+    let last = *statuses.borrow().last().unwrap();
+    assert_eq!(last.pending(), 0, "the watcher heard the calls answered");
 }
 
 #[wasm_bindgen_test]

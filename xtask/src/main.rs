@@ -199,10 +199,6 @@ fn browser_tests(instances: usize) -> Result<(), String> {
     result
 }
 
-/// Builds the Leptos and Yew front ends into `target/demo/{leptos,yew}`: the wasm32 build
-/// (profile `wasm-release`), the wasm-bindgen step, and the page.
-/// Runs wasm-bindgen (`--target web`) on `wasm`, a module of the `wasm-release` profile,
-/// writing `app.js` and `app_bg.wasm` into `out`.
 /// Runs wasm-bindgen on a release build's `wasm` into `out` (`app.js`, `app_bg.wasm`), then
 /// `wasm-opt -Oz` on the wasm.
 pub(crate) fn bindgen(wasm: &str, out: &std::path::Path) -> Result<(), String> {
@@ -241,6 +237,8 @@ const WASM_FEATURES: [&str; 6] = [
     "--enable-reference-types",
 ];
 
+/// Builds the Leptos and Yew front ends into `target/demo/{leptos,yew}`: the wasm32 build
+/// (profile `wasm-release`), the wasm-bindgen step, and the page.
 pub(crate) fn front_ends() -> Result<PathBuf, String> {
     setup::wasm_target()?;
     setup::wasm_bindgen_runner()?;

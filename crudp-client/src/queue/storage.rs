@@ -416,7 +416,11 @@ impl Persistence {
     }
 
     fn queue_key(&self) -> String {
-        format!("{}queue:{}", self.prefix(), self.client)
+        self.queue_key_of(self.client)
+    }
+
+    fn queue_key_of(&self, client: ClientId) -> String {
+        format!("{}queue:{client}", self.prefix())
     }
 
     fn lease_key(&self) -> String {
@@ -438,8 +442,16 @@ impl Persistence {
                 packets: Vec::new(),
             });
         };
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        postcard::from_bytes(&bytes).ok()
+        decode(&text)
+    }
+
+    /// How many calls the queue that `client` left in this user's place holds.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn saved_calls(&self, client: ClientId) -> usize {
+        self.storage
+            .get(&self.queue_key_of(client))
+            .and_then(|text| decode(&text))
+            .map_or(0, |saved| saved.packets.len())
     }
 
     /// Saves the queue; an empty queue removes the key and keeps only the next sequence number.
@@ -552,6 +564,12 @@ fn seq_floor(now_ms: u64) -> u64 {
 }
 
 /// The clients with a queue under `prefix`.
+/// A saved queue, from its text in storage.
+fn decode(text: &str) -> Option<Saved> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    postcard::from_bytes(&bytes).ok()
+}
+
 fn queued(storage: &dyn Storage, prefix: &str) -> Vec<ClientId> {
     let queues = format!("{prefix}queue:");
     storage
