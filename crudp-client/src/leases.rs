@@ -44,8 +44,9 @@ const NAMED_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Waits until the server named the client's user, by its event stream or, when there are
 /// queues to adopt and no stream names it, by a token of its own (retried while the server
-/// is out of reach). `false`: the client went, or was stopped, or `stop` resolved.
-async fn named(client: &Weak<Shared>, stop: &mut oneshot::Receiver<()>) -> bool {
+/// is out of reach). Meanwhile the client's status counts the calls of the queues left behind
+/// that no client holds. `false`: the client went, or was stopped, or `stop` resolved.
+async fn named(client: &Weak<Shared>, base: &str, stop: &mut oneshot::Receiver<()>) -> bool {
     let mut wait = NAMED_CHECK;
     loop {
         let Some(shared) = client.upgrade() else {
@@ -57,11 +58,13 @@ async fn named(client: &Weak<Shared>, stop: &mut oneshot::Receiver<()>) -> bool 
         if shared.is_named() {
             return true;
         }
-        let left_behind = shared
+        let orphans = shared
             .persistence
             .as_ref()
-            .is_some_and(|p| !p.orphans().is_empty());
-        if left_behind {
+            .map(|p| p.orphans())
+            .unwrap_or_default();
+        count_left_behind(&shared, base, &orphans).await;
+        if !orphans.is_empty() {
             if crate::events::name(&shared).await.is_ok() {
                 return true;
             }
@@ -72,6 +75,26 @@ async fn named(client: &Weak<Shared>, stop: &mut oneshot::Receiver<()>) -> bool 
             return false;
         }
     }
+}
+
+/// Counts in the client's status the calls of the queues left behind (`orphans`) whose locks
+/// no client holds: those it is to send once the user is named. Every client of the browser
+/// waiting so counts them, until one takes them.
+async fn count_left_behind(shared: &Shared, base: &str, orphans: &[ClientId]) {
+    let Some(persistence) = &shared.persistence else {
+        return;
+    };
+    let held = if orphans.is_empty() {
+        Vec::new()
+    } else {
+        locks::held().await
+    };
+    let waiting = orphans
+        .iter()
+        .filter(|orphan| !held.contains(&lock_name(base, **orphan)))
+        .map(|orphan| (*orphan, persistence.saved_calls(*orphan)))
+        .collect();
+    shared.left_behind(waiting);
 }
 
 /// Whether this browser decides leases with Web Locks.
@@ -117,26 +140,17 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
         shared.take_back();
         drop(shared);
         // Queues left behind are sent only once the server named the user: they may be
-        // another user's, from before someone else signed in. Those whose locks this client
-        // gets are counted in its status meanwhile (offline, say).
+        // another user's, from before someone else signed in. Meanwhile those no client holds
+        // count in this one's status (offline, say).
         let adopt_now = std::mem::take(&mut first);
-        let mut taken = if adopt_now {
-            take_left_behind(&client, &base).await
-        } else {
-            Vec::new()
-        };
-        let adopt_now = adopt_now && named(&client, &mut stop).await;
+        let adopt_now = adopt_now && named(&client, &base, &mut stop).await;
         let Some(shared) = client.upgrade() else {
             return;
         };
         if adopt_now && let Some(persistence) = &shared.persistence {
             for orphan in persistence.orphans() {
                 // Whichever client gets the lock adopts the queue; the others leave it.
-                let lock = match taken.iter().position(|(taken, _)| *taken == orphan) {
-                    Some(at) => Some(taken.swap_remove(at).1),
-                    None => locks::acquire(&lock_name(&base, orphan), true).await,
-                };
-                let Some(lock) = lock else {
+                let Some(lock) = locks::acquire(&lock_name(&base, orphan), true).await else {
                     continue;
                 };
                 tracing::info!(%orphan, "adopting the queue of a closed page");
@@ -151,10 +165,8 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
                 });
             }
         }
-        // Taken but no longer in the user's place (none, as a rule): let go.
-        for (orphan, _) in taken {
-            shared.not_adopted(orphan);
-        }
+        // The queues it did not adopt are not this client's to count.
+        shared.left_behind(Vec::new());
         drop(shared);
         // Until the page comes back from the back/forward cache without its ID.
         let back = poll_fn(|cx| {
@@ -170,29 +182,6 @@ pub(crate) async fn run(client: Weak<Shared>, mut stop: oneshot::Receiver<()>, a
             return;
         }
     }
-}
-
-/// Takes the locks of the queues left behind in the client's place that no other client
-/// holds, and counts their calls in the client's status until it sends them.
-async fn take_left_behind(client: &Weak<Shared>, base: &str) -> Vec<(ClientId, Held)> {
-    let orphans = client
-        .upgrade()
-        .and_then(|shared| shared.persistence.as_ref().map(|p| p.orphans()))
-        .unwrap_or_default();
-    let mut taken = Vec::new();
-    for orphan in orphans {
-        if let Some(lock) = locks::acquire(&lock_name(base, orphan), true).await {
-            taken.push((orphan, lock));
-        }
-    }
-    if let Some(shared) = client.upgrade()
-        && let Some(persistence) = &shared.persistence
-    {
-        for (orphan, _) in &taken {
-            shared.left_behind(*orphan, persistence.saved_calls(*orphan));
-        }
-    }
-    taken
 }
 
 /// Lets the lock go when the page is hidden with every call saved (`pagehide` already asked

@@ -66,8 +66,8 @@ pub(crate) struct Shared {
 struct Adoptions {
     /// Their IDs: broadcasts of their calls are this client's own.
     ids: Vec<ClientId>,
-    /// Queues whose lock this client holds but that it does not send yet (it waits for the
-    /// server to name the user), with how many calls each holds.
+    /// Queues left behind that no client holds, which this client waits to adopt (once the
+    /// server named the user), with how many calls each holds.
     waiting: Vec<(ClientId, usize)>,
     /// The clients that send the queues adopted, until they are drained and dropped.
     senders: Vec<Weak<Shared>>,
@@ -255,19 +255,19 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts the `calls` of the queue `client` left behind, which this client holds and will
-    /// send once it may (see [`adopt`](Self::adopt)), as its own queued calls.
+    /// Counts the calls of the queues left behind that this client waits to adopt, each with
+    /// its ID, as its own queued calls (see [`adopt`](Self::adopt)).
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn left_behind(&self, client: ClientId, calls: usize) {
-        self.adoptions().waiting.push((client, calls));
-        self.tell_watchers();
-    }
-
-    /// Stops counting the queue `client` left behind: this client will not send it.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn not_adopted(&self, client: ClientId) {
-        self.adoptions().waiting.retain(|(c, _)| *c != client);
-        self.tell_watchers();
+    pub(crate) fn left_behind(&self, waiting: Vec<(ClientId, usize)>) {
+        let changed = {
+            let mut adoptions = self.adoptions();
+            let changed = adoptions.waiting != waiting;
+            adoptions.waiting = waiting;
+            changed
+        };
+        if changed {
+            self.tell_watchers();
+        }
     }
 
     /// Records that this client adopted the queue of `client`, before the client that sends it

@@ -175,19 +175,19 @@ async fn calls_made_while_the_server_is_down_are_delivered_once_it_is_back() {
 /// Leaves two calls in the page's `localStorage`, as a page closed while offline does; returns
 /// the ID of the client that made them.
 async fn leave_a_queue_behind() -> ClientId {
-    let id = leave_a_queue_behind_offline().await;
+    let id = leave_calls_behind_offline("saved").await;
     command("up").await;
     id
 }
 
-/// The same, with the server left down.
-async fn leave_a_queue_behind_offline() -> ClientId {
+/// The same, with the server left down, and the titles starting with `titles`.
+async fn leave_calls_behind_offline(titles: &str) -> ClientId {
     command("down").await;
     let first = Client::new(server());
     let todos = TodosClient::new(&first);
     drop((
-        todos.create("saved 0".into()),
-        todos.create("saved 1".into()),
+        todos.create(format!("{titles} 0")),
+        todos.create(format!("{titles} 1")),
     ));
     gloo_timers::future::sleep(Duration::from_millis(100)).await;
     let id = first.id();
@@ -231,7 +231,8 @@ async fn a_saved_queue_is_delivered_by_the_next_client_of_the_page_exactly_once(
 #[wasm_bindgen_test]
 async fn calls_left_behind_count_in_the_status_of_the_client_that_sends_them() {
     reachable().await;
-    let id = leave_a_queue_behind_offline().await;
+    // Their handler waits at the gate, so they stay in flight once sent.
+    let id = leave_calls_behind_offline("gated, left behind").await;
     // The next client of the page (after a reload, say), still offline: the two calls wait,
     // and its status says so.
     let second = Client::new(server());
@@ -245,7 +246,15 @@ async fn calls_left_behind_count_in_the_status_of_the_client_that_sends_them() {
     })
     .await;
     assert!(statuses.borrow().iter().any(|s| s.queued == 2));
+    // Online, it adopts and sends them: they count as in flight until answered.
     command("up").await;
+    eventually("the calls left behind in flight", || {
+        second.status().in_flight == 2
+    })
+    .await;
+    assert!(statuses.borrow().iter().any(|s| s.in_flight == 2));
+    command("gate").await;
+    command("gate").await;
     eventually("the saved queue to empty", || !queue_saved(id)).await;
     eventually("nothing pending", || second.status().pending() == 0).await;
     let last = *statuses.borrow().last().unwrap();

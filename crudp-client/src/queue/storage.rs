@@ -563,13 +563,13 @@ fn seq_floor(now_ms: u64) -> u64 {
     now_ms.saturating_mul(1 << 16).clamp(1, 1 << 62)
 }
 
-/// The clients with a queue under `prefix`.
 /// A saved queue, from its text in storage.
 fn decode(text: &str) -> Option<Saved> {
     let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
     postcard::from_bytes(&bytes).ok()
 }
 
+/// The clients with a queue under `prefix`.
 fn queued(storage: &dyn Storage, prefix: &str) -> Vec<ClientId> {
     let queues = format!("{prefix}queue:");
     storage

@@ -12,6 +12,9 @@ extern "C" {
 
     #[wasm_bindgen(method, js_name = request)]
     fn request(this: &LockManager, name: &str, options: &Object, callback: &Function) -> Promise;
+
+    #[wasm_bindgen(method, js_name = query)]
+    fn query(this: &LockManager) -> Promise;
 }
 
 fn manager() -> Option<LockManager> {
@@ -23,6 +26,26 @@ fn manager() -> Option<LockManager> {
 /// Whether this browser has Web Locks.
 pub(crate) fn available() -> bool {
     manager().is_some()
+}
+
+/// The names of the locks held now, by this page or another of its origin: none where the
+/// browser has no Web Locks, or cannot tell.
+pub(crate) async fn held() -> Vec<String> {
+    let Some(manager) = manager() else {
+        return Vec::new();
+    };
+    let Ok(snapshot) = wasm_bindgen_futures::JsFuture::from(manager.query()).await else {
+        return Vec::new();
+    };
+    let Ok(held) = Reflect::get(&snapshot, &"held".into()) else {
+        return Vec::new();
+    };
+    let Ok(held) = held.dyn_into::<js_sys::Array>() else {
+        return Vec::new();
+    };
+    held.iter()
+        .filter_map(|lock| Reflect::get(&lock, &"name".into()).ok()?.as_string())
+        .collect()
 }
 
 /// A lock this page holds; released when dropped.
