@@ -35,9 +35,9 @@ fn huge_count() -> Vec<u8> {
 }
 
 fn huge_args() -> Vec<u8> {
-    // version, client 42, one module (7), one packet: seq 1, head 1 (module 0, action Read),
-    // args length 2^32 - 1.
-    let mut body = vec![PROTOCOL_VERSION, 42, 1, 7, 1, 1, 1];
+    // version, client 42, one module (7), one packet: seq 1, a long head, 64 + 1 (module 0,
+    // action Read), args length 2^32 - 1.
+    let mut body = vec![PROTOCOL_VERSION, 42, 1, 7, 1, 1, 65];
     body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     body.extend_from_slice(b"only a few bytes");
     body
@@ -92,16 +92,17 @@ async fn every_bad_body_gets_a_readable_400_and_the_server_goes_on() {
         }],
     });
 
-    // A batch of a client that speaks the first version of the protocol (an old page left open
-    // across a deploy): the same call as version 1 wrote it.
-    let mut old_client = vec![1, 42, 1, 1, 7, 1, 6];
+    // A batch of a client that speaks the previous version of the protocol (an old page left
+    // open across a deploy): the same call as version 2 wrote it (its head without a short
+    // form: 1, module 0 and action Read).
+    let mut old_client = vec![2, 42, 1, 7, 1, 1, 1, 6];
     old_client.extend_from_slice(b"\x05apple");
 
     let cases: [(&str, Vec<u8>, &str); 10] = [
         (
-            "a version 1 batch",
+            "a version 2 batch",
             old_client,
-            "unsupported protocol version 1: this side speaks version 2",
+            "unsupported protocol version 2: this side speaks version 3",
         ),
         ("empty body", Vec::new(), "empty body"),
         ("random bytes", random, "invalid batch"),

@@ -72,4 +72,12 @@ fn the_decoders_seeds_decode() {
     );
     let (client, results) = decode_client_results(&seed("results/client-results"), 10).unwrap();
     assert_eq!((client.0, results.results.len()), (9, 5));
+    let text = String::from_utf8(std::fs::read(fuzz.join("events/results")).unwrap()).unwrap();
+    let (name, data) = text.split_once('\n').unwrap();
+    let event = crudp::transport::SseEvent {
+        id: None,
+        event: Some(name.to_owned()),
+        data: data.to_owned(),
+    };
+    assert!(matches!(event.decode(), Some(Ok(_))), "{event:?}");
 }

@@ -37,8 +37,8 @@ fn huge_length_prefixes_fail_without_allocating() {
         modules.extend_from_slice(prefix);
         modules.extend_from_slice(&[7, 1, 1, 0, 0]);
         claims.push(modules);
-        // One packet (seq 1, head 0) whose args claim 4 GiB.
-        let mut args = vec![PROTOCOL_VERSION, 1, 1, 7, 1, 1, 0];
+        // One packet (seq 1, a long head: module 0, action 0) whose args claim 4 GiB.
+        let mut args = vec![PROTOCOL_VERSION, 1, 1, 7, 1, 1, 64];
         args.extend_from_slice(prefix);
         args.extend_from_slice(&[0; 32]);
         claims.push(args);

@@ -378,8 +378,8 @@ async fn a_server_of_another_protocol_version_fails_the_calls_with_its_message_o
             async move {
                 if request.uri().path().ends_with("/sync") {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let message = "invalid batch: unsupported protocol version 2: this side \
-                                   speaks version 3";
+                    let message = "invalid batch: unsupported protocol version 3: this side \
+                                   speaks version 4";
                     return (http::StatusCode::BAD_REQUEST, message).into_response();
                 }
                 next.run(request).await
@@ -405,7 +405,7 @@ async fn a_server_of_another_protocol_version_fails_the_calls_with_its_message_o
             status: 400,
             message,
         })) => assert!(
-            message.contains("unsupported protocol version 2"),
+            message.contains("unsupported protocol version 3"),
             "{message}"
         ),
         other => panic!("expected the server's refusal, got {other:?}"),

@@ -1,4 +1,4 @@
-//! Encoding and bounded decoding of batches and results (protocol version 2).
+//! Encoding and bounded decoding of batches and results (protocol version 3).
 //!
 //! Decoding reads the item count first and checks it against both the configured maximum and
 //! the bytes that are left, so a hostile length prefix can never make it allocate more than a
@@ -9,11 +9,15 @@ use super::{
     Results,
 };
 
-/// The smallest encoding of a [`Packet`]: its head and an empty arguments length, one byte
-/// each.
-const MIN_PACKET_LEN: usize = 2;
-/// The smallest encoding of a [`PacketResult`]: its head (an `Expired` one).
+/// The smallest encoding of a [`Packet`]: a short head (see [`SHORT`]) for empty arguments.
+const MIN_PACKET_LEN: usize = 1;
+/// The smallest encoding of a [`PacketResult`]: its head (an `Expired` one, or a short one
+/// for an empty value).
 const MIN_RESULT_LEN: usize = 1;
+/// Heads below this are short: the item goes on from the one before it (the next sequence
+/// number; for a packet, the same module and action; for a result, `Ok`), and the head is
+/// its length, its bytes right after. Any other head is this plus the item's step and the rest.
+const SHORT: u64 = 64;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,12 +88,14 @@ pub fn encode_packets<'a>(
 /// Encodes a batch of `client` from borrowed packets whose calls run only after call `after`
 /// of the client (`0`: none); see [`decode_batch_after`].
 ///
-/// The layout (version 2): the version byte; the client ID; the batch's module IDs, each once;
+/// The layout (version 3): the version byte; the client ID; the batch's module IDs, each once;
 /// the packet count; the first packet's sequence number; then per packet one varint, the
-/// *head*, that holds the step from the previous sequence number, the module's index in the
-/// table and the action, followed by the arguments' length and bytes; last, if it is not `0`,
-/// `after`. A batch of consecutive calls to a few modules spends two bytes per packet besides
-/// its arguments.
+/// *head*, then the arguments' bytes; last, if it is not `0`, `after`. A packet that goes on
+/// from the one before it (the next sequence number, the same module and action) with
+/// arguments shorter than [`SHORT`] has a short head, the arguments' length; any other head
+/// holds [`SHORT`] plus the step from the previous sequence number, the module's index in the
+/// table and the action, and the arguments' length follows it. A run of calls of one action
+/// spends one byte per packet besides its arguments, a mixed batch two.
 ///
 /// # Panics
 ///
@@ -124,15 +130,22 @@ pub fn encode_packets_after<'a>(
     put(&mut out, packets.len() as u64);
     let radix = modules.len() as u64 * ACTIONS;
     let mut previous = None;
+    let mut previous_rest = None;
     for packet in packets {
         let index = modules
             .iter()
             .position(|&m| m == packet.handler)
             .unwrap_or(0) as u64;
         let rest = index * ACTIONS + packet.action as u64;
-        put_head(&mut out, &mut previous, packet.seq, radix, rest);
-        put(&mut out, packet.args.len() as u64);
-        out.extend_from_slice(&packet.args);
+        let same = previous_rest.replace(rest) == Some(rest);
+        put_item(
+            &mut out,
+            &mut previous,
+            packet.seq,
+            same,
+            &packet.args,
+            (radix, rest),
+        );
     }
     if after != 0 {
         put(&mut out, after);
@@ -141,8 +154,10 @@ pub fn encode_packets_after<'a>(
 }
 
 /// Encodes a result set, version byte first: the count, the first result's sequence number,
-/// then per result one varint holding the step from the previous sequence number and the
-/// outcome's kind, followed by the outcome's contents.
+/// then per result one varint, its head, and the outcome's contents. An `Ok` result that goes
+/// on from the one before it (the next sequence number, or the first result) with a value
+/// shorter than [`SHORT`] has a short head, the value's length; any other head holds
+/// [`SHORT`] plus the step from the previous sequence number and the outcome's kind.
 pub fn encode_results(results: &Results) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + results_len(results));
     out.push(PROTOCOL_VERSION);
@@ -216,12 +231,27 @@ pub fn decode_batch_after(bytes: &Bytes, max_packets: usize) -> Result<(Batch, u
     }
     let radix = u128::from(modules.len() as u64 * ACTIONS);
     let mut seq = 0;
+    let mut previous: Option<(u32, Action)> = None;
     for index in 0..count {
         let part = || format!("packet {index}");
-        let rest = reader.head(index, &mut seq, radix, part)? as u64;
-        let handler = modules[(rest / ACTIONS) as usize];
-        let action = Action::ALL[(rest % ACTIONS) as usize];
-        let args = reader.shared(part)?;
+        let (handler, action, args) = match reader.head(index, &mut seq, radix, part)? {
+            Head::Short(args) => {
+                let Some((handler, action)) = previous else {
+                    return Err(malformed(
+                        part(),
+                        "a short head goes on from a packet before it, and there is none",
+                    ));
+                };
+                (handler, action, reader.share(args))
+            }
+            Head::Long(rest) => {
+                let rest = rest as u64;
+                let handler = modules[(rest / ACTIONS) as usize];
+                let action = Action::ALL[(rest % ACTIONS) as usize];
+                (handler, action, reader.shared(part)?)
+            }
+        };
+        previous = Some((handler, action));
         packets.push(Packet {
             seq,
             handler,
@@ -292,19 +322,22 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
     put(out, results.results.len() as u64);
     let mut previous = None;
     for result in &results.results {
-        let (kind, body): (u64, &[u8]) = match &result.outcome {
-            Outcome::Ok(value) => (0, value),
-            Outcome::AppError(error) => (1, error),
-            Outcome::Rejected { .. } => (2, &[]),
-            Outcome::Unavailable { .. } => (3, &[]),
-            Outcome::Expired => (4, &[]),
+        let kind = match &result.outcome {
+            Outcome::Ok(value) => {
+                put_item(out, &mut previous, result.seq, true, value, (KINDS, 0));
+                continue;
+            }
+            Outcome::AppError(error) => {
+                put_item(out, &mut previous, result.seq, false, error, (KINDS, 1));
+                continue;
+            }
+            Outcome::Rejected { .. } => 2,
+            Outcome::Unavailable { .. } => 3,
+            Outcome::Expired => 4,
         };
         put_head(out, &mut previous, result.seq, KINDS, kind);
         match &result.outcome {
-            Outcome::Ok(_) | Outcome::AppError(_) => {
-                put(out, body.len() as u64);
-                out.extend_from_slice(body);
-            }
+            Outcome::Ok(_) | Outcome::AppError(_) => {}
             Outcome::Rejected { code, message } => {
                 put(out, *code as u64);
                 put(out, message.len() as u64);
@@ -319,8 +352,36 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
     }
 }
 
-/// An item's head: the first item's sequence number goes before it; then the step from the
-/// `previous` sequence number, times `radix`, plus `rest` (below `radix`).
+/// An item with `bytes`: a short head if it may have one (it goes on from the `previous`
+/// sequence number, and is `same` as the item before as its kind goes), else the long head of
+/// `(radix, rest)` and the bytes' length; then the bytes.
+fn put_item(
+    out: &mut Vec<u8>,
+    previous: &mut Option<u64>,
+    seq: u64,
+    same: bool,
+    bytes: &[u8],
+    (radix, rest): (u64, u64),
+) {
+    let next = match *previous {
+        // The first item's step is 0 from its own sequence number.
+        None => true,
+        Some(previous) => previous.checked_add(1) == Some(seq),
+    };
+    if same && next && (bytes.len() as u64) < SHORT {
+        if previous.replace(seq).is_none() {
+            put(out, seq);
+        }
+        put(out, bytes.len() as u64);
+    } else {
+        put_head(out, previous, seq, radix, rest);
+        put(out, bytes.len() as u64);
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// An item's long head: the first item's sequence number goes before it; then [`SHORT`] plus
+/// the step from the `previous` sequence number, times `radix`, plus `rest` (below `radix`).
 fn put_head(out: &mut Vec<u8>, previous: &mut Option<u64>, seq: u64, radix: u64, rest: u64) {
     let step = match previous.replace(seq) {
         None => {
@@ -329,7 +390,10 @@ fn put_head(out: &mut Vec<u8>, previous: &mut Option<u64>, seq: u64, radix: u64,
         }
         Some(previous) => zigzag(i128::from(seq) - i128::from(previous) - 1),
     };
-    put_wide(out, step * u128::from(radix) + u128::from(rest));
+    put_wide(
+        out,
+        u128::from(SHORT) + step * u128::from(radix) + u128::from(rest),
+    );
 }
 
 /// A signed step as an unsigned number: 0, -1, 1, -2, … become 0, 1, 2, 3, … (Steps between
@@ -360,6 +424,14 @@ fn malformed(part: String, reason: &str) -> DecodeError {
         part,
         reason: reason.to_owned(),
     }
+}
+
+/// What an item's head holds.
+enum Head<'a> {
+    /// A short head: the item's bytes, which it was the length of.
+    Short(&'a [u8]),
+    /// The rest of a long head (below its radix); the item's contents follow.
+    Long(u128),
 }
 
 struct Reader<'a> {
@@ -403,10 +475,15 @@ impl<'a> Reader<'a> {
     /// A length, then as many bytes.
     fn bytes(&mut self, part: impl Fn() -> String) -> Result<&'a [u8], DecodeError> {
         let len = self.varint(&part)?;
-        if len > self.rest.len() as u64 {
+        self.take(usize::try_from(len).unwrap_or(usize::MAX), part)
+    }
+
+    /// The next `len` bytes.
+    fn take(&mut self, len: usize, part: impl Fn() -> String) -> Result<&'a [u8], DecodeError> {
+        if len > self.rest.len() {
             return Err(malformed(part(), "its length runs past the end"));
         }
-        let (bytes, rest) = self.rest.split_at(len as usize);
+        let (bytes, rest) = self.rest.split_at(len);
         self.rest = rest;
         Ok(bytes)
     }
@@ -414,10 +491,15 @@ impl<'a> Reader<'a> {
     /// A length, then as many bytes, shared with the message where it has an owner.
     fn shared(&mut self, part: impl Fn() -> String) -> Result<Bytes, DecodeError> {
         let bytes = self.bytes(part)?;
-        Ok(match self.owner {
+        Ok(self.share(bytes))
+    }
+
+    /// `bytes`, of the message, shared with it where it has an owner.
+    fn share(&self, bytes: &[u8]) -> Bytes {
+        match self.owner {
             Some(owner) => owner.slice_ref(bytes),
             None => Bytes::copy_from_slice(bytes),
-        })
+        }
     }
 
     fn text(&mut self, part: impl Fn() -> String) -> Result<String, DecodeError> {
@@ -448,26 +530,33 @@ impl<'a> Reader<'a> {
     }
 
     /// The head of item `index`, after the first sequence number for the first item: moves
-    /// `seq` to the item's and returns the rest of the head (below `radix`).
+    /// `seq` to the item's and says what the head holds.
     fn head(
         &mut self,
         index: usize,
         seq: &mut u64,
         radix: u128,
         part: impl Fn() -> String,
-    ) -> Result<u128, DecodeError> {
+    ) -> Result<Head<'a>, DecodeError> {
         if index == 0 {
             *seq = self.varint(|| "the first sequence number".to_owned())?;
         }
         let head = self.wide(&part)?;
+        let step = match head.checked_sub(u128::from(SHORT)) {
+            None => 0,
+            Some(long) => unzigzag(long / radix),
+        };
         if index > 0 {
             *seq = i128::from(*seq)
-                .checked_add(unzigzag(head / radix))
+                .checked_add(step)
                 .and_then(|s| s.checked_add(1))
                 .and_then(|s| u64::try_from(s).ok())
                 .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
         }
-        Ok(head % radix)
+        match head.checked_sub(u128::from(SHORT)) {
+            None => Ok(Head::Short(self.take(head as usize, part)?)),
+            Some(long) => Ok(Head::Long(long % radix)),
+        }
     }
 
     fn results(&mut self, max: usize) -> Result<Results, DecodeError> {
@@ -477,7 +566,14 @@ impl<'a> Reader<'a> {
         let mut seq = 0;
         for index in 0..count {
             let part = || format!("result {index}");
-            let kind = self.head(index, &mut seq, u128::from(KINDS), part)?;
+            let kind = match self.head(index, &mut seq, u128::from(KINDS), part)? {
+                Head::Short(value) => {
+                    let outcome = Outcome::Ok(self.share(value));
+                    results.push(PacketResult { seq, outcome });
+                    continue;
+                }
+                Head::Long(kind) => kind,
+            };
             let outcome = match kind {
                 0 => Outcome::Ok(self.shared(part)?),
                 1 => Outcome::AppError(self.shared(part)?),
@@ -637,7 +733,8 @@ mod tests {
         let bytes = encode_batch(&batch);
         assert_eq!(decode_batch(&bytes.into(), 10).unwrap(), batch);
 
-        // Consecutive calls to one module: two bytes per packet besides the arguments.
+        // Consecutive calls of one action: one byte per packet besides the arguments; a
+        // change of action costs a long head and a length, two bytes.
         let consecutive = |n: u64| Batch {
             version: PROTOCOL_VERSION,
             client: ClientId(1),
@@ -654,7 +751,18 @@ mod tests {
             encode_batch(&consecutive(10)),
             encode_batch(&consecutive(11)),
         );
-        assert_eq!(eleven.len() - ten.len(), 2);
+        assert_eq!(eleven.len() - ten.len(), 1);
+        let mut mixed = consecutive(11);
+        mixed.packets[10].action = Action::Read;
+        assert_eq!(encode_batch(&mixed).len() - ten.len(), 2);
+        assert_eq!(decode_batch(&encode_batch(&mixed).into(), 20), Ok(mixed));
+        // Arguments too long for a short head, a skipped number, a step back: long heads.
+        let mut long = consecutive(4);
+        long.packets[1].args = vec![7; SHORT as usize].into();
+        long.packets[2].seq += 1;
+        long.packets[3].seq = 900;
+        let bytes = encode_batch(&long);
+        assert_eq!(decode_batch(&bytes.into(), 10), Ok(long));
 
         let codes = RejectCode::ALL
             .iter()
@@ -673,6 +781,52 @@ mod tests {
             decode_results(&encode_results(&results).into(), 10),
             Ok(results)
         );
+    }
+
+    #[test]
+    fn a_run_of_ok_results_spends_one_byte_each_besides_the_values() {
+        let run = |n: u64| Results {
+            results: (7..7 + n)
+                .map(|seq| PacketResult {
+                    seq,
+                    outcome: Outcome::Ok(vec![seq as u8; 3].into()),
+                })
+                .collect(),
+        };
+        let (ten, eleven) = (encode_results(&run(10)), encode_results(&run(11)));
+        assert_eq!(eleven.len() - ten.len(), 4);
+        // The first too, right after its sequence number: version, count, 7, head, value.
+        assert_eq!(
+            encode_results(&run(1)),
+            [PROTOCOL_VERSION, 1, 7, 3, 7, 7, 7]
+        );
+        let mut mixed = run(4);
+        mixed.results[1].outcome = Outcome::AppError(vec![1].into());
+        mixed.results[2].outcome = Outcome::Ok(vec![2; SHORT as usize].into());
+        mixed.results[3].seq = 3;
+        let bytes = encode_results(&mixed);
+        assert_eq!(decode_results(&bytes.into(), 10), Ok(mixed));
+    }
+
+    #[test]
+    fn a_short_head_needs_a_packet_before_it() {
+        // Version, client 1, one module (7), one packet: number 5, a short head, no arguments.
+        let bytes = Bytes::from(vec![PROTOCOL_VERSION, 1, 1, 7, 1, 5, 0]);
+        let err = decode_batch(&bytes, 10).unwrap_err();
+        assert!(err.to_string().contains("packet 0"), "{err}");
+        assert!(err.to_string().contains("short head"), "{err}");
+        // With a long head first (SHORT + action 0), the short one goes on from it.
+        let bytes = Bytes::from(vec![PROTOCOL_VERSION, 1, 1, 7, 2, 5, SHORT as u8, 0, 1, 9]);
+        let batch = decode_batch(&bytes, 10).unwrap();
+        assert_eq!(
+            batch
+                .packets
+                .iter()
+                .map(|p| (p.seq, p.handler, p.action))
+                .collect::<Vec<_>>(),
+            [(5, 7, Action::Create), (6, 7, Action::Create)]
+        );
+        assert_eq!(&batch.packets[1].args[..], [9]);
     }
 
     #[test]

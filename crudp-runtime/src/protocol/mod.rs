@@ -18,7 +18,7 @@ pub use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks; the first byte of every batch and result set.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// One of the four operations a CRUDP module can expose.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
