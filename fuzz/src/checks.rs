@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use crudp::{
     protocol::{
         Bytes, decode_batch, decode_batch_after, decode_client_results, decode_results,
-        encode_packets_after,
+        encode_client_results, encode_packets_after, encode_results,
     },
     server::TokenKey,
     transport::SseEvent,
@@ -35,14 +35,22 @@ pub fn batch(data: &[u8]) {
     }
 }
 
-/// What a client decodes: `POST /call` results and an `event: results`'s client results.
+/// What a client decodes: `POST /call` results and an `event: results`'s client results;
+/// what decodes encodes back to bytes that decode the same.
 pub fn results(data: &[u8]) {
     let data = Bytes::copy_from_slice(data);
     if let Ok(results) = decode_results(&data, MAX_PACKETS) {
         assert!(results.results.len() <= MAX_PACKETS);
+        let again = encode_results(&results);
+        assert_eq!(decode_results(&again.into(), MAX_PACKETS), Ok(results));
     }
-    if let Ok((_, results)) = decode_client_results(&data, MAX_PACKETS) {
+    if let Ok((client, results)) = decode_client_results(&data, MAX_PACKETS) {
         assert!(results.results.len() <= MAX_PACKETS);
+        let again = encode_client_results(client, &results);
+        assert_eq!(
+            decode_client_results(&again.into(), MAX_PACKETS),
+            Ok((client, results))
+        );
     }
 }
 

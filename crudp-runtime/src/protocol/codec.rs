@@ -92,10 +92,10 @@ pub fn encode_packets<'a>(
 /// the packet count; the first packet's sequence number; then per packet one varint, the
 /// *head*, then the arguments' bytes; last, if it is not `0`, `after`. A packet that goes on
 /// from the one before it (the next sequence number, the same module and action) with
-/// arguments shorter than [`SHORT`] has a short head, the arguments' length; any other head
-/// holds [`SHORT`] plus the step from the previous sequence number, the module's index in the
-/// table and the action, and the arguments' length follows it. A run of calls of one action
-/// spends one byte per packet besides its arguments, a mixed batch two.
+/// arguments shorter than 64 bytes has a short head, the arguments' length; any other head
+/// holds 64 plus the step from the previous sequence number, the module's index in the
+/// table and the action, and the arguments' length follows it. A run of calls of one action of
+/// one module spends one byte per packet besides its arguments, a mixed batch two.
 ///
 /// # Panics
 ///
@@ -156,8 +156,8 @@ pub fn encode_packets_after<'a>(
 /// Encodes a result set, version byte first: the count, the first result's sequence number,
 /// then per result one varint, its head, and the outcome's contents. An `Ok` result that goes
 /// on from the one before it (the next sequence number, or the first result) with a value
-/// shorter than [`SHORT`] has a short head, the value's length; any other head holds
-/// [`SHORT`] plus the step from the previous sequence number and the outcome's kind.
+/// shorter than 64 bytes has a short head, the value's length; any other head holds
+/// 64 plus the step from the previous sequence number and the outcome's kind.
 pub fn encode_results(results: &Results) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + results_len(results));
     out.push(PROTOCOL_VERSION);
@@ -763,6 +763,20 @@ mod tests {
         long.packets[3].seq = 900;
         let bytes = encode_batch(&long);
         assert_eq!(decode_batch(&bytes.into(), 10), Ok(long));
+        // The numbers wrap around: 0 is not the next after the highest, so its head is long.
+        let mut wrap = consecutive(2);
+        wrap.packets[0].seq = u64::MAX;
+        wrap.packets[1].seq = 0;
+        let bytes = encode_batch(&wrap);
+        // The first number takes 8 bytes more, the second head 9 more, and its length 1.
+        assert_eq!(bytes.len(), encode_batch(&consecutive(2)).len() + 8 + 9 + 1);
+        assert_eq!(decode_batch(&bytes.into(), 10), Ok(wrap));
+        // A short head after the highest number is refused, not wrapped.
+        let mut max = vec![PROTOCOL_VERSION, 1, 1, 7, 2];
+        put(&mut max, u64::MAX);
+        max.extend_from_slice(&[SHORT as u8, 0, 0]);
+        let err = decode_batch(&max.into(), 10).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
 
         let codes = RejectCode::ALL
             .iter()
@@ -800,11 +814,17 @@ mod tests {
             encode_results(&run(1)),
             [PROTOCOL_VERSION, 1, 7, 3, 7, 7, 7]
         );
-        let mut mixed = run(4);
+        let mut mixed = run(6);
         mixed.results[1].outcome = Outcome::AppError(vec![1].into());
-        mixed.results[2].outcome = Outcome::Ok(vec![2; SHORT as usize].into());
-        mixed.results[3].seq = 3;
+        mixed.results[3].outcome = Outcome::Ok(vec![2; SHORT as usize].into());
+        mixed.results[4].seq = 3;
+        mixed.results[5].seq = u64::MAX;
         let bytes = encode_results(&mixed);
+        // Version and count 2; then 7, a short head and 3 bytes (5); the error's long head,
+        // its length and byte (3); after it, an `Ok` with a short head again (4); a value of
+        // 64 bytes behind a long head and its length (66); a step back (2-byte head, 6); a
+        // step of nearly 2^64 (a 10-byte head, 14).
+        assert_eq!(bytes.len(), 2 + 5 + 3 + 4 + 66 + 6 + 14);
         assert_eq!(decode_results(&bytes.into(), 10), Ok(mixed));
     }
 
