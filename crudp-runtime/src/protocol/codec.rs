@@ -322,32 +322,24 @@ fn put_results(out: &mut Vec<u8>, results: &Results) {
     put(out, results.results.len() as u64);
     let mut previous = None;
     for result in &results.results {
-        let kind = match &result.outcome {
-            Outcome::Ok(value) => {
-                put_item(out, &mut previous, result.seq, true, value, (KINDS, 0));
-                continue;
-            }
-            Outcome::AppError(error) => {
-                put_item(out, &mut previous, result.seq, false, error, (KINDS, 1));
-                continue;
-            }
-            Outcome::Rejected { .. } => 2,
-            Outcome::Unavailable { .. } => 3,
-            Outcome::Expired => 4,
-        };
-        put_head(out, &mut previous, result.seq, KINDS, kind);
+        let seq = result.seq;
         match &result.outcome {
-            Outcome::Ok(_) | Outcome::AppError(_) => {}
+            Outcome::Ok(value) => put_item(out, &mut previous, seq, true, value, (KINDS, 0)),
+            Outcome::AppError(error) => {
+                put_item(out, &mut previous, seq, false, error, (KINDS, 1));
+            }
             Outcome::Rejected { code, message } => {
+                put_head(out, &mut previous, seq, KINDS, 2);
                 put(out, *code as u64);
                 put(out, message.len() as u64);
                 out.extend_from_slice(message.as_bytes());
             }
             Outcome::Unavailable { message } => {
+                put_head(out, &mut previous, seq, KINDS, 3);
                 put(out, message.len() as u64);
                 out.extend_from_slice(message.as_bytes());
             }
-            Outcome::Expired => {}
+            Outcome::Expired => put_head(out, &mut previous, seq, KINDS, 4),
         }
     }
 }
@@ -372,11 +364,11 @@ fn put_item(
         if previous.replace(seq).is_none() {
             put(out, seq);
         }
-        put(out, bytes.len() as u64);
     } else {
         put_head(out, previous, seq, radix, rest);
-        put(out, bytes.len() as u64);
     }
+    // The short head, or the length after the long one.
+    put(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
@@ -542,10 +534,8 @@ impl<'a> Reader<'a> {
             *seq = self.varint(|| "the first sequence number".to_owned())?;
         }
         let head = self.wide(&part)?;
-        let step = match head.checked_sub(u128::from(SHORT)) {
-            None => 0,
-            Some(long) => unzigzag(long / radix),
-        };
+        let long = head.checked_sub(u128::from(SHORT));
+        let step = long.map_or(0, |long| unzigzag(long / radix));
         if index > 0 {
             *seq = i128::from(*seq)
                 .checked_add(step)
@@ -553,7 +543,7 @@ impl<'a> Reader<'a> {
                 .and_then(|s| u64::try_from(s).ok())
                 .ok_or_else(|| malformed(part(), "its sequence number is out of range"))?;
         }
-        match head.checked_sub(u128::from(SHORT)) {
+        match long {
             None => Ok(Head::Short(self.take(head as usize, part)?)),
             Some(long) => Ok(Head::Long(long % radix)),
         }
