@@ -81,4 +81,13 @@ async fn calls_leave_spans_and_metrics() {
             "`{name}` missing from:\n{rendered}"
         );
     }
+    for step in ["begin", "finish"] {
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("crudp_outcome_store_duration_seconds")
+                    && l.contains(&format!("operation=\"{step}\""))),
+            "the store's `{step}` step missing from:\n{rendered}"
+        );
+    }
 }

@@ -157,7 +157,10 @@ impl Crudp {
         let begun = self.shared.outcomes.begin_batch(client, seqs, after).await;
         // One clock reading per call: each call's time runs from the end of the one before.
         let mut clock = Instant::now();
-        metrics::outcome_store("begin", clock.saturating_duration_since(started));
+        metrics::outcome_store(
+            metrics::StoreStep::Begin,
+            clock.saturating_duration_since(started),
+        );
         let answers = match begun {
             Ok(answers) if !answers.is_empty() => answers,
             Ok(_) => {
@@ -296,7 +299,7 @@ impl Crudp {
         let store = &self.shared.outcomes;
         let started = Instant::now();
         let finished = store.finish_batch(client, lease, outcomes).await;
-        metrics::outcome_store("finish", started.elapsed());
+        metrics::outcome_store(metrics::StoreStep::Finish, started.elapsed());
         match finished {
             Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
@@ -335,7 +338,7 @@ impl Crudp {
     async fn flush(&self) -> bool {
         let started = Instant::now();
         let flushed = self.shared.outcomes.flush().await;
-        metrics::outcome_store("flush", started.elapsed());
+        metrics::outcome_store(metrics::StoreStep::Flush, started.elapsed());
         match flushed {
             Ok(()) => true,
             Err(e) => {

@@ -103,11 +103,10 @@ impl Crudp {
     }
 
     /// Checks that `client` is `user`'s: a client ID belongs to the first user that uses it.
-    /// New IDs are counted per minute against what the request shares limits by (see
+    /// New IDs are counted per minute against `rate`, what the request shares limits by (see
     /// [`share`]): an anonymous visitor's address.
-    async fn claim(&self, client: ClientId, user: &User, parts: &Parts) -> Result<(), Response> {
-        let rate = share(parts, user);
-        match self.shared.outcomes.claim_at(client, &user.id, &rate).await {
+    async fn claim(&self, client: ClientId, user: &User, rate: &str) -> Result<(), Response> {
+        match self.shared.outcomes.claim_at(client, &user.id, rate).await {
             Ok(Claim::Granted) => Ok(()),
             Ok(Claim::Foreign) => Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -163,11 +162,11 @@ impl Crudp {
                 ),
             ));
         }
-        self.claim(client, &user, &parts).await?;
-        // What the decoded batch holds: its packets and their argument buffers.
-        let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         // Anonymous identities cost nothing: they share the queue per address.
         let share: Arc<str> = share(&parts, &user).into();
+        self.claim(client, &user, &share).await?;
+        // What the decoded batch holds: its packets and their argument buffers.
+        let bytes = body.len() + packets.len() * (size_of::<crate::Packet>() + 16);
         let inline = reply.is_some();
         let job = Job {
             share,
@@ -239,8 +238,9 @@ async fn token(State(crudp): State<Crudp>, request: Request) -> Response {
     };
     clients.sort_unstable();
     clients.dedup();
+    let rate = share(&parts, &user);
     for client in &clients {
-        if let Err(response) = crudp.claim(*client, &user, &parts).await {
+        if let Err(response) = crudp.claim(*client, &user, &rate).await {
             return response;
         }
     }
