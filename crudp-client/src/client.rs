@@ -10,7 +10,7 @@ use std::{
 };
 
 use crudp_runtime::{Action, ClientId, Outcome, RejectCode, TransportError};
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use crate::core::Mode;
@@ -18,6 +18,7 @@ use crate::{
     call::CallFuture,
     core::{Core, Input},
     driver::Driver,
+    events::Kick,
     headers::{Headers, InvalidHeader, checked},
     listeners::{ListenerFn, Listeners},
     queue::{
@@ -99,7 +100,7 @@ impl Drop for Handle {
 
 struct Start {
     driver: Driver,
-    stream: Option<(oneshot::Receiver<()>, mpsc::UnboundedReceiver<()>)>,
+    stream: Option<(oneshot::Receiver<()>, Arc<Kick>)>,
 }
 
 /// Configures a [`Client`]; made by [`Client::builder`].
@@ -309,7 +310,7 @@ impl ClientBuilder {
         let restored = !saved.packets.is_empty();
         let window = u64::try_from(self.batch_window.as_millis()).unwrap_or(u64::MAX);
         let core = Core::new(id, self.mode, saved, self.max_batch_packets, window);
-        let (kick, kicks) = mpsc::unbounded();
+        let kick = Arc::new(Kick::default());
         let shared = Arc::new(Shared::new(
             base,
             id,
@@ -321,7 +322,7 @@ impl ClientBuilder {
             transport,
             persistence,
             core.status(),
-            kick,
+            Arc::clone(&kick),
             !lease,
             listeners,
         ));
@@ -342,7 +343,7 @@ impl ClientBuilder {
                 shared: Arc::downgrade(&shared),
                 start: Mutex::new(Some(Start {
                     driver,
-                    stream: Some((stream_stop_receiver, kicks)),
+                    stream: Some((stream_stop_receiver, kick)),
                 })),
                 started: AtomicBool::new(false),
                 _stop: stop,
@@ -670,15 +671,15 @@ impl Client {
             *start = Some(Start { driver, stream });
             return Err(message);
         }
-        if let (Mode::Sync, Some((stop, kicks))) = (self.shared.mode, stream) {
+        if let (Mode::Sync, Some((stop, kick))) = (self.shared.mode, stream) {
             let client = Arc::downgrade(&self.shared);
             // In the browser, the tabs share one stream.
             #[cfg(target_arch = "wasm32")]
-            let _ = rt::spawn(crate::tabs::run(client, stop, kicks));
+            let _ = rt::spawn(crate::tabs::run(client, stop, kick));
             #[cfg(not(target_arch = "wasm32"))]
             let _ = rt::spawn(async move {
-                let (mut stop, mut kicks) = (stop, kicks);
-                crate::events::run(client, &mut stop, &mut kicks, None).await;
+                let mut stop = stop;
+                crate::events::run(client, &mut stop, &kick, None).await;
             });
         } else {
             driver.stream_stop = None;

@@ -149,11 +149,14 @@ impl Driver {
             }
             // Every reply of the step is in: each task waiting for some wakes once.
             reply::wake_all(&mut self.woken);
-            if self.shared.stopped().is_some() {
+            if let Some(stopped) = self.shared.stopped() {
                 // Signed out, another user's, or its ID taken over (found by this step's save,
-                // say): every call is resolved with why. `Drop` saves nothing and lets go of
-                // nothing.
+                // say): every call is resolved with why, those posted after the stop too (made
+                // on another thread as it happened), and from now on posts fail at once.
+                // `Drop` saves nothing and lets go of nothing.
+                self.shared.inbox.close(stopped.clone());
                 self.take_all(now, &mut effects);
+                self.core.handle(Input::Stop(stopped), now, &mut effects);
                 for effect in effects.drain(..) {
                     if let Effect::Resolve(call, reply) = effect
                         && let Some(waker) = call.resolve(reply)

@@ -8,10 +8,10 @@ use std::sync::{
 };
 
 use crudp_runtime::{ClientId, TransportError};
-use futures_channel::mpsc;
 
 use crate::{
     core::{Input, Mode},
+    events::Kick,
     headers::{Headers, RequestHeaders},
     inbox::Inbox,
     listeners::{Listeners, Watchers},
@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// The way in to the driver.
     pub(crate) inbox: Inbox,
     /// Wakes the event stream from its back-off.
-    kick: mpsc::UnboundedSender<()>,
+    pub(crate) kick: Arc<Kick>,
     /// Where the queue is saved until each call's outcome is known, if anywhere.
     pub(crate) persistence: Option<Persistence>,
     /// Set while the client does not hold its ID: it let it go (another client may own the
@@ -84,7 +84,7 @@ impl Shared {
         transport: Arc<dyn Transport>,
         persistence: Option<Persistence>,
         status: Status,
-        kick: mpsc::UnboundedSender<()>,
+        kick: Arc<Kick>,
         held: bool,
         listeners: Arc<Listeners>,
     ) -> Self {
@@ -298,7 +298,7 @@ impl Shared {
 
     /// Skips the event stream's back-off.
     pub(crate) fn kick_stream(&self) {
-        let _ = self.kick.unbounded_send(());
+        self.kick.kick();
     }
 
     /// Saves what `saved` makes (only with storage: it copies every call without an

@@ -352,3 +352,35 @@ async fn a_client_whose_id_another_took_over_fails_its_waiting_calls_with_taken_
         "its lease stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_made_while_the_stream_is_open_do_not_cut_the_pauses_of_a_later_outage() {
+    let server = Server::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let client = client(&proxy, None);
+    let todos = TodosClient::new(&client);
+    // Its result came over the event stream: the stream is open.
+    todos.create("online".into()).await.unwrap();
+    for _ in 0..200 {
+        client.sync();
+    }
+    proxy.down().await;
+    // Whoever comes to the proxy's address from now on is counted and turned away.
+    let listener = tokio::net::TcpListener::bind(proxy.addr).await.unwrap();
+    let knocks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&knocks);
+    let door = tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    door.abort();
+    let knocks = knocks.load(Ordering::SeqCst);
+    // Pauses of about 0.2, 0.4, 0.8 s… leave room for a handful of attempts in 2 s.
+    assert!(
+        (1..=12).contains(&knocks),
+        "{knocks} connections in 2 s: the syncs made while online cut the back-off short"
+    );
+}

@@ -278,3 +278,22 @@ async fn an_idle_stream_the_heartbeat_keeps_saying_something_is_kept() {
         .expect("the next result");
     assert_eq!(next.unwrap().title, "next");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_whose_answer_a_proxy_holds_back_is_given_up_and_asked_again() {
+    let server = Server::start().await;
+    // Every event stream and every poll: the proxy passes nothing of their answers on.
+    let relay = Relay::start(server.addr, b"GET /crudp/").await;
+    relay.stall_up_to(usize::MAX);
+    // Above the 5 s a stream has to say `ready` before the client polls instead.
+    let transport = ReqwestTransport::new().stream_silence(Duration::from_secs(6));
+    let client = Client::builder(format!("http://{}/crudp", relay.addr))
+        .transport(transport)
+        .build();
+    drop(TodosClient::new(&client).create("waits".into()));
+    // The stream is taken for one held back and the client polls; a poll whose answer does
+    // not begin within the silence allowed is given up, and another is asked for.
+    eventually("a third request for events", || relay.streams() >= 3).await;
+    let status = client.status();
+    assert!(status.polling, "{status:?}");
+}

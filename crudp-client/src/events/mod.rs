@@ -1,13 +1,15 @@
 //! The event stream: results of this client's batches, broadcasts for its listeners, and the
 //! reconnection that keeps it open.
 
+mod kick;
+
 use std::sync::Weak;
 
 use crudp_runtime::{
     ClientId, EventKind,
     protocol::{MAX_TOKEN_CLIENTS, TokenGrant, TokenRequest},
 };
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use futures_util::{
     StreamExt,
     future::{Either, select},
@@ -23,6 +25,8 @@ use crate::{
         DecodedEvent, EventStream, MaybeSendSync, SseEvent, TransportError, TransportFuture,
     },
 };
+
+pub(crate) use kick::Kick;
 
 /// Seconds before expiry at which a token is renewed rather than used.
 const TOKEN_MARGIN: u64 = 5;
@@ -110,7 +114,7 @@ fn tell(inner: &Shared, fanout: &mut Option<&mut dyn Fanout>, link: Link) {
 pub(crate) async fn run(
     client: Weak<Shared>,
     shutdown: &mut oneshot::Receiver<()>,
-    kicks: &mut mpsc::UnboundedReceiver<()>,
+    kick: &Kick,
     mut fanout: Option<&mut dyn Fanout>,
 ) -> Ended {
     let mut token: Option<(TokenGrant, Vec<ClientId>)> = None;
@@ -233,6 +237,8 @@ pub(crate) async fn run(
                             }
                             if handle(&inner, event, &clients) == Some(EventKind::Ready) {
                                 ready = true;
+                                // Kicks made before are done with: the stream is open.
+                                kick.clear();
                                 ready_at = rt::monotonic_ms();
                                 need_ready = false;
                                 if !polling && says_polling {
@@ -277,8 +283,7 @@ pub(crate) async fn run(
             // quiet requests short): do not ask again in a tight loop.
             if delivered == 0 && rt::monotonic_ms().saturating_sub(asked) < 1000 && polling {
                 drop(inner);
-                let delay = rt::sleep(backoff.next());
-                if let Either::Right(_) = select(Box::pin(delay), &mut *shutdown).await {
+                if pause(backoff.next(), kick, shutdown).await {
                     return Ended::Shutdown;
                 }
             }
@@ -286,6 +291,9 @@ pub(crate) async fn run(
         }
         need_ready = true;
         if ready {
+            // Kicks made while it was open are done with too: only those made from now on
+            // skip a pause.
+            kick.clear();
             tell(&inner, &mut fanout, Link::Lost);
             if rt::monotonic_ms().saturating_sub(ready_at) >= STABLE_MS {
                 // It was open a while: reconnect at once.
@@ -295,8 +303,7 @@ pub(crate) async fn run(
             // Cut soon after it opened (a proxy that cuts every stream): not again in a tight
             // loop, but after a pause that grows while it goes on.
             drop(inner);
-            let delay = rt::sleep(backoff.next());
-            if let Either::Right(_) = select(Box::pin(delay), &mut *shutdown).await {
+            if pause(backoff.next(), kick, shutdown).await {
                 return Ended::Shutdown;
             }
             continue;
@@ -306,7 +313,7 @@ pub(crate) async fn run(
         token = None;
         tell(&inner, &mut fanout, Link::Failed);
         drop(inner);
-        let delay = select(Box::pin(rt::sleep(backoff.next())), kicks.next());
+        let delay = select(Box::pin(rt::sleep(backoff.next())), Box::pin(kick.kicked()));
         let change = match &mut fanout {
             Some(fanout) => Either::Left(fanout.change()),
             None => Either::Right(std::future::pending()),
@@ -317,6 +324,16 @@ pub(crate) async fn run(
             Either::Left(_) => {}
         }
     }
+}
+
+/// Waits for `delay`, or until a kick skips it; `true` if the client was dropped meanwhile.
+async fn pause(
+    delay: std::time::Duration,
+    kick: &Kick,
+    shutdown: &mut oneshot::Receiver<()>,
+) -> bool {
+    let delay = select(Box::pin(rt::sleep(delay)), Box::pin(kick.kicked()));
+    matches!(select(delay, shutdown).await, Either::Right(_))
 }
 
 /// This client and the others it serves, as many as a token may name.

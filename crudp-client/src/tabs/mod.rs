@@ -18,18 +18,15 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use crudp_runtime::{ClientId, EventKind, protocol::client_of_results};
-use futures_channel::{mpsc, oneshot};
-use futures_util::{
-    StreamExt,
-    future::{Either, select},
-};
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use web_sys::{BroadcastChannel, MessageEvent};
 
 use crate::{
     browser::PageListeners,
-    events::{self, Change, Ended, Fanout, Link},
+    events::{self, Change, Ended, Fanout, Kick, Link},
     shared::Shared,
     transport::{SseEvent, TransportError, TransportFuture},
 };
@@ -104,10 +101,10 @@ struct Tabs {
 pub(crate) async fn run(
     client: Weak<Shared>,
     mut shutdown: oneshot::Receiver<()>,
-    mut kicks: mpsc::UnboundedReceiver<()>,
+    kick: Arc<Kick>,
 ) {
     let Some(mut tabs) = client.upgrade().and_then(|inner| Tabs::join(&inner)) else {
-        events::run(client, &mut shutdown, &mut kicks, None).await;
+        events::run(client, &mut shutdown, &kick, None).await;
         return;
     };
     loop {
@@ -118,19 +115,18 @@ pub(crate) async fn run(
         // A follower until this tab holds the stream's lock: its kicks go to the leader.
         let mut lock = Box::pin(locks::acquire(&tabs.lock_name, false));
         let held = loop {
-            match select(select(lock.as_mut(), kicks.next()), &mut shutdown).await {
+            let kicked = Box::pin(kick.kicked());
+            match select(select(lock.as_mut(), kicked), &mut shutdown).await {
                 Either::Right(_) => return,
                 Either::Left((Either::Left((held, _)), _)) => break held,
-                Either::Left((Either::Right((Some(()), _)), _)) => tabs.post(&Message::Kick),
-                // The client is gone.
-                Either::Left((Either::Right((None, _)), _)) => return,
+                Either::Left((Either::Right(((), _)), _)) => tabs.post(&Message::Kick),
             }
         };
         drop(lock);
         let Some(held) = held else {
             // Web Locks failed after all: this client keeps its own stream.
             drop(tabs);
-            events::run(client, &mut shutdown, &mut kicks, None).await;
+            events::run(client, &mut shutdown, &kick, None).await;
             return;
         };
         if tabs.state.borrow().hidden {
@@ -138,7 +134,7 @@ pub(crate) async fn run(
             continue;
         }
         tabs.lead(held);
-        let ended = events::run(client.clone(), &mut shutdown, &mut kicks, Some(&mut tabs)).await;
+        let ended = events::run(client.clone(), &mut shutdown, &kick, Some(&mut tabs)).await;
         tabs.follow();
         if ended == Ended::Shutdown {
             return;

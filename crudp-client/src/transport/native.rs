@@ -85,10 +85,11 @@ impl ReqwestTransport {
         self
     }
 
-    /// How long an open event stream may say nothing, not even the server's `: ping`
-    /// heartbeat, before the client takes it for dead and opens another (resuming where it
-    /// was): a proxy that stops passing the stream on while it keeps the connection open
-    /// would otherwise hold the client for ever. Keep it above the server's `heartbeat`, and
+    /// How long an event stream may say nothing, not even the server's `: ping` heartbeat,
+    /// before the client takes it for dead and opens another (resuming where it was): a proxy
+    /// that stops passing the stream on while it keeps the connection open would otherwise
+    /// hold the client for ever. A stream (or a poll) whose answer does not even begin within
+    /// that time counts as one that could not open. Keep it above the server's `heartbeat`, and
     /// above 25 s, the longest a poll (`GET /poll`, behind a proxy that buffers streams)
     /// waits in silence. Default: [`DEFAULT_STREAM_SILENCE`], 90 s.
     pub fn stream_silence(mut self, silence: Duration) -> Self {
@@ -216,7 +217,12 @@ impl Transport for ReqwestTransport {
         }
         let silence = self.silence;
         Box::pin(async move {
-            let response = check(request.send().await.map_err(unreachable)?).await?;
+            let Ok(sent) = tokio::time::timeout(silence, request.send()).await else {
+                return Err(TransportError::Unreachable(format!(
+                    "the event stream's answer did not begin within {silence:?}"
+                )));
+            };
+            let response = check(sent.map_err(unreachable)?).await?;
             // Silence is timed on the bytes: the parser yields nothing for a comment, so the
             // heartbeat would not count on the events.
             let bytes = ended_by_silence(response.bytes_stream().map_err(unreachable), silence);

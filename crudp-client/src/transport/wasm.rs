@@ -165,9 +165,12 @@ impl Transport for FetchTransport {
             None => format!("{url}{join}token={token}"),
         };
         if polling {
+            // A poll whose answer never comes (a server gone without a word) gives way after
+            // the request timeout, as a batch's does.
             let request = Request::get(&url)
                 .header("accept", "text/event-stream")
                 .credentials(self.credentials())
+                .abort_signal(self.deadline().as_ref())
                 .build();
             return Box::pin(async move {
                 let answer = body(request).await?;

@@ -204,6 +204,12 @@ pub trait OutcomeStore: Send + Sync + 'static {
     /// Records the outcomes of the packets that ran under `lease` (from
     /// [`begin_batch`](Self::begin_batch)), in order, and ends its reservation, of the
     /// packets that did not run too. The default calls [`finish`](Self::finish) for each.
+    ///
+    /// When it answers [`StoreError::Unavailable`], the server tries the same step again
+    /// until it is taken, and only then publishes the batch's broadcasts. A store across a
+    /// network, whose answer can be lost after it recorded the step, should answer that
+    /// repeat `Ok` (the Redis store keeps the lease it finished last for this), not
+    /// [`StoreError::LeaseLost`]: the broadcasts would be dropped.
     fn finish_batch<'a>(
         &'a self,
         client: ClientId,

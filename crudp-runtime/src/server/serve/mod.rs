@@ -98,7 +98,10 @@ impl Serve {
     /// How long a write to a connection may wait for its peer to read: a peer that reads
     /// nothing for this long (it stopped reading, or the network stopped delivering) has its
     /// connection closed, so it holds no task, buffer or connection slot any longer. Counted
-    /// afresh whenever the peer takes some bytes, so a slow reader is not cut off. Default:
+    /// afresh whenever the peer takes some bytes, so a slow reader is not cut off. A write
+    /// waits only once the connection's buffers are full; on Linux the kernel is also told
+    /// (`TCP_USER_TIMEOUT`) to drop a connection whose peer acknowledges nothing for this long,
+    /// so that a peer gone without a word is let go even while little is sent to it. Default:
     /// [`DEFAULT_WRITE_TIMEOUT`].
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
@@ -199,6 +202,11 @@ async fn connection(
     held: (OwnedSemaphorePermit, Slot),
 ) {
     let _ = stream.set_nodelay(true);
+    // A peer gone without a word (its machine off, the network cut) leaves what it is sent
+    // unacknowledged: the kernel gives up on it after `write_timeout`, not after its own
+    // retries (about 15 minutes), even while its connection only has a heartbeat to send.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(write_timeout));
     // The first request's head is due this long after the connection came, however long
     // its first bytes took: hyper's own limit starts again when it takes the connection over.
     let head_due = tokio::time::Instant::now().checked_add(header_timeout);
