@@ -115,19 +115,22 @@ return 'ok'
 /// The packets are past the mark, since the lease reserved them. Dropping a seq per seq
 /// recorded misses those of a client whose seqs skip: once it holds twice the outcomes it
 /// keeps, every one at or below the highest to drop goes (a scan of them all, so rarely).
-/// The lease finished last is kept (`finished`): the same finish again (its answer was lost,
-/// and the server retries) is `ok`, so that the batch's broadcasts still go out.
+/// A finish whose lease is gone is `ok` if every final outcome it brings is recorded as it
+/// brings it: the same finish again, its first answer lost (the server retries it, maybe
+/// after the client's next batches ran), so that the batch's broadcasts still go out.
 const FINISH: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'owner', 'lease', 'finished')
+local c = redis.call('HMGET', KEYS[1], 'owner', 'lease')
 if not c[1] then return 'lost' end
+local last = 4 + 2 * tonumber(ARGV[4])
 if c[2] ~= ARGV[1] then
-  if c[3] == ARGV[1] then return 'ok' end
-  return 'lost'
+  if last == 4 then return 'lost' end
+  for i = 5, last, 2 do
+    if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then return 'lost' end
+  end
+  return 'ok'
 end
 -- 'stalled': an earlier version's, which no instance of this one clears otherwise.
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder', 'stalled')
-redis.call('HSET', KEYS[1], 'finished', ARGV[1])
-local last = 4 + 2 * tonumber(ARGV[4])
 for i = 5, last, 4000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))
 end

@@ -217,12 +217,14 @@ impl Transport for ReqwestTransport {
         }
         let silence = self.silence;
         Box::pin(async move {
-            let Ok(sent) = tokio::time::timeout(silence, request.send()).await else {
+            // Its head (and an error's body) within the silence allowed, too.
+            let opened = async { check(request.send().await.map_err(unreachable)?).await };
+            let Ok(response) = tokio::time::timeout(silence, opened).await else {
                 return Err(TransportError::Unreachable(format!(
                     "the event stream's answer did not begin within {silence:?}"
                 )));
             };
-            let response = check(sent.map_err(unreachable)?).await?;
+            let response = response?;
             // Silence is timed on the bytes: the parser yields nothing for a comment, so the
             // heartbeat would not count on the events.
             let bytes = ended_by_silence(response.bytes_stream().map_err(unreachable), silence);

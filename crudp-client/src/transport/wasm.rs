@@ -15,16 +15,22 @@ use std::{
 };
 
 use futures_channel::mpsc;
-use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use futures_util::{
+    Stream, StreamExt, TryStreamExt,
+    future::{Either, select},
+    stream,
+};
 use gloo_net::http::Request;
 use sse_stream::SseByteStream;
 use wasm_bindgen::{JsCast, closure::Closure};
-use web_sys::{AbortSignal, MessageEvent, RequestCredentials};
+use web_sys::{AbortController, AbortSignal, MessageEvent, RequestCredentials};
 
 use super::{EventStream, Method, SseEvent, Transport, TransportError, TransportFuture};
 
 /// The events a CRUDP stream carries.
 const KINDS: [&str; 4] = ["results", "broadcast", "reset", "ready"];
+/// The least time a poll's answer has to begin: the server holds a quiet poll for 25 s.
+const POLL_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Sends batches with `fetch` and listens with `EventSource`; the default transport in the
 /// browser.
@@ -61,8 +67,9 @@ impl FetchTransport {
     /// How long a batch's `fetch` (and a token's) may take, its answer included, before the
     /// client gives up on it and sends the batch again: a connection that died without a word
     /// would otherwise hold the client's batch for ever. Where the browser lacks
-    /// `AbortSignal.timeout`, there is no limit. Default: 2 minutes, as the native
-    /// transport's.
+    /// `AbortSignal.timeout`, there is no limit. A poll's answer (where the event stream does
+    /// not get through) must begin within this time too, or a minute if that is longer.
+    /// Default: 2 minutes, as the native transport's.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
         self
@@ -99,6 +106,11 @@ async fn body(request: Result<Request, gloo_net::Error>) -> Result<Vec<u8>, Tran
         .send()
         .await
         .map_err(unreachable)?;
+    read(response).await
+}
+
+/// The body of a `2xx` answer, or the error status, once its head came.
+async fn read(response: gloo_net::http::Response) -> Result<Vec<u8>, TransportError> {
     if response.ok() {
         return response.binary().await.map_err(unreachable);
     }
@@ -165,16 +177,33 @@ impl Transport for FetchTransport {
             None => format!("{url}{join}token={token}"),
         };
         if polling {
-            // A poll whose answer never comes (a server gone without a word) gives way after
-            // the request timeout, as a batch's does.
+            // A poll's answer may take 25 s to begin (all of it, behind a proxy that buffers
+            // it): one that has not begun after the request timeout (a server gone without a
+            // word), or after a minute if that is shorter, is given up and its `fetch`
+            // aborted. Its body, once it comes, is read to its end, however long a replay
+            // takes over a slow link.
+            let abort = AbortController::new().ok();
             let request = Request::get(&url)
                 .header("accept", "text/event-stream")
                 .credentials(self.credentials())
-                .abort_signal(self.deadline().as_ref())
+                .abort_signal(abort.as_ref().map(AbortController::signal).as_ref())
                 .build();
+            let wait = self.timeout.max(POLL_HEAD_TIMEOUT);
             return Box::pin(async move {
-                let answer = body(request).await?;
-                Ok(parse(answer))
+                let sent = Box::pin(request.map_err(unreachable)?.send());
+                let response = match select(sent, Box::pin(gloo_timers::future::sleep(wait))).await
+                {
+                    Either::Left((response, _)) => response.map_err(unreachable)?,
+                    Either::Right(_) => {
+                        if let Some(abort) = abort {
+                            abort.abort();
+                        }
+                        return Err(TransportError::Unreachable(format!(
+                            "the poll's answer did not begin within {wait:?}"
+                        )));
+                    }
+                };
+                Ok(parse(read(response).await?))
             });
         }
         let opened = Events::open(&url, self.credentials);

@@ -99,9 +99,10 @@ impl Serve {
     /// nothing for this long (it stopped reading, or the network stopped delivering) has its
     /// connection closed, so it holds no task, buffer or connection slot any longer. Counted
     /// afresh whenever the peer takes some bytes, so a slow reader is not cut off. A write
-    /// waits only once the connection's buffers are full; on Linux the kernel is also told
-    /// (`TCP_USER_TIMEOUT`) to drop a connection whose peer acknowledges nothing for this long,
-    /// so that a peer gone without a word is let go even while little is sent to it. Default:
+    /// waits only once the connection's buffers are full, so on Linux the kernel is also told
+    /// (`TCP_USER_TIMEOUT`) to drop a connection whose peer takes or acknowledges nothing of
+    /// what was sent for this long (what is still buffered for it is dropped too): a peer gone
+    /// without a word is then let go even while little is sent to it. Default:
     /// [`DEFAULT_WRITE_TIMEOUT`].
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
