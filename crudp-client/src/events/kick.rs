@@ -1,7 +1,7 @@
 //! The signal that skips the event stream's back-off: `client.sync()`, a changed header, the
 //! browser back online. Kicks coalesce: however many come before the stream looks, they
-//! count as one, and those made while the stream is open are forgotten when it opens or
-//! breaks, so that they never cut the pauses of a later outage short.
+//! count as one, and those made while events come through are forgotten with each event and
+//! when the stream breaks, so that they never cut the pauses of a later outage short.
 
 use std::{
     future::poll_fn,

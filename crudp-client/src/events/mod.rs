@@ -232,13 +232,14 @@ pub(crate) async fn run(
                                 last_event_id = Some(id);
                             }
                             delivered += 1;
+                            // Kicks made before are done with: events come through (a poll
+                            // says `ready` only at first).
+                            kick.clear();
                             if let Some(fanout) = &mut fanout {
                                 fanout.event(&event, &clients);
                             }
                             if handle(&inner, event, &clients) == Some(EventKind::Ready) {
                                 ready = true;
-                                // Kicks made before are done with: the stream is open.
-                                kick.clear();
                                 ready_at = rt::monotonic_ms();
                                 need_ready = false;
                                 if !polling && says_polling {
