@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// The way in to the driver.
     pub(crate) inbox: Inbox,
     /// Wakes the event stream from its back-off.
-    pub(crate) kick: Arc<Kick>,
+    kick: Arc<Kick>,
     /// Where the queue is saved until each call's outcome is known, if anywhere.
     pub(crate) persistence: Option<Persistence>,
     /// Set while the client does not hold its ID: it let it go (another client may own the
