@@ -191,6 +191,52 @@ async fn a_peer_that_stops_reading_is_let_go_after_the_write_timeout() {
     }
 }
 
+/// A trickle: 64 bytes every 200 ms, for as long as the connection lasts.
+fn trickle() -> axum::body::Body {
+    static CHUNK: [u8; 64] = [b'x'; 64];
+    let chunks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&CHUNK)),
+            (),
+        ))
+    });
+    axum::body::Body::from_stream(chunks)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_takes_nothing_of_a_trickle_is_let_go_after_the_write_timeout() {
+    let app = axum::Router::new().route("/trickle", axum::routing::get(|| async { trickle() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = crudp::server::serve(listener, app).write_timeout(Duration::from_millis(300));
+    tokio::spawn(server.into_future());
+
+    // A peer with a small window that reads nothing: what the server sends it (as little as
+    // a heartbeat) would take a minute to fill the server's own buffers, so its writes never
+    // wait; the kernel is told to give up on a peer that takes nothing for the write timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET /trickle HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut read = 0;
+    let mut buffer = vec![0; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(ended, "still answered after {read} bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_native_transport_opens_each_event_stream_on_a_connection_of_its_own() {
     let server = Server::start().await;
