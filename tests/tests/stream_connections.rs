@@ -148,6 +148,37 @@ async fn a_broadcast_arrives_chunked_and_a_peer_that_leaves_ends_the_stream() {
     assert_eq!(*log.lock().unwrap(), ["+ann", "-ann"]);
 }
 
+/// `serve` with a write timeout of 300 ms, answering `GET path` with `body()`; its address.
+async fn serving_with_a_short_write_timeout(
+    path: &str,
+    body: fn() -> axum::body::Body,
+) -> SocketAddr {
+    let app = axum::Router::new().route(path, axum::routing::get(move || async move { body() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = crudp::server::serve(listener, app).write_timeout(Duration::from_millis(300));
+    tokio::spawn(server.into_future());
+    addr
+}
+
+/// Reads `stream` until it ends (or fails), for `within` at most: whether it ended, and the
+/// bytes read.
+async fn read_to_end_within(stream: &mut TcpStream, within: Duration) -> (bool, usize) {
+    let mut read = 0;
+    let mut buffer = vec![0; 1 << 16];
+    let ended = tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (ended, read)
+}
+
 /// An endless answer: 64 KiB chunks for as long as the peer takes them.
 fn endless() -> axum::body::Body {
     static CHUNK: [u8; 65536] = [b'x'; 65536];
@@ -159,11 +190,7 @@ fn endless() -> axum::body::Body {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_let_go_after_the_write_timeout() {
-    let app = axum::Router::new().route("/endless", axum::routing::get(|| async { endless() }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = crudp::server::serve(listener, app).write_timeout(Duration::from_millis(300));
-    tokio::spawn(server.into_future());
+    let addr = serving_with_a_short_write_timeout("/endless", endless).await;
 
     // Opening with an event-stream request (answered outside hyper), and any other (hyper's).
     for accept in ["text/event-stream", "*/*"] {
@@ -174,18 +201,7 @@ async fn a_peer_that_stops_reading_is_let_go_after_the_write_timeout() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         // What was written before is there to read, then the connection ends, where an
         // endless answer to a peer that reads would go on for ever.
-        let mut read = 0;
-        let mut buffer = vec![0; 1 << 16];
-        let ended = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                match stream.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => read += n,
-                }
-            }
-        })
-        .await
-        .is_ok();
+        let (ended, read) = read_to_end_within(&mut stream, Duration::from_secs(60)).await;
         assert!(ended, "{accept}: still answered after {read} bytes");
         assert!(read > 65536, "{accept}: only {read} bytes before the end");
     }
@@ -207,11 +223,7 @@ fn trickle() -> axum::body::Body {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_takes_nothing_of_a_trickle_is_let_go_after_the_write_timeout() {
-    let app = axum::Router::new().route("/trickle", axum::routing::get(|| async { trickle() }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = crudp::server::serve(listener, app).write_timeout(Duration::from_millis(300));
-    tokio::spawn(server.into_future());
+    let addr = serving_with_a_short_write_timeout("/trickle", trickle).await;
 
     // A peer with a small window that reads nothing: what the server sends it (as little as
     // a heartbeat) would take a minute to fill the server's own buffers, so its writes never
@@ -222,18 +234,7 @@ async fn a_peer_that_takes_nothing_of_a_trickle_is_let_go_after_the_write_timeou
     let request = format!("GET /trickle HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let mut read = 0;
-    let mut buffer = vec![0; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => read += n,
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let (ended, read) = read_to_end_within(&mut stream, Duration::from_secs(5)).await;
     assert!(ended, "still answered after {read} bytes");
 }
 
