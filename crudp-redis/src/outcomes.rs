@@ -1,8 +1,9 @@
 //! The outcome store in Redis: every step of the exactly-once protocol is one Lua script, so
 //! that instances sharing the Redis server see one state. Per client, a hash holds its owner,
-//! its mark, and the packet reserved now with its lease and the instance holding it; a second hash holds its recent outcomes. A reservation held by an
-//! instance that stopped heartbeating is taken over, so a killed instance never leaves a
-//! client blocked.
+//! its mark, and the packet reserved now with its lease and the instance holding it; a sorted
+//! set holds its recent outcomes, one member per batch (so that recording a batch of a
+//! thousand calls is a few commands, not a thousand). A reservation held by an instance that
+//! stopped heartbeating is taken over, so a killed instance never leaves a client blocked.
 
 use std::{
     collections::HashMap,
@@ -53,50 +54,61 @@ return 'granted'
 ";
 
 /// Whether the sequence number `a` is below `b`; both are decimal strings without leading
-/// zeros, compared as such, since Lua's numbers are exact only up to 2^53.
+/// zeros, compared as such, since Lua's numbers are exact only up to 2^53. And a sequence
+/// number padded to [`SEQ_DIGITS`], so that batches sort by it as text.
 const BELOW: &str = r"
 local function below(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
 end
+local function padded(seq)
+  return string.rep('0', 20 - #seq) .. seq
+end
 ";
 
-/// `KEYS`: the client, its outcomes, the lease counter. `ARGV`: this instance, the prefix of
-/// instance keys, the call the batch runs after (`0`: none), then the packets' seqs. Answers a
-/// prefix of the packets: `{kind, …}` per packet for kept outcomes and `expired` (packets at
-/// or below the mark), then `busy` or `blocked` for the first one past the mark, or
+/// `KEYS`: the client, its outcomes, the lease counter, its outcomes as an earlier version
+/// kept them. `ARGV`: this instance, the prefix of instance keys, the call the batch runs after
+/// (`0`: none), the first packet's seq, how many packets ascend from it, then every packet's
+/// seq, comma-separated (read only when the first is at or below the mark: a batch re-sent).
+/// Answers a prefix of the packets: `{'done', batch, old}` per packet at or below the mark
+/// (`batch`: the first batch recorded whose last seq is at or above the packet's, `=` when
+/// the same as the packet before's, or empty; `old`: the packet's outcome as an earlier
+/// version kept it, or empty), then `busy` or `blocked` for the first one past the mark, or
 /// `{'run', lease, n}` for the `n` packets after the mark, in ascending order, reserved
 /// together (`running` is the first).
 const BEGIN: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'running', 'holder')
 if not c[1] then return {{'unknown'}} end
-local answers = {}
-for i = 4, #ARGV do
-  local seq = ARGV[i]
-  if not below(c[2], seq) then
-    local outcome = redis.call('HGET', KEYS[2], seq)
-    if outcome then answers[#answers + 1] = {'done', outcome}
-    else answers[#answers + 1] = {'expired'} end
-  else
-    -- Held by this instance (alive: it asks), or by one that says it is alive.
-    if c[3] and (c[4] == ARGV[1] or redis.call('EXISTS', ARGV[2] .. c[4]) == 1) then
-      answers[#answers + 1] = {'busy', c[3], c[4], redis.call('HGET', KEYS[1], 'lease')}
-      return answers
-    end
-    if below(c[2], ARGV[3]) then
-      answers[#answers + 1] = {'blocked', ARGV[3]}
-      return answers
-    end
+local function reserve(seq, n)
+  -- Held by this instance (alive: it asks), or by one that says it is alive.
+  if c[3] and (c[4] == ARGV[1] or redis.call('EXISTS', ARGV[2] .. c[4]) == 1) then
+    return {'busy', c[3], c[4], redis.call('HGET', KEYS[1], 'lease')}
+  end
+  if below(c[2], ARGV[3]) then return {'blocked', ARGV[3]} end
+  local lease = tostring(redis.call('INCR', KEYS[3]))
+  redis.call('HSET', KEYS[1], 'running', seq, 'lease', lease, 'holder', ARGV[1])
+  return {'run', lease, n}
+end
+if below(c[2], ARGV[4]) then return {reserve(ARGV[4], ARGV[5])} end
+local seqs = {}
+for seq in string.gmatch(ARGV[6], '%d+') do seqs[#seqs + 1] = seq end
+local answers, previous, old = {}, nil, redis.call('EXISTS', KEYS[4]) == 1
+for i = 1, #seqs do
+  local seq = seqs[i]
+  if below(c[2], seq) then
     local n, last = 1, seq
-    while ARGV[i + n] and below(last, ARGV[i + n]) do
-      last = ARGV[i + n]
+    while seqs[i + n] and below(last, seqs[i + n]) do
+      last = seqs[i + n]
       n = n + 1
     end
-    local lease = tostring(redis.call('INCR', KEYS[3]))
-    redis.call('HSET', KEYS[1], 'running', seq, 'lease', lease, 'holder', ARGV[1])
-    answers[#answers + 1] = {'run', lease, tostring(n)}
+    answers[#answers + 1] = reserve(seq, tostring(n))
     return answers
   end
+  local batch = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. padded(seq), '+', 'LIMIT', 0, 1)[1] or ''
+  local sent = batch
+  if batch ~= '' and batch == previous then sent = '=' end
+  previous = batch
+  answers[#answers + 1] = {'done', sent, old and redis.call('HGET', KEYS[4], seq) or ''}
 end
 return answers
 ";
@@ -109,47 +121,47 @@ end
 return 'ok'
 ";
 
-/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the number of outcomes
-/// kept, the number `n` of final outcomes, then `n` pairs of seq and encoded outcome,
-/// ascending, then the seqs of the outcomes to drop, the last of them the highest one to drop.
-/// The packets are past the mark, since the lease reserved them. Dropping a seq per seq
-/// recorded misses those of a client whose seqs skip: once it holds twice the outcomes it
-/// keeps, every one at or below the highest to drop goes (a scan of them all, so rarely).
-/// A finish whose lease is gone is `ok` if every final outcome it brings is recorded as it
-/// brings it: the same finish again, its first answer lost (the server retries it, maybe
-/// after the client's next batches ran), so that the batch's broadcasts still go out.
+/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the batch's outcomes
+/// (empty when none is final), the last final packet's seq, the padded seq below which every
+/// batch recorded goes (empty: none), and the most bytes of outcomes kept. The outcomes are
+/// one member of a sorted set compared as text: the last seq padded, then the outcomes kept,
+/// encoded; so a finish is a few commands and arguments however long the batch. The client's
+/// `bytes` count the members' bytes: past the most, the oldest batches go. A finish whose
+/// lease is gone is `ok` if the batch is recorded as it brings it: the same finish again, its
+/// first answer lost (the server retries it, maybe after the client's next batches ran), so
+/// that the batch's broadcasts still go out.
 const FINISH: &str = r"
-local c = redis.call('HMGET', KEYS[1], 'owner', 'lease')
+local c = redis.call('HMGET', KEYS[1], 'owner', 'lease', 'bytes')
 if not c[1] then return 'lost' end
-local last = 4 + 2 * tonumber(ARGV[4])
 if c[2] ~= ARGV[1] then
-  if last == 4 then return 'lost' end
-  for i = 5, last, 2 do
-    if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then return 'lost' end
-  end
-  return 'ok'
+  if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[3]) then return 'ok' end
+  return 'lost'
 end
 -- 'stalled': an earlier version's, which no instance of this one clears otherwise.
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder', 'stalled')
-for i = 5, last, 4000 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 3999, last)))
-end
-for i = last + 1, #ARGV, 4000 do
-  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
-end
-if last > 4 then redis.call('HSET', KEYS[1], 'mark', ARGV[last - 1]) end
-if #ARGV > last and redis.call('HLEN', KEYS[2]) > 2 * tonumber(ARGV[3]) then
-  local floor, old = ARGV[#ARGV], {}
-  for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
-    if not below(floor, seq) then old[#old + 1] = seq end
+if ARGV[3] == '' then return 'ok' end
+local bytes = tonumber(c[3] or '0')
+if redis.call('ZADD', KEYS[2], 0, ARGV[3]) == 1 then bytes = bytes + #ARGV[3] end
+if ARGV[5] ~= '' then
+  for _, old in ipairs(redis.call('ZRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5])) do
+    bytes = bytes - #old
   end
-  for i = 1, #old, 4000 do
-    redis.call('HDEL', KEYS[2], unpack(old, i, math.min(i + 3999, #old)))
-  end
+  redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5])
 end
+-- The newest batch sorts last, and alone fits.
+while bytes > tonumber(ARGV[6]) and redis.call('ZCARD', KEYS[2]) > 1 do
+  bytes = bytes - #redis.call('ZPOPMIN', KEYS[2])[1]
+end
+-- Counted afresh when the outcomes expired without their client.
+if redis.call('ZCARD', KEYS[2]) == 1 then bytes = #ARGV[3] end
+redis.call('HSET', KEYS[1], 'mark', ARGV[4], 'bytes', bytes)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 ";
+
+/// The digits of the highest sequence number, `u64::MAX`: each batch recorded sorts by its
+/// last seq padded to as many.
+const SEQ_DIGITS: usize = 20;
 
 /// The [`OutcomeStore`] of instances that share a Redis server; see the module documentation.
 ///
@@ -243,7 +255,7 @@ impl RedisOutcomes {
                 claim: Script::new(CLAIM),
                 begin: Script::new(&format!("{BELOW}{BEGIN}")),
                 release: Script::new(RELEASE),
-                finish: Script::new(&format!("{BELOW}{FINISH}")),
+                finish: Script::new(FINISH),
             },
             leases: Mutex::default(),
             granted: Mutex::default(),
@@ -265,8 +277,15 @@ impl RedisOutcomes {
         format!("{}client:{client}", self.prefix)
     }
 
+    /// Where an earlier version kept a client's outcomes, one field per packet: still read
+    /// for packets re-sent after an upgrade, until it expires.
     fn outcomes_key(&self, client: ClientId) -> String {
         format!("{}outcomes:{client}", self.prefix)
+    }
+
+    /// The key of a client's outcomes, one member per batch; see [`FINISH`].
+    fn done_key(&self, client: ClientId) -> String {
+        format!("{}done:{client}", self.prefix)
     }
 
     /// Runs the `BEGIN` script for `seqs`: one answer per packet answered, each
@@ -277,17 +296,23 @@ impl RedisOutcomes {
         seqs: &[u64],
         after: u64,
     ) -> Result<Vec<Vec<Vec<u8>>>, StoreError> {
-        let mut begin = self.scripts.begin.key(self.client_key(client));
-        begin
-            .key(self.outcomes_key(client))
+        let mut listed = String::with_capacity(seqs.len() * 8);
+        for seq in seqs {
+            use std::fmt::Write as _;
+            let _ = write!(listed, "{seq},");
+        }
+        self.scripts
+            .begin
+            .key(self.client_key(client))
+            .key(self.done_key(client))
             .key(format!("{}leases", self.prefix))
+            .key(self.outcomes_key(client))
             .arg(&self.instance)
             .arg(format!("{}instance:", self.prefix))
-            .arg(after);
-        for seq in seqs {
-            begin.arg(seq);
-        }
-        begin
+            .arg(after)
+            .arg(seqs.first().copied().unwrap_or_default())
+            .arg(ascending_len(seqs))
+            .arg(listed)
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(unavailable)
@@ -347,6 +372,47 @@ const ASKED_AT_ONCE: usize = 256;
 /// How many of `seqs` ascend from the first.
 fn ascending_len(seqs: &[u64]) -> usize {
     usize::from(!seqs.is_empty()) + seqs.windows(2).take_while(|w| w[0] < w[1]).count()
+}
+
+/// The outcomes of a batch as [`FINISH`] recorded them, after the batch's padded last seq;
+/// none if `member` is empty or does not decode.
+fn recorded(member: &[u8]) -> Vec<(u64, Outcome)> {
+    member
+        .get(SEQ_DIGITS..)
+        .and_then(|outcomes| postcard::from_bytes(outcomes).ok())
+        .unwrap_or_default()
+}
+
+/// The final outcomes of a batch that are kept, as the in-memory store keeps them: those
+/// above `floor`, newest first while they fit in `budget` bytes with the batch's own (one
+/// larger than the budget alone is skipped), in ascending order.
+fn kept_of<'a>(
+    outcomes: &[(u64, &'a Outcome)],
+    floor: u64,
+    budget: usize,
+) -> Vec<(u64, &'a Outcome)> {
+    // The member's padded seq and the list's length.
+    let mut room = budget.saturating_sub(SEQ_DIGITS + 4);
+    let mut kept: Vec<(u64, &Outcome)> = Vec::new();
+    for &(seq, outcome) in outcomes.iter().rev() {
+        if seq <= floor {
+            break;
+        }
+        if matches!(outcome, Outcome::Unavailable { .. }) {
+            continue;
+        }
+        let size = postcard::experimental::serialized_size(&(seq, outcome)).unwrap_or(usize::MAX);
+        if size > budget {
+            continue;
+        }
+        if size > room {
+            break;
+        }
+        room -= size;
+        kept.push((seq, outcome));
+    }
+    kept.reverse();
+    kept
 }
 
 /// A number in an answer from Redis.
@@ -465,6 +531,8 @@ impl OutcomeStore for RedisOutcomes {
                 answers = self.reserve(client, seqs, after).await?;
             }
             let mut begins = Vec::with_capacity(seqs.len());
+            // The outcomes of the batch the packet before was answered from.
+            let mut batch: Vec<(u64, Outcome)> = Vec::new();
             for answer in &answers {
                 let begin = match answer.first().map(Vec::as_slice) {
                     Some(b"run") => {
@@ -479,10 +547,20 @@ impl OutcomeStore for RedisOutcomes {
                         continue;
                     }
                     Some(b"done") => {
-                        let outcome = answer.get(1).and_then(|b| postcard::from_bytes(b).ok());
-                        outcome.map_or(Begin::Expired, Begin::Done)
+                        let seq = *seqs.get(begins.len()).ok_or_else(malformed)?;
+                        match answer.get(1).map(Vec::as_slice) {
+                            Some(b"=") => {}
+                            Some(member) => batch = recorded(member),
+                            None => return Err(malformed()),
+                        }
+                        let old = answer.get(2).and_then(|b| postcard::from_bytes(b).ok());
+                        batch
+                            .iter()
+                            .find(|(recorded, _)| *recorded == seq)
+                            .map(|(_, outcome)| outcome.clone())
+                            .or(old)
+                            .map_or(Begin::Expired, Begin::Done)
                     }
-                    Some(b"expired") => Begin::Expired,
                     Some(b"busy") => Begin::Busy(number(answer.get(1))?),
                     Some(b"blocked") => Begin::Blocked(number(answer.get(1))?),
                     Some(b"unknown") => return Err(StoreError::UnknownClient(client)),
@@ -502,31 +580,37 @@ impl OutcomeStore for RedisOutcomes {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             // As `finish` would record them one by one: final outcomes move the mark; a packet
-            // that could not run changes nothing.
-            let finals: Vec<(u64, &Outcome)> = outcomes
+            // that could not run changes nothing. Only the latest `kept` of them are kept, and
+            // every batch recorded before whose packets are all older goes.
+            let last = outcomes
                 .iter()
-                .filter(|(_, outcome)| !matches!(outcome, Outcome::Unavailable { .. }))
-                .copied()
-                .collect();
+                .rev()
+                .find(|(_, outcome)| !matches!(outcome, Outcome::Unavailable { .. }))
+                .map(|(seq, _)| *seq);
             let kept = u64::try_from(self.limits.kept_per_client()).unwrap_or(u64::MAX);
-            let mut finish = self.scripts.finish.key(self.client_key(client));
-            finish
-                .key(self.outcomes_key(client))
+            let floor = last.map_or(0, |last| last.saturating_sub(kept));
+            let budget = self.limits.kept_bytes_per_client();
+            let member = last.map_or_else(Vec::new, |last| {
+                let finals = kept_of(outcomes, floor, budget);
+                postcard::to_extend(&finals, format!("{last:0SEQ_DIGITS$}").into_bytes())
+                    .expect("an outcome always encodes")
+            });
+            let bound = if floor > 0 {
+                format!("{:0SEQ_DIGITS$}", floor + 1)
+            } else {
+                String::new()
+            };
+            let answer: String = self
+                .scripts
+                .finish
+                .key(self.client_key(client))
+                .key(self.done_key(client))
                 .arg(lease.id())
                 .arg(millis(self.limits.idle_time()))
-                .arg(kept)
-                .arg(finals.len());
-            for (seq, outcome) in &finals {
-                finish
-                    .arg(seq)
-                    .arg(crudp_runtime::encode(outcome).expect("an outcome always encodes"));
-            }
-            for (seq, _) in &finals {
-                if let Some(dropped) = seq.checked_sub(kept).filter(|s| *s > 0) {
-                    finish.arg(dropped);
-                }
-            }
-            let answer: String = finish
+                .arg(member)
+                .arg(last.unwrap_or_default())
+                .arg(bound)
+                .arg(budget)
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;

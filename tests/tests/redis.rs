@@ -481,8 +481,8 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
         Begin::Run(_)
     ));
 
-    // A client whose sequence numbers skip further than the outcomes kept leaves no more than
-    // twice that many behind, beyond 2^53 too.
+    // A client whose sequence numbers skip further than the outcomes kept keeps only the
+    // batches within them, beyond 2^53 too.
     let skipping = ClientId(6);
     small.claim(skipping, "ann").await.unwrap();
     let mut connection = connection(&redis).await;
@@ -491,17 +491,112 @@ async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
             panic!("packet {seq} runs");
         };
         small.finish(skipping, seq, lease, &ok(1)).await.unwrap();
-        let held: u64 = crudp_redis::redis::cmd("HLEN")
-            .arg(format!("crudp:outcomes:{skipping}"))
+        let held: u64 = crudp_redis::redis::cmd("ZCARD")
+            .arg(format!("crudp:done:{skipping}"))
             .query_async(&mut connection)
             .await
             .unwrap();
-        assert!((1..=4).contains(&held), "{held} outcomes held after {seq}");
+        assert_eq!(held, 1, "{held} batches held after {seq}");
     }
     let last = (1 << 62) + 40_000;
     assert_eq!(
         small.begin(skipping, last).await.unwrap(),
         Begin::Done(ok(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcomes_kept_per_client_are_bounded_in_bytes_too() {
+    let redis = RedisServer::start().await;
+    let store = store(&redis, OutcomeLimits::default().bytes_per_client(1_000)).await;
+    let client = ClientId(22);
+    store.claim(client, "ann").await.unwrap();
+    let big = |byte: u8| Outcome::Ok(vec![byte; 400].into());
+    let mut connection = connection(&redis).await;
+    // Batches of two outcomes of 400 bytes: about 830 bytes each, so one batch at a time
+    // stays, and the newest two of the batch of four.
+    for (first, len) in [(1u64, 2u64), (3, 2), (5, 4)] {
+        let seqs: Vec<u64> = (first..first + len).collect();
+        let Begin::Run(lease) = store.begin_batch(client, &seqs, 0).await.unwrap()[0] else {
+            panic!("batch {first} runs");
+        };
+        let outcomes: Vec<_> = seqs.iter().map(|&seq| (seq, big(seq as u8))).collect();
+        let ran: Vec<_> = outcomes.iter().map(|(seq, o)| (*seq, o)).collect();
+        store.finish_batch(client, lease, &ran).await.unwrap();
+        let held: Vec<Vec<u8>> = crudp_redis::redis::cmd("ZRANGE")
+            .arg(format!("crudp:done:{client}"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let bytes: usize = held.iter().map(Vec::len).sum();
+        assert!(bytes <= 1_000, "{bytes} bytes held after batch {first}");
+    }
+    let answers = store
+        .begin_batch(client, &[1, 2, 3, 4, 5, 6, 7, 8], 0)
+        .await
+        .unwrap();
+    assert!(
+        answers[..6].iter().all(|a| *a == Begin::Expired),
+        "{answers:?}"
+    );
+    assert_eq!(answers[6..], [Begin::Done(big(7)), Begin::Done(big(8))]);
+
+    // An outcome larger than the budget alone is not kept; it still moves the mark.
+    let Begin::Run(lease) = store.begin(client, 9).await.unwrap() else {
+        panic!("packet 9 runs");
+    };
+    let huge = Outcome::Ok(vec![9; 2_000].into());
+    store.finish(client, 9, lease, &huge).await.unwrap();
+    assert_eq!(store.begin(client, 9).await.unwrap(), Begin::Expired);
+    assert_eq!(store.begin(client, 8).await.unwrap(), Begin::Done(big(8)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_an_earlier_version_kept_one_per_packet_still_answer_re_sends() {
+    let redis = RedisServer::start().await;
+    let store = store(&redis, OutcomeLimits::default()).await;
+    let client = ClientId(21);
+    store.claim(client, "ann").await.unwrap();
+    // As an earlier version left them: packets 1 and 2 ran, their outcomes one field each.
+    let mut connection = connection(&redis).await;
+    let _: () = crudp_redis::redis::cmd("HSET")
+        .arg(format!("crudp:outcomes:{client}"))
+        .arg(1)
+        .arg(postcard::to_stdvec(&ok(1)).unwrap())
+        .arg(2)
+        .arg(postcard::to_stdvec(&ok(2)).unwrap())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = crudp_redis::redis::cmd("HSET")
+        .arg(format!("crudp:client:{client}"))
+        .arg("mark")
+        .arg(2)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    let answers = store.begin_batch(client, &[1, 2, 3, 4], 0).await.unwrap();
+    assert_eq!(answers[..2], [Begin::Done(ok(1)), Begin::Done(ok(2))]);
+    let Begin::Run(lease) = answers[2] else {
+        panic!("{answers:?}");
+    };
+    assert_eq!(answers[3], Begin::Run(lease));
+    store
+        .finish_batch(client, lease, &[(3, &ok(3)), (4, &ok(4))])
+        .await
+        .unwrap();
+    // Re-sent together, each is answered from where it was kept.
+    assert_eq!(
+        store.begin_batch(client, &[1, 2, 3, 4], 0).await.unwrap(),
+        [
+            Begin::Done(ok(1)),
+            Begin::Done(ok(2)),
+            Begin::Done(ok(3)),
+            Begin::Done(ok(4))
+        ]
     );
 }
 

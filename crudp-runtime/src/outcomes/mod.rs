@@ -379,6 +379,11 @@ impl OutcomeLimits {
         self.outcomes_per_client
     }
 
+    /// The most bytes of outcomes kept per client.
+    pub fn kept_bytes_per_client(&self) -> usize {
+        self.bytes_per_client
+    }
+
     /// The most client IDs one user may own.
     pub fn max_clients_per_user(&self) -> usize {
         self.clients_per_user
