@@ -147,6 +147,12 @@ impl Driver {
                     sending = Some(send);
                 }
             }
+            if self.taken_in > 0 {
+                // Calls taken in by a step that left the status as it was (one call sent as
+                // another's answer came): no longer counted as made and not taken in.
+                self.shared
+                    .report(self.core.status(), std::mem::take(&mut self.taken_in));
+            }
             // Every reply of the step is in: each task waiting for some wakes once.
             reply::wake_all(&mut self.woken);
             if let Some(stopped) = self.shared.stopped() {
