@@ -71,11 +71,11 @@ end
 /// (`0`: none), the first packet's seq, how many packets ascend from it, then every packet's
 /// seq, comma-separated (read only when the first is at or below the mark: a batch re-sent).
 /// Answers a prefix of the packets: `{'done', batch, old}` per packet at or below the mark
-/// (`batch`: the first batch recorded whose last seq is at or above the packet's, `=` when
-/// the same as the packet before's, or empty; `old`: the packet's outcome as an earlier
-/// version kept it, or empty), then `busy` or `blocked` for the first one past the mark, or
-/// `{'run', lease, n}` for the `n` packets after the mark, in ascending order, reserved
-/// together (`running` is the first).
+/// (`batch`: the first batch recorded whose last seq is at or above the packet's, empty if
+/// none, or `#k` for the `k`-th batch this answer already carries, so that each is read and
+/// sent once; `old`: the packet's outcome as an earlier version kept it, or empty), then
+/// `busy` or `blocked` for the first one past the mark, or `{'run', lease, n}` for the `n`
+/// packets after the mark, in ascending order, reserved together (`running` is the first).
 const BEGIN: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'mark', 'running', 'holder')
 if not c[1] then return {{'unknown'}} end
@@ -92,7 +92,9 @@ end
 if below(c[2], ARGV[4]) then return {reserve(ARGV[4], ARGV[5])} end
 local seqs = {}
 for seq in string.gmatch(ARGV[6], '%d+') do seqs[#seqs + 1] = seq end
-local answers, previous, old = {}, nil, redis.call('EXISTS', KEYS[4]) == 1
+local answers, old = {}, redis.call('EXISTS', KEYS[4]) == 1
+-- By rank among the batches recorded: how this answer refers to the batch.
+local carried, count = {}, 0
 for i = 1, #seqs do
   local seq = seqs[i]
   if below(c[2], seq) then
@@ -104,10 +106,18 @@ for i = 1, #seqs do
     answers[#answers + 1] = reserve(seq, tostring(n))
     return answers
   end
-  local batch = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. padded(seq), '+', 'LIMIT', 0, 1)[1] or ''
-  local sent = batch
-  if batch ~= '' and batch == previous then sent = '=' end
-  previous = batch
+  -- The batches whose last seq is below this one's; the next is the one that may hold it.
+  local rank = redis.call('ZLEXCOUNT', KEYS[2], '-', '(' .. padded(seq))
+  local sent = carried[rank]
+  if not sent then
+    sent = redis.call('ZRANGE', KEYS[2], rank, rank)[1] or ''
+    if sent ~= '' then
+      count = count + 1
+      carried[rank] = '#' .. count
+    else
+      carried[rank] = ''
+    end
+  end
   answers[#answers + 1] = {'done', sent, old and redis.call('HGET', KEYS[4], seq) or ''}
 end
 return answers
@@ -121,24 +131,32 @@ end
 return 'ok'
 ";
 
-/// `KEYS`: the client, its outcomes. `ARGV`: lease, idle time (ms), the batch's outcomes
-/// (empty when none is final), the last final packet's seq, the padded seq below which every
-/// batch recorded goes (empty: none), and the most bytes of outcomes kept. The outcomes are
-/// one member of a sorted set compared as text: the last seq padded, then the outcomes kept,
+/// `KEYS`: the client, its outcomes, the leases it finished lately. `ARGV`: lease, idle time
+/// (ms), the batch's outcomes (empty when none is final), the last final packet's seq, the
+/// padded seq below which every batch recorded goes (empty: none), the most bytes of outcomes
+/// kept, and `1` if the outcomes hold every final one the batch brings. The outcomes are one
+/// member of a sorted set compared as text: the last seq padded, then the outcomes kept,
 /// encoded; so a finish is a few commands and arguments however long the batch. The client's
 /// `bytes` count the members' bytes: past the most, the oldest batches go. A finish whose
-/// lease is gone is `ok` if the batch is recorded as it brings it: the same finish again, its
-/// first answer lost (the server retries it, maybe after the client's next batches ran), so
-/// that the batch's broadcasts still go out.
+/// lease is gone is `ok` if that lease finished (the same finish again, its first answer lost:
+/// the server retries it, maybe after the client's next batches ran, so that the batch's
+/// broadcasts still go out), found among the last [`FINISHED_KEPT`] or, further back, by its
+/// batch recorded whole as it brings it.
 const FINISH: &str = r"
 local c = redis.call('HMGET', KEYS[1], 'owner', 'lease', 'bytes')
 if not c[1] then return 'lost' end
 if c[2] ~= ARGV[1] then
-  if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[3]) then return 'ok' end
+  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 'ok' end
+  if ARGV[7] == '1' and ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+    return 'ok'
+  end
   return 'lost'
 end
 -- 'stalled': an earlier version's, which no instance of this one clears otherwise.
 redis.call('HDEL', KEYS[1], 'running', 'lease', 'holder', 'stalled')
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 if ARGV[3] == '' then return 'ok' end
 local bytes = tonumber(c[3] or '0')
 if redis.call('ZADD', KEYS[2], 0, ARGV[3]) == 1 then bytes = bytes + #ARGV[3] end
@@ -158,6 +176,9 @@ redis.call('HSET', KEYS[1], 'mark', ARGV[4], 'bytes', bytes)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'ok'
 ";
+
+/// How many of the leases it finished last are kept per client, to take a finish again.
+const FINISHED_KEPT: usize = 128;
 
 /// The digits of the highest sequence number, `u64::MAX`: each batch recorded sorts by its
 /// last seq padded to as many.
@@ -531,8 +552,8 @@ impl OutcomeStore for RedisOutcomes {
                 answers = self.reserve(client, seqs, after).await?;
             }
             let mut begins = Vec::with_capacity(seqs.len());
-            // The outcomes of the batch the packet before was answered from.
-            let mut batch: Vec<(u64, Outcome)> = Vec::new();
+            // The batches this answer carries, in the order it carries them.
+            let mut batches: Vec<Vec<(u64, Outcome)>> = Vec::new();
             for answer in &answers {
                 let begin = match answer.first().map(Vec::as_slice) {
                     Some(b"run") => {
@@ -548,18 +569,25 @@ impl OutcomeStore for RedisOutcomes {
                     }
                     Some(b"done") => {
                         let seq = *seqs.get(begins.len()).ok_or_else(malformed)?;
-                        match answer.get(1).map(Vec::as_slice) {
-                            Some(b"=") => {}
-                            Some(member) => batch = recorded(member),
+                        let batch = match answer.get(1).map(Vec::as_slice) {
+                            Some([]) => None,
+                            Some([b'#', k @ ..]) => {
+                                let k = std::str::from_utf8(k).ok().and_then(|k| k.parse().ok());
+                                let k: usize = k.ok_or_else(malformed)?;
+                                Some(batches.get(k.wrapping_sub(1)).ok_or_else(malformed)?)
+                            }
+                            Some(member) => {
+                                batches.push(recorded(member));
+                                batches.last()
+                            }
                             None => return Err(malformed()),
-                        }
-                        let old = answer.get(2).and_then(|b| postcard::from_bytes(b).ok());
-                        batch
-                            .iter()
-                            .find(|(recorded, _)| *recorded == seq)
-                            .map(|(_, outcome)| outcome.clone())
-                            .or(old)
-                            .map_or(Begin::Expired, Begin::Done)
+                        };
+                        let kept = batch.and_then(|batch| {
+                            let at = batch.binary_search_by_key(&seq, |(seq, _)| *seq).ok()?;
+                            Some(batch[at].1.clone())
+                        });
+                        let old = || answer.get(2).and_then(|b| postcard::from_bytes(b).ok());
+                        kept.or_else(old).map_or(Begin::Expired, Begin::Done)
                     }
                     Some(b"busy") => Begin::Busy(number(answer.get(1))?),
                     Some(b"blocked") => Begin::Blocked(number(answer.get(1))?),
@@ -590,11 +618,21 @@ impl OutcomeStore for RedisOutcomes {
             let kept = u64::try_from(self.limits.kept_per_client()).unwrap_or(u64::MAX);
             let floor = last.map_or(0, |last| last.saturating_sub(kept));
             let budget = self.limits.kept_bytes_per_client();
-            let member = last.map_or_else(Vec::new, |last| {
-                let finals = kept_of(outcomes, floor, budget);
-                postcard::to_extend(&finals, format!("{last:0SEQ_DIGITS$}").into_bytes())
-                    .expect("an outcome always encodes")
-            });
+            let (member, whole) = last.map_or_else(
+                || (Vec::new(), false),
+                |last| {
+                    let finals = kept_of(outcomes, floor, budget);
+                    let whole = finals.len()
+                        == outcomes
+                            .iter()
+                            .filter(|(_, o)| !matches!(o, Outcome::Unavailable { .. }))
+                            .count();
+                    let member =
+                        postcard::to_extend(&finals, format!("{last:0SEQ_DIGITS$}").into_bytes())
+                            .expect("an outcome always encodes");
+                    (member, whole)
+                },
+            );
             let bound = if floor > 0 {
                 format!("{:0SEQ_DIGITS$}", floor + 1)
             } else {
@@ -605,12 +643,15 @@ impl OutcomeStore for RedisOutcomes {
                 .finish
                 .key(self.client_key(client))
                 .key(self.done_key(client))
+                .key(format!("{}finished:{client}", self.prefix))
                 .arg(lease.id())
                 .arg(millis(self.limits.idle_time()))
                 .arg(member)
                 .arg(last.unwrap_or_default())
                 .arg(bound)
                 .arg(budget)
+                .arg(u8::from(whole))
+                .arg(FINISHED_KEPT)
                 .invoke_async(&mut self.redis.clone())
                 .await
                 .map_err(unavailable)?;
