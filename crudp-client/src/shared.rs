@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     /// The status the driver reported last, and the calls made since that it had not taken
     /// in yet (counted in [`status`](Self::status) at once).
     reported: Mutex<(Status, usize)>,
+    /// The status the watchers were told last: they are told only of a change.
+    told: Mutex<Option<Status>>,
     /// Calls made but not yet saved by the driver: while there are none, the saved queue is
     /// complete and the ID can be let go at once.
     unsaved: AtomicUsize,
@@ -104,6 +106,7 @@ impl Shared {
             adopter: OnceLock::new(),
             watchers: Watchers::default(),
             reported: Mutex::new((status, 0)),
+            told: Mutex::new(None),
             unsaved: AtomicUsize::new(0),
             inbox,
             kick,
@@ -242,7 +245,15 @@ impl Shared {
     }
 
     fn tell_watchers(&self) {
-        self.watchers.status(self.status());
+        let status = self.status();
+        {
+            let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+            if *told == Some(status) {
+                return;
+            }
+            *told = Some(status);
+        }
+        self.watchers.status(status);
     }
 
     fn reported(&self) -> MutexGuard<'_, (Status, usize)> {

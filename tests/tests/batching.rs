@@ -108,3 +108,51 @@ fn a_client_whose_runtime_shut_down_says_so_instead_of_waiting() {
     let _serving = serving.enter();
     drop(server);
 }
+
+/// Tasks that each make calls one after another, so that one call is often taken in as
+/// another's answer comes: the status watchers hear of each change once, and the count of
+/// calls pending never counts one twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_counts_each_call_once_and_watchers_hear_each_change_once() {
+    const TASKS: usize = 4;
+    let server = Server::start().await;
+    let client = Client::builder(server.url())
+        .batch_window(std::time::Duration::ZERO)
+        .build();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&statuses);
+    client
+        .on_status(move |s| sink.lock().unwrap().push(s))
+        .keep();
+    let todos = TodosClient::new(&client);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let todos = todos.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut most = 0;
+                for n in 0..100 {
+                    todos.create(format!("{task}.{n}")).await.unwrap();
+                    most = most.max(client.status().pending());
+                }
+                most
+            })
+        })
+        .collect();
+    for task in join_all(tasks).await {
+        let most = task.unwrap();
+        // Its own call answered, a task sees at most the others' calls pending.
+        assert!(most < TASKS, "{most} calls pending, of {TASKS} tasks");
+    }
+    eventually("nothing pending", || client.status().pending() == 0).await;
+    let statuses = statuses.lock().unwrap();
+    assert!(statuses.len() > 1, "{statuses:?}");
+    assert!(
+        statuses.windows(2).all(|w| w[0] != w[1]),
+        "a status told twice in a row: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| s.pending() <= TASKS),
+        "{statuses:?}"
+    );
+}
