@@ -486,7 +486,7 @@ impl Client {
     /// Calls `watcher` with the new [`Status`] whenever it changes, e.g. to drive a Leptos
     /// signal or a Yew state.
     pub fn on_status(&self, watcher: impl Fn(Status) + MaybeSendSync + 'static) -> Listener {
-        let id = self.shared.watchers.add_status(Arc::new(watcher));
+        let id = self.shared.watch_status(Arc::new(watcher));
         self.listener(ListenerKind::Watcher { id })
     }
 

@@ -170,6 +170,9 @@ impl Driver {
                         self.woken.push(waker);
                     }
                 }
+                // Nothing waits any more.
+                self.shared
+                    .report(self.core.status(), std::mem::take(&mut self.taken_in));
                 reply::wake_all(&mut self.woken);
                 return;
             }

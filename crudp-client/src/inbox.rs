@@ -32,8 +32,8 @@ impl Inbox {
     }
 
     /// Hands an input to the driver. Once the inbox is [closed](Self::close), a call posted
-    /// fails at once instead.
-    pub(crate) fn post(&self, input: Input) {
+    /// fails at once instead, and `false` says the input was not taken.
+    pub(crate) fn post(&self, input: Input) -> bool {
         let was_empty = {
             let mut guard = self.inputs();
             if let Some(error) = guard.closed.clone() {
@@ -43,7 +43,7 @@ impl Inbox {
                 {
                     waker.wake();
                 }
-                return;
+                return false;
             }
             let inputs = &mut guard.waiting;
             let was_empty = inputs.is_empty();
@@ -58,6 +58,7 @@ impl Inbox {
         if was_empty {
             self.driver.wake();
         }
+        true
     }
 
     /// The driver is gone, for `error`: what is posted from now on is not kept. What was

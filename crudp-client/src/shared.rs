@@ -202,11 +202,25 @@ impl Shared {
 
     /// Hands an input to the driver.
     pub(crate) fn post(&self, input: Input) {
-        if matches!(input, Input::Call { .. }) {
+        let call = matches!(input, Input::Call { .. });
+        if call {
             self.reported().1 += 1;
             self.unsaved.fetch_add(1, Ordering::AcqRel);
         }
-        self.inbox.post(input);
+        if !self.inbox.post(input) && call {
+            // Failed at once (the client stopped): it waits for nothing.
+            let mut reported = self.reported();
+            reported.1 = reported.1.saturating_sub(1);
+            self.unsaved.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Adds a status watcher; it hears of the next change, whatever the watchers were told
+    /// before (it may have read a status they never were).
+    pub(crate) fn watch_status(&self, watcher: Arc<crate::listeners::StatusFn>) -> u64 {
+        let id = self.watchers.add_status(watcher);
+        *self.told.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        id
     }
 
     /// The link to the server and the calls waiting for it, the calls just made included, and

@@ -239,6 +239,9 @@ async fn signing_out_drops_the_users_saved_calls_and_the_next_user_never_sends_t
             crudp::TransportError::SignedOut
         ))
     ));
+    // Nothing waits: neither the call queued when ann signed out nor those made since.
+    let _ = todos.create("and again".into()).await;
+    assert_eq!(ann.status().pending(), 0, "{:?}", ann.status());
 
     // Bob signs in on the same storage: his calls go, ann's never do.
     proxy.up().await;

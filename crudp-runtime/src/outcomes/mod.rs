@@ -208,8 +208,9 @@ pub trait OutcomeStore: Send + Sync + 'static {
     /// When it answers [`StoreError::Unavailable`], the server tries the same step again
     /// until it is taken, and only then publishes the batch's broadcasts. A store across a
     /// network, whose answer can be lost after it recorded the step, should answer that
-    /// repeat `Ok` (the Redis store does when every outcome it brings is recorded as it brings
-    /// it), not [`StoreError::LeaseLost`]: the broadcasts would be dropped.
+    /// repeat `Ok` (the Redis store does for a lease among the client's last 128 finished, or
+    /// further back for a batch recorded whole as it brings it), not
+    /// [`StoreError::LeaseLost`]: the broadcasts would be dropped.
     fn finish_batch<'a>(
         &'a self,
         client: ClientId,
