@@ -666,6 +666,12 @@ impl OutcomeStore for RedisOutcomes {
         })
     }
 
+    /// Forgets the lease: the next batch of the client that reaches this instance finds the
+    /// reservation under this instance's name with a lease it does not know, and ends it.
+    fn abandon(&self, _client: ClientId, lease: Lease) {
+        self.leases().remove(&lease.id());
+    }
+
     fn limits(&self) -> &OutcomeLimits {
         &self.limits
     }

@@ -120,15 +120,64 @@ async fn a_handler_that_hangs_is_stopped_and_its_call_is_not_run_again() {
     assert_eq!(server.executions(), 1, "only `next` ran");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Serves `api` on a new listener of the current runtime; its URL.
+async fn serve_again(api: crudp::server::Crudp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/crudp", listener.local_addr().unwrap());
+    let app = axum::Router::new().nest("/crudp", api.router());
+    tokio::spawn(async move { crudp::server::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[test]
+fn a_batch_cut_short_with_its_runtime_leaves_its_client_free_on_the_next() {
+    let first = runtime();
+    let server = first.block_on(Server::start());
+    // Call 1 runs to its end, call 2 waits at the gate when the runtime goes.
+    let batch = || {
+        let mut calls = creates("ran", [1]);
+        calls.extend(creates("gated", [2]));
+        batch_of(ClientId(7), calls)
+    };
+    first.block_on(async {
+        let url = server.url();
+        tokio::spawn(async move { call_raw(&url, "ann", batch()).await });
+        eventually("the call at the gate", || {
+            server.store.at_gate.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    });
+    drop(first);
+    server.store.gate.add_permits(1);
+    let api = server.api.clone();
+    runtime().block_on(async move {
+        let url = serve_again(api).await;
+        // Sent again, call 2 runs (its first run never finished), instead of waiting for
+        // ever behind a reservation nobody holds; call 1 is answered as it was, not run again.
+        let (status, results) =
+            within_a_minute("the calls again", call_raw(&url, "ann", batch())).await;
+        assert_eq!(status, 200);
+        let results = results.unwrap().results;
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r.outcome, crudp::Outcome::Ok(_))),
+            "{results:?}"
+        );
+    });
+    assert_eq!(server.executions(), 2, "each call ran to its end once");
+}
+
 #[test]
 fn a_server_served_again_on_a_new_runtime_runs_its_queue_there() {
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let first = runtime();
     let server = first.block_on(Server::start());
     // Through `POST /sync`: batches queued for the workers.
@@ -141,10 +190,7 @@ fn a_server_served_again_on_a_new_runtime_runs_its_queue_there() {
     drop(first);
     let api = server.api.clone();
     runtime().block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/crudp", listener.local_addr().unwrap());
-        let app = axum::Router::new().nest("/crudp", api.router());
-        tokio::spawn(async move { crudp::server::serve(listener, app).await.unwrap() });
+        let url = serve_again(api).await;
         let client = crudp::Client::builder(url)
             .transport(transport_as("ann", "member"))
             .build();

@@ -636,6 +636,25 @@ async fn outcomes_an_earlier_version_kept_one_per_packet_still_answer_re_sends()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_abandoned_on_an_instance_frees_its_client_there_at_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (
+        store(&redis, OutcomeLimits::default()).await,
+        store(&redis, OutcomeLimits::default()).await,
+    );
+    let client = ClientId(23);
+    a.claim(client, "ann").await.unwrap();
+    let Begin::Run(lease) = a.begin(client, 1).await.unwrap() else {
+        panic!("packet 1 runs");
+    };
+    // Its task dropped (the runtime shut down under it): no finish ever comes.
+    a.abandon(client, lease);
+    // Another instance still sees it held by a live one; the instance itself ends it.
+    assert_eq!(b.begin(client, 1).await.unwrap(), Begin::Busy(1));
+    assert!(matches!(a.begin(client, 1).await.unwrap(), Begin::Run(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_of_an_instance_that_died_is_taken_over() {
     let redis = RedisServer::start().await;
     let survivor = store(&redis, OutcomeLimits::default()).await;

@@ -429,6 +429,33 @@ impl Ledger {
         }
     }
 
+    /// Ends the reservation of `lease`, whose batch will never finish, recording the
+    /// outcomes of its packets that ran; returns those it recorded as final.
+    pub(crate) fn abandon(
+        &mut self,
+        client: ClientId,
+        lease: Lease,
+        now: Instant,
+    ) -> Vec<(u64, Outcome)> {
+        let Some(record) = self.clients.get(&client) else {
+            return Vec::new();
+        };
+        if record.running.is_none_or(|r| r.lease != lease.0) {
+            return Vec::new();
+        }
+        let ran = record.ran.clone();
+        let outcomes: Vec<(u64, &Outcome)> = ran.iter().map(|(seq, o)| (*seq, o)).collect();
+        let Ok(finished) = self.finish_batch(client, lease, &outcomes, now) else {
+            return Vec::new();
+        };
+        finished
+            .into_iter()
+            .zip(ran)
+            .filter(|((_, finished), _)| matches!(finished, Finished::Final))
+            .map(|(_, ran)| ran)
+            .collect()
+    }
+
     /// The outcomes of the reservation's packets that ran before `seq`, in order: what a
     /// handler's own commit of `seq` writes with it.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]

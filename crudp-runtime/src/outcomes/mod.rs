@@ -230,6 +230,17 @@ pub trait OutcomeStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// The batch reserved under `lease` will never finish: the task running it was dropped
+    /// (its runtime shut down under it) or a store or hub panicked, before
+    /// [`finish_batch`](Self::finish_batch) answered. Nothing awaits here, so a store ends
+    /// the reservation as far as it can without a round trip, recording what is known to
+    /// have run ([`ran`](Self::ran)), so that the client's next batch is not answered
+    /// [`Begin::Busy`] for ever. A packet that was running then runs again when re-sent, as
+    /// after a crash. The default does nothing.
+    fn abandon(&self, client: ClientId, lease: Lease) {
+        let _ = (client, lease);
+    }
+
     /// The store's limits; the server never accepts a batch larger than
     /// [`OutcomeLimits::outcomes_per_client`], so a re-sent batch is answered in full.
     fn limits(&self) -> &OutcomeLimits;
@@ -465,6 +476,10 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).flush()
+    }
+
+    fn abandon(&self, client: ClientId, lease: Lease) {
+        (**self).abandon(client, lease);
     }
 
     fn limits(&self) -> &OutcomeLimits {

@@ -636,6 +636,20 @@ impl OutcomeStore for SqliteOutcomes {
         Box::pin(self.flush_now())
     }
 
+    fn abandon(&self, client: ClientId, lease: Lease) {
+        let finals = self.ledger().abandon(client, lease, Instant::now());
+        if !finals.is_empty() {
+            // Written with the next flush.
+            let mut pending = self.pending();
+            pending.clients.insert(client);
+            pending.outcomes.extend(
+                finals
+                    .into_iter()
+                    .map(|(seq, outcome)| (client, seq, outcome)),
+            );
+        }
+    }
+
     fn limits(&self) -> &OutcomeLimits {
         &self.inner.limits
     }
@@ -738,6 +752,31 @@ mod tests {
         let fresh = SqliteOutcomes::open(temp("after-upgrade")).unwrap();
         assert_eq!(fresh.claim(ClientId(3), "ann").await, Ok(Claim::Granted));
         reserve(&fresh, ClientId(3), 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_abandoned_keeps_what_ran_across_a_reopening_and_frees_its_client() {
+        let path = temp("abandoned");
+        let store = SqliteOutcomes::open(&path).unwrap();
+        let client = ClientId(3);
+        store.claim(client, "ann").await.unwrap();
+        let begun = store.begin_batch(client, &[1, 2], 0).await.unwrap();
+        let [Begin::Run(lease), Begin::Run(_)] = begun[..] else {
+            panic!("1 and 2 run: {begun:?}");
+        };
+        // Call 1 ran; the batch's task was dropped while call 2 ran.
+        let one = Outcome::Ok(vec![1].into());
+        store.ran(client, 1, &one);
+        store.abandon(client, lease);
+        store.flush().await.unwrap();
+        drop(store);
+        let store = SqliteOutcomes::open(&path).unwrap();
+        store.claim(client, "ann").await.unwrap();
+        let begun = store.begin_batch(client, &[1, 2], 0).await.unwrap();
+        assert!(
+            matches!(begun[..], [Begin::Done(ref done), Begin::Run(_)] if *done == one),
+            "{begun:?}"
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use crate::{
     context::{Context, Target},
     dispatch::unknown_action,
     hub::{Channel, Publication},
-    outcomes::{Begin, Lease, StoreError, outcome_bytes},
+    outcomes::{Begin, Lease, OutcomeStore, StoreError, outcome_bytes},
     protocol::{
         Broadcast, ClientId, EventKind, Outcome, Packet, PacketResult, RejectCode, Results,
         encode_client_results,
@@ -175,7 +175,13 @@ impl Crudp {
             }
         };
         let mut outcomes = Vec::with_capacity(answers.len());
-        let mut lease = None;
+        // The batch's lease, once a packet is reserved; the reservation ends if this future is
+        // dropped before the store finished it.
+        let mut unfinished = Unfinished {
+            store: &*self.shared.outcomes,
+            client,
+            lease: None,
+        };
         let mut calls = metrics::Calls::default();
         // The packets that ran: their index, their outcome, and what they broadcast.
         let mut ran = Vec::new();
@@ -185,7 +191,7 @@ impl Crudp {
         for (packet, answer) in packets.iter().zip(answers) {
             let outcome = match answer {
                 Begin::Run(reserved) => {
-                    lease = Some(reserved);
+                    unfinished.lease = Some(reserved);
                     match &stopped {
                         Some(reason) => not_run(reason),
                         None => {
@@ -229,7 +235,7 @@ impl Crudp {
             outcomes.push(outcome);
         }
         calls.record();
-        let Some(lease) = lease else {
+        let Some(lease) = unfinished.lease else {
             return outcomes;
         };
         let recorded: Vec<(u64, &Outcome)> = ran
@@ -259,7 +265,10 @@ impl Crudp {
                 told.push((broadcast, target.clone()));
             }
         }
-        if !self.finish(client, lease, &recorded, &mut told).await {
+        let finished = self.finish(client, lease, &recorded, &mut told).await;
+        // Finished, or left to the background retry, which keeps the reservation on purpose.
+        unfinished.lease = None;
+        if !finished {
             for (i, _) in &ran {
                 outcomes[*i] = Outcome::Unavailable {
                     message: "the outcome store could not record this call's outcome yet".into(),
@@ -551,6 +560,22 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
         Outcome::Rejected { .. } => "rejected",
         Outcome::Unavailable { .. } => "unavailable",
         Outcome::Expired => "expired",
+    }
+}
+
+/// A reservation that [`OutcomeStore::abandon`] ends if dropped while it holds a lease.
+struct Unfinished<'a> {
+    store: &'a dyn OutcomeStore,
+    client: ClientId,
+    lease: Option<Lease>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            tracing::warn!(client = %self.client, "a batch stopped before it finished: its reservation ends");
+            self.store.abandon(self.client, lease);
+        }
     }
 }
 
