@@ -668,7 +668,9 @@ impl OutcomeStore for RedisOutcomes {
 
     /// Forgets the lease: the next batch of the client that reaches this instance finds the
     /// reservation under this instance's name with a lease it does not know, and ends it.
-    fn abandon(&self, _client: ClientId, lease: Lease) {
+    /// Nothing of the batch is recorded (that needs a round trip): its packets that ran run
+    /// again when re-sent, as after the instance's crash.
+    fn abandon(&self, _client: ClientId, lease: Lease, _ran: &[(u64, &Outcome)]) {
         self.leases().remove(&lease.id());
     }
 

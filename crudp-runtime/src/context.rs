@@ -121,6 +121,8 @@ pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
 pub struct Context {
     request: Arc<RequestInfo>,
     seq: u64,
+    /// The outcome store's lease the server runs the call under, if it runs it.
+    lease: Option<u64>,
     /// Made on first use: most calls ask for nothing, and a batch makes a context per call.
     /// Clones share it.
     effects: OnceLock<Arc<Mutex<Effects>>>,
@@ -131,6 +133,7 @@ impl Clone for Context {
         Self {
             request: Arc::clone(&self.request),
             seq: self.seq,
+            lease: self.lease,
             effects: OnceLock::from(Arc::clone(self.shared_effects())),
         }
     }
@@ -156,6 +159,7 @@ impl Context {
                 parts,
             }),
             seq: 0,
+            lease: None,
             effects: OnceLock::new(),
         }
     }
@@ -170,8 +174,25 @@ impl Context {
         Self {
             request: Arc::clone(&self.request),
             seq,
+            lease: None,
             effects: OnceLock::new(),
         }
+    }
+
+    /// [`for_seq`](Self::for_seq) for a call the server runs under the outcome store's
+    /// `lease`.
+    #[cfg(feature = "server")]
+    pub(crate) fn for_run(&self, seq: u64, lease: crate::outcomes::Lease) -> Self {
+        Self {
+            lease: Some(lease.id()),
+            ..self.for_seq(seq)
+        }
+    }
+
+    /// The outcome store's lease the server runs the call under, if it runs it.
+    #[cfg(feature = "server")]
+    pub(crate) fn lease(&self) -> Option<u64> {
+        self.lease
     }
 
     /// The user making the call.

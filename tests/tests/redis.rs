@@ -648,7 +648,7 @@ async fn a_batch_abandoned_on_an_instance_frees_its_client_there_at_once() {
         panic!("packet 1 runs");
     };
     // Its task dropped (the runtime shut down under it): no finish ever comes.
-    a.abandon(client, lease);
+    a.abandon(client, lease, &[]);
     // Another instance still sees it held by a live one; the instance itself ends it.
     assert_eq!(b.begin(client, 1).await.unwrap(), Begin::Busy(1));
     assert!(matches!(a.begin(client, 1).await.unwrap(), Begin::Run(_)));

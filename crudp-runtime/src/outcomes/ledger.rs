@@ -297,7 +297,7 @@ impl Ledger {
             answers.push(Begin::Run(Lease(lease)));
         }
         self.next_lease += 1;
-        record.ran.clear();
+        record.ran = Vec::new();
         record.running = Some(Reserved {
             from: first,
             to,
@@ -353,7 +353,8 @@ impl Ledger {
             return Err(lost(client, outcomes));
         }
         record.running = None;
-        record.ran.clear();
+        // Its room goes too: a batch of thousands leaves none behind.
+        record.ran = Vec::new();
         record.seen = now;
         let mut finished = Vec::with_capacity(outcomes.len());
         // One lookup for the batch; the budget over all clients is checked once at its end.
@@ -430,30 +431,33 @@ impl Ledger {
     }
 
     /// Ends the reservation of `lease`, whose batch will never finish, recording the
-    /// outcomes of its packets that ran; returns those it recorded as final.
+    /// outcomes of its packets that `ran`; returns those it recorded as final.
     pub(crate) fn abandon(
         &mut self,
         client: ClientId,
         lease: Lease,
+        ran: &[(u64, &Outcome)],
         now: Instant,
     ) -> Vec<(u64, Outcome)> {
-        let Some(record) = self.clients.get(&client) else {
-            return Vec::new();
-        };
-        if record.running.is_none_or(|r| r.lease != lease.0) {
-            return Vec::new();
-        }
-        let ran = record.ran.clone();
-        let outcomes: Vec<(u64, &Outcome)> = ran.iter().map(|(seq, o)| (*seq, o)).collect();
-        let Ok(finished) = self.finish_batch(client, lease, &outcomes, now) else {
+        let Ok(finished) = self.finish_batch(client, lease, ran, now) else {
             return Vec::new();
         };
         finished
             .into_iter()
             .zip(ran)
             .filter(|((_, finished), _)| matches!(finished, Finished::Final))
-            .map(|(_, ran)| ran)
+            .map(|(_, (seq, outcome))| (*seq, (*outcome).clone()))
             .collect()
+    }
+
+    /// Whether packet `seq` of `client` is reserved under `lease` now.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn reserved_by(&self, client: ClientId, seq: u64, lease: u64) -> bool {
+        self.clients.get(&client).is_some_and(|record| {
+            record
+                .running
+                .is_some_and(|run| run.lease == lease && (run.from..=run.to).contains(&seq))
+        })
     }
 
     /// The outcomes of the reservation's packets that ran before `seq`, in order: what a

@@ -128,12 +128,8 @@ impl OutcomeStore for MemoryOutcomes {
         Box::pin(std::future::ready(finished))
     }
 
-    fn ran(&self, client: ClientId, seq: u64, outcome: &Outcome) {
-        self.ledger().ran(client, seq, outcome);
-    }
-
-    fn abandon(&self, client: ClientId, lease: Lease) {
-        self.ledger().abandon(client, lease, Instant::now());
+    fn abandon(&self, client: ClientId, lease: Lease, ran: &[(u64, &Outcome)]) {
+        self.ledger().abandon(client, lease, ran, Instant::now());
     }
 
     fn limits(&self) -> &OutcomeLimits {

@@ -232,13 +232,13 @@ pub trait OutcomeStore: Send + Sync + 'static {
 
     /// The batch reserved under `lease` will never finish: the task running it was dropped
     /// (its runtime shut down under it) or a store or hub panicked, before
-    /// [`finish_batch`](Self::finish_batch) answered. Nothing awaits here, so a store ends
-    /// the reservation as far as it can without a round trip, recording what is known to
-    /// have run ([`ran`](Self::ran)), so that the client's next batch is not answered
-    /// [`Begin::Busy`] for ever. A packet that was running then runs again when re-sent, as
-    /// after a crash. The default does nothing.
-    fn abandon(&self, client: ClientId, lease: Lease) {
-        let _ = (client, lease);
+    /// [`finish_batch`](Self::finish_batch) answered. `ran` are the outcomes of its packets
+    /// that ran to their end, as `finish_batch` would have had them. Nothing awaits here, so
+    /// a store ends the reservation as far as it can without a round trip, so that the
+    /// client's next batch is not answered [`Begin::Busy`] for ever; a packet that was running
+    /// then runs again when re-sent, as after a crash. The default does nothing.
+    fn abandon(&self, client: ClientId, lease: Lease, ran: &[(u64, &Outcome)]) {
+        let _ = (client, lease, ran);
     }
 
     /// The store's limits; the server never accepts a batch larger than
@@ -478,8 +478,8 @@ impl<S: OutcomeStore + ?Sized> OutcomeStore for std::sync::Arc<S> {
         (**self).flush()
     }
 
-    fn abandon(&self, client: ClientId, lease: Lease) {
-        (**self).abandon(client, lease);
+    fn abandon(&self, client: ClientId, lease: Lease, ran: &[(u64, &Outcome)]) {
+        (**self).abandon(client, lease, ran);
     }
 
     fn limits(&self) -> &OutcomeLimits {

@@ -189,6 +189,7 @@ impl SqliteOutcomes {
         E: Serialize + From<RetryLater> + Send + 'static,
     {
         let id = ctx.request_id();
+        let ctx_lease = ctx.lease();
         let this = self.clone();
         let (max_bytes, keep) = (
             self.inner.limits.bytes_per_client,
@@ -202,6 +203,13 @@ impl SqliteOutcomes {
             // mark it moves must not pass a packet whose outcome the file lacks.
             let reserved = {
                 let ledger = this.ledger();
+                if ctx_lease.is_some_and(|lease| !ledger.reserved_by(id.client, id.seq, lease)) {
+                    // Its batch stopped (its runtime shut down) while this waited for the
+                    // file: the call runs again when re-sent, so its work does not happen now.
+                    return Ok(Err(E::from(RetryLater {
+                        reason: "the call's batch stopped before its transaction began".into(),
+                    })));
+                }
                 if ledger.timed_out(id.client, id.seq) {
                     // Its handler ran out of time while this waited for the file: the client
                     // was told the call was stopped, so its work does not happen.
@@ -636,8 +644,8 @@ impl OutcomeStore for SqliteOutcomes {
         Box::pin(self.flush_now())
     }
 
-    fn abandon(&self, client: ClientId, lease: Lease) {
-        let finals = self.ledger().abandon(client, lease, Instant::now());
+    fn abandon(&self, client: ClientId, lease: Lease, ran: &[(u64, &Outcome)]) {
+        let finals = self.ledger().abandon(client, lease, ran, Instant::now());
         if !finals.is_empty() {
             // Written with the next flush.
             let mut pending = self.pending();
@@ -767,7 +775,12 @@ mod tests {
         // Call 1 ran; the batch's task was dropped while call 2 ran.
         let one = Outcome::Ok(vec![1].into());
         store.ran(client, 1, &one);
-        store.abandon(client, lease);
+        store.abandon(client, lease, &[(1, &one)]);
+        let again = store.begin_batch(client, &[1, 2], 0).await.unwrap();
+        assert!(
+            matches!(again[..], [Begin::Done(ref done), Begin::Run(_)] if *done == one),
+            "{again:?}"
+        );
         store.flush().await.unwrap();
         drop(store);
         let store = SqliteOutcomes::open(&path).unwrap();

@@ -174,24 +174,25 @@ impl Crudp {
                 }];
             }
         };
-        let mut outcomes = Vec::with_capacity(answers.len());
-        // The batch's lease, once a packet is reserved; the reservation ends if this future is
-        // dropped before the store finished it.
-        let mut unfinished = Unfinished {
+        // The batch's outcomes, its lease once a packet is reserved, and the packets that ran
+        // (their index, and what they broadcast): if this future is dropped before the store
+        // finished the batch, the reservation ends with what ran.
+        let mut run = Unfinished {
             store: &*self.shared.outcomes,
             client,
+            packets,
             lease: None,
+            outcomes: Vec::with_capacity(answers.len()),
+            ran: Vec::new(),
         };
         let mut calls = metrics::Calls::default();
-        // The packets that ran: their index, their outcome, and what they broadcast.
-        let mut ran = Vec::new();
         let mut stopped: Option<String> = None;
         // The module of the packet before: a batch's packets mostly share one.
         let mut module: Option<(u32, Option<&dyn Dispatch>)> = None;
         for (packet, answer) in packets.iter().zip(answers) {
             let outcome = match answer {
                 Begin::Run(reserved) => {
-                    unfinished.lease = Some(reserved);
+                    run.lease = Some(reserved);
                     match &stopped {
                         Some(reason) => not_run(reason),
                         None => {
@@ -204,14 +205,14 @@ impl Crudp {
                                     mounted
                                 }
                             };
-                            let ctx = ctx.for_seq(packet.seq);
+                            let ctx = ctx.for_run(packet.seq, reserved);
                             let (outcome, targets) = self
                                 .execute_packet(&ctx, packet, mounted, &mut clock, &mut calls)
                                 .await;
                             if !matches!(outcome, Outcome::Unavailable { .. }) {
                                 self.shared.outcomes.ran(client, packet.seq, &outcome);
                             }
-                            ran.push((outcomes.len(), targets));
+                            run.ran.push((run.outcomes.len(), targets));
                             outcome
                         }
                     }
@@ -232,20 +233,16 @@ impl Crudp {
             if let (None, Outcome::Unavailable { message }) = (&stopped, &outcome) {
                 stopped = Some(message.clone());
             }
-            outcomes.push(outcome);
+            run.outcomes.push(outcome);
         }
         calls.record();
-        let Some(lease) = unfinished.lease else {
-            return outcomes;
+        let Some(lease) = run.lease else {
+            return std::mem::take(&mut run.outcomes);
         };
-        let recorded: Vec<(u64, &Outcome)> = ran
-            .iter()
-            .map(|(i, _)| (packets[*i].seq, &outcomes[*i]))
-            .collect();
         // What the calls that succeeded broadcast, once their outcomes are recorded.
         let mut told = Vec::new();
-        for (i, targets) in &ran {
-            let Outcome::Ok(value) = &outcomes[*i] else {
+        for (i, targets) in &run.ran {
+            let Outcome::Ok(value) = &run.outcomes[*i] else {
                 continue;
             };
             // A value of nothing (a delete's `()`) tells listeners nothing: they get the
@@ -265,11 +262,12 @@ impl Crudp {
                 told.push((broadcast, target.clone()));
             }
         }
-        let finished = self.finish(client, lease, &recorded, &mut told).await;
+        let finished = self.finish(client, lease, &run.recorded(), &mut told).await;
         // Finished, or left to the background retry, which keeps the reservation on purpose.
-        unfinished.lease = None;
+        run.lease = None;
+        let mut outcomes = std::mem::take(&mut run.outcomes);
         if !finished {
-            for (i, _) in &ran {
+            for (i, _) in &run.ran {
                 outcomes[*i] = Outcome::Unavailable {
                     message: "the outcome store could not record this call's outcome yet".into(),
                 };
@@ -563,18 +561,34 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
     }
 }
 
-/// A reservation that [`OutcomeStore::abandon`] ends if dropped while it holds a lease.
+/// A batch being run: a reservation that [`OutcomeStore::abandon`] ends, with the outcomes
+/// of the packets that ran, if dropped while it holds a lease.
 struct Unfinished<'a> {
     store: &'a dyn OutcomeStore,
     client: ClientId,
+    packets: &'a [Packet],
     lease: Option<Lease>,
+    /// One per packet answered so far.
+    outcomes: Vec<Outcome>,
+    /// The packets that ran: their index, and what they broadcast.
+    ran: Vec<(usize, Vec<Target>)>,
+}
+
+impl Unfinished<'_> {
+    /// The outcomes of the packets that ran, as the store records them.
+    fn recorded(&self) -> Vec<(u64, &Outcome)> {
+        self.ran
+            .iter()
+            .map(|(i, _)| (self.packets[*i].seq, &self.outcomes[*i]))
+            .collect()
+    }
 }
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             tracing::warn!(client = %self.client, "a batch stopped before it finished: its reservation ends");
-            self.store.abandon(self.client, lease);
+            self.store.abandon(self.client, lease, &self.recorded());
         }
     }
 }
