@@ -591,28 +591,43 @@ impl OutcomeStore for SqliteOutcomes {
             if expired.is_empty() {
                 return Ok(answers);
             }
-            // All looked for at once: one trip to the file however many there are.
-            match self.stored_outcomes(client, expired).await {
-                Ok(stored) => {
-                    let mut stored = stored.into_iter();
-                    for answer in &mut answers {
-                        if matches!(answer, Begin::Expired)
-                            && let Some(found) = stored.next()
-                        {
-                            *answer = found;
-                        }
+            // Not answered (the file failed, or this future was dropped meanwhile), the
+            // packets reserved with them do not run: their reservation ends, or the client
+            // would be `Busy` for good.
+            struct Unanswered<'a> {
+                store: &'a SqliteOutcomes,
+                client: ClientId,
+                lease: Option<Lease>,
+            }
+            impl Drop for Unanswered<'_> {
+                fn drop(&mut self) {
+                    if let Some(lease) = self.lease.take() {
+                        let _ = self.store.ledger().finish_batch(
+                            self.client,
+                            lease,
+                            &[],
+                            Instant::now(),
+                        );
                     }
-                    Ok(answers)
-                }
-                Err(e) => {
-                    // Not answered, the packets reserved with them do not run: their
-                    // reservation ends, or the client would be `Busy` for good.
-                    if let Some(lease) = lease {
-                        let _ = self.ledger().finish_batch(client, lease, &[], now);
-                    }
-                    Err(e)
                 }
             }
+            let mut unanswered = Unanswered {
+                store: self,
+                client,
+                lease,
+            };
+            // All looked for at once: one trip to the file however many there are.
+            let stored = self.stored_outcomes(client, expired).await?;
+            unanswered.lease = None;
+            let mut stored = stored.into_iter();
+            for answer in &mut answers {
+                if matches!(answer, Begin::Expired)
+                    && let Some(found) = stored.next()
+                {
+                    *answer = found;
+                }
+            }
+            Ok(answers)
         })
     }
 
@@ -785,6 +800,34 @@ mod tests {
         drop(store);
         let store = SqliteOutcomes::open(&path).unwrap();
         store.claim(client, "ann").await.unwrap();
+        let begun = store.begin_batch(client, &[1, 2], 0).await.unwrap();
+        assert!(
+            matches!(begun[..], [Begin::Done(ref done), Begin::Run(_)] if *done == one),
+            "{begun:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_dropped_while_its_outcomes_are_read_from_the_file_frees_its_client() {
+        use futures_util::FutureExt;
+        let store = SqliteOutcomes::open(temp("dropped-while-read")).unwrap();
+        let client = ClientId(3);
+        store.claim(client, "ann").await.unwrap();
+        let lease = reserve(&store, client, 1).await;
+        let one = Outcome::Ok(vec![1].into());
+        store.finish(client, 1, lease, &one).await.unwrap();
+        store.flush().await.unwrap();
+        // Call 1's outcome is on disk only: a batch re-sending it with call 2 reserves 2,
+        // then reads 1 from the file, and is dropped meanwhile.
+        store.ledger().drop_outcomes_of(client);
+        let held = lock(&store.inner.db);
+        assert!(
+            store
+                .begin_batch(client, &[1, 2], 0)
+                .now_or_never()
+                .is_none()
+        );
+        drop(held);
         let begun = store.begin_batch(client, &[1, 2], 0).await.unwrap();
         assert!(
             matches!(begun[..], [Begin::Done(ref done), Begin::Run(_)] if *done == one),
