@@ -25,7 +25,9 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const ALIVE_FOR: Duration = Duration::from_secs(10);
 
 /// `KEYS`: the client, the user's clients, the count of new clients this minute (the user's, or
-/// an anonymous visitor's address's). `ARGV`: client, user, now (ms), ownership (ms),
+/// an anonymous visitor's address's), the client's outcomes and the leases it finished (left
+/// from a time the client was known, whose mark is gone: they go). `ARGV`: client, user, now
+/// (ms), ownership (ms),
 /// clients per user, new clients per minute, slack (ms). A known
 /// client's ownership is renewed only once it has run down by the slack, so that most claims
 /// write nothing (and, with `appendfsync always`, wait for no disk).
@@ -48,6 +50,7 @@ if made == 1 then redis.call('PEXPIRE', minute, 60000) end
 if made > tonumber(ARGV[6]) then return 'per_minute' end
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('DEL', KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'mark', 0)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 'granted'
@@ -309,6 +312,11 @@ impl RedisOutcomes {
         format!("{}done:{client}", self.prefix)
     }
 
+    /// The key of the leases a client finished lately; see [`FINISH`].
+    fn finished_key(&self, client: ClientId) -> String {
+        format!("{}finished:{client}", self.prefix)
+    }
+
     /// Runs the `BEGIN` script for `seqs`: one answer per packet answered, each
     /// `[kind, values…]`.
     async fn reserve(
@@ -474,6 +482,8 @@ impl OutcomeStore for RedisOutcomes {
                 .key(format!("{}user:{user}", self.prefix))
                 // Not under `user:`: a user named `bob:minute` would own bob's counter.
                 .key(format!("{}rate:{rate}", self.prefix))
+                .key(self.done_key(client))
+                .key(self.finished_key(client))
                 .arg(client.to_string())
                 .arg(user)
                 .arg(now_ms())
@@ -643,7 +653,7 @@ impl OutcomeStore for RedisOutcomes {
                 .finish
                 .key(self.client_key(client))
                 .key(self.done_key(client))
-                .key(format!("{}finished:{client}", self.prefix))
+                .key(self.finished_key(client))
                 .arg(lease.id())
                 .arg(millis(self.limits.idle_time()))
                 .arg(member)

@@ -589,6 +589,36 @@ async fn the_outcomes_kept_per_client_are_bounded_in_bytes_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_known_again_after_its_record_expired_starts_with_no_outcomes_left() {
+    let redis = RedisServer::start().await;
+    let store = store(&redis, OutcomeLimits::default()).await;
+    let client = ClientId(24);
+    store.claim(client, "ann").await.unwrap();
+    let Begin::Run(lease) = store.begin(client, 1).await.unwrap() else {
+        panic!("packet 1 runs");
+    };
+    store.finish(client, 1, lease, &ok(1)).await.unwrap();
+    // Its record expires (ownership shorter than the idle time of its outcomes), and a new
+    // instance, which remembers no claim, sees the client anew.
+    let mut connection = connection(&redis).await;
+    let _: () = crudp_redis::redis::cmd("DEL")
+        .arg(format!("crudp:client:{client}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let fresh = self::store(&redis, OutcomeLimits::default()).await;
+    fresh.claim(client, "ann").await.unwrap();
+    for key in ["done", "finished"] {
+        let left: u64 = crudp_redis::redis::cmd("EXISTS")
+            .arg(format!("crudp:{key}:{client}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{key} left behind");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_an_earlier_version_kept_one_per_packet_still_answer_re_sends() {
     let redis = RedisServer::start().await;
     let store = store(&redis, OutcomeLimits::default()).await;
