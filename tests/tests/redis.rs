@@ -314,6 +314,11 @@ async fn store(redis: &RedisServer, limits: OutcomeLimits) -> RedisOutcomes {
         .unwrap()
 }
 
+/// A store of an instance of its own, with the default limits.
+async fn instance(redis: &RedisServer) -> RedisOutcomes {
+    store(redis, OutcomeLimits::default()).await
+}
+
 fn ok(byte: u8) -> Outcome {
     Outcome::Ok(vec![byte].into())
 }
@@ -393,10 +398,7 @@ async fn two_instances_share_ownership_reservations_and_outcomes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_reserved_and_recorded_in_one_step_each() {
     let redis = RedisServer::start().await;
-    let (a, b) = (
-        store(&redis, OutcomeLimits::default()).await,
-        store(&redis, OutcomeLimits::default()).await,
-    );
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
     let client = ClientId(3);
     a.claim(client, "ann").await.unwrap();
 
@@ -591,7 +593,7 @@ async fn the_outcomes_kept_per_client_are_bounded_in_bytes_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_known_again_after_its_record_expired_starts_with_no_outcomes_left() {
     let redis = RedisServer::start().await;
-    let store = store(&redis, OutcomeLimits::default()).await;
+    let store = instance(&redis).await;
     let client = ClientId(24);
     store.claim(client, "ann").await.unwrap();
     let Begin::Run(lease) = store.begin(client, 1).await.unwrap() else {
@@ -606,7 +608,7 @@ async fn a_client_known_again_after_its_record_expired_starts_with_no_outcomes_l
         .query_async(&mut connection)
         .await
         .unwrap();
-    let fresh = self::store(&redis, OutcomeLimits::default()).await;
+    let fresh = instance(&redis).await;
     fresh.claim(client, "ann").await.unwrap();
     for key in ["done", "finished"] {
         let left: u64 = crudp_redis::redis::cmd("EXISTS")
@@ -621,7 +623,7 @@ async fn a_client_known_again_after_its_record_expired_starts_with_no_outcomes_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_an_earlier_version_kept_one_per_packet_still_answer_re_sends() {
     let redis = RedisServer::start().await;
-    let store = store(&redis, OutcomeLimits::default()).await;
+    let store = instance(&redis).await;
     let client = ClientId(21);
     store.claim(client, "ann").await.unwrap();
     // As an earlier version left them: packets 1 and 2 ran, their outcomes one field each.
@@ -668,10 +670,7 @@ async fn outcomes_an_earlier_version_kept_one_per_packet_still_answer_re_sends()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_abandoned_on_an_instance_frees_its_client_there_at_once() {
     let redis = RedisServer::start().await;
-    let (a, b) = (
-        store(&redis, OutcomeLimits::default()).await,
-        store(&redis, OutcomeLimits::default()).await,
-    );
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
     let client = ClientId(23);
     a.claim(client, "ann").await.unwrap();
     let Begin::Run(lease) = a.begin(client, 1).await.unwrap() else {
@@ -687,10 +686,10 @@ async fn a_batch_abandoned_on_an_instance_frees_its_client_there_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_of_an_instance_that_died_is_taken_over() {
     let redis = RedisServer::start().await;
-    let survivor = store(&redis, OutcomeLimits::default()).await;
+    let survivor = instance(&redis).await;
     let client = ClientId(1);
     {
-        let dying = store(&redis, OutcomeLimits::default()).await;
+        let dying = instance(&redis).await;
         dying.claim(client, "ann").await.unwrap();
         assert!(matches!(
             dying.begin(client, 1).await.unwrap(),
@@ -713,7 +712,7 @@ async fn a_reservation_of_an_instance_that_died_is_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_of_an_instance_alive_is_never_taken_over_by_itself() {
     let redis = RedisServer::start().await;
-    let instance = store(&redis, OutcomeLimits::default()).await;
+    let instance = instance(&redis).await;
     let client = ClientId(1);
     instance.claim(client, "ann").await.unwrap();
     let Begin::Run(_) = instance.begin(client, 1).await.unwrap() else {
