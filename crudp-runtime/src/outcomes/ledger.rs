@@ -430,26 +430,6 @@ impl Ledger {
         }
     }
 
-    /// Ends the reservation of `lease`, whose batch will never finish, recording the
-    /// outcomes of its packets that `ran`; returns those it recorded as final.
-    pub(crate) fn abandon(
-        &mut self,
-        client: ClientId,
-        lease: Lease,
-        ran: &[(u64, &Outcome)],
-        now: Instant,
-    ) -> Vec<(u64, Outcome)> {
-        let Ok(finished) = self.finish_batch(client, lease, ran, now) else {
-            return Vec::new();
-        };
-        finished
-            .into_iter()
-            .zip(ran)
-            .filter(|((_, finished), _)| matches!(finished, Finished::Final))
-            .map(|(_, (seq, outcome))| (*seq, (*outcome).clone()))
-            .collect()
-    }
-
     /// Whether packet `seq` of `client` is reserved under `lease` now.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn reserved_by(&self, client: ClientId, seq: u64, lease: u64) -> bool {

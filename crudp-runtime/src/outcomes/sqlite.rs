@@ -252,6 +252,30 @@ impl SqliteOutcomes {
         committed_or_retried(ctx, done)
     }
 
+    /// [`finish_batch`](OutcomeStore::finish_batch), which waits for nothing: the final
+    /// outcomes are written with the next flush.
+    fn finish_now(
+        &self,
+        client: ClientId,
+        lease: Lease,
+        outcomes: &[(u64, &Outcome)],
+    ) -> Result<(), StoreError> {
+        let finished = self
+            .ledger()
+            .finish_batch(client, lease, outcomes, Instant::now())?;
+        let mut pending = self.pending();
+        for ((seq, finished), (_, outcome)) in finished.into_iter().zip(outcomes) {
+            match finished {
+                Finished::Final => {
+                    pending.outcomes.push((client, seq, (*outcome).clone()));
+                    pending.clients.insert(client);
+                }
+                Finished::NotRun | Finished::AlreadyFinal => {}
+            }
+        }
+        Ok(())
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         let mut ledger = self
             .inner
@@ -637,22 +661,7 @@ impl OutcomeStore for SqliteOutcomes {
         lease: Lease,
         outcomes: &'a [(u64, &'a Outcome)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let finished = self
-            .ledger()
-            .finish_batch(client, lease, outcomes, Instant::now());
-        let result = finished.map(|finished| {
-            let mut pending = self.pending();
-            for ((seq, finished), (_, outcome)) in finished.into_iter().zip(outcomes) {
-                match finished {
-                    Finished::Final => {
-                        pending.outcomes.push((client, seq, (*outcome).clone()));
-                        pending.clients.insert(client);
-                    }
-                    Finished::NotRun | Finished::AlreadyFinal => {}
-                }
-            }
-        });
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(self.finish_now(client, lease, outcomes)))
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -660,17 +669,8 @@ impl OutcomeStore for SqliteOutcomes {
     }
 
     fn abandon(&self, client: ClientId, lease: Lease, ran: &[(u64, &Outcome)]) {
-        let finals = self.ledger().abandon(client, lease, ran, Instant::now());
-        if !finals.is_empty() {
-            // Written with the next flush.
-            let mut pending = self.pending();
-            pending.clients.insert(client);
-            pending.outcomes.extend(
-                finals
-                    .into_iter()
-                    .map(|(seq, outcome)| (client, seq, outcome)),
-            );
-        }
+        // Written with the next flush; a reservation already gone has nothing to end.
+        let _ = self.finish_now(client, lease, ran);
     }
 
     fn limits(&self) -> &OutcomeLimits {
