@@ -24,7 +24,8 @@ const OPEN_WITHIN: Duration = Duration::from_secs(30);
 const PER_PROCESS: usize = 4000;
 
 /// One client process: `count` connections from `source` to `path` on `server`. It prints
-/// `READY` once every connection is open, then for each event a line `EVENT <µs>...` with the
+/// `READY <opened>` once every connection is open or has given up (`opened` of them are
+/// open), then for each event a line `EVENT <µs>...` with the
 /// time each connection received it, and ends when its standard input closes.
 pub(crate) async fn clients(
     server: SocketAddr,
@@ -34,7 +35,8 @@ pub(crate) async fn clients(
     token: String,
 ) {
     let received: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Each connection says once whether it opened.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let mut tasks = Vec::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
     for _ in 0..count {
@@ -54,7 +56,7 @@ pub(crate) async fn clients(
                 Ok(socket)
             });
             let Ok(socket) = socket else {
-                let _ = ready.send(());
+                let _ = ready.send(false);
                 return;
             };
             // A connection not open within `OPEN_WITHIN` counts as ready and misses every
@@ -64,11 +66,11 @@ pub(crate) async fn clients(
                 tokio::time::timeout_at(deadline, socket.connect(server)).await
             else {
                 // Counted as ready, so that the run goes on; it misses every event.
-                let _ = ready.send(());
+                let _ = ready.send(false);
                 return;
             };
             if stream.write_all(request.as_bytes()).await.is_err() {
-                let _ = ready.send(());
+                let _ = ready.send(false);
                 return;
             }
             let mut buffer = vec![0u8; 2048];
@@ -82,21 +84,21 @@ pub(crate) async fn clients(
                     tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await
                 };
                 let Ok(read) = read else {
-                    let _ = ready.send(());
+                    let _ = ready.send(false);
                     return;
                 };
                 let n = read.unwrap_or(0);
                 if n == 0 {
                     if !opened {
                         // Refused or closed before it opened: it misses every event.
-                        let _ = ready.send(());
+                        let _ = ready.send(false);
                     }
                     return;
                 }
                 let at = micros();
                 if !opened && carry.is_empty() && !buffer[..n].starts_with(b"HTTP/1.1 200") {
                     // Refused (a limit): it misses every event, and the run goes on.
-                    let _ = ready.send(());
+                    let _ = ready.send(false);
                     return;
                 }
                 carry.extend_from_slice(&buffer[..n]);
@@ -104,7 +106,7 @@ pub(crate) async fn clients(
                 if !opened && (text.contains("event: ready") || text.contains(": ok")) {
                     opened = true;
                     permit.take();
-                    let _ = ready.send(());
+                    let _ = ready.send(true);
                     let events =
                         text.matches("data:").count() - usize::from(text.contains("event: ready"));
                     seen = events;
@@ -128,12 +130,14 @@ pub(crate) async fn clients(
         }));
     }
     drop(ready_tx);
+    let mut opened = 0;
     for _ in 0..count {
-        if ready_rx.recv().await.is_none() {
-            break;
+        match ready_rx.recv().await {
+            Some(open) => opened += usize::from(open),
+            None => break,
         }
     }
-    println!("READY");
+    println!("READY {opened}");
     let mut rest = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut rest).await;
     for (index, times) in received.lock().expect("not poisoned").iter().enumerate() {
@@ -148,10 +152,25 @@ pub(crate) async fn clients(
 /// What one fan-out run measured.
 pub(crate) struct FanOut {
     pub(crate) connections: usize,
+    /// Of those, how many opened: the others (refused, or not open within [`OPEN_WITHIN`])
+    /// are left out of the delays, so that events lost are told apart from connections never
+    /// made.
+    pub(crate) opened: usize,
     pub(crate) bytes_per_connection: f64,
     /// Per event: the delay until half and until 99% of the connections had it, in ms.
     pub(crate) p50_ms: Vec<f64>,
     pub(crate) p99_ms: Vec<f64>,
+}
+
+impl FanOut {
+    /// The connections for a table: `19000`, or `18950 of 19000 open` when some did not open.
+    pub(crate) fn streams(&self) -> String {
+        if self.opened == self.connections {
+            self.connections.to_string()
+        } else {
+            format!("{} of {} open", self.opened, self.connections)
+        }
+    }
 }
 
 /// Where the connections of `kind` go: CRUDP's mount, or the naive broadcaster's path. On
@@ -212,6 +231,7 @@ pub(crate) async fn run(
     let path = &format!("{}/events", mount(kind));
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let mut children = Vec::new();
+    let mut opened = 0;
     for (i, start) in (0..k).step_by(PER_PROCESS).enumerate() {
         let count = PER_PROCESS.min(k - start);
         let source = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
@@ -231,7 +251,8 @@ pub(crate) async fn run(
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line == "READY" {
+            if let Some(open) = line.strip_prefix("READY ") {
+                opened += open.parse::<usize>().unwrap_or(0);
                 break;
             }
         }
@@ -278,8 +299,8 @@ pub(crate) async fn run(
             .map(|t| t.saturating_sub(*at) as f64 / 1000.0)
             .collect();
         delays.sort_by(f64::total_cmp);
-        // Connections that never got the event count as the slowest.
-        let missing = k.saturating_sub(delays.len());
+        // Open connections that never got the event count as the slowest.
+        let missing = opened.saturating_sub(delays.len());
         delays.extend(std::iter::repeat_n(f64::INFINITY, missing));
         if delays.is_empty() {
             continue;
@@ -289,7 +310,8 @@ pub(crate) async fn run(
     }
     FanOut {
         connections: k,
-        bytes_per_connection: after.saturating_sub(before) as f64 / k.max(1) as f64,
+        opened,
+        bytes_per_connection: after.saturating_sub(before) as f64 / opened.max(1) as f64,
         p50_ms,
         p99_ms,
     }

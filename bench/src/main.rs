@@ -145,7 +145,8 @@ async fn main() {
             let k = k.parse().expect("K");
             let result = fanout::run(&at, kind, k, 5, &token).await;
             println!(
-                "{kind} at {k}: {:.1} KiB per connection, p50 {:?} ms, p99 {:?} ms",
+                "{kind} at {}: {:.1} KiB per connection, p50 {:?} ms, p99 {:?} ms",
+                result.streams(),
                 result.bytes_per_connection / 1024.0,
                 result.p50_ms,
                 result.p99_ms
@@ -466,6 +467,7 @@ async fn run(plan: &Plan) -> String {
             let base = at.base();
             let token = stream_token(&base, fanout::token_mount(kind)).await;
             let result = fanout::run(&at, kind, k, plan.events, &token).await;
+            let streams = result.streams();
             if result.p50_ms.is_empty() {
                 figures.set(
                     &format!("fanout memory {kind} {k}"),
@@ -473,8 +475,7 @@ async fn run(plan: &Plan) -> String {
                 );
                 let _ = writeln!(
                     report,
-                    "| {} | {hub} | {:.1} KiB | – | – |",
-                    result.connections,
+                    "| {streams} | {hub} | {:.1} KiB | – | – |",
                     result.bytes_per_connection / 1024.0,
                 );
                 continue;
@@ -488,8 +489,7 @@ async fn run(plan: &Plan) -> String {
             figures.set(&format!("fanout p99 {kind} {k}"), median(&result.p99_ms));
             let _ = writeln!(
                 report,
-                "| {} | {hub} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
-                result.connections,
+                "| {streams} | {hub} | {:.1} KiB | {:.1} ({p50min:.1}–{p50max:.1}) | {:.1} ({p99min:.1}–{p99max:.1}) |",
                 result.bytes_per_connection / 1024.0,
                 median(&result.p50_ms),
                 median(&result.p99_ms),
