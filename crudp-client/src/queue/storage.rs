@@ -219,6 +219,10 @@ pub(crate) struct Persistence {
     /// Whether the client took over calls saved before (its own after a reload, or a closed
     /// page's): those are the saved-for user's alone.
     restored: std::sync::atomic::AtomicBool,
+    /// Held by every write of this client's state and by [`sign_out`](Self::sign_out), which
+    /// sets it for good: a save racing a sign-out on another thread either lands before the
+    /// sign-out removes it, or is not made.
+    signed_out: Mutex<bool>,
 }
 
 impl Persistence {
@@ -301,6 +305,7 @@ impl Persistence {
             holder,
             decides,
             restored: std::sync::atomic::AtomicBool::new(false),
+            signed_out: Mutex::new(false),
         };
         persistence.write_lease(now_ms, false);
         let saved = persistence.load().unwrap_or_default();
@@ -329,6 +334,10 @@ impl Persistence {
     /// A client of another user's place moves its own state to the user's, unless it took over
     /// calls saved there: then it is [stale](Stale).
     pub(crate) fn name(&self, user: Option<&str>) -> Result<(), Stale> {
+        let Some(_writing) = self.writing() else {
+            // Signed out: nothing is named or moved any more.
+            return Ok(());
+        };
         let record = user_key(&self.url);
         let named = match user {
             Some(user) => {
@@ -384,6 +393,10 @@ impl Persistence {
     /// Removes everything this user's clients saved: their queues and leases, the record of
     /// the user and the client key, so that nothing of it is sent or kept.
     pub(crate) fn sign_out(&self) {
+        *self
+            .signed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         let prefix = self.prefix();
         let unnamed = format!("crudp:{}:", self.url);
         let (record, key) = (user_key(&self.url), client_key_key(&self.url));
@@ -462,12 +475,15 @@ impl Persistence {
     #[must_use = "a client whose ID was taken over must stop"]
     pub(crate) fn save(&self, saved: &Saved, now_ms: u64) -> Renewal {
         let found = self.found(now_ms);
+        let Some(_writing) = self.writing() else {
+            return found;
+        };
         if !self.current() || found == Renewal::Taken {
             return found;
         }
         if found != Renewal::Held {
             // The lease too, so that the next renewal does not find it cleared again.
-            self.write_lease(now_ms, false);
+            self.set_lease(now_ms, false);
         }
         if saved.packets.is_empty() {
             self.storage.remove(&self.queue_key());
@@ -534,9 +550,24 @@ impl Persistence {
     }
 
     fn write_lease(&self, now_ms: u64, released: bool) {
-        if !self.current() {
+        let Some(_writing) = self.writing() else {
             return;
+        };
+        if self.current() {
+            self.set_lease(now_ms, released);
         }
+    }
+
+    /// Holds off a sign-out while this client writes its state; `None` once signed out.
+    fn writing(&self) -> Option<std::sync::MutexGuard<'_, bool>> {
+        let signed_out = self
+            .signed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (!*signed_out).then_some(signed_out)
+    }
+
+    fn set_lease(&self, now_ms: u64, released: bool) {
         let value = format!("{}:{now_ms}:{}", self.holder, u8::from(released));
         self.storage.set(&self.lease_key(), &value);
     }
@@ -906,5 +937,63 @@ mod tests {
             "nothing is saved after signing out"
         );
         assert_eq!(client_key(&storage, "u", || "k2".into()), "k2", "a new key");
+    }
+
+    /// A storage that, at its first write of a queue, first lets a sign-out run on another
+    /// thread for a while.
+    #[derive(Default)]
+    struct SignOutMidSave {
+        inner: MemoryStorage,
+        signing_out: Mutex<Option<Arc<Persistence>>>,
+        signed_out: Mutex<Option<std::thread::JoinHandle<()>>>,
+    }
+
+    impl Storage for SignOutMidSave {
+        fn get(&self, key: &str) -> Option<String> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &str) {
+            let signing_out = self.signing_out.lock().expect("not poisoned").take();
+            if let Some(persistence) = signing_out.filter(|_| key.contains("queue:")) {
+                let thread = std::thread::spawn(move || persistence.sign_out());
+                // The sign-out runs meanwhile, unless the save holds it off.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                *self.signed_out.lock().expect("not poisoned") = Some(thread);
+            }
+            self.inner.set(key, value);
+        }
+        fn remove(&self, key: &str) {
+            self.inner.remove(key);
+        }
+        fn keys(&self) -> Vec<String> {
+            self.inner.keys()
+        }
+    }
+
+    #[test]
+    fn a_save_racing_a_sign_out_does_not_put_the_queue_back() {
+        let storage = Arc::new(SignOutMidSave::default());
+        let (anonymous, _) = Persistence::open_as(storage.clone(), "u", ClientId(1), 1, 0, true);
+        let anonymous = Arc::new(anonymous);
+        *storage.signing_out.lock().expect("not poisoned") = Some(Arc::clone(&anonymous));
+        queue(&anonymous, &[1, 2]);
+        let thread = storage.signed_out.lock().expect("not poisoned").take();
+        thread
+            .expect("the save wrote a queue")
+            .join()
+            .expect("signed out");
+        assert_eq!(storage.keys(), Vec::<String>::new(), "nothing left");
+        let _ = anonymous.save(
+            &Saved {
+                next_seq: 4,
+                packets: Vec::new(),
+            },
+            1,
+        );
+        assert_eq!(
+            storage.keys(),
+            Vec::<String>::new(),
+            "nothing is saved after signing out"
+        );
     }
 }
