@@ -35,8 +35,8 @@ pub(crate) async fn clients(
     token: String,
 ) {
     let received: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
-    // Each connection says once whether it opened.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    // Each connection says once whether it opened, or why not.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let mut tasks = Vec::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
     for _ in 0..count {
@@ -55,22 +55,30 @@ pub(crate) async fn clients(
                 socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
                 Ok(socket)
             });
-            let Ok(socket) = socket else {
-                let _ = ready.send(false);
-                return;
+            let socket = match socket {
+                Ok(socket) => socket,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("no socket from {source}: {e}")));
+                    return;
+                }
             };
             // A connection not open within `OPEN_WITHIN` counts as ready and misses every
             // event, so that one stuck connection cannot stall the run.
             let deadline = tokio::time::Instant::now() + OPEN_WITHIN;
-            let Ok(Ok(mut stream)) =
-                tokio::time::timeout_at(deadline, socket.connect(server)).await
-            else {
+            let mut stream = match tokio::time::timeout_at(deadline, socket.connect(server)).await {
+                Ok(Ok(stream)) => stream,
                 // Counted as ready, so that the run goes on; it misses every event.
-                let _ = ready.send(false);
-                return;
+                Ok(Err(e)) => {
+                    let _ = ready.send(Err(format!("not connected: {e}")));
+                    return;
+                }
+                Err(_) => {
+                    let _ = ready.send(Err(format!("not connected within {OPEN_WITHIN:?}")));
+                    return;
+                }
             };
-            if stream.write_all(request.as_bytes()).await.is_err() {
-                let _ = ready.send(false);
+            if let Err(e) = stream.write_all(request.as_bytes()).await {
+                let _ = ready.send(Err(format!("request not written: {e}")));
                 return;
             }
             let mut buffer = vec![0u8; 2048];
@@ -84,21 +92,23 @@ pub(crate) async fn clients(
                     tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await
                 };
                 let Ok(read) = read else {
-                    let _ = ready.send(false);
+                    let _ = ready.send(Err(format!("not open within {OPEN_WITHIN:?}")));
                     return;
                 };
                 let n = read.unwrap_or(0);
                 if n == 0 {
                     if !opened {
-                        // Refused or closed before it opened: it misses every event.
-                        let _ = ready.send(false);
+                        // Closed before it opened: it misses every event.
+                        let _ = ready.send(Err("closed before it opened".into()));
                     }
                     return;
                 }
                 let at = micros();
                 if !opened && carry.is_empty() && !buffer[..n].starts_with(b"HTTP/1.1 200") {
                     // Refused (a limit): it misses every event, and the run goes on.
-                    let _ = ready.send(false);
+                    let head = String::from_utf8_lossy(&buffer[..n]);
+                    let status = head.lines().next().unwrap_or_default().to_owned();
+                    let _ = ready.send(Err(format!("answered {status}")));
                     return;
                 }
                 carry.extend_from_slice(&buffer[..n]);
@@ -106,7 +116,7 @@ pub(crate) async fn clients(
                 if !opened && (text.contains("event: ready") || text.contains(": ok")) {
                     opened = true;
                     permit.take();
-                    let _ = ready.send(true);
+                    let _ = ready.send(Ok(()));
                     let events =
                         text.matches("data:").count() - usize::from(text.contains("event: ready"));
                     seen = events;
@@ -131,11 +141,16 @@ pub(crate) async fn clients(
     }
     drop(ready_tx);
     let mut opened = 0;
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..count {
         match ready_rx.recv().await {
-            Some(open) => opened += usize::from(open),
+            Some(Ok(())) => opened += 1,
+            Some(Err(why)) => *failures.entry(why).or_default() += 1,
             None => break,
         }
+    }
+    for (why, times) in failures {
+        eprintln!("{times} of {count} connections from {source} did not open: {why}");
     }
     println!("READY {opened}");
     let mut rest = Vec::new();
