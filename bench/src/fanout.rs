@@ -48,8 +48,8 @@ pub(crate) async fn clients(
             // At most 256 connections are being opened at once; an open one lets the next go.
             let mut permit = Some(gate.acquire_owned().await.expect("the gate stays open"));
             // The ports of the runs before linger in TIME_WAIT: without `SO_REUSEADDR` the
-            // source address runs out of them. A socket that cannot be made counts as ready
-            // and misses every event, so that the run goes on.
+            // source address runs out of them. A connection that cannot be made or opened
+            // says why and is left out of the delays, so that the run goes on.
             let socket = TcpSocket::new_v4().and_then(|socket| {
                 socket.set_reuseaddr(true)?;
                 socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
@@ -62,12 +62,11 @@ pub(crate) async fn clients(
                     return;
                 }
             };
-            // A connection not open within `OPEN_WITHIN` counts as ready and misses every
-            // event, so that one stuck connection cannot stall the run.
+            // A connection not open within `OPEN_WITHIN` gives up, so that one stuck
+            // connection cannot stall the run.
             let deadline = tokio::time::Instant::now() + OPEN_WITHIN;
             let mut stream = match tokio::time::timeout_at(deadline, socket.connect(server)).await {
                 Ok(Ok(stream)) => stream,
-                // Counted as ready, so that the run goes on; it misses every event.
                 Ok(Err(e)) => {
                     let _ = ready.send(Err(format!("not connected: {e}")));
                     return;
@@ -98,14 +97,13 @@ pub(crate) async fn clients(
                 let n = read.unwrap_or(0);
                 if n == 0 {
                     if !opened {
-                        // Closed before it opened: it misses every event.
                         let _ = ready.send(Err("closed before it opened".into()));
                     }
                     return;
                 }
                 let at = micros();
                 if !opened && carry.is_empty() && !buffer[..n].starts_with(b"HTTP/1.1 200") {
-                    // Refused (a limit): it misses every event, and the run goes on.
+                    // Refused (a limit).
                     let head = String::from_utf8_lossy(&buffer[..n]);
                     let status = head.lines().next().unwrap_or_default().to_owned();
                     let _ = ready.send(Err(format!("answered {status}")));
@@ -117,8 +115,10 @@ pub(crate) async fn clients(
                     opened = true;
                     permit.take();
                     let _ = ready.send(Ok(()));
-                    let events =
-                        text.matches("data:").count() - usize::from(text.contains("event: ready"));
+                    let events = text
+                        .matches("data:")
+                        .count()
+                        .saturating_sub(usize::from(text.contains("event: ready")));
                     seen = events;
                     carry.clear();
                     continue;
@@ -133,7 +133,9 @@ pub(crate) async fn clients(
                         received[seen].push(at);
                         seen += 1;
                     }
-                    let keep = carry.len().saturating_sub(8);
+                    // The start of a `data:` cut by the read, and never a whole one counted
+                    // already.
+                    let keep = carry.len().saturating_sub(4);
                     carry.drain(..keep);
                 }
             }

@@ -15,7 +15,7 @@ use crate::{
     headers::{Headers, RequestHeaders},
     inbox::Inbox,
     listeners::{Listeners, Watchers},
-    queue::storage::{Persistence, Renewal},
+    queue::storage::{Persistence, Renewal, Stale},
     rt,
     status::Status,
     transport::Transport,
@@ -134,6 +134,8 @@ impl Shared {
                 self.named.store(true, Ordering::Release);
                 true
             }
+            // Stopped already, with why.
+            Err(Stale::SignedOut) => false,
             Err(stale) => {
                 tracing::warn!(?stale, "the server names another user than this client's");
                 self.stop(TransportError::Status {
@@ -157,6 +159,11 @@ impl Shared {
     /// by someone else than the user last named. The client stops, and the next one made takes
     /// a new ID.
     pub(crate) fn refused(&self, error: TransportError) {
+        if self.stopped().is_some() {
+            // Signed out, or another user's already: what the browser holds now may be the
+            // next user's, and stays.
+            return;
+        }
         if let Some(persistence) = &self.persistence {
             persistence.forget_user();
         }
