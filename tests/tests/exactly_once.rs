@@ -229,6 +229,55 @@ async fn a_broadcast_waits_until_its_call_s_outcome_is_durable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_later_broadcasts_wait_for_those_whose_outcomes_were_not_durable() {
+    let store = Flaky {
+        inner: MemoryOutcomes::default(),
+        failures: AtomicUsize::new(0),
+        flush_failures: AtomicUsize::new(1),
+        finishes: Arc::default(),
+    };
+    let server = Server::start_with(|b| b.outcome_store(store)).await;
+    let url = server.url();
+    let token = server.token("bob", "member", ClientId(0xB0B)).await;
+    let spy = Spy::connect(format!("{url}/events?token={token}"), None).await;
+    spy.wait_for("ready", |e| e.iter().any(|e| e.event == "ready"))
+        .await;
+    // Ann's first call runs (a shout, broadcast to everyone), but its outcome is not durable: not answered yet, its broadcast
+    // held while the server tries again in the background.
+    let ann = ClientId(0xA11);
+    let (_, first) = call_raw(&url, "ann", batch_of(ann, creates("shout first", [1]))).await;
+    assert!(matches!(
+        first.unwrap().results[0].outcome,
+        Outcome::Unavailable { .. }
+    ));
+    // She sends it again with her next call at once: both answered, the second durable
+    // before the first's broadcast went out.
+    let mut both = creates("shout first", [1]);
+    both.extend(creates("shout second", [2]));
+    let (_, answered) = call_raw(&url, "ann", batch_of(ann, both)).await;
+    assert!(all_ok(&answered.unwrap()));
+    // Bob hears of them in the order they ran.
+    let events = spy
+        .wait_for("both broadcasts", |e| {
+            e.iter().filter(|e| e.event == "broadcast").count() == 2
+        })
+        .await;
+    let heard: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "broadcast")
+        .map(|e| {
+            if e.data.windows(5).any(|w| w == b"first") {
+                "first"
+            } else {
+                "second"
+            }
+        })
+        .collect();
+    assert_eq!(heard, ["first", "second"]);
+    assert_eq!(server.executions(), 2, "each ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_client_ids_moves_no_owner_and_runs_nothing_twice() {
     let server = Server::start().await;
     let url = server.url();

@@ -11,7 +11,9 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::{
-    Call, Crudp, Next, metrics,
+    Call, Crudp, Next,
+    held::Told,
+    metrics,
     panics::{self, Marked},
     queue::Job,
 };
@@ -104,17 +106,22 @@ impl Crudp {
             }
         }
         let flushed = self.flush().await;
+        let client = ctx.client();
         if flushed {
-            self.publish_all(ctx.client(), broadcasts).await;
-        } else if !broadcasts.is_empty() {
-            // Published once the outcomes are durable. Should the process end first, the
-            // calls run again when re-sent, and broadcast then.
+            let first = self.shared.held.publish_after(client, broadcasts);
+            self.publish_in_order(client, first).await;
+        } else if let Some(ticket) = self.shared.held.hold(client, broadcasts) {
+            // Published once the outcomes are durable, and the client's later broadcasts
+            // after them. Should the process end first, the calls run again when re-sent,
+            // and broadcast then.
             let crudp = self.clone();
-            let client = ctx.client();
             tokio::spawn(async move {
-                if until_stored(client, || crudp.shared.outcomes.flush()).await {
-                    crudp.publish_all(client, broadcasts).await;
-                }
+                let first = if until_stored(client, || crudp.shared.outcomes.flush()).await {
+                    crudp.shared.held.durable(ticket)
+                } else {
+                    crudp.shared.held.forget(ticket)
+                };
+                crudp.publish_in_order(client, first).await;
             });
         }
         if !flushed {
@@ -262,7 +269,9 @@ impl Crudp {
                 told.push((broadcast, target.clone()));
             }
         }
-        let finished = self.finish(client, lease, &run.recorded(), &mut told).await;
+        let finished = self
+            .finish(client, lease, &run.recorded(), broadcasts, &mut told)
+            .await;
         // Finished, or left to the background retry, which keeps the reservation on purpose.
         run.lease = None;
         let mut outcomes = std::mem::take(&mut run.outcomes);
@@ -281,7 +290,7 @@ impl Crudp {
     /// Publishes the broadcasts of `client`'s calls, each to all but that client. One the hub
     /// cannot take is not tried again: the hub may have taken it without a word (a reply lost
     /// with Redis), and a second copy would come after newer events.
-    async fn publish_all(&self, client: ClientId, broadcasts: Vec<(Broadcast, Target)>) {
+    async fn publish_all(&self, client: ClientId, broadcasts: Told) {
         for (broadcast, target) in broadcasts {
             if let Err(e) = self
                 .publish_broadcast(broadcast, Channel::from(target), Some(client))
@@ -292,16 +301,28 @@ impl Crudp {
         }
     }
 
+    /// Publishes `first`, then each batch of `client`'s that [`Held`](super::held::Held)
+    /// hands out after it, in order.
+    async fn publish_in_order(&self, client: ClientId, first: Option<Told>) {
+        let mut next = first;
+        while let Some(told) = next {
+            self.publish_all(client, told).await;
+            next = self.shared.held.next(client);
+        }
+    }
+
     /// Records the outcomes of packets that ran under `lease`; `false` if the store could
     /// not. Their reservation then stays (so they cannot run again: their re-sends are
     /// `Busy`) and the outcomes are recorded in the background, until the store takes them;
-    /// then their broadcasts, taken from `told`, are published.
+    /// then their broadcasts, taken from `told`, are published, after those of the batch's
+    /// earlier calls, taken from `earlier`.
     async fn finish(
         &self,
         client: ClientId,
         lease: Lease,
         outcomes: &[(u64, &Outcome)],
-        told: &mut Vec<(Broadcast, Target)>,
+        earlier: &mut Told,
+        told: &mut Told,
     ) -> bool {
         let store = &self.shared.outcomes;
         let started = Instant::now();
@@ -316,20 +337,29 @@ impl Crudp {
                     .iter()
                     .map(|(seq, o)| (*seq, (*o).clone()))
                     .collect();
-                let told = std::mem::take(told);
+                // Held, with the broadcasts of the batch's earlier calls before them: the
+                // client's next calls may run as soon as these are recorded, and their
+                // broadcasts queue behind.
+                let mut all = std::mem::take(earlier);
+                all.append(told);
+                let ticket = self.shared.held.hold(client, all);
                 tokio::spawn(async move {
                     let outcomes: Vec<(u64, &Outcome)> =
                         owned.iter().map(|(seq, o)| (*seq, o)).collect();
                     let store = &crudp.shared.outcomes;
-                    if !until_stored(client, || store.finish_batch(client, lease, &outcomes)).await
-                    {
+                    let durable =
+                        until_stored(client, || store.finish_batch(client, lease, &outcomes)).await
+                            && (store.flush().await.is_ok()
+                                || until_stored(client, || store.flush()).await);
+                    let Some(ticket) = ticket else {
                         return;
-                    }
-                    // At once: the client's next calls may run as soon as these are recorded,
-                    // and their broadcasts must not overtake these.
-                    if store.flush().await.is_ok() || until_stored(client, || store.flush()).await {
-                        crudp.publish_all(client, told).await;
-                    }
+                    };
+                    let first = if durable {
+                        crudp.shared.held.durable(ticket)
+                    } else {
+                        crudp.shared.held.forget(ticket)
+                    };
+                    crudp.publish_in_order(client, first).await;
                 });
                 false
             }

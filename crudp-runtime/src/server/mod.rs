@@ -2,6 +2,7 @@
 
 mod events;
 mod execute;
+mod held;
 mod layer;
 pub(crate) mod metrics;
 mod origin;
@@ -144,6 +145,8 @@ struct Shared {
     allowed_origins: AllowedOrigins,
     /// The event streams and polls open.
     streams: Arc<slots::Slots>,
+    /// Broadcasts waiting for their calls' outcomes to be durable, and those queued behind.
+    held: held::Held,
     #[cfg(feature = "files")]
     files: Option<Files>,
     /// The answer of `GET /modules` (its JSON, or why there is none), made at its first
@@ -843,6 +846,7 @@ impl CrudpBuilder {
                 #[cfg(feature = "files")]
                 files,
                 description: std::sync::OnceLock::new(),
+                held: held::Held::default(),
             }),
         })
     }
