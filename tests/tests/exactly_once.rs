@@ -89,6 +89,18 @@ struct Flaky {
     finishes: Arc<AtomicUsize>,
 }
 
+impl Flaky {
+    /// A store whose `finish` fails `finishes` times and `flush` fails `flushes` times.
+    fn failing(finishes: usize, flushes: usize) -> Self {
+        Self {
+            inner: MemoryOutcomes::default(),
+            failures: AtomicUsize::new(finishes),
+            flush_failures: AtomicUsize::new(flushes),
+            finishes: Arc::default(),
+        }
+    }
+}
+
 /// Takes one of `left`, if any is left.
 fn fails(left: &AtomicUsize) -> bool {
     left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -140,13 +152,8 @@ impl OutcomeStore for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
-    let finishes = Arc::new(AtomicUsize::new(0));
-    let store = Flaky {
-        inner: MemoryOutcomes::default(),
-        failures: AtomicUsize::new(3),
-        flush_failures: AtomicUsize::new(0),
-        finishes: Arc::clone(&finishes),
-    };
+    let store = Flaky::failing(3, 0);
+    let finishes = Arc::clone(&store.finishes);
     let server = Server::start_with(|b| b.outcome_store(store)).await;
     let body = batch_of(ClientId(9), creates("tea", [1]));
     let (_, first) = call_raw(&server.url(), "ann", body.clone()).await;
@@ -190,12 +197,7 @@ async fn an_outcome_that_fails_to_be_recorded_never_lets_its_call_run_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_waits_until_its_call_s_outcome_is_durable() {
-    let store = Flaky {
-        inner: MemoryOutcomes::default(),
-        failures: AtomicUsize::new(0),
-        flush_failures: AtomicUsize::new(3),
-        finishes: Arc::default(),
-    };
+    let store = Flaky::failing(0, 3);
     let server = Server::start_with(|b| b.outcome_store(store)).await;
     let url = server.url();
     let bob = ClientId(0xB0B);
@@ -230,12 +232,7 @@ async fn a_broadcast_waits_until_its_call_s_outcome_is_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_later_broadcasts_wait_for_those_whose_outcomes_were_not_durable() {
-    let store = Flaky {
-        inner: MemoryOutcomes::default(),
-        failures: AtomicUsize::new(0),
-        flush_failures: AtomicUsize::new(1),
-        finishes: Arc::default(),
-    };
+    let store = Flaky::failing(0, 1);
     let server = Server::start_with(|b| b.outcome_store(store)).await;
     let url = server.url();
     let token = server.token("bob", "member", ClientId(0xB0B)).await;

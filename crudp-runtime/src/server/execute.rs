@@ -117,9 +117,9 @@ impl Crudp {
             let crudp = self.clone();
             tokio::spawn(async move {
                 let first = if until_stored(client, || crudp.shared.outcomes.flush()).await {
-                    crudp.shared.held.durable(ticket)
+                    ticket.durable()
                 } else {
-                    crudp.shared.held.forget(ticket)
+                    ticket.forget()
                 };
                 crudp.publish_in_order(client, first).await;
             });
@@ -355,9 +355,9 @@ impl Crudp {
                         return;
                     };
                     let first = if durable {
-                        crudp.shared.held.durable(ticket)
+                        ticket.durable()
                     } else {
-                        crudp.shared.held.forget(ticket)
+                        ticket.forget()
                     };
                     crudp.publish_in_order(client, first).await;
                 });

@@ -29,9 +29,10 @@ pub(super) struct Held {
     clients: Arc<Clients>,
 }
 
-/// A batch's place among its client's held broadcasts, until its outcomes are durable. One
-/// dropped before it was settled (its task went with its runtime) lets go of its place, so
-/// that it holds up nothing after it.
+/// A batch's place among its client's held broadcasts, until its outcomes are durable
+/// ([`durable`](Self::durable)) or never will be ([`forget`](Self::forget)). One dropped
+/// before either (its task went with its runtime) lets go of its place, so that it holds up
+/// nothing after it.
 pub(super) struct Ticket {
     clients: Arc<Clients>,
     client: ClientId,
@@ -39,15 +40,43 @@ pub(super) struct Ticket {
     settled: bool,
 }
 
+impl Ticket {
+    /// Its outcomes are durable: answers the first batch for the caller to publish now, as
+    /// [`Held::publish_after`] does.
+    pub(super) fn durable(mut self) -> Option<Told> {
+        self.settled = true;
+        let mut clients = lock(&self.clients);
+        if let Some((_, _, durable)) = clients
+            .get_mut(&self.client)?
+            .batches
+            .iter_mut()
+            .find(|(id, ..)| *id == self.id)
+        {
+            *durable = true;
+        }
+        take_turn(&mut clients, self.client)
+    }
+
+    /// Its outcomes will never be recorded (the store refused them for good): its calls run
+    /// again when sent again, and broadcast then. Answers the first batch for the caller to
+    /// publish now, as [`Held::publish_after`] does.
+    pub(super) fn forget(self) -> Option<Told> {
+        let (clients, client) = (Arc::clone(&self.clients), self.client);
+        drop(self);
+        take_turn(&mut lock(&clients), client)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.settled {
-            let mut clients = lock(&self.clients);
-            if let Some(waiting) = clients.get_mut(&self.client) {
-                waiting.batches.retain(|(id, _, _)| *id != self.id);
-                if waiting.batches.is_empty() && !waiting.publishing {
-                    clients.remove(&self.client);
-                }
+        if self.settled {
+            return;
+        }
+        let mut clients = lock(&self.clients);
+        if let Some(waiting) = clients.get_mut(&self.client) {
+            waiting.batches.retain(|(id, _, _)| *id != self.id);
+            if waiting.idle() {
+                clients.remove(&self.client);
             }
         }
     }
@@ -55,6 +84,22 @@ impl Drop for Ticket {
 
 fn lock(clients: &Clients) -> MutexGuard<'_, HashMap<ClientId, Waiting>> {
     clients.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `client`'s oldest batch, for the caller to publish, if it is durable and nobody else
+/// publishes the client's; a client left with nothing is let go.
+fn take_turn(clients: &mut HashMap<ClientId, Waiting>, client: ClientId) -> Option<Told> {
+    let waiting = clients.get_mut(&client)?;
+    let first = if waiting.publishing || !waiting.batches.front().is_some_and(|held| held.2) {
+        None
+    } else {
+        waiting.publishing = true;
+        waiting.batches.pop_front().map(|(_, told, _)| told)
+    };
+    if waiting.idle() {
+        clients.remove(&client);
+    }
+    first
 }
 
 #[derive(Default)]
@@ -67,14 +112,16 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// The oldest batch, for the caller to publish, if it is durable and nobody else
-    /// publishes this client's.
-    fn take_turn(&mut self) -> Option<Told> {
-        if self.publishing || !self.batches.front().is_some_and(|(_, _, ready)| *ready) {
-            return None;
-        }
-        self.publishing = true;
-        self.batches.pop_front().map(|(_, told, _)| told)
+    /// Queues a batch; answers its ticket's number.
+    fn push(&mut self, told: Told, durable: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.batches.push_back((id, told, durable));
+        id
+    }
+
+    fn idle(&self) -> bool {
+        self.batches.is_empty() && !self.publishing
     }
 }
 
@@ -84,17 +131,12 @@ impl Held {
     }
 
     /// Holds `told`, a batch's broadcasts whose outcomes are not durable yet, behind the
-    /// client's earlier ones; the ticket says when they are ([`durable`](Self::durable)) or
-    /// never will be ([`forget`](Self::forget)). Nothing to hold, no ticket.
+    /// client's earlier ones. Nothing to hold, no ticket.
     pub(super) fn hold(&self, client: ClientId, told: Told) -> Option<Ticket> {
         if told.is_empty() {
             return None;
         }
-        let mut clients = self.clients();
-        let waiting = clients.entry(client).or_default();
-        let id = waiting.next_id;
-        waiting.next_id += 1;
-        waiting.batches.push_back((id, told, false));
+        let id = self.clients().entry(client).or_default().push(told, false);
         Some(Ticket {
             clients: Arc::clone(&self.clients),
             client,
@@ -114,51 +156,16 @@ impl Held {
         let Some(waiting) = clients.get_mut(&client) else {
             return Some(told);
         };
-        let id = waiting.next_id;
-        waiting.next_id += 1;
-        waiting.batches.push_back((id, told, true));
-        waiting.take_turn()
-    }
-
-    /// The ticket's outcomes are durable: answers the first batch for the caller to publish
-    /// now, as [`publish_after`](Self::publish_after) does.
-    pub(super) fn durable(&self, mut ticket: Ticket) -> Option<Told> {
-        ticket.settled = true;
-        let mut clients = self.clients();
-        let waiting = clients.get_mut(&ticket.client)?;
-        if let Some((_, _, durable)) = waiting.batches.iter_mut().find(|(id, ..)| *id == ticket.id)
-        {
-            *durable = true;
-        }
-        waiting.take_turn()
-    }
-
-    /// The ticket's outcomes will never be recorded (the store refused them for good): its
-    /// calls run again when sent again, and broadcast then. Answers the first batch for the
-    /// caller to publish now, as [`publish_after`](Self::publish_after) does.
-    pub(super) fn forget(&self, ticket: Ticket) -> Option<Told> {
-        let client = ticket.client;
-        drop(ticket);
-        let mut clients = self.clients();
-        let waiting = clients.get_mut(&client)?;
-        let first = waiting.take_turn();
-        if waiting.batches.is_empty() && !waiting.publishing {
-            clients.remove(&client);
-        }
-        first
+        waiting.push(told, true);
+        take_turn(&mut clients, client)
     }
 
     /// The next batch for the task publishing `client`'s, while the oldest held are durable;
     /// `None` when it is done.
     pub(super) fn next(&self, client: ClientId) -> Option<Told> {
         let mut clients = self.clients();
-        let waiting = clients.get_mut(&client)?;
-        waiting.publishing = false;
-        let next = waiting.take_turn();
-        if waiting.batches.is_empty() && !waiting.publishing {
-            clients.remove(&client);
-        }
-        next
+        clients.get_mut(&client)?.publishing = false;
+        take_turn(&mut clients, client)
     }
 }
 
@@ -200,7 +207,7 @@ mod tests {
         assert_eq!(value(held.next(bob)), None);
         // The first batch's outcomes get through: both leave, in order. A batch that comes
         // meanwhile joins the one publishing.
-        assert_eq!(value(held.durable(first)), Some(1));
+        assert_eq!(value(first.durable()), Some(1));
         assert_eq!(value(held.publish_after(ann, told(3))), None);
         assert_eq!(value(held.next(ann)), Some(2));
         assert_eq!(value(held.next(ann)), Some(3));
@@ -216,8 +223,8 @@ mod tests {
         let late = held.hold(ann, told(2)).expect("a ticket");
         assert_eq!(value(held.publish_after(ann, told(3))), None);
         // The second gets through first: it still waits for the first.
-        assert_eq!(value(held.durable(late)), None);
-        assert_eq!(value(held.forget(lost)), Some(2));
+        assert_eq!(value(late.durable()), None);
+        assert_eq!(value(lost.forget()), Some(2));
         assert_eq!(value(held.next(ann)), Some(3));
         assert_eq!(value(held.next(ann)), None);
         assert!(held.clients().is_empty(), "nothing left");
